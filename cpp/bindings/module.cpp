@@ -1,0 +1,13 @@
+#include "bindings.hpp"
+#include "datacredit/blas.hpp"
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "datacredit's compiled core (use datacredit.kernels, not this module directly)";
+  m.attr("blas") = datacredit::blas_name();
+#ifdef DATACREDIT_HAVE_CUDA
+  m.attr("cuda") = true;
+#else
+  m.attr("cuda") = false;
+#endif
+  datacredit::bindings::bind_gram(m);
+}

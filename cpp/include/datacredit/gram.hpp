@@ -1,0 +1,44 @@
+// Batched feature Gram products with fused top-k selection.
+//
+// score(i, j) = w_j * s(q_i, k_j), s one of
+//   inner product  q.k
+//   cosine         q.k / (|q| |k|)      (0 when either vector is all zeros)
+//   squared l2     |q - k|^2           (via |q|^2 + |k|^2 - 2 q.k, clamped at 0)
+// and w_j either 1, a per-key weight, or a per-key-per-class weight W[j, classes[i]]
+// (DualDA's tau = lambda_{j,c(i)} f_j . f_i).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace datacredit {
+
+enum class Metric { kInnerProduct, kCosine, kSquaredL2 };
+
+// "ip", "cosine" or "l2"; anything else throws std::invalid_argument.
+Metric parse_metric(const std::string& name);
+
+// Optional key weights: none (data == nullptr), a vector (n_cols == 1, classes ==
+// nullptr) or a row-major matrix (n_keys x n_cols) with a class per query.
+struct KeyWeights {
+  const float* data = nullptr;
+  int64_t n_cols = 0;
+  const int64_t* classes = nullptr;
+};
+
+// Inputs are row-major, contiguous float32: queries (n x dim), keys (n_keys x dim).
+// Writes the k best scores per query, best-first (largest when `largest`, else
+// smallest), ties to the lower key index: values (n x k), indices (n x k).
+// Memory: O(n * k + threads * tile); never n x n_keys.  Parallel over query blocks,
+// and over key ranges when there are few queries.
+// Throws std::invalid_argument on bad sizes, k outside [1, n_keys], non-finite
+// inputs or classes out of range.
+void gram_topk(const float* queries, int64_t n, const float* keys, int64_t n_keys, int64_t dim,
+               int64_t k, const KeyWeights& weights, Metric metric, bool largest, float* values,
+               int64_t* indices, int n_threads = 0);
+
+// The dense score matrix out (n x n_keys), same definitions and checks.
+void gram_dense(const float* queries, int64_t n, const float* keys, int64_t n_keys, int64_t dim,
+                const KeyWeights& weights, Metric metric, float* out, int n_threads = 0);
+
+}  // namespace datacredit

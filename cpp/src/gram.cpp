@@ -1,0 +1,252 @@
+#include "datacredit/gram.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "datacredit/blas.hpp"
+#include "datacredit/common.hpp"
+#include "datacredit/topk.hpp"
+
+namespace datacredit {
+
+Metric parse_metric(const std::string& name) {
+  if (name == "ip") return Metric::kInnerProduct;
+  if (name == "cosine") return Metric::kCosine;
+  if (name == "l2") return Metric::kSquaredL2;
+  fail("gram", "unknown metric '" + name + "' (expected 'ip', 'cosine' or 'l2')");
+}
+
+namespace {
+
+// Tile sizes: a (kQueryBlock x kKeyTile) float tile per thread stays in L2/L3 while
+// it is scanned, and each GEMM call is large enough for the BLAS to run near peak.
+constexpr int64_t kQueryBlock = 512;
+constexpr int64_t kKeyTile = 512;
+
+enum class WeightMode { kNone, kVector, kPerClass };
+
+void validate(const char* where, const float* queries, int64_t n, const float* keys, int64_t n_keys,
+              int64_t dim, const KeyWeights& weights) {
+  check(n >= 0 && n_keys >= 0 && dim >= 0, where, "negative size");
+  check(n > 0, where, "queries is empty");
+  check(n_keys > 0, where, "keys is empty");
+  check(dim > 0, where, "feature dimension is 0");
+  check(all_finite(queries, n * dim), where, "queries contains NaN or inf");
+  check(all_finite(keys, n_keys * dim), where, "keys contains NaN or inf");
+  if (weights.data != nullptr) {
+    check(weights.n_cols >= 1, where, "weights has no columns");
+    check(weights.classes != nullptr || weights.n_cols == 1, where,
+          "a weight matrix needs classes (one column index per query)");
+    check(all_finite(weights.data, n_keys * weights.n_cols), where, "weights contains NaN or inf");
+    if (weights.classes != nullptr)
+      for (int64_t i = 0; i < n; ++i)
+        check(weights.classes[i] >= 0 && weights.classes[i] < weights.n_cols, where,
+              "classes[" + std::to_string(i) + "] = " + std::to_string(weights.classes[i]) +
+                  " is outside [0, " + std::to_string(weights.n_cols) + ")");
+  }
+}
+
+WeightMode weight_mode(const KeyWeights& w) {
+  if (w.data == nullptr) return WeightMode::kNone;
+  return w.classes == nullptr ? WeightMode::kVector : WeightMode::kPerClass;
+}
+
+// Squared norms of rows (l2) or their inverse norms (cosine, 0 for a zero row).
+std::vector<float> row_norm_terms(const float* x, int64_t rows, int64_t dim, Metric metric,
+                                  int threads) {
+  std::vector<float> out(static_cast<size_t>(rows));
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* v = x + r * dim;
+    double s = 0.0;
+    for (int64_t p = 0; p < dim; ++p) s += static_cast<double>(v[p]) * v[p];
+    if (metric == Metric::kSquaredL2)
+      out[static_cast<size_t>(r)] = static_cast<float>(s);
+    else
+      out[static_cast<size_t>(r)] = s > 0.0 ? static_cast<float>(1.0 / std::sqrt(s)) : 0.0f;
+  }
+  return out;
+}
+
+// Everything the per-element score transform needs, shared by the dense and top-k paths.
+struct Scorer {
+  Metric metric;
+  WeightMode mode;
+  const KeyWeights* weights;
+  const float* q_terms;  // per query: squared norm (l2) or inverse norm (cosine)
+  const float* k_terms;  // per key: same
+
+  // Turns raw dot products s[0..count) of query i with keys j0.. into scores, in place.
+  template <Metric M, WeightMode W>
+  void apply(float* s, int64_t count, int64_t i, int64_t j0) const {
+    const float qt = (M == Metric::kInnerProduct) ? 0.0f : q_terms[i];
+    const float* kt = k_terms + j0;
+    const int64_t cols = weights->n_cols;
+    const float* w = weights->data;
+    const int64_t c = (W == WeightMode::kPerClass) ? weights->classes[i] : 0;
+    for (int64_t t = 0; t < count; ++t) {
+      float v = s[t];
+      if (M == Metric::kCosine) v = v * qt * kt[t];
+      if (M == Metric::kSquaredL2) v = std::max(qt + kt[t] - 2.0f * v, 0.0f);
+      if (W == WeightMode::kVector) v *= w[j0 + t];
+      if (W == WeightMode::kPerClass) v *= w[(j0 + t) * cols + c];
+      s[t] = v;
+    }
+  }
+
+  template <class F>
+  void dispatch(F&& f) const {
+    // Resolves the (metric, weight mode) pair once, outside the hot loops.
+    auto by_weight = [&](auto m) {
+      constexpr Metric M = decltype(m)::value;
+      switch (mode) {
+        case WeightMode::kNone:
+          return f(std::integral_constant<Metric, M>{},
+                   std::integral_constant<WeightMode, WeightMode::kNone>{});
+        case WeightMode::kVector:
+          return f(std::integral_constant<Metric, M>{},
+                   std::integral_constant<WeightMode, WeightMode::kVector>{});
+        case WeightMode::kPerClass:
+          return f(std::integral_constant<Metric, M>{},
+                   std::integral_constant<WeightMode, WeightMode::kPerClass>{});
+      }
+    };
+    switch (metric) {
+      case Metric::kInnerProduct:
+        return by_weight(std::integral_constant<Metric, Metric::kInnerProduct>{});
+      case Metric::kCosine:
+        return by_weight(std::integral_constant<Metric, Metric::kCosine>{});
+      case Metric::kSquaredL2:
+        return by_weight(std::integral_constant<Metric, Metric::kSquaredL2>{});
+    }
+  }
+};
+
+struct Prepared {
+  std::vector<float> q_terms, k_terms;
+  Scorer scorer;
+};
+
+Prepared prepare(const float* queries, int64_t n, const float* keys, int64_t n_keys, int64_t dim,
+                 const KeyWeights& weights, Metric metric, int threads) {
+  Prepared p;
+  if (metric != Metric::kInnerProduct) {
+    p.q_terms = row_norm_terms(queries, n, dim, metric, threads);
+    p.k_terms = row_norm_terms(keys, n_keys, dim, metric, threads);
+  }
+  p.scorer = Scorer{metric, weight_mode(weights), &weights, p.q_terms.data(), p.k_terms.data()};
+  return p;
+}
+
+}  // namespace
+
+void gram_topk(const float* queries, int64_t n, const float* keys, int64_t n_keys, int64_t dim,
+               int64_t k, const KeyWeights& weights, Metric metric, bool largest, float* values,
+               int64_t* indices, int n_threads) {
+  const char* where = "gram_topk";
+  validate(where, queries, n, keys, n_keys, dim, weights);
+  check(k >= 1 && k <= n_keys, where,
+        "k = " + std::to_string(k) + " must be in [1, " + std::to_string(n_keys) + "]");
+  const int threads = resolve_threads(n_threads);
+  Prepared prep = prepare(queries, n, keys, n_keys, dim, weights, metric, threads);
+
+  // Partition: query blocks first; when there are fewer blocks than threads, also
+  // split the keys into ranges whose heaps are merged at the end.
+  const int64_t n_qblocks = (n + kQueryBlock - 1) / kQueryBlock;
+  const int64_t qblock = (n + n_qblocks - 1) / n_qblocks;
+  const int64_t n_ktiles = (n_keys + kKeyTile - 1) / kKeyTile;
+  int64_t n_parts = 1;
+  if (n_qblocks < threads) n_parts = std::min<int64_t>(n_ktiles, threads / n_qblocks);
+  n_parts = std::max<int64_t>(n_parts, 1);
+  const int64_t tiles_per_part = (n_ktiles + n_parts - 1) / n_parts;
+
+  std::vector<float> heap_keys(static_cast<size_t>(n_parts * n * k));
+  std::vector<int64_t> heap_ids(static_cast<size_t>(n_parts * n * k));
+  std::vector<int64_t> heap_sizes(static_cast<size_t>(n_parts * n), 0);
+  const float sign = largest ? 1.0f : -1.0f;
+  const int64_t n_items = n_qblocks * n_parts;
+  SerialBlasScope serial_blas;
+
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> tile(static_cast<size_t>(qblock * kKeyTile));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < n_items; ++item) {
+      const int64_t b = item / n_parts, part = item % n_parts;
+      const int64_t i0 = b * qblock, i1 = std::min(n, i0 + qblock);
+      const int64_t t0 = part * tiles_per_part, t1 = std::min(n_ktiles, t0 + tiles_per_part);
+      float* pkeys = heap_keys.data() + (part * n) * k;
+      int64_t* pids = heap_ids.data() + (part * n) * k;
+      std::vector<TopKHeap> heaps;
+      heaps.reserve(static_cast<size_t>(i1 - i0));
+      for (int64_t i = i0; i < i1; ++i) heaps.emplace_back(pkeys + i * k, pids + i * k, k);
+
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t j0 = t * kKeyTile, j1 = std::min(n_keys, j0 + kKeyTile);
+        const int64_t cols = j1 - j0;
+        sgemm_nt(i1 - i0, cols, dim, queries + i0 * dim, dim, keys + j0 * dim, dim, tile.data(),
+                 cols);
+        prep.scorer.dispatch([&](auto m, auto w) {
+          constexpr Metric M = decltype(m)::value;
+          constexpr WeightMode W = decltype(w)::value;
+          for (int64_t i = i0; i < i1; ++i) {
+            float* row = tile.data() + (i - i0) * cols;
+            if (M != Metric::kInnerProduct || W != WeightMode::kNone)
+              prep.scorer.apply<M, W>(row, cols, i, j0);
+            TopKHeap& heap = heaps[static_cast<size_t>(i - i0)];
+            float thr = heap.threshold();
+            for (int64_t c = 0; c < cols; ++c) {
+              const float key = sign * row[c];
+              if (key >= thr) {  // rare once the heap is full
+                heap.push(key, j0 + c);
+                thr = heap.threshold();
+              }
+            }
+          }
+        });
+      }
+      for (int64_t i = i0; i < i1; ++i)
+        heap_sizes[static_cast<size_t>(part * n + i)] = heaps[static_cast<size_t>(i - i0)].size();
+    }
+
+    // Merge the key ranges' heaps of each query (into part 0's storage) and write it out sorted.
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      float* keys0 = heap_keys.data() + i * k;
+      int64_t* ids0 = heap_ids.data() + i * k;
+      TopKHeap merged(keys0, ids0, k, heap_sizes[static_cast<size_t>(i)]);
+      if (n_parts > 1) {
+        std::vector<float> mk(keys0, keys0 + merged.size());
+        std::vector<int64_t> mi(ids0, ids0 + merged.size());
+        for (int64_t part = 1; part < n_parts; ++part) {
+          const int64_t sz = heap_sizes[static_cast<size_t>(part * n + i)];
+          const float* pk = heap_keys.data() + (part * n + i) * k;
+          const int64_t* pi = heap_ids.data() + (part * n + i) * k;
+          mk.insert(mk.end(), pk, pk + sz);
+          mi.insert(mi.end(), pi, pi + sz);
+        }
+        merged = TopKHeap(keys0, ids0, k);
+        for (size_t e = 0; e < mk.size(); ++e) merged.push(mk[e], mi[e]);
+      }
+      merged.write_sorted(values + i * k, indices + i * k, sign);
+    }
+  }
+}
+
+void gram_dense(const float* queries, int64_t n, const float* keys, int64_t n_keys, int64_t dim,
+                const KeyWeights& weights, Metric metric, float* out, int n_threads) {
+  validate("gram", queries, n, keys, n_keys, dim, weights);
+  const int threads = resolve_threads(n_threads);
+  Prepared prep = prepare(queries, n, keys, n_keys, dim, weights, metric, threads);
+  sgemm_nt(n, n_keys, dim, queries, dim, keys, dim, out, n_keys);
+  if (metric == Metric::kInnerProduct && weight_mode(weights) == WeightMode::kNone) return;
+  prep.scorer.dispatch([&](auto m, auto w) {
+    constexpr Metric M = decltype(m)::value;
+    constexpr WeightMode W = decltype(w)::value;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; ++i) prep.scorer.apply<M, W>(out + i * n_keys, n_keys, i, 0);
+  });
+}
+
+}  // namespace datacredit

@@ -1,0 +1,111 @@
+"""Input conversion and validation shared by every public function.
+
+User input may be a numpy array, a (CPU) torch tensor, a cupy array or anything
+array-like.  These helpers turn it into the contiguous float32 / int64 numpy arrays
+the compiled core expects, copying only when dtype or layout require it, and raise
+clear ``TypeError`` / ``ValueError`` messages that name the offending argument.
+Nothing the user passed is ever modified.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+def _is_cupy(x: Any) -> bool:
+    return type(x).__module__.startswith("cupy")
+
+
+def to_numpy(x: Any, name: str) -> np.ndarray:
+    """View ``x`` as a numpy array without copying when possible.
+
+    Torch CPU tensors are viewed through ``.numpy()`` (shared memory); CUDA tensors
+    and cupy arrays raise, because this build's kernels run on the CPU.
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    if _is_torch(x):
+        if x.device.type != "cpu":
+            raise ValueError(
+                f"{name} is a torch tensor on device '{x.device}', but the datacredit kernels "
+                "in this build run on the CPU: move it with .cpu() first"
+            )
+        if x.is_sparse:
+            raise TypeError(f"{name} is a sparse torch tensor; pass a dense tensor")
+        return x.detach().resolve_conj().resolve_neg().numpy()
+    if _is_cupy(x):
+        raise ValueError(
+            f"{name} is a cupy array (GPU memory), but the datacredit kernels in this build run "
+            "on the CPU: pass cupy.asnumpy(...) instead"
+        )
+    if x is None:
+        raise TypeError(f"{name} must be an array, got None")
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # pragma: no cover - numpy's own message is kept
+        raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
+
+
+def as_float_matrix(
+    x: Any, name: str, *, ndim: int = 2, allow_empty: bool = False, check_finite: bool = True
+) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32 array of the given ``ndim``.
+
+    float32 input in C order is passed through untouched; float64 (and other real
+    dtypes) are converted once.  Raises on wrong ndim, complex/bool/object dtype,
+    emptiness (unless allowed) and NaN/inf (skipped with ``check_finite=False`` when the
+    compiled kernel checks it anyway).
+    """
+    arr = to_numpy(x, name)
+    if arr.ndim != ndim:
+        shape_word = {1: "a vector (1-D)", 2: "a matrix (2-D)"}.get(ndim, f"{ndim}-D")
+        raise ValueError(f"{name} must be {shape_word}, got shape {arr.shape}")
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if check_finite and out.size and not np.isfinite(out).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return out
+
+
+def as_index_vector(x: Any, name: str, length: int, upper: int) -> np.ndarray:
+    """Return ``x`` as a contiguous int64 vector of ``length`` values in [0, upper)."""
+    arr = to_numpy(x, name)
+    if arr.ndim != 1 or arr.shape[0] != length:
+        raise ValueError(f"{name} must have shape ({length},), got {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0):
+            arr = arr.astype(np.int64)
+        else:
+            raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    out = np.ascontiguousarray(arr, dtype=np.int64)
+    if out.size and (out.min() < 0 or out.max() >= upper):
+        bad = int(out[(out < 0) | (out >= upper)][0])
+        raise ValueError(f"{name} holds {bad}, outside [0, {upper})")
+    return out
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """Raise a ValueError listing the choices unless ``value`` is one of them."""
+    if value not in choices:
+        raise ValueError(
+            f"unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}"
+        )
+    return value
+
+
+def resolve_threads(n_threads: int | None) -> int:
+    """``None`` (all cores) becomes 0 for the core; negative values are rejected."""
+    if n_threads is None:
+        return 0
+    if not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
+        raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+    return int(n_threads)
