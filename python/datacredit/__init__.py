@@ -1,11 +1,31 @@
 """datacredit: which training data, and which data contributors, a model's behaviour comes from.
 
-Importing datacredit is light (numpy only); torch and the other model libraries
-are imported by the pieces that need them.
+Importing datacredit is light (numpy only): the method classes below are loaded on
+first use, and torch and the other model libraries are imported only by the pieces
+that need them.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from datacredit import kernels
 
 __version__ = "0.1.0"
 
-__all__ = ["kernels", "__version__"]
+# Public name -> module that defines it, imported lazily (keeps `import datacredit` light).
+_LAZY = {
+    "DualDA": "datacredit.dualda",
+    "XDA": "datacredit.dualda",
+    "SurrogateSHAP": "datacredit.surrogateshap",
+    "GMValuator": "datacredit.gmvaluator",
+}
+
+__all__ = ["kernels", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'datacredit' has no attribute {name!r}")
