@@ -21,6 +21,8 @@ namespace {
 
 // Tile sizes: a (kQueryBlock x kKeyTile) float tile per thread stays in L2/L3 while
 // it is scanned, and each GEMM call is large enough for the BLAS to run near peak.
+// Measured (2-core EPYC, d=512): CPU time within 5% of the bare GEMM; 256..1024 on
+// either side were no better.
 constexpr int64_t kQueryBlock = 512;
 constexpr int64_t kKeyTile = 512;
 
