@@ -247,3 +247,20 @@ def test_import_does_not_import_torch():
 
     code = "import sys, datacredit, datacredit.kernels; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cosine_of_subnormal_vectors():
+    # Found by hypothesis: tiny norms must not overflow the normalisation.
+    q = np.array([[0.5]], dtype=np.float32)
+    keys = np.array([[1e-45]], dtype=np.float32)
+    values, indices = gram_topk(q, keys, 1, metric="cosine")
+    np.testing.assert_allclose(values, [[1.0]], rtol=1e-6)
+    np.testing.assert_array_equal(indices, [[0]])
+
+
+def test_overflowing_scores_are_ranked_last_not_lost():
+    q = np.array([[1e30, 0.0]], dtype=np.float32)
+    keys = np.array([[1e30, 0.0], [0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
+    values, indices = gram_topk(q, keys, 3, metric="l2", largest=False)
+    assert sorted(indices[0].tolist()) == [0, 1, 2]
+    assert not np.isnan(values).any()

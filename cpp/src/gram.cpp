@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "datacredit/blas.hpp"
@@ -54,92 +56,84 @@ WeightMode weight_mode(const KeyWeights& w) {
   return w.classes == nullptr ? WeightMode::kVector : WeightMode::kPerClass;
 }
 
-// Squared norms of rows (l2) or their inverse norms (cosine, 0 for a zero row).
-std::vector<float> row_norm_terms(const float* x, int64_t rows, int64_t dim, Metric metric,
-                                  int threads) {
+// Unit-norm copies of rows (all-zero rows stay zero).  Scaled by the largest |x| first,
+// in double, so tiny (even subnormal) and huge rows normalise without under/overflow.
+void normalize_rows(const float* x, int64_t rows, int64_t dim, float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* v = x + r * dim;
+    float* o = out + r * dim;
+    double big = 0.0;
+    for (int64_t p = 0; p < dim; ++p) big = std::max(big, std::abs(static_cast<double>(v[p])));
+    if (big == 0.0) {
+      std::fill(o, o + dim, 0.0f);
+      continue;
+    }
+    double ss = 0.0;
+    for (int64_t p = 0; p < dim; ++p) ss += (v[p] / big) * (v[p] / big);
+    const double scale = 1.0 / (big * std::sqrt(ss));
+    for (int64_t p = 0; p < dim; ++p) o[p] = static_cast<float>(v[p] * scale);
+  }
+}
+
+std::vector<float> squared_norms(const float* x, int64_t rows, int64_t dim, int threads) {
   std::vector<float> out(static_cast<size_t>(rows));
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* v = x + r * dim;
     double s = 0.0;
     for (int64_t p = 0; p < dim; ++p) s += static_cast<double>(v[p]) * v[p];
-    if (metric == Metric::kSquaredL2)
-      out[static_cast<size_t>(r)] = static_cast<float>(s);
-    else
-      out[static_cast<size_t>(r)] = s > 0.0 ? static_cast<float>(1.0 / std::sqrt(s)) : 0.0f;
+    out[static_cast<size_t>(r)] = static_cast<float>(s);
   }
   return out;
 }
 
-// Everything the per-element score transform needs, shared by the dense and top-k paths.
+// Turns raw dot products into scores.  Cosine arrives here as a dot product of unit
+// vectors, so only the l2 expansion and the weights remain.
 struct Scorer {
-  Metric metric;
+  bool l2;
   WeightMode mode;
   const KeyWeights* weights;
-  const float* q_terms;  // per query: squared norm (l2) or inverse norm (cosine)
-  const float* k_terms;  // per key: same
+  const float* q_sq;  // l2 only: squared norms of queries
+  const float* k_sq;  // l2 only: squared norms of keys
 
-  // Turns raw dot products s[0..count) of query i with keys j0.. into scores, in place.
-  template <Metric M, WeightMode W>
+  // s[0..count) holds dot products of query i with keys j0..j0+count; rewritten in place.
+  template <bool L2, WeightMode W>
   void apply(float* s, int64_t count, int64_t i, int64_t j0) const {
-    const float qt = (M == Metric::kInnerProduct) ? 0.0f : q_terms[i];
-    const float* kt = k_terms + j0;
+    const float qs = L2 ? q_sq[i] : 0.0f;
+    const float* ks = L2 ? k_sq + j0 : nullptr;
     const int64_t cols = weights->n_cols;
     const float* w = weights->data;
     const int64_t c = (W == WeightMode::kPerClass) ? weights->classes[i] : 0;
     for (int64_t t = 0; t < count; ++t) {
       float v = s[t];
-      if (M == Metric::kCosine) v = v * qt * kt[t];
-      if (M == Metric::kSquaredL2) v = std::max(qt + kt[t] - 2.0f * v, 0.0f);
+      if (L2) v = std::max(qs + ks[t] - 2.0f * v, 0.0f);
       if (W == WeightMode::kVector) v *= w[j0 + t];
       if (W == WeightMode::kPerClass) v *= w[(j0 + t) * cols + c];
       s[t] = v;
     }
   }
 
+  bool is_identity() const { return !l2 && mode == WeightMode::kNone; }
+
+  // Calls f(bool_constant<L2>, integral_constant<WeightMode>) resolved once, outside hot loops.
   template <class F>
   void dispatch(F&& f) const {
-    // Resolves the (metric, weight mode) pair once, outside the hot loops.
-    auto by_weight = [&](auto m) {
-      constexpr Metric M = decltype(m)::value;
+    auto with_mode = [&](auto is_l2) {
       switch (mode) {
         case WeightMode::kNone:
-          return f(std::integral_constant<Metric, M>{},
-                   std::integral_constant<WeightMode, WeightMode::kNone>{});
+          return f(is_l2, std::integral_constant<WeightMode, WeightMode::kNone>{});
         case WeightMode::kVector:
-          return f(std::integral_constant<Metric, M>{},
-                   std::integral_constant<WeightMode, WeightMode::kVector>{});
+          return f(is_l2, std::integral_constant<WeightMode, WeightMode::kVector>{});
         case WeightMode::kPerClass:
-          return f(std::integral_constant<Metric, M>{},
-                   std::integral_constant<WeightMode, WeightMode::kPerClass>{});
+          return f(is_l2, std::integral_constant<WeightMode, WeightMode::kPerClass>{});
       }
     };
-    switch (metric) {
-      case Metric::kInnerProduct:
-        return by_weight(std::integral_constant<Metric, Metric::kInnerProduct>{});
-      case Metric::kCosine:
-        return by_weight(std::integral_constant<Metric, Metric::kCosine>{});
-      case Metric::kSquaredL2:
-        return by_weight(std::integral_constant<Metric, Metric::kSquaredL2>{});
-    }
+    if (l2)
+      with_mode(std::true_type{});
+    else
+      with_mode(std::false_type{});
   }
 };
-
-struct Prepared {
-  std::vector<float> q_terms, k_terms;
-  Scorer scorer;
-};
-
-Prepared prepare(const float* queries, int64_t n, const float* keys, int64_t n_keys, int64_t dim,
-                 const KeyWeights& weights, Metric metric, int threads) {
-  Prepared p;
-  if (metric != Metric::kInnerProduct) {
-    p.q_terms = row_norm_terms(queries, n, dim, metric, threads);
-    p.k_terms = row_norm_terms(keys, n_keys, dim, metric, threads);
-  }
-  p.scorer = Scorer{metric, weight_mode(weights), &weights, p.q_terms.data(), p.k_terms.data()};
-  return p;
-}
 
 }  // namespace
 
@@ -151,7 +145,13 @@ void gram_topk(const float* queries, int64_t n, const float* keys, int64_t n_key
   check(k >= 1 && k <= n_keys, where,
         "k = " + std::to_string(k) + " must be in [1, " + std::to_string(n_keys) + "]");
   const int threads = resolve_threads(n_threads);
-  Prepared prep = prepare(queries, n, keys, n_keys, dim, weights, metric, threads);
+  const bool l2 = metric == Metric::kSquaredL2, cosine = metric == Metric::kCosine;
+  std::vector<float> q_sq, k_sq;
+  if (l2) {
+    q_sq = squared_norms(queries, n, dim, threads);
+    k_sq = squared_norms(keys, n_keys, dim, threads);
+  }
+  const Scorer scorer{l2, weight_mode(weights), &weights, q_sq.data(), k_sq.data()};
 
   // Partition: query blocks first; when there are fewer blocks than threads, also
   // split the keys into ranges whose heaps are merged at the end.
@@ -173,34 +173,47 @@ void gram_topk(const float* queries, int64_t n, const float* keys, int64_t n_key
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> tile(static_cast<size_t>(qblock * kKeyTile));
+    // Cosine works on unit-norm copies of the current query block and key tile.
+    std::vector<float> q_unit(cosine ? static_cast<size_t>(qblock * dim) : 0);
+    std::vector<float> k_unit(cosine ? static_cast<size_t>(kKeyTile * dim) : 0);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < n_items; ++item) {
       const int64_t b = item / n_parts, part = item % n_parts;
       const int64_t i0 = b * qblock, i1 = std::min(n, i0 + qblock);
       const int64_t t0 = part * tiles_per_part, t1 = std::min(n_ktiles, t0 + tiles_per_part);
-      float* pkeys = heap_keys.data() + (part * n) * k;
-      int64_t* pids = heap_ids.data() + (part * n) * k;
+      const float* q_block = queries + i0 * dim;
+      if (cosine) {
+        normalize_rows(q_block, i1 - i0, dim, q_unit.data());
+        q_block = q_unit.data();
+      }
       std::vector<TopKHeap> heaps;
       heaps.reserve(static_cast<size_t>(i1 - i0));
-      for (int64_t i = i0; i < i1; ++i) heaps.emplace_back(pkeys + i * k, pids + i * k, k);
+      for (int64_t i = i0; i < i1; ++i)
+        heaps.emplace_back(heap_keys.data() + (part * n + i) * k,
+                           heap_ids.data() + (part * n + i) * k, k);
 
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t j0 = t * kKeyTile, j1 = std::min(n_keys, j0 + kKeyTile);
         const int64_t cols = j1 - j0;
-        sgemm_nt(i1 - i0, cols, dim, queries + i0 * dim, dim, keys + j0 * dim, dim, tile.data(),
-                 cols);
-        prep.scorer.dispatch([&](auto m, auto w) {
-          constexpr Metric M = decltype(m)::value;
-          constexpr WeightMode W = decltype(w)::value;
+        const float* k_tile = keys + j0 * dim;
+        if (cosine) {
+          normalize_rows(k_tile, cols, dim, k_unit.data());
+          k_tile = k_unit.data();
+        }
+        sgemm_nt(i1 - i0, cols, dim, q_block, dim, k_tile, dim, tile.data(), cols);
+        scorer.dispatch([&](auto is_l2, auto mode) {
+          constexpr bool L2 = decltype(is_l2)::value;
+          constexpr WeightMode W = decltype(mode)::value;
           for (int64_t i = i0; i < i1; ++i) {
             float* row = tile.data() + (i - i0) * cols;
-            if (M != Metric::kInnerProduct || W != WeightMode::kNone)
-              prep.scorer.apply<M, W>(row, cols, i, j0);
+            if (L2 || W != WeightMode::kNone) scorer.apply<L2, W>(row, cols, i, j0);
             TopKHeap& heap = heaps[static_cast<size_t>(i - i0)];
             float thr = heap.threshold();
             for (int64_t c = 0; c < cols; ++c) {
-              const float key = sign * row[c];
-              if (key >= thr) {  // rare once the heap is full
+              float key = sign * row[c];
+              if (!(key < thr)) {  // rare once the heap is full; NaN lands here too
+                // Scores that overflowed to NaN (inf - inf) rank last, never lost.
+                if (key != key) key = -std::numeric_limits<float>::infinity();
                 heap.push(key, j0 + c);
                 thr = heap.threshold();
               }
@@ -240,14 +253,28 @@ void gram_dense(const float* queries, int64_t n, const float* keys, int64_t n_ke
                 const KeyWeights& weights, Metric metric, float* out, int n_threads) {
   validate("gram", queries, n, keys, n_keys, dim, weights);
   const int threads = resolve_threads(n_threads);
-  Prepared prep = prepare(queries, n, keys, n_keys, dim, weights, metric, threads);
+  const bool l2 = metric == Metric::kSquaredL2;
+  std::vector<float> q_sq, k_sq, q_unit, k_unit;
+  if (l2) {
+    q_sq = squared_norms(queries, n, dim, threads);
+    k_sq = squared_norms(keys, n_keys, dim, threads);
+  }
+  if (metric == Metric::kCosine) {  // the n x N output dwarfs these copies
+    q_unit.resize(static_cast<size_t>(n * dim));
+    k_unit.resize(static_cast<size_t>(n_keys * dim));
+    normalize_rows(queries, n, dim, q_unit.data());
+    normalize_rows(keys, n_keys, dim, k_unit.data());
+    queries = q_unit.data();
+    keys = k_unit.data();
+  }
   sgemm_nt(n, n_keys, dim, queries, dim, keys, dim, out, n_keys);
-  if (metric == Metric::kInnerProduct && weight_mode(weights) == WeightMode::kNone) return;
-  prep.scorer.dispatch([&](auto m, auto w) {
-    constexpr Metric M = decltype(m)::value;
-    constexpr WeightMode W = decltype(w)::value;
+  const Scorer scorer{l2, weight_mode(weights), &weights, q_sq.data(), k_sq.data()};
+  if (scorer.is_identity()) return;
+  scorer.dispatch([&](auto is_l2, auto mode) {
+    constexpr bool L2 = decltype(is_l2)::value;
+    constexpr WeightMode W = decltype(mode)::value;
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t i = 0; i < n; ++i) prep.scorer.apply<M, W>(out + i * n_keys, n_keys, i, 0);
+    for (int64_t i = 0; i < n; ++i) scorer.apply<L2, W>(out + i * n_keys, n_keys, i, 0);
   });
 }
 

@@ -26,6 +26,7 @@ class TopKHeap {
   }
 
   // Candidates with key < threshold() can never enter; key == threshold() may (lower index).
+  // Keys must not be NaN (callers map NaN to -inf).
   float threshold() const {
     return size_ < k_ ? -std::numeric_limits<float>::infinity() : keys_[0];
   }
