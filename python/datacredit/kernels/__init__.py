@@ -5,6 +5,13 @@ the GIL released.  Inputs may be numpy arrays or CPU torch tensors; float32 is
 used as is, other real dtypes are converted once.
 """
 
+from datacredit.kernels.crammer_singer import CSResult, crammer_singer_fit, crammer_singer_objective
 from datacredit.kernels.gram import gram, gram_topk
 
-__all__ = ["gram", "gram_topk"]
+__all__ = [
+    "CSResult",
+    "crammer_singer_fit",
+    "crammer_singer_objective",
+    "gram",
+    "gram_topk",
+]

@@ -1,0 +1,72 @@
+#include "bindings.hpp"
+#include "datacredit/crammer_singer.hpp"
+
+namespace datacredit::bindings {
+
+using DoubleArray = py::array_t<double, py::array::c_style>;
+
+void bind_crammer_singer(py::module_& m) {
+  m.def(
+      "crammer_singer_fit",
+      [](const FloatArray& X, const Int64Array& y, int64_t n_classes, double C, double tol,
+         int64_t max_iter, uint64_t seed, bool fit_bias, int n_threads) {
+        if (X.ndim() != 2) throw py::value_error("crammer_singer_fit: X must be 2-D");
+        if (y.ndim() != 1 || y.shape(0) != X.shape(0))
+          throw py::value_error("crammer_singer_fit: y must have one label per row of X");
+        const int64_t n = X.shape(0), d = X.shape(1);
+        CrammerSingerOptions opt;
+        opt.C = C;
+        opt.tol = tol;
+        opt.max_iter = max_iter;
+        opt.seed = seed;
+        opt.fit_bias = fit_bias;
+        opt.n_threads = n_threads;
+        DoubleArray lam({n, n_classes > 0 ? n_classes : int64_t{0}});
+        DoubleArray coef({n_classes > 0 ? n_classes : int64_t{0}, d});
+        DoubleArray bias({n_classes > 0 ? n_classes : int64_t{0}});
+        double* pl = lam.mutable_data();
+        double* pc = coef.mutable_data();
+        double* pb = bias.mutable_data();
+        CrammerSingerStats st;
+        {
+          py::gil_scoped_release release;
+          st = crammer_singer_fit(X.data(), n, d, y.data(), n_classes, opt, pl, pc, pb);
+        }
+        py::dict stats;
+        stats["n_iter"] = st.n_iter;
+        stats["converged"] = st.converged;
+        stats["max_violation"] = st.max_violation;
+        stats["primal_objective"] = st.primal_objective;
+        stats["dual_objective"] = st.dual_objective;
+        return py::make_tuple(lam, coef, bias, stats);
+      },
+      py::arg("X"), py::arg("y"), py::arg("n_classes"), py::arg("C"), py::arg("tol"),
+      py::arg("max_iter"), py::arg("seed"), py::arg("fit_bias"), py::arg("n_threads"));
+
+  m.def(
+      "crammer_singer_primal",
+      [](const FloatArray& X, const Int64Array& y, const DoubleArray& coef,
+         const std::optional<DoubleArray>& bias, double C, int n_threads) {
+        const int64_t n = X.shape(0), d = X.shape(1), k = coef.shape(0);
+        if (coef.ndim() != 2 || coef.shape(1) != d)
+          throw py::value_error("crammer_singer_primal: coef must be (K, d)");
+        if (y.ndim() != 1 || y.shape(0) != n)
+          throw py::value_error("crammer_singer_primal: y must have one label per row of X");
+        if (bias && (bias->ndim() != 1 || bias->shape(0) != k))
+          throw py::value_error("crammer_singer_primal: bias must be (K,)");
+        for (int64_t i = 0; i < n; ++i)
+          if (y.data()[i] < 0 || y.data()[i] >= k)
+            throw py::value_error("crammer_singer_primal: y holds a label outside [0, K)");
+        const double* pb = bias ? bias->data() : nullptr;
+        double out;
+        {
+          py::gil_scoped_release release;
+          out = crammer_singer_primal(X.data(), n, d, y.data(), k, coef.data(), pb, C, n_threads);
+        }
+        return out;
+      },
+      py::arg("X"), py::arg("y"), py::arg("coef"), py::arg("bias"), py::arg("C"),
+      py::arg("n_threads"));
+}
+
+}  // namespace datacredit::bindings

@@ -1,0 +1,47 @@
+// Crammer-Singer multiclass linear SVM, solved in the dual by sequential (coordinate)
+// descent over samples (Keerthi et al. 2008, the method LIBLINEAR calls MCSVM_CS).
+//
+// Primal (eq. (1) of the DualXDA paper), with x_i optionally extended by a constant 1:
+//   min_W  1/2 ||W||_F^2 + C * sum_i max_m ( [m != y_i] + w_m.x_i - w_{y_i}.x_i )
+// Dual, in "lambda" form (lambda = C*onehot(y) - alpha of the paper):
+//   min_lambda 1/2 ||lambda^T X||_F^2 - sum_i lambda_{i,y_i}
+//   s.t. lambda_{i,y_i} <= C, lambda_{i,m} <= 0 (m != y_i), sum_m lambda_{i,m} = 0,
+// and W = lambda^T X.  Features are dense row-major float32 and are never copied.
+#pragma once
+
+#include <cstdint>
+
+namespace datacredit {
+
+struct CrammerSingerOptions {
+  double C = 1e-3;          // regularization (> 0)
+  double tol = 1e-4;        // stop when the max KKT violation of a full, unshrunk pass < tol
+  int64_t max_iter = 1000;  // maximum number of epochs (passes over the active samples)
+  uint64_t seed = 0;        // seeds the per-epoch random permutation (results are deterministic)
+  bool fit_bias = true;     // append a constant-1 feature (regularized, as LIBLINEAR's -B 1)
+  int n_threads = 0;        // threads for the objective / W passes (<= 0: all)
+};
+
+struct CrammerSingerStats {
+  int64_t n_iter = 0;             // epochs actually run
+  bool converged = false;         // a full unshrunk pass had max KKT violation < tol
+  double max_violation = 0.0;     // max KKT violation of the last pass
+  double primal_objective = 0.0;  // 1/2||W||^2 + C * sum of hinge losses (W = lambda^T X)
+  double dual_objective = 0.0;    // sum_i lambda_{i,y_i} - 1/2||W||^2  (<= primal)
+};
+
+// Fits the SVM on X (n x d, row-major float32) with labels y (n, values in [0, n_classes)).
+// Outputs (caller-owned): dual_coef (n x n_classes, lambda, float64), coef (n_classes x d,
+// W = lambda^T X accumulated in float64), bias (n_classes; sum_i lambda_{i,c} when fit_bias,
+// else zeros).  Time O(epochs * n_active * (k_active * d)); memory O(n * n_classes + K * d).
+CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, const int64_t* y,
+                                      int64_t n_classes, const CrammerSingerOptions& options,
+                                      double* dual_coef, double* coef, double* bias);
+
+// Primal objective of an arbitrary (W, b) on (X, y): 1/2(||W||^2 + ||b||^2) + C * sum_i loss_i.
+// `bias` may be null (no bias).  Parallel over samples; used by tests and benchmarks.
+double crammer_singer_primal(const float* X, int64_t n, int64_t d, const int64_t* y,
+                             int64_t n_classes, const double* coef, const double* bias, double C,
+                             int n_threads);
+
+}  // namespace datacredit

@@ -1,0 +1,396 @@
+#include "datacredit/crammer_singer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "datacredit/common.hpp"
+
+// The two hot loops (class scores w_m.x and the rank-1 updates w_m += delta*x) are compiled
+// twice, for x86-64-v3 (AVX2 + FMA) and for the baseline ISA; the loader picks the best one
+// at run time, so the wheel stays portable.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define DC_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define DC_MULTIVERSION
+#endif
+
+namespace datacredit {
+
+namespace {
+
+constexpr const char* kWhere = "crammer_singer_fit";
+
+// out[a] = W[classes[a]] . x for a < count.  W rows are float64, x float32; four classes
+// share each load of x.
+DC_MULTIVERSION
+void class_scores(const double* W, int64_t d, const float* x, const int32_t* classes, int count,
+                  double* out) {
+  int a = 0;
+  for (; a + 4 <= count; a += 4) {
+    const double* w0 = W + classes[a] * d;
+    const double* w1 = W + classes[a + 1] * d;
+    const double* w2 = W + classes[a + 2] * d;
+    const double* w3 = W + classes[a + 3] * d;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (int64_t j = 0; j < d; ++j) {
+      const double xv = static_cast<double>(x[j]);
+      s0 += w0[j] * xv;
+      s1 += w1[j] * xv;
+      s2 += w2[j] * xv;
+      s3 += w3[j] * xv;
+    }
+    out[a] = s0;
+    out[a + 1] = s1;
+    out[a + 2] = s2;
+    out[a + 3] = s3;
+  }
+  for (; a < count; ++a) {
+    const double* w0 = W + classes[a] * d;
+    double s0 = 0.0;
+#pragma omp simd reduction(+ : s0)
+    for (int64_t j = 0; j < d; ++j) s0 += w0[j] * static_cast<double>(x[j]);
+    out[a] = s0;
+  }
+}
+
+// Same in float32 (8 lanes per AVX2 register): the fast path of the solver's passes.
+DC_MULTIVERSION
+void class_scores_f32(const float* W, int64_t d, const float* x, const int32_t* classes, int count,
+                      double* out) {
+  int a = 0;
+  for (; a + 4 <= count; a += 4) {
+    const float* w0 = W + classes[a] * d;
+    const float* w1 = W + classes[a + 1] * d;
+    const float* w2 = W + classes[a + 2] * d;
+    const float* w3 = W + classes[a + 3] * d;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (int64_t j = 0; j < d; ++j) {
+      const float xv = x[j];
+      s0 += w0[j] * xv;
+      s1 += w1[j] * xv;
+      s2 += w2[j] * xv;
+      s3 += w3[j] * xv;
+    }
+    out[a] = s0;
+    out[a + 1] = s1;
+    out[a + 2] = s2;
+    out[a + 3] = s3;
+  }
+  for (; a < count; ++a) {
+    const float* w0 = W + classes[a] * d;
+    float s0 = 0.0f;
+#pragma omp simd reduction(+ : s0)
+    for (int64_t j = 0; j < d; ++j) s0 += w0[j] * x[j];
+    out[a] = s0;
+  }
+}
+
+// w += delta * x in float64, and wf = float(w): the float32 copy never drifts from the
+// float64 master.
+DC_MULTIVERSION
+void axpy(double delta, const float* x, double* w, float* wf, int64_t d) {
+#pragma omp simd
+  for (int64_t j = 0; j < d; ++j) {
+    const double v = w[j] + delta * static_cast<double>(x[j]);
+    w[j] = v;
+    wf[j] = static_cast<float>(v);
+  }
+}
+
+DC_MULTIVERSION
+double squared_norm(const float* x, int64_t d) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < d; ++j) s += static_cast<double>(x[j]) * static_cast<double>(x[j]);
+  return s;
+}
+
+// Asks the memory system for a feature row ahead of its use (the epoch visits rows in a
+// random order, which the hardware prefetcher cannot predict).
+template <typename T>
+inline void prefetch(const T* ptr, int64_t count) {
+#if defined(__GNUC__)
+  const char* p = reinterpret_cast<const char*>(ptr);
+  const int64_t bytes = count * static_cast<int64_t>(sizeof(T));
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+#else
+  (void)ptr;
+  (void)count;
+#endif
+}
+
+// A small, platform-independent generator (splitmix64): the permutation, hence the result,
+// is the same on every platform and standard library for a given seed.
+struct SplitMix64 {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+  int64_t below(int64_t bound) {
+    return static_cast<int64_t>(next() % static_cast<uint64_t>(bound));
+  }
+};
+
+// Solves the per-sample sub-problem
+//   min_a 1/2 A ||a||^2 + B.a   s.t.  a_m <= bound_m,  sum_m a_m = -fixed
+// over the `count` active classes, where only the true class may have bound C (all others 0)
+// and `fixed` is C when the true class is shrunk (its lambda sits at C) and 0 otherwise.
+// KKT gives a_m = min(bound_m, (beta - B_m) / A); with D_m = B_m + A*bound_m sorted in
+// decreasing order, beta = (sum_{r<t} D_r - A*C) / t for the smallest t with beta >= D_t.
+double subproblem_beta(const double* B, int count, int y_pos, double A, double C, double* D) {
+  for (int a = 0; a < count; ++a) D[a] = B[a];
+  if (y_pos >= 0) D[y_pos] += A * C;
+  if (count <= 32) {  // insertion sort, decreasing
+    for (int a = 1; a < count; ++a) {
+      const double v = D[a];
+      int b = a - 1;
+      while (b >= 0 && D[b] < v) {
+        D[b + 1] = D[b];
+        --b;
+      }
+      D[b + 1] = v;
+    }
+  } else {
+    std::sort(D, D + count, std::greater<double>());
+  }
+  double beta = D[0] - A * C;
+  int r = 1;
+  while (r < count && beta < r * D[r]) {
+    beta += D[r];
+    ++r;
+  }
+  return beta / r;
+}
+
+void validate(const float* X, int64_t n, int64_t d, const int64_t* y, int64_t n_classes,
+              const CrammerSingerOptions& o) {
+  check(n > 0, kWhere, "X is empty (no samples)");
+  check(d > 0, kWhere, "X has no features (d = 0)");
+  check(n_classes >= 2, kWhere, "n_classes must be at least 2, got " + std::to_string(n_classes));
+  check(n_classes <= std::numeric_limits<int32_t>::max(), kWhere, "n_classes is too large");
+  check(std::isfinite(o.C) && o.C > 0.0, kWhere, "C must be a finite number > 0");
+  check(std::isfinite(o.tol) && o.tol > 0.0, kWhere, "tol must be a finite number > 0");
+  check(o.max_iter >= 1, kWhere, "max_iter must be >= 1");
+  check(all_finite(X, n * d), kWhere, "X contains NaN or inf");
+  for (int64_t i = 0; i < n; ++i)
+    check(y[i] >= 0 && y[i] < n_classes, kWhere,
+          "y[" + std::to_string(i) + "] = " + std::to_string(y[i]) + " is outside [0, " +
+              std::to_string(n_classes) + ")");
+}
+
+}  // namespace
+
+double crammer_singer_primal(const float* X, int64_t n, int64_t d, const int64_t* y,
+                             int64_t n_classes, const double* coef, const double* bias, double C,
+                             int n_threads) {
+  const int threads = resolve_threads(n_threads);
+  const int K = static_cast<int>(n_classes);
+  double reg = 0.0;
+  for (int64_t p = 0; p < n_classes * d; ++p) reg += coef[p] * coef[p];
+  if (bias != nullptr)
+    for (int m = 0; m < K; ++m) reg += bias[m] * bias[m];
+  std::vector<int32_t> all(static_cast<size_t>(K));
+  for (int m = 0; m < K; ++m) all[static_cast<size_t>(m)] = m;
+  double loss = 0.0;
+#pragma omp parallel num_threads(threads) reduction(+ : loss)
+  {
+    std::vector<double> s(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      class_scores(coef, d, X + i * d, all.data(), K, s.data());
+      if (bias != nullptr)
+        for (int m = 0; m < K; ++m) s[static_cast<size_t>(m)] += bias[m];
+      const double sy = s[static_cast<size_t>(y[i])];
+      double worst = 0.0;  // m = y_i contributes 0
+      for (int m = 0; m < K; ++m)
+        if (m != y[i]) worst = std::max(worst, 1.0 + s[static_cast<size_t>(m)] - sy);
+      loss += worst;
+    }
+  }
+  return 0.5 * reg + C * loss;
+}
+
+CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, const int64_t* y,
+                                      int64_t n_classes, const CrammerSingerOptions& o,
+                                      double* dual_coef, double* coef, double* bias) {
+  validate(X, n, d, y, n_classes, o);
+  const int K = static_cast<int>(n_classes);
+  const int threads = resolve_threads(o.n_threads);
+  const double C = o.C;
+  const double bias_term = o.fit_bias ? 1.0 : 0.0;
+
+  double* lam = dual_coef;
+  std::fill(lam, lam + n * K, 0.0);
+  std::vector<double> W(static_cast<size_t>(K * d), 0.0);   // maintained W = lambda^T X
+  std::vector<float> Wf(static_cast<size_t>(K * d), 0.0f);  // its float32 rounding
+  std::vector<double> b(static_cast<size_t>(K), 0.0);       // maintained bias = sum_i lambda_i
+
+  // Cached squared norms A_i = ||x_i||^2 (+1 for the bias feature).
+  std::vector<double> sqnorm(static_cast<size_t>(n));
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    sqnorm[static_cast<size_t>(i)] = squared_norm(X + i * d, d) + bias_term;
+  }
+
+  // Active set: samples index[0..active) and, per sample, classes cls[i*K .. i*K+n_act[i]).
+  std::vector<int64_t> index;
+  index.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    if (sqnorm[static_cast<size_t>(i)] > 0.0) {
+      index.push_back(i);
+    } else {
+      // x_i = 0 without bias: it does not move W; the dual optimum puts lambda_{i,y_i} = C
+      // against any other class (its hinge loss is 1 whatever W is).
+      lam[i * K + y[i]] = C;
+      lam[i * K + (y[i] == 0 ? 1 : 0)] = -C;
+    }
+  }
+  const int64_t n_work = static_cast<int64_t>(index.size());
+  std::vector<int32_t> cls(static_cast<size_t>(n * K));
+  std::vector<int32_t> n_act(static_cast<size_t>(n), K);
+  for (int64_t i = 0; i < n; ++i)
+    for (int m = 0; m < K; ++m) cls[static_cast<size_t>(i * K + m)] = m;
+
+  std::vector<double> G(static_cast<size_t>(K)), B(static_cast<size_t>(K)),
+      D(static_cast<size_t>(K));
+  SplitMix64 rng{o.seed * 0x2545F4914F6CDD1DULL + 0x1234567ULL};
+
+  CrammerSingerStats stats;
+  int64_t active = n_work;
+  double eps_shrink = std::max(10.0 * o.tol, 1.0);
+  bool start_from_all = true;
+  // Passes score classes with the float32 copy of W (twice the SIMD width); a pass that
+  // would end the solve is repeated with float64 scores, so the stopping test is exact.
+  bool precise = false;
+  constexpr int64_t kAhead = 2;
+  while (stats.n_iter < o.max_iter) {
+    double max_violation = 0.0;
+    for (int64_t s = 0; s < active; ++s) std::swap(index[s], index[s + rng.below(active - s)]);
+    for (int64_t s = 0; s < active; ++s) {
+      const int64_t i = index[static_cast<size_t>(s)];
+      const float* x = X + i * d;
+      if (s + kAhead < active) {  // the rows of a later sample, visited in random order
+        const int64_t ahead = index[static_cast<size_t>(s + kAhead)];
+        prefetch(X + ahead * d, d);
+        prefetch(lam + ahead * K, K);
+        prefetch(cls.data() + ahead * K, K);
+        prefetch(sqnorm.data() + ahead, 1);
+        prefetch(n_act.data() + ahead, 1);
+        prefetch(y + ahead, 1);
+      }
+      const int64_t yi = y[i];
+      double* lam_i = lam + i * K;
+      int32_t* cls_i = cls.data() + i * K;
+      int na = n_act[static_cast<size_t>(i)];
+
+      if (precise)
+        class_scores(W.data(), d, x, cls_i, na, G.data());
+      else
+        class_scores_f32(Wf.data(), d, x, cls_i, na, G.data());
+      double min_g = std::numeric_limits<double>::infinity();
+      double max_g = -std::numeric_limits<double>::infinity();
+      for (int a = 0; a < na; ++a) {
+        const int m = cls_i[a];
+        G[a] += bias_term * b[m] + (m == yi ? 0.0 : 1.0);
+        const double bound = m == yi ? C : 0.0;
+        if (lam_i[m] < bound && G[a] < min_g) min_g = G[a];
+        if (G[a] > max_g) max_g = G[a];
+      }
+      // Shrink classes whose lambda sits at its bound with a gradient below every free one.
+      for (int a = 0; a < na;) {
+        const int m = cls_i[a];
+        const double bound = m == yi ? C : 0.0;
+        if (lam_i[m] == bound && G[a] < min_g) {
+          --na;
+          std::swap(cls_i[a], cls_i[na]);
+          std::swap(G[a], G[na]);
+        } else {
+          ++a;
+        }
+      }
+      n_act[static_cast<size_t>(i)] = na;
+      if (na <= 1) {  // nothing left to move for this sample
+        --active;
+        std::swap(index[static_cast<size_t>(s)], index[static_cast<size_t>(active)]);
+        --s;
+        continue;
+      }
+      const double violation = max_g - min_g;
+      if (violation <= 1e-12) continue;
+      max_violation = std::max(max_violation, violation);
+
+      const double A = sqnorm[static_cast<size_t>(i)];
+      int y_pos = -1;
+      for (int a = 0; a < na; ++a) {
+        const int m = cls_i[a];
+        if (m == yi) y_pos = a;
+        B[a] = G[a] - A * lam_i[m];
+      }
+      const double beta = subproblem_beta(B.data(), na, y_pos, A, C, D.data());
+      // New values, written over B.  The true class's value is also clamped at 0 from below
+      // (it is >= 0 in exact arithmetic), so rounding cannot make it negative.
+      double largest_change = 0.0;
+      for (int a = 0; a < na; ++a) {
+        const int m = cls_i[a];
+        const double v = (beta - B[a]) / A;
+        B[a] = m == yi ? std::min(C, std::max(0.0, v)) : std::min(0.0, v);
+        largest_change = std::max(largest_change, std::abs(B[a] - lam_i[m]));
+      }
+      if (largest_change <= 1e-15 * C) continue;  // nothing moves
+      for (int a = 0; a < na; ++a) {
+        const int m = cls_i[a];
+        const double delta = B[a] - lam_i[m];
+        if (delta == 0.0) continue;
+        lam_i[m] = B[a];
+        axpy(delta, x, W.data() + m * d, Wf.data() + m * d, d);
+        b[m] += delta;
+      }
+    }
+    ++stats.n_iter;
+    stats.max_violation = max_violation;
+    if (max_violation < eps_shrink) {
+      if (max_violation < o.tol && start_from_all) {
+        if (precise) {
+          stats.converged = true;
+          break;
+        }
+        // Converged by the float32 scores: confirm with one full float64 pass.
+        precise = true;
+      } else {
+        precise = false;
+      }
+      // Unshrink everything and tighten the shrink tolerance.
+      active = n_work;
+      std::fill(n_act.begin(), n_act.end(), K);
+      eps_shrink = std::max(0.5 * eps_shrink, o.tol);
+      start_from_all = true;
+    } else {
+      precise = false;
+      start_from_all = false;
+    }
+  }
+
+  // The maintained W and bias are lambda^T X and sum_i lambda_i, accumulated in float64
+  // along the way (rounding error ~1e-15 relative).
+  std::copy(W.begin(), W.end(), coef);
+  for (int m = 0; m < K; ++m) bias[m] = o.fit_bias ? b[static_cast<size_t>(m)] : 0.0;
+  double sum_lam_y = 0.0, reg = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum_lam_y += lam[i * K + y[i]];
+  for (int64_t p = 0; p < K * d; ++p) reg += coef[p] * coef[p];
+  for (int m = 0; m < K; ++m) reg += bias[m] * bias[m];
+  stats.dual_objective = sum_lam_y - 0.5 * reg;
+  stats.primal_objective = crammer_singer_primal(X, n, d, y, n_classes, coef,
+                                                 o.fit_bias ? bias : nullptr, C, o.n_threads);
+  return stats;
+}
+
+}  // namespace datacredit

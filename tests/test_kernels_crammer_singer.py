@@ -1,0 +1,247 @@
+"""crammer_singer_fit against LIBLINEAR, scikit-learn, an independent QP and the KKT conditions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datacredit.kernels import CSResult, crammer_singer_fit, crammer_singer_objective
+
+
+def make_data(n: int, d: int, k: int, seed: int = 0, spread: float = 1.0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    means = rng.normal(0.0, spread, (k, d))
+    x = np.maximum(means[y] + rng.normal(0.0, 1.0, (n, d)), 0.0)
+    x *= 3.0 / np.sqrt((x**2).sum(1).mean())
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def primal_np(x, y, w, b, c):
+    """Straightforward float64 primal objective (independent of the C++ code)."""
+    x64 = x.astype(np.float64)
+    s = x64 @ w.T + (0.0 if b is None else b)
+    n = x.shape[0]
+    margin = 1.0 + s - s[np.arange(n), y][:, None]
+    margin[np.arange(n), y] = 0.0
+    reg = (w**2).sum() + (0.0 if b is None else (b**2).sum())
+    return 0.5 * reg + c * np.maximum(margin.max(1), 0.0).sum()
+
+
+def liblinear_fit(x, y, c, eps, bias=True):
+    from liblinear.liblinearutil import problem, train
+
+    prob = problem(y.astype(np.float64), x.astype(np.float64))
+    model = train(prob, f"-s 4 -c {c} -e {eps} -B {1 if bias else -1} -q")
+    assert model.get_nr_feature() == x.shape[1] and (model.bias > 0) == bias
+    labels = [int(v) for v in model.get_labels()]
+    k, d = len(labels), x.shape[1]
+    rows = d + 1 if bias else d
+    wfull = np.ctypeslib.as_array(model.w, shape=(rows * k,)).reshape(rows, k)
+    w = np.zeros((k, d))
+    b = np.zeros(k)
+    for j, lab in enumerate(labels):
+        w[lab] = wfull[:d, j]
+        if bias:
+            b[lab] = wfull[d, j]
+    return w, (b if bias else None)
+
+
+def kkt_violation(x, y, res: CSResult, fit_bias=True) -> float:
+    """Max over samples of max_m G_m - min_{m: lambda_m < bound_m} G_m (float64)."""
+    n = x.shape[0]
+    g = x.astype(np.float64) @ res.coef.T + (res.bias if fit_bias else 0.0) + 1.0
+    g[np.arange(n), y] -= 1.0
+    bound = np.zeros_like(res.dual_coef)
+    bound[np.arange(n), y] = res.C
+    free = res.dual_coef < bound
+    min_free = np.where(free, g, np.inf).min(1)
+    return float((g.max(1) - min_free).max())
+
+
+@pytest.mark.parametrize("c", [1e-3, 0.1, 1.0])
+def test_matches_liblinear_objective(c):
+    x, y = make_data(300, 12, 4, seed=1)
+    res = crammer_singer_fit(x, y, c, tol=1e-6, max_iter=100000)
+    assert res.converged
+    w_ll, b_ll = liblinear_fit(x, y, c, 1e-6)
+    p_ll = primal_np(x, y, w_ll, b_ll, c)
+    p_ours = primal_np(x, y, res.coef, res.bias, c)
+    assert abs(p_ours - p_ll) <= 1e-3 * p_ll
+    # the reported objectives are the ones of the returned model
+    assert res.primal_objective == pytest.approx(p_ours, rel=1e-9)
+    assert crammer_singer_objective(x, y, w_ll, b_ll, c) == pytest.approx(p_ll, rel=1e-9)
+    # duality gap
+    assert 0.0 <= res.duality_gap + 1e-12
+    assert res.duality_gap <= 1e-4 * res.primal_objective
+
+
+def test_matches_liblinear_without_bias():
+    x, y = make_data(200, 10, 3, seed=2)
+    res = crammer_singer_fit(x, y, 0.1, tol=1e-6, max_iter=100000, fit_bias=False)
+    assert np.all(res.bias == 0.0)
+    w_ll, _ = liblinear_fit(x, y, 0.1, 1e-6, bias=False)
+    p_ll = primal_np(x, y, w_ll, None, 0.1)
+    assert abs(primal_np(x, y, res.coef, None, 0.1) - p_ll) <= 1e-3 * p_ll
+    np.testing.assert_allclose(res.coef, res.dual_coef.T @ x.astype(np.float64), atol=1e-10)
+    assert kkt_violation(x, y, res, fit_bias=False) < 1e-6 * 1.01
+
+
+def test_matches_sklearn_crammer_singer():
+    from sklearn.svm import LinearSVC
+
+    x, y = make_data(120, 6, 4, seed=3)
+    c = 0.05
+    clf = LinearSVC(
+        multi_class="crammer_singer", C=c, tol=1e-5, max_iter=200000, intercept_scaling=1.0
+    ).fit(x, y)
+    p_sk = primal_np(x, y, clf.coef_, clf.intercept_, c)
+    res = crammer_singer_fit(x, y, c, tol=1e-6, max_iter=100000)
+    assert abs(res.primal_objective - p_sk) <= 1e-3 * p_sk
+
+
+def test_matches_independent_qp():
+    from scipy.optimize import minimize
+
+    x, y = make_data(24, 3, 3, seed=4, spread=0.7)
+    n, d = x.shape
+    k, c = 3, 0.5
+    xt = np.hstack([x.astype(np.float64), np.ones((n, 1))])  # the bias feature
+
+    # primal QP over (W (k x (d+1)), xi (n)), solved by SLSQP
+    def unpack(z):
+        return z[: k * (d + 1)].reshape(k, d + 1), z[k * (d + 1) :]
+
+    def fun(z):
+        w, xi = unpack(z)
+        return 0.5 * (w**2).sum() + c * xi.sum()
+
+    def jac(z):
+        w, _ = unpack(z)
+        return np.concatenate([w.ravel(), np.full(n, c)])
+
+    rows, cols = [], []
+    for i in range(n):
+        for m in range(k):
+            if m != y[i]:
+                rows.append(i)
+                cols.append(m)
+    rows, cols = np.array(rows), np.array(cols)
+    a = np.zeros((len(rows), k * (d + 1) + n))
+    for r, (i, m) in enumerate(zip(rows, cols)):
+        a[r, y[i] * (d + 1) : (y[i] + 1) * (d + 1)] += xt[i]
+        a[r, m * (d + 1) : (m + 1) * (d + 1)] -= xt[i]
+        a[r, k * (d + 1) + i] = 1.0
+    cons = [
+        {"type": "ineq", "fun": lambda z: a @ z - 1.0, "jac": lambda z: a},
+        {
+            "type": "ineq",
+            "fun": lambda z: z[k * (d + 1) :],
+            "jac": lambda z: np.eye(n + k * (d + 1))[k * (d + 1) :],
+        },
+    ]
+    z0 = np.concatenate([np.zeros(k * (d + 1)), np.ones(n) * 2.0])
+    sol = minimize(
+        fun, z0, jac=jac, constraints=cons, method="SLSQP", options={"ftol": 1e-12, "maxiter": 2000}
+    )
+    assert sol.success
+    w_qp, _ = unpack(sol.x)
+
+    res = crammer_singer_fit(x, y, c, tol=1e-8, max_iter=100000)
+    assert res.primal_objective == pytest.approx(sol.fun, rel=1e-6)
+    np.testing.assert_allclose(res.coef, w_qp[:, :d], atol=1e-4)
+    np.testing.assert_allclose(res.bias, w_qp[:, d], atol=1e-4)
+
+
+@pytest.mark.parametrize("c", [1e-3, 0.2])
+def test_dual_feasibility_kkt_and_w(c):
+    x, y = make_data(400, 16, 6, seed=5)
+    tol = 1e-5
+    res = crammer_singer_fit(x, y, c, tol=tol, max_iter=100000)
+    lam, n = res.dual_coef, x.shape[0]
+    assert lam.shape == (n, 6) and lam.dtype == np.float64
+    lam_y = lam[np.arange(n), y]
+    assert np.all(lam_y >= 0.0) and np.all(lam_y <= c)
+    other = lam.copy()
+    other[np.arange(n), y] = 0.0
+    assert np.all(other <= 0.0)
+    np.testing.assert_allclose(lam.sum(1), 0.0, atol=1e-12 * c + 1e-15)
+    # paper convention
+    assert np.all(res.alpha >= -1e-15)
+    np.testing.assert_allclose(res.alpha.sum(1), c, rtol=1e-12)
+    onehot = np.eye(6)[y]
+    np.testing.assert_allclose(c * onehot - res.alpha, lam, atol=1e-15)
+    # W = lambda^T X and bias = sum lambda, to float precision
+    np.testing.assert_allclose(res.coef, lam.T @ x.astype(np.float64), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(res.bias, lam.sum(0), atol=1e-12)
+    # KKT: the final pass bounds the max violation (recomputed here from scratch)
+    assert kkt_violation(x, y, res) < tol * 1.01
+    # support = rows with any nonzero lambda
+    np.testing.assert_array_equal(res.support, np.flatnonzero(np.abs(lam).sum(1) > 0))
+    assert res.duality_gap >= -1e-12
+    assert res.dual_objective == pytest.approx(
+        lam_y.sum() - 0.5 * ((res.coef**2).sum() + (res.bias**2).sum()), rel=1e-10
+    )
+
+
+def test_sparsity_grows_with_c():
+    x, y = make_data(400, 16, 4, seed=6)
+    small = crammer_singer_fit(x, y, 1e-4, tol=1e-5)
+    large = crammer_singer_fit(x, y, 1.0, tol=1e-5, max_iter=100000)
+    assert len(large.support) < len(small.support)
+
+
+def test_deterministic_and_seeded():
+    x, y = make_data(300, 10, 4, seed=7)
+    a = crammer_singer_fit(x, y, 0.1, tol=1e-5, seed=3)
+    b = crammer_singer_fit(x, y, 0.1, tol=1e-5, seed=3, n_threads=1)
+    np.testing.assert_array_equal(a.dual_coef, b.dual_coef)
+    np.testing.assert_array_equal(a.coef, b.coef)
+    assert a.n_iter == b.n_iter
+    other = crammer_singer_fit(x, y, 0.1, tol=1e-5, seed=4)
+    assert other.primal_objective == pytest.approx(a.primal_objective, rel=1e-4)
+
+
+def test_max_iter_is_respected_and_torch_input():
+    torch = pytest.importorskip("torch")
+    x, y = make_data(300, 10, 4, seed=8)
+    res = crammer_singer_fit(torch.from_numpy(x), torch.from_numpy(y), 1.0, tol=1e-8, max_iter=2)
+    assert res.n_iter == 2 and not res.converged
+    x64 = x.astype(np.float64)
+    before = x64.copy()
+    crammer_singer_fit(x64, y, 1.0, max_iter=1)
+    np.testing.assert_array_equal(x64, before)  # input untouched
+
+
+def test_n_classes_with_missing_class():
+    x, y = make_data(120, 6, 3, seed=9)
+    res = crammer_singer_fit(x, y, 0.1, n_classes=5)
+    assert res.dual_coef.shape == (120, 5) and res.coef.shape == (5, 6)
+    assert np.all(res.dual_coef[:, 3:] <= 0.0)
+
+
+def test_errors():
+    x, y = make_data(50, 4, 3)
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="X contains NaN"):
+        crammer_singer_fit(bad, y, 0.1)
+    with pytest.raises(ValueError, match="C must be"):
+        crammer_singer_fit(x, y, 0.0)
+    with pytest.raises(ValueError, match="C must be"):
+        crammer_singer_fit(x, y, -1.0)
+    with pytest.raises(ValueError, match="tol"):
+        crammer_singer_fit(x, y, 0.1, tol=0)
+    with pytest.raises(ValueError, match="max_iter"):
+        crammer_singer_fit(x, y, 0.1, max_iter=0)
+    with pytest.raises(ValueError, match="y must have shape"):
+        crammer_singer_fit(x, y[:-1], 0.1)
+    with pytest.raises(ValueError, match=">= 0"):
+        crammer_singer_fit(x, np.where(y == 0, -1, y), 0.1)
+    with pytest.raises(ValueError, match="n_classes"):
+        crammer_singer_fit(x, y, 0.1, n_classes=2)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        crammer_singer_fit(x, np.zeros(50, dtype=np.int64), 0.1)
+    with pytest.raises(TypeError, match="integer"):
+        crammer_singer_fit(x, y + 0.5, 0.1)
+    with pytest.raises(ValueError, match="matrix"):
+        crammer_singer_fit(x[0], y, 0.1)
