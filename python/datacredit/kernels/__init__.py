@@ -6,5 +6,6 @@ used as is, other real dtypes are converted once.
 """
 
 from datacredit.kernels.gram import gram, gram_topk
+from datacredit.kernels.treeshap import TreeEnsemble, from_xgboost, tree_shap_interventional
 
-__all__ = ["gram", "gram_topk"]
+__all__ = ["TreeEnsemble", "from_xgboost", "gram", "gram_topk", "tree_shap_interventional"]
