@@ -6,6 +6,7 @@ and a tree surrogate.
 - :class:`ProxyGame` — v(S) as a utility of the mixture of the coalition's labels.
 """
 
+from datacredit.surrogateshap.bank import SampleBank
 from datacredit.surrogateshap.estimator import (
     DEFAULT_PARAMS,
     PAPER_GRID,
@@ -14,8 +15,11 @@ from datacredit.surrogateshap.estimator import (
     fit_surrogate,
     surrogate_shapley,
 )
+from datacredit.surrogateshap.proxy import ProxyGame
 
 __all__ = [
+    "ProxyGame",
+    "SampleBank",
     "DEFAULT_PARAMS",
     "PAPER_GRID",
     "SurrogateSHAP",
