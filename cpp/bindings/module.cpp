@@ -11,4 +11,5 @@ PYBIND11_MODULE(_core, m) {
 #endif
   datacredit::bindings::bind_gram(m);
   datacredit::bindings::bind_crammer_singer(m);
+  datacredit::bindings::bind_treeshap(m);
 }

@@ -1,0 +1,5 @@
+"""Ready-made cooperative games (the synthetic test bed of SurrogateSHAP's Appendix E)."""
+
+from datacredit.games.synthetic import SyntheticGame, synthetic
+
+__all__ = ["SyntheticGame", "synthetic"]

@@ -1,0 +1,27 @@
+"""Shapley values of cooperative games: exact enumeration, KernelSHAP, coalition sampling.
+
+A game is any callable mapping a bool coalition matrix (m × n_players) to utilities (m,)
+with a ``players`` attribute; see :mod:`datacredit.games` for ready-made games and
+:class:`datacredit.SurrogateSHAP` for the tree-surrogate estimator.
+"""
+
+from datacredit.shapley._game import FunctionGame, evaluate, game_players
+from datacredit.shapley.exact import exact, shapley_from_table
+from datacredit.shapley.kernel import kernel_shap, kernel_shap_solve, kernel_weights
+from datacredit.shapley.result import ShapleyValues
+from datacredit.shapley.sampling import all_coalitions, sample_coalitions, shapley_size_probs
+
+__all__ = [
+    "FunctionGame",
+    "ShapleyValues",
+    "all_coalitions",
+    "evaluate",
+    "exact",
+    "game_players",
+    "kernel_shap",
+    "kernel_shap_solve",
+    "kernel_weights",
+    "sample_coalitions",
+    "shapley_from_table",
+    "shapley_size_probs",
+]

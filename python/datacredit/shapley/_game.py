@@ -1,0 +1,90 @@
+"""The game protocol: a callable from coalitions to utilities, plus player names.
+
+A *game* is any callable ``game(Z) -> utilities`` where ``Z`` is a boolean matrix
+(m × n_players), row m the indicator of coalition m, and the result a float vector (m,).
+It should carry a ``players`` attribute (a sequence of names); plain callables are
+accepted together with an explicit ``n_players``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Callable
+
+import numpy as np
+
+
+class FunctionGame:
+    """Wrap ``fn(Z) -> (m,)`` as a game with named players.
+
+    Args:
+        fn: callable taking a bool matrix (m × n) and returning m utilities.
+        players: player names (length n), or an int n (names ``"0".."n-1"``).
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], Any], players: Sequence[Any] | int):
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        if isinstance(players, (int, np.integer)):
+            if players < 1:
+                raise ValueError(f"players must be >= 1, got {players}")
+            players = [str(i) for i in range(int(players))]
+        self.players = list(players)
+        if not self.players:
+            raise ValueError("players is empty")
+        self._fn = fn
+
+    def __call__(self, Z: np.ndarray) -> np.ndarray:
+        return np.asarray(self._fn(Z), dtype=np.float64)
+
+
+def game_players(game: Any, n_players: int | None = None) -> list:
+    """Player names of ``game`` (its ``players`` attribute, or ``range(n_players)``)."""
+    players = getattr(game, "players", None)
+    if players is not None:
+        players = list(players)
+        if n_players is not None and len(players) != n_players:
+            raise ValueError(
+                f"n_players={n_players} disagrees with the game's {len(players)} players"
+            )
+        if not players:
+            raise ValueError("game.players is empty")
+        return players
+    if not callable(game):
+        raise TypeError(f"game must be callable, got {type(game).__name__}")
+    if n_players is None:
+        raise TypeError("game has no 'players' attribute: pass n_players")
+    if n_players < 1:
+        raise ValueError(f"n_players must be >= 1, got {n_players}")
+    return [str(i) for i in range(int(n_players))]
+
+
+def evaluate(game: Any, Z: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
+    """Evaluate ``game`` on the coalitions ``Z`` (m × n bool), in batches; returns float64 (m,).
+
+    Raises a ValueError when the game returns the wrong shape or a non-finite value.
+    """
+    if not callable(game):
+        raise TypeError(f"game must be callable, got {type(game).__name__}")
+    Z = np.asarray(Z, dtype=bool)
+    m = Z.shape[0]
+    bs = m if batch_size is None else max(1, int(batch_size))
+    out = np.empty(m, dtype=np.float64)
+    for start in range(0, m, bs):
+        chunk = Z[start : start + bs]
+        vals = np.asarray(game(chunk.copy()), dtype=np.float64)
+        if vals.ndim == 2 and vals.shape[1] == 1:
+            vals = vals[:, 0]
+        if vals.shape != (chunk.shape[0],):
+            raise ValueError(
+                f"the game returned shape {vals.shape} for {chunk.shape[0]} coalitions; "
+                f"expected ({chunk.shape[0]},)"
+            )
+        if not np.isfinite(vals).all():
+            bad = np.flatnonzero(~np.isfinite(vals))[0]
+            raise ValueError(
+                f"the game returned a non-finite utility ({vals[bad]}) for coalition "
+                f"{np.flatnonzero(chunk[bad]).tolist()}"
+            )
+        out[start : start + bs] = vals
+    return out

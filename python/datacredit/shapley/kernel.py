@@ -1,0 +1,84 @@
+"""KernelSHAP: constrained weighted least squares on sampled coalitions."""
+
+from __future__ import annotations
+
+from math import comb
+from typing import Any
+
+import numpy as np
+
+from datacredit.shapley._game import evaluate, game_players
+from datacredit.shapley.result import ShapleyValues
+from datacredit.shapley.sampling import sample_coalitions
+
+
+def kernel_weights(n: int, sizes: np.ndarray) -> np.ndarray:
+    """Shapley kernel weight (n−1)/(C(n,s)·s·(n−s)) of a coalition of each size (1..n−1)."""
+    sizes = np.asarray(sizes)
+    c = np.array([comb(n, int(s)) for s in range(n + 1)], dtype=np.float64)
+    s = sizes.astype(np.float64)
+    return (n - 1) / (c[sizes] * s * (n - s))
+
+
+def kernel_shap_solve(
+    Z: np.ndarray, v: np.ndarray, v_empty: float, v_full: float, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Solve min Σ_m w_m (v_m − v∅ − z_m·φ)² subject to Σφ = v(N) − v(∅); returns φ (n,).
+
+    Z: interior coalitions (m × n bool); v: their utilities (m,); weights: (m,) or None
+    (uniform, i.e. coalitions already drawn from the Shapley kernel).  O(m n² + n³).
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    n = Z.shape[1]
+    y = np.asarray(v, dtype=np.float64) - v_empty
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    A = Z.T @ (Z * w[:, None])
+    b = Z.T @ (w * y)
+    total = v_full - v_empty
+    # KKT system [[A, 1], [1ᵀ, 0]] [φ; λ] = [b; total]
+    K = np.zeros((n + 1, n + 1))
+    K[:n, :n] = A
+    K[:n, n] = 1.0
+    K[n, :n] = 1.0
+    rhs = np.concatenate([b, [total]])
+    sol = np.linalg.lstsq(K, rhs, rcond=None)[0]
+    return sol[:n]
+
+
+def kernel_shap(
+    game: Any,
+    budget: int,
+    seed: int | None = 0,
+    *,
+    unique: bool = False,
+    paired: bool = False,
+    n_players: int | None = None,
+) -> ShapleyValues:
+    """KernelSHAP (Lundberg & Lee 2017) with exact efficiency constraint.
+
+    ``budget`` coalitions: empty and full plus ``budget − 2`` interior ones from the
+    Shapley kernel.  With ``unique=False`` (default, the classic estimator) the draws are
+    iid and enter the regression with equal weight; with ``unique=True`` each distinct
+    coalition is used once with its Shapley kernel weight (exact when 2^n ≤ budget).
+
+    Complexity: ``budget`` game evaluations + O(budget · n² + n³).
+    """
+    players = game_players(game, n_players)
+    n = len(players)
+    if budget < n + 2:
+        raise ValueError(f"budget must be at least n_players + 2 = {n + 2}, got {budget}")
+    Z = sample_coalitions(n, budget, seed, unique=unique, paired=paired)
+    v = evaluate(game, Z)
+    inner_Z, inner_v = Z[2:], v[2:]
+    w = kernel_weights(n, inner_Z.sum(1)) if unique else None
+    phi = kernel_shap_solve(inner_Z, inner_v, v[0], v[1], w)
+    return ShapleyValues(
+        values=phi,
+        players=players,
+        v_empty=float(v[0]),
+        v_full=float(v[1]),
+        coalitions=Z,
+        utilities=v,
+        method="kernel_shap",
+        info={"budget": int(budget), "unique": unique, "paired": paired},
+    )

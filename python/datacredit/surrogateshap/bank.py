@@ -1,0 +1,266 @@
+"""The sample bank: each label's generated samples, produced once and reused by every coalition."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Hashable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from datacredit._arrays import to_numpy
+
+_MANIFEST = "bank.json"
+
+
+def _label_seed(seed: int, index: int, chunk: int) -> int:
+    """A 31-bit seed per (bank seed, label index, chunk), stable across runs."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index), int(chunk)])
+    return int(ss.generate_state(1, dtype=np.uint32)[0] >> 1)
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _check_label(label: Any) -> Hashable:
+    if isinstance(label, (np.integer,)):
+        label = int(label)
+    if not isinstance(label, (int, str)) or isinstance(label, bool):
+        raise TypeError(f"labels must be int or str, got {type(label).__name__} ({label!r})")
+    return label
+
+
+class SampleBank:
+    """Generated samples (or their utility features) per label.
+
+    The proxy game's conditionals p_θ(x | y) do not depend on the coalition, so each
+    label's samples are generated once; every coalition is a reweighting of the bank.
+
+    Build with :meth:`generate` (from a generator) or directly from a dict
+    ``{label: array (n_label, ...)}``.  ``path=None`` keeps everything in memory; a path
+    stores one ``.npy`` per label (written atomically) plus a manifest, and an interrupted
+    :meth:`generate` resumes where it stopped (finished chunks are kept).
+    """
+
+    def __init__(self, data: dict[Any, Any] | None = None, *, path: str | Path | None = None):
+        self._labels: list = []
+        self._mem: dict = {}
+        self.path = None if path is None else Path(path)
+        self.meta: dict[str, Any] = {}
+        if data is not None:
+            if not isinstance(data, dict) or not data:
+                raise ValueError("data must be a non-empty dict {label: samples}")
+            for label, arr in data.items():
+                label = _check_label(label)
+                a = to_numpy(arr, f"data[{label!r}]")
+                if a.ndim < 1 or a.shape[0] == 0:
+                    raise ValueError(f"data[{label!r}] must hold at least one sample")
+                self._labels.append(label)
+                self._mem[label] = a
+            if self.path is not None:
+                self.path.mkdir(parents=True, exist_ok=True)
+                for i, label in enumerate(self._labels):
+                    _atomic_save(self.path / f"label{i}.npy", self._mem[label])
+                self._write_manifest(complete=True)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def generate(
+        cls,
+        generator: Callable[[Any, int, int], Any],
+        labels: Iterable[Any],
+        n_per_label: int,
+        seed: int = 0,
+        *,
+        path: str | Path | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
+        transform: Callable[[np.ndarray], Any] | None = None,
+    ) -> SampleBank:
+        """Generate ``n_per_label`` samples for every label.
+
+        Args:
+            generator: ``generator(label, n, seed)`` returning n samples (numpy array or
+                torch tensor, first axis = samples): images, latents or feature vectors.
+            labels: the labels (int or str), e.g. class ids or prompt keys.
+            n_per_label: samples per label.
+            seed: bank seed; chunk k of label i uses a seed derived from (seed, i, k), so the
+                samples do not depend on ``batch_size`` boundaries only through the seeds.
+            path: directory to store the bank (None: memory); existing finished labels and
+                chunks there are reused (resume), provided the manifest matches.
+            batch_size: samples per generator call (None: all of a label at once).
+            progress: show a tqdm progress bar.
+            transform: optional callable applied to each generated chunk before storing
+                (e.g. a feature extractor, so the bank holds utility features).
+
+        Cost: n_labels · n_per_label generated samples, once.
+        """
+        if not callable(generator):
+            raise TypeError(f"generator must be callable, got {type(generator).__name__}")
+        labels = [_check_label(lab) for lab in labels]
+        if not labels:
+            raise ValueError("labels is empty")
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels contains duplicates")
+        if not isinstance(n_per_label, (int, np.integer)) or n_per_label < 1:
+            raise ValueError(f"n_per_label must be a positive integer, got {n_per_label!r}")
+        bs = int(n_per_label) if batch_size is None else int(batch_size)
+        if bs < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+        bank = cls()
+        bank._labels = labels
+        bank.path = None if path is None else Path(path)
+        bank.meta = {"n_per_label": int(n_per_label), "seed": int(seed), "batch_size": bs}
+        if bank.path is not None:
+            bank.path.mkdir(parents=True, exist_ok=True)
+            man = bank.path / _MANIFEST
+            if man.exists():
+                old = json.loads(man.read_text())
+                if old.get("labels") != labels or any(
+                    old.get("meta", {}).get(k) != v for k, v in bank.meta.items()
+                ):
+                    raise ValueError(
+                        f"path {str(bank.path)!r} holds a different bank (labels, n_per_label, "
+                        "seed or batch_size differ); use another path"
+                    )
+            bank._write_manifest(complete=False)
+        chunks = [(s, min(bs, n_per_label - s)) for s in range(0, n_per_label, bs)]
+        total = len(labels) * len(chunks)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc="sample bank", unit="batch")
+        try:
+            for i, label in enumerate(labels):
+                final = None if bank.path is None else bank.path / f"label{i}.npy"
+                if final is not None and final.exists():
+                    if bar is not None:
+                        bar.update(len(chunks))
+                    continue
+                parts = []
+                for k, (_, size) in enumerate(chunks):
+                    part = None if bank.path is None else bank.path / f"label{i}.part{k}.npy"
+                    if part is not None and part.exists():
+                        arr = np.load(part, allow_pickle=False)
+                    else:
+                        out = generator(label, size, _label_seed(seed, i, k))
+                        if transform is not None:
+                            out = transform(out)
+                        arr = np.array(to_numpy(out, "generator output"), copy=True)
+                        if arr.ndim < 1 or arr.shape[0] != size:
+                            raise ValueError(
+                                f"generator({label!r}, {size}, seed) returned shape {arr.shape}; "
+                                f"expected {size} samples along the first axis"
+                            )
+                        if part is not None:
+                            _atomic_save(part, arr)
+                    parts.append(arr)
+                    if bar is not None:
+                        bar.update(1)
+                full = np.concatenate(parts) if len(parts) > 1 else parts[0]
+                if final is None:
+                    bank._mem[label] = full
+                else:
+                    _atomic_save(final, full)
+                    for k in range(len(chunks)):
+                        p = bank.path / f"label{i}.part{k}.npy"
+                        if p.exists():
+                            p.unlink()
+        finally:
+            if bar is not None:
+                bar.close()
+        if bank.path is not None:
+            bank._write_manifest(complete=True)
+        return bank
+
+    @classmethod
+    def load(cls, path: str | Path) -> SampleBank:
+        """Open a bank stored at ``path`` (samples are read lazily, memory-mapped)."""
+        path = Path(path)
+        man = path / _MANIFEST
+        if not man.exists():
+            raise FileNotFoundError(f"no sample bank at {str(path)!r} (missing {_MANIFEST})")
+        doc = json.loads(man.read_text())
+        if not doc.get("complete"):
+            raise ValueError(
+                f"the bank at {str(path)!r} is incomplete; run SampleBank.generate again to resume"
+            )
+        bank = cls()
+        bank.path = path
+        bank._labels = list(doc["labels"])
+        bank.meta = doc.get("meta", {})
+        return bank
+
+    def _write_manifest(self, complete: bool) -> None:
+        doc = {"labels": self._labels, "meta": self.meta, "complete": complete}
+        _atomic_write_text(self.path / _MANIFEST, json.dumps(doc))
+
+    # ------------------------------------------------------------------ access
+    @property
+    def labels(self) -> list:
+        """The labels, in bank order."""
+        return list(self._labels)
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __contains__(self, label: Any) -> bool:
+        return label in self._labels
+
+    def index(self, label: Any) -> int:
+        """Position of ``label`` in :attr:`labels` (KeyError if absent)."""
+        try:
+            return self._labels.index(label)
+        except ValueError:
+            raise KeyError(f"label {label!r} is not in the sample bank") from None
+
+    def samples(self, label: Any) -> np.ndarray:
+        """What is stored for ``label``: array (n_label, ...)."""
+        i = self.index(label)
+        if label in self._mem:
+            return self._mem[label]
+        return np.load(self.path / f"label{i}.npy", mmap_mode="r", allow_pickle=False)
+
+    def n_samples(self, label: Any) -> int:
+        return int(self.samples(label).shape[0])
+
+    def map(self, fn: Callable[[np.ndarray], Any], *, batch_size: int | None = None) -> SampleBank:
+        """A new in-memory bank with ``fn`` applied to every label's samples (e.g. features)."""
+        data = {}
+        for label in self._labels:
+            x = self.samples(label)
+            bs = x.shape[0] if batch_size is None else int(batch_size)
+            outs = [
+                to_numpy(fn(np.asarray(x[s : s + bs])), "fn output")
+                for s in range(0, x.shape[0], bs)
+            ]
+            data[label] = np.concatenate(outs) if len(outs) > 1 else np.asarray(outs[0])
+        return SampleBank(data)
+
+    def __repr__(self) -> str:
+        where = "memory" if self.path is None else str(self.path)
+        return f"SampleBank({len(self)} labels, {where})"
+
+    def subset(self, labels: Sequence[Any]) -> SampleBank:
+        """An in-memory bank with only ``labels``."""
+        return SampleBank({lab: self.samples(lab) for lab in labels})

@@ -1,0 +1,178 @@
+"""Sample bank, proxy game and utilities, each against a direct computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datacredit import utilities as U
+from datacredit.surrogateshap import ProxyGame, SampleBank
+from scipy import linalg, stats
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _gen(label, n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.normal(loc=float(label), size=(n, 3)).astype(np.float32)
+
+
+def _direct_fid(X, W, R):
+    """FID from weighted samples (weights sum to 1) via scipy's sqrtm (ddof = 0)."""
+    mu = W @ X
+    Xc = X - mu
+    cov = (Xc * W[:, None]).T @ Xc
+    mu_r, cov_r = R.mean(0), np.cov(R, rowvar=False, ddof=0)
+    covmean = linalg.sqrtm(cov @ cov_r).real
+    return float(np.sum((mu - mu_r) ** 2) + np.trace(cov) + np.trace(cov_r) - 2 * np.trace(covmean))
+
+
+def _stack(bank, pi):
+    xs = [np.asarray(bank.samples(lab), dtype=np.float64) for lab in bank.labels]
+    X = np.concatenate(xs)
+    W = np.concatenate([np.full(len(x), p / len(x)) for x, p in zip(xs, pi)])
+    return X, W
+
+
+def test_bank_memory_disk_resume(tmp_path):
+    mem = SampleBank.generate(_gen, [0, 1, 2], 10, seed=3, batch_size=4, progress=False)
+    assert mem.labels == [0, 1, 2] and mem.samples(1).shape == (10, 3)
+    calls = []
+    state = {"armed": True}
+
+    def flaky(label, n, seed):
+        calls.append((label, n))
+        if len(calls) == 5 and state["armed"]:
+            state["armed"] = False
+            raise _Interrupted
+        return _gen(label, n, seed)
+
+    with pytest.raises(_Interrupted):
+        SampleBank.generate(flaky, [0, 1, 2], 10, seed=3, path=tmp_path / "b", batch_size=4)
+    with pytest.raises(ValueError, match="incomplete"):
+        SampleBank.load(tmp_path / "b")
+    calls.clear()
+    disk = SampleBank.generate(flaky, [0, 1, 2], 10, seed=3, path=tmp_path / "b", batch_size=4)
+    assert len(calls) == 5  # 9 chunks in all, 4 were kept from the interrupted run
+    for lab in [0, 1, 2]:
+        np.testing.assert_array_equal(disk.samples(lab), mem.samples(lab))
+    back = SampleBank.load(tmp_path / "b")
+    np.testing.assert_array_equal(back.samples(2), mem.samples(2))
+    with pytest.raises(ValueError, match="different bank"):
+        SampleBank.generate(_gen, [0, 1], 10, seed=3, path=tmp_path / "b", batch_size=4)
+    with pytest.raises(ValueError, match="samples along the first axis"):
+        SampleBank.generate(lambda lab, n, s: np.zeros((n + 1, 2)), [0], 3, progress=False)
+    with pytest.raises(KeyError, match="not in the sample bank"):
+        mem.samples(7)
+
+
+@pytest.mark.parametrize("d,n", [(3, 40), (12, 3)])  # covariance path and Gram path (N < d)
+def test_fid_matches_direct(rng, d, n):
+    data = {lab: rng.normal(loc=lab, scale=1 + lab, size=(n, d)) for lab in range(4)}
+    bank = SampleBank(data)
+    R = rng.normal(size=(50, d))
+    counts = [5.0, 1.0, 2.0, 7.0]
+    game = ProxyGame(bank, {"a": [0, 1], "b": [1, 2], "c": 3}, U.FID(None, R), label_weights=counts)
+    Z = np.array([[1, 0, 0], [0, 1, 1], [1, 1, 1], [0, 0, 1]], dtype=bool)
+    got = game(Z)
+    for z, g in zip(Z, got):
+        labs = sorted(
+            {lab for p, ls in zip("abc", [[0, 1], [1, 2], [3]]) if z["abc".index(p)] for lab in ls}
+        )
+        pi = np.zeros(4)
+        pi[labs] = np.array(counts)[labs] / np.sum(np.array(counts)[labs])
+        X, W = _stack(bank, pi)
+        assert g == pytest.approx(_direct_fid(X, W, R), rel=1e-6, abs=1e-6)
+    # reference given as (mean, cov) gives the same values
+    g2 = ProxyGame(
+        bank,
+        {"a": [0, 1], "b": [1, 2], "c": 3},
+        U.FID(None, (R.mean(0), np.cov(R, rowvar=False, ddof=0))),
+        label_weights=counts,
+    )
+    np.testing.assert_allclose(g2(Z), got, rtol=1e-9)
+
+
+def test_fid_features_callable(rng):
+    data = {lab: rng.normal(size=(20, 2, 2)) + lab for lab in range(3)}
+    bank = SampleBank(data)
+    R = rng.normal(size=(30, 4))
+    flat = lambda x: x.reshape(len(x), -1)  # noqa: E731
+    u = U.FID(flat, R, batch_size=7).prepare(bank)
+    X, W = _stack(SampleBank({k: flat(v) for k, v in data.items()}), np.ones(3) / 3)
+    assert u.evaluate(np.ones(3) / 3)[0] == pytest.approx(_direct_fid(X, W, R), rel=1e-8)
+
+
+def test_inception_score_mean_score_diversity(rng):
+    K = 5
+    data = {f"l{i}": rng.dirichlet(np.ones(K) * (0.3 + i), size=30) for i in range(4)}
+    bank = SampleBank(data)
+    isu = U.InceptionScore().prepare(bank)
+    pi = np.array([0.1, 0.2, 0.3, 0.4])
+    # direct IS on the weighted union of samples
+    X, W = _stack(bank, pi)
+    pbar = W @ X
+    kl = np.sum(X * (np.log(X) - np.log(pbar)), 1)
+    assert isu.evaluate(pi)[0] == pytest.approx(np.exp(W @ kl), rel=1e-10)
+    ms = U.MeanScore(lambda x: x[:, 0] * 2).prepare(bank)
+    assert ms.evaluate(pi)[0] == pytest.approx(W @ (X[:, 0] * 2), rel=1e-12)
+    pair = lambda a, b: np.abs(a[:, None, 0] - b[None, :, 0])  # noqa: E731
+    div = U.PairwiseDiversity(pair).prepare(bank)
+    xs = [bank.samples(lab) for lab in bank.labels]
+    expect = 0.0
+    for i in range(4):
+        for j in range(4):
+            tot = cnt = 0.0
+            for a in range(len(xs[i])):
+                for b in range(len(xs[j])):
+                    if i == j and a == b:
+                        continue
+                    tot += abs(xs[i][a, 0] - xs[j][b, 0])
+                    cnt += 1
+            expect += pi[i] * pi[j] * tot / cnt
+    assert div.evaluate(pi)[0] == pytest.approx(expect, rel=1e-10)
+    with pytest.raises(ValueError, match="sum to 1"):
+        ms.evaluate(np.ones(4))
+    with pytest.raises(RuntimeError, match="prepare"):
+        U.MeanScore().evaluate(pi)
+
+
+def test_resampling_and_probe_correlation(rng):
+    data = {i: rng.normal(size=(200, 2)) + np.array([i, -i]) for i in range(3)}
+    bank = SampleBank(data)
+    res = U.Resampled(lambda z: z[:, 0].mean(), n_samples=20000, seed=1).prepare(bank)
+    pi = np.array([0.5, 0.0, 0.5])
+    mean_direct = 0.5 * data[0][:, 0].mean() + 0.5 * data[2][:, 0].mean()
+    assert res.evaluate(pi)[0] == pytest.approx(mean_direct, abs=0.03)
+    drawn = res.draw(pi)
+    assert not np.isin(drawn[:, 0], data[1][:, 0]).any()  # zero-weight label never drawn
+    np.testing.assert_array_equal(drawn, res.draw(pi))  # common random numbers
+    pc = U.ProbeCorrelation(lambda x: x[:, 0], lambda x: x[:, 1], n_samples=500, seed=2).prepare(
+        bank
+    )
+    z = pc.draw(np.ones(3) / 3)
+    assert pc.evaluate(np.ones(3) / 3)[0] == pytest.approx(
+        stats.spearmanr(z[:, 0], z[:, 1])[0], abs=1e-12
+    )
+    ties = np.array([1, 2, 2, 3, 3, 3, 0.5])
+    other = np.array([3, 1, 2, 2, 5, 0, 1])
+    assert U.spearman(ties, other) == pytest.approx(stats.spearmanr(ties, other)[0], abs=1e-12)
+
+
+def test_proxy_game_errors(rng):
+    bank = SampleBank({0: rng.normal(size=(5, 2)), 1: rng.normal(size=(5, 2))})
+    ms = U.MeanScore(lambda x: x[:, 0])
+    with pytest.raises(ValueError, match="missing from the sample bank"):
+        ProxyGame(bank, {"a": [0, 5]}, ms)
+    with pytest.raises(ValueError, match="no labels"):
+        ProxyGame(bank, {"a": []}, ms)
+    g = ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms)
+    with pytest.raises(ValueError, match="empty_value"):
+        g(np.zeros((1, 2), bool))
+    g2 = ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms, empty_value=-1.0)
+    out = g2(np.array([[0, 0], [1, 0], [1, 1], [0, 1]], bool))
+    m0, m1 = bank.samples(0)[:, 0].mean(), bank.samples(1)[:, 0].mean()
+    np.testing.assert_allclose(out, [-1.0, m0, (m0 + m1) / 2, (m0 + m1) / 2])
+    with pytest.raises(ValueError, match="shape"):
+        g2(np.zeros((1, 3), bool))
