@@ -16,5 +16,6 @@ using FloatArray = py::array_t<float, py::array::c_style>;
 using Int64Array = py::array_t<int64_t, py::array::c_style>;
 
 void bind_gram(py::module_& m);
+void bind_pq(py::module_& m);
 
 }  // namespace datacredit::bindings

@@ -10,4 +10,5 @@ PYBIND11_MODULE(_core, m) {
   m.attr("cuda") = false;
 #endif
   datacredit::bindings::bind_gram(m);
+  datacredit::bindings::bind_pq(m);
 }
