@@ -18,5 +18,6 @@ using Int64Array = py::array_t<int64_t, py::array::c_style>;
 void bind_gram(py::module_& m);
 void bind_crammer_singer(py::module_& m);
 void bind_treeshap(py::module_& m);
+void bind_pq(py::module_& m);
 
 }  // namespace datacredit::bindings

@@ -1,0 +1,129 @@
+#include "bindings.hpp"
+#include "datacredit/common.hpp"
+#include "datacredit/pq.hpp"
+
+namespace datacredit::bindings {
+
+namespace {
+
+using ByteArray = py::array_t<uint8_t, py::array::c_style>;
+
+PQShape make_shape(int64_t dim, int64_t m, int nbits) {
+  PQShape s;
+  s.dim = dim;
+  s.m = m;
+  s.nbits = nbits;
+  check_pq_shape(s, "ProductQuantizer");
+  return s;
+}
+
+void check_centroids(const PQShape& s, const FloatArray& c) {
+  check(c.ndim() == 3 && c.shape(0) == s.m && c.shape(1) == s.ksub() && c.shape(2) == s.dsub(),
+        "ProductQuantizer", "centroids must have shape (m, ksub, dsub)");
+}
+
+void check_rows(const PQShape& s, const FloatArray& x, const char* name) {
+  check(x.ndim() == 2 && x.shape(1) == s.dim, "ProductQuantizer",
+        std::string(name) + " must have shape (n, " + std::to_string(s.dim) + ")");
+}
+
+void check_codes(const PQShape& s, const ByteArray& codes) {
+  check(codes.ndim() == 2 && codes.shape(1) == s.m, "ProductQuantizer",
+        "codes must have shape (n, " + std::to_string(s.m) + ")");
+}
+
+}  // namespace
+
+void bind_pq(py::module_& m) {
+  m.def(
+      "pq_train",
+      [](const FloatArray& x, int64_t m_sub, int nbits, int n_iter, int64_t mppc, uint64_t seed,
+         int n_threads) {
+        const PQShape s = make_shape(x.shape(1), m_sub, nbits);
+        FloatArray cent({s.m, s.ksub(), s.dsub()});
+        float* pc = cent.mutable_data();
+        {
+          py::gil_scoped_release release;
+          pq_train(s, x.data(), x.shape(0), n_iter, mppc, seed, pc, n_threads);
+        }
+        return cent;
+      },
+      py::arg("x"), py::arg("m"), py::arg("nbits"), py::arg("n_iter"),
+      py::arg("max_points_per_centroid"), py::arg("seed"), py::arg("n_threads"));
+
+  m.def(
+      "pq_encode",
+      [](const FloatArray& cent, const FloatArray& x, int nbits, int n_threads) {
+        const PQShape s = make_shape(x.shape(1), cent.shape(0), nbits);
+        check_centroids(s, cent);
+        check_rows(s, x, "x");
+        ByteArray codes({x.shape(0), s.m});
+        uint8_t* pc = codes.mutable_data();
+        {
+          py::gil_scoped_release release;
+          pq_encode(s, cent.data(), x.data(), x.shape(0), pc, n_threads);
+        }
+        return codes;
+      },
+      py::arg("centroids"), py::arg("x"), py::arg("nbits"), py::arg("n_threads"));
+
+  m.def(
+      "pq_decode",
+      [](const FloatArray& cent, const ByteArray& codes, int64_t dim, int nbits, int n_threads) {
+        const PQShape s = make_shape(dim, cent.shape(0), nbits);
+        check_centroids(s, cent);
+        check_codes(s, codes);
+        FloatArray out({codes.shape(0), dim});
+        float* po = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          pq_decode(s, cent.data(), codes.data(), codes.shape(0), po, n_threads);
+        }
+        return out;
+      },
+      py::arg("centroids"), py::arg("codes"), py::arg("dim"), py::arg("nbits"),
+      py::arg("n_threads"));
+
+  m.def(
+      "pq_compute_tables",
+      [](const FloatArray& cent, const FloatArray& queries, int nbits, const std::string& metric,
+         int n_threads) {
+        const PQShape s = make_shape(queries.shape(1), cent.shape(0), nbits);
+        check_centroids(s, cent);
+        const PQMetric met = parse_pq_metric(metric);
+        FloatArray out({queries.shape(0), s.m, s.ksub()});
+        float* po = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          pq_compute_tables(s, cent.data(), queries.data(), queries.shape(0), met, po, n_threads);
+        }
+        return out;
+      },
+      py::arg("centroids"), py::arg("queries"), py::arg("nbits"), py::arg("metric"),
+      py::arg("n_threads"));
+
+  m.def(
+      "pq_search",
+      [](const FloatArray& cent, const FloatArray& queries, const ByteArray& codes, int64_t k,
+         int nbits, const std::string& metric, int n_threads) {
+        const PQShape s = make_shape(queries.shape(1), cent.shape(0), nbits);
+        check_centroids(s, cent);
+        check_codes(s, codes);
+        const PQMetric met = parse_pq_metric(metric);
+        const int64_t nq = queries.shape(0);
+        FloatArray dist({nq, k});
+        Int64Array idx({nq, k});
+        float* pd = dist.mutable_data();
+        int64_t* pi = idx.mutable_data();
+        {
+          py::gil_scoped_release release;
+          pq_search(s, cent.data(), queries.data(), nq, codes.data(), codes.shape(0), k, met, pd,
+                    pi, n_threads);
+        }
+        return py::make_tuple(dist, idx);
+      },
+      py::arg("centroids"), py::arg("queries"), py::arg("codes"), py::arg("k"), py::arg("nbits"),
+      py::arg("metric"), py::arg("n_threads"));
+}
+
+}  // namespace datacredit::bindings

@@ -1,0 +1,555 @@
+#include "datacredit/pq.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "datacredit/blas.hpp"
+#include "datacredit/common.hpp"
+#include "datacredit/topk.hpp"
+
+namespace datacredit {
+
+PQMetric parse_pq_metric(const std::string& name) {
+  if (name == "l2") return PQMetric::kL2;
+  if (name == "ip") return PQMetric::kInnerProduct;
+  fail("pq", "unknown metric '" + name + "' (expected 'l2' or 'ip')");
+}
+
+void check_pq_shape(const PQShape& shape, const char* where) {
+  check(shape.dim > 0, where, "d must be positive, got " + std::to_string(shape.dim));
+  check(shape.m > 0, where, "m must be positive, got " + std::to_string(shape.m));
+  check(
+      shape.dim % shape.m == 0, where,
+      "d = " + std::to_string(shape.dim) + " is not a multiple of m = " + std::to_string(shape.m));
+  check(shape.nbits >= 1 && shape.nbits <= 8, where,
+        "nbits must be in [1, 8], got " + std::to_string(shape.nbits));
+}
+
+namespace {
+
+constexpr int64_t kAssignChunk = 1024;  // rows per GEMM tile in k-means / encoding
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define DATACREDIT_X86_DISPATCH 1
+#include <immintrin.h>
+
+// AVX2/FMA nearest centroid for tiny sub-vectors: centroids transposed (dsub x ksub),
+// ksub a multiple of 8 * U.  v_j = |c_j|^2 - 2 x.c_j over U independent 8-lane groups at
+// a time (hides the FMA latency); strict < keeps the lower index per lane, then the
+// lanes are merged with ties to the lower index.
+template <int U>
+__attribute__((target("avx2,fma"))) void assign_rows_avx2(const float* x, int64_t rows, int64_t ld,
+                                                          const float* ct, const float* cnorm,
+                                                          int64_t ksub, int64_t dsub,
+                                                          int32_t* out) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  alignas(32) float bv[8 * U];
+  alignas(32) int32_t bi[8 * U];
+  __m256 xb[32];
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ld;
+    for (int64_t t = 0; t < dsub; ++t) xb[t] = _mm256_set1_ps(-2.0f * xr[t]);
+    __m256 best[U];
+    __m256i besti[U];
+    for (int u = 0; u < U; ++u) {
+      best[u] = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+      besti[u] = _mm256_setzero_si256();
+    }
+    for (int64_t j0 = 0; j0 < ksub; j0 += 8 * U) {
+      __m256 v[U];
+      for (int u = 0; u < U; ++u) v[u] = _mm256_loadu_ps(cnorm + j0 + 8 * u);
+      for (int64_t t = 0; t < dsub; ++t)
+        for (int u = 0; u < U; ++u)
+          v[u] = _mm256_fmadd_ps(xb[t], _mm256_loadu_ps(ct + t * ksub + j0 + 8 * u), v[u]);
+      for (int u = 0; u < U; ++u) {
+        const __m256 lt = _mm256_cmp_ps(v[u], best[u], _CMP_LT_OQ);
+        best[u] = _mm256_blendv_ps(best[u], v[u], lt);
+        const __m256i idx =
+            _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(j0 + 8 * u)), lane);
+        besti[u] = _mm256_castps_si256(
+            _mm256_blendv_ps(_mm256_castsi256_ps(besti[u]), _mm256_castsi256_ps(idx), lt));
+      }
+    }
+    for (int u = 0; u < U; ++u) {
+      _mm256_store_ps(bv + 8 * u, best[u]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(bi + 8 * u), besti[u]);
+    }
+    int c = 0;
+    for (int l = 1; l < 8 * U; ++l)
+      if (bv[l] < bv[c] || (bv[l] == bv[c] && bi[l] < bi[c])) c = l;
+    out[r] = bi[c];
+  }
+}
+
+bool have_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+#endif
+
+// Nearest centroid of each of `rows` sub-vectors (row stride `ld`) among ksub centroids
+// (ksub x dsub, contiguous; ct its transpose) with squared norms cnorm:
+// argmin_j |c_j|^2 - 2 x.c_j, ties to the lower index.  dots: kAssignChunk * ksub floats.
+void assign_rows(const float* x, int64_t rows, int64_t ld, const float* cent, const float* ct,
+                 const float* cnorm, int64_t ksub, int64_t dsub, float* dots, int32_t* out) {
+#ifdef DATACREDIT_X86_DISPATCH
+  if (ksub % 8 == 0 && dsub <= 32 && have_avx2()) {
+    if (ksub % 32 == 0)
+      assign_rows_avx2<4>(x, rows, ld, ct, cnorm, ksub, dsub, out);
+    else
+      assign_rows_avx2<1>(x, rows, ld, ct, cnorm, ksub, dsub, out);
+    return;
+  }
+#endif
+  (void)ct;
+  for (int64_t r0 = 0; r0 < rows; r0 += kAssignChunk) {
+    const int64_t nr = std::min(kAssignChunk, rows - r0);
+    sgemm_nt(nr, ksub, dsub, x + r0 * ld, ld, cent, dsub, dots, ksub);
+    for (int64_t r = 0; r < nr; ++r) {
+      const float* row = dots + r * ksub;
+      int32_t best = 0;
+      float best_v = cnorm[0] - 2.0f * row[0];
+      for (int64_t j = 1; j < ksub; ++j) {
+        const float v = cnorm[j] - 2.0f * row[j];
+        if (v < best_v) {
+          best_v = v;
+          best = static_cast<int32_t>(j);
+        }
+      }
+      out[r0 + r] = best;
+    }
+  }
+}
+
+void transpose_centroids(const float* cent, int64_t ksub, int64_t dsub, float* ct) {
+  for (int64_t j = 0; j < ksub; ++j)
+    for (int64_t t = 0; t < dsub; ++t) ct[t * ksub + j] = cent[j * dsub + t];
+}
+
+void centroid_norms(const float* cent, int64_t ksub, int64_t dsub, float* cnorm) {
+  for (int64_t j = 0; j < ksub; ++j) {
+    float s = 0.0f;
+    for (int64_t t = 0; t < dsub; ++t) s += cent[j * dsub + t] * cent[j * dsub + t];
+    cnorm[j] = s;
+  }
+}
+
+// Lloyd's k-means on xs (n x dsub, contiguous) into cent (ksub x dsub).
+void kmeans_subspace(const float* xs, int64_t n, int64_t dsub, int64_t ksub, int n_iter,
+                     std::mt19937_64& rng, float* cent) {
+  // Initialisation: ksub distinct rows (partial Fisher-Yates over the sample).
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), int64_t{0});
+  for (int64_t j = 0; j < ksub; ++j) {
+    std::uniform_int_distribution<int64_t> pick(j, n - 1);
+    std::swap(perm[static_cast<size_t>(j)], perm[static_cast<size_t>(pick(rng))]);
+    std::copy(xs + perm[static_cast<size_t>(j)] * dsub,
+              xs + (perm[static_cast<size_t>(j)] + 1) * dsub, cent + j * dsub);
+  }
+  std::vector<float> cnorm(static_cast<size_t>(ksub));
+  std::vector<float> ct(static_cast<size_t>(ksub * dsub));
+  std::vector<float> dots(static_cast<size_t>(kAssignChunk * ksub));
+  std::vector<int32_t> assign(static_cast<size_t>(n));
+  std::vector<double> sums(static_cast<size_t>(ksub * dsub));
+  std::vector<int64_t> counts(static_cast<size_t>(ksub));
+  for (int it = 0; it < n_iter; ++it) {
+    centroid_norms(cent, ksub, dsub, cnorm.data());
+    transpose_centroids(cent, ksub, dsub, ct.data());
+    assign_rows(xs, n, dsub, cent, ct.data(), cnorm.data(), ksub, dsub, dots.data(), assign.data());
+    std::fill(sums.begin(), sums.end(), 0.0);
+    std::fill(counts.begin(), counts.end(), int64_t{0});
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t j = assign[static_cast<size_t>(i)];
+      ++counts[static_cast<size_t>(j)];
+      for (int64_t t = 0; t < dsub; ++t)
+        sums[static_cast<size_t>(j * dsub + t)] += xs[i * dsub + t];
+    }
+    for (int64_t j = 0; j < ksub; ++j) {
+      const int64_t c = counts[static_cast<size_t>(j)];
+      if (c == 0) continue;
+      for (int64_t t = 0; t < dsub; ++t)
+        cent[j * dsub + t] = static_cast<float>(sums[static_cast<size_t>(j * dsub + t)] / c);
+    }
+    // Empty clusters: split the currently largest cluster in two (deterministic).
+    for (int64_t j = 0; j < ksub; ++j) {
+      if (counts[static_cast<size_t>(j)] != 0) continue;
+      int64_t big = 0;
+      for (int64_t b = 1; b < ksub; ++b)
+        if (counts[static_cast<size_t>(b)] > counts[static_cast<size_t>(big)]) big = b;
+      constexpr float kEps = 1.0f / 1024.0f;
+      for (int64_t t = 0; t < dsub; ++t) {
+        const float v = cent[big * dsub + t];
+        const float delta = (t % 2 == 0 ? kEps : -kEps) * (std::fabs(v) > 0 ? v : 1.0f);
+        cent[j * dsub + t] = v + delta;
+        cent[big * dsub + t] = v - delta;
+      }
+      counts[static_cast<size_t>(j)] = counts[static_cast<size_t>(big)] / 2;
+      counts[static_cast<size_t>(big)] -= counts[static_cast<size_t>(j)];
+    }
+  }
+}
+
+// Plane layout used by the scan: sub-spaces are grouped into planes of kPlane columns,
+// each plane stored (n_codes x width) contiguously, so a first pass over plane 0 reads
+// a quarter of the bytes a row-major scan would.
+constexpr int64_t kPlane = 8;
+
+// Width of the first plane: about half the sub-spaces (a multiple of kPlane), because the
+// lower bound rarely prunes before half the distance is known.
+int64_t first_plane_width(int64_t m) {
+  const int64_t w = (m / 2) / kPlane * kPlane;
+  return std::min(m, std::max(kPlane, w));
+}
+
+struct Planes {
+  std::vector<uint8_t> data;
+  std::vector<int64_t> offset;  // start of each plane in data
+  std::vector<int64_t> width;   // columns of each plane
+  std::vector<int64_t> first;   // first sub-space of each plane
+};
+
+Planes make_planes(const uint8_t* codes, int64_t n, int64_t m, int threads) {
+  Planes p;
+  p.data.resize(static_cast<size_t>(n * m));
+  int64_t off = 0;
+  for (int64_t s = 0; s < m;) {
+    const int64_t w = s == 0 ? first_plane_width(m) : std::min(kPlane, m - s);
+    p.offset.push_back(off);
+    p.width.push_back(w);
+    p.first.push_back(s);
+    off += n * w;
+    s += w;
+  }
+  const int64_t np = static_cast<int64_t>(p.width.size());
+  uint8_t* dst = p.data.data();
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* src = codes + i * m;
+    for (int64_t q = 0; q < np; ++q) {
+      const int64_t w = p.width[static_cast<size_t>(q)];
+      std::copy(src + p.first[static_cast<size_t>(q)], src + p.first[static_cast<size_t>(q)] + w,
+                dst + p.offset[static_cast<size_t>(q)] + i * w);
+    }
+  }
+  return p;
+}
+
+template <int W>
+inline float partial_fixed(const float* t, int64_t ksub, const uint8_t* c, float acc) {
+  for (int s = 0; s < W; ++s) acc += t[s * ksub + c[s]];
+  return acc;
+}
+
+inline float partial(const float* t, int64_t ksub, const uint8_t* c, int64_t w, float acc) {
+  if (w == 8) return partial_fixed<8>(t, ksub, c, acc);
+  if (w == 16) return partial_fixed<16>(t, ksub, c, acc);
+  if (w == 32) return partial_fixed<32>(t, ksub, c, acc);
+  for (int64_t s = 0; s < w; ++s) acc += t[s * ksub + c[s]];
+  return acc;
+}
+
+// Per-query scan state: the (minimised) table, the heap and the pruning bounds.
+struct QueryState {
+  const float* table;       // m x ksub, smaller is better
+  std::vector<float> tail;  // tail[p]: lower bound of the sum over planes >= p (minus slack)
+  TopKHeap heap;
+  QueryState(const float* t, float* keys, int64_t* ids, int64_t k) : table(t), heap(keys, ids, k) {}
+};
+
+void prepare_bounds(QueryState& st, const Planes& pl, int64_t m, int64_t ksub) {
+  const size_t np = pl.width.size();
+  std::vector<double> mins(static_cast<size_t>(m));
+  double abs_total = 0.0;
+  for (int64_t s = 0; s < m; ++s) {
+    const float* row = st.table + s * ksub;
+    float lo = row[0], amax = std::fabs(row[0]);
+    for (int64_t j = 1; j < ksub; ++j) {
+      lo = std::min(lo, row[j]);
+      amax = std::max(amax, std::fabs(row[j]));
+    }
+    mins[static_cast<size_t>(s)] = lo;
+    abs_total += amax;
+  }
+  // Slack covering the float rounding of two sequential sums of m terms (|err| <= m u sum|t|).
+  const double slack = 4.0 * static_cast<double>(m + 1) * 6.0e-8 * abs_total + 1e-30;
+  st.tail.assign(np + 1, 0.0f);
+  double acc = 0.0;
+  for (size_t p = np; p-- > 0;) {
+    for (int64_t s = pl.first[p]; s < pl.first[p] + pl.width[p]; ++s)
+      acc += mins[static_cast<size_t>(s)];
+    st.tail[p] = static_cast<float>(acc - slack);
+  }
+  st.tail[np] = 0.0f;
+}
+
+inline float heap_bound(const TopKHeap& h) {
+  // The largest kept distance (heap keys are negated distances); +inf until full.
+  return -h.threshold();
+}
+
+// Scans codes [b0, b1) for one query.
+void scan_block(QueryState& st, const Planes& pl, int64_t ksub, int64_t b0, int64_t b1) {
+  const size_t np = pl.width.size();
+  const float* t0 = st.table;
+  const int64_t w0 = pl.width[0];
+  const uint8_t* plane0 = pl.data.data() + pl.offset[0];
+  const float tail1 = st.tail[1];
+  float bound = heap_bound(st.heap);
+  auto finish = [&](int64_t i, float a) {
+    // Continue a surviving code through the remaining planes, abandoning it early.
+    for (size_t p = 1; p < np; ++p) {
+      const int64_t w = pl.width[p];
+      a = partial(t0 + pl.first[p] * ksub, ksub, pl.data.data() + pl.offset[p] + i * w, w, a);
+      if (a + st.tail[p + 1] > bound) return;
+    }
+    st.heap.push(-a, i);
+    bound = heap_bound(st.heap);
+  };
+  int64_t i = b0;
+  for (; i + 4 <= b1; i += 4) {
+    const uint8_t* c = plane0 + i * w0;
+    const float a0 = partial(t0, ksub, c, w0, 0.0f);
+    const float a1 = partial(t0, ksub, c + w0, w0, 0.0f);
+    const float a2 = partial(t0, ksub, c + 2 * w0, w0, 0.0f);
+    const float a3 = partial(t0, ksub, c + 3 * w0, w0, 0.0f);
+    if (a0 + tail1 <= bound) finish(i, a0);
+    if (a1 + tail1 <= bound) finish(i + 1, a1);
+    if (a2 + tail1 <= bound) finish(i + 2, a2);
+    if (a3 + tail1 <= bound) finish(i + 3, a3);
+  }
+  for (; i < b1; ++i) {
+    const float a = partial(t0, ksub, plane0 + i * w0, w0, 0.0f);
+    if (a + tail1 <= bound) finish(i, a);
+  }
+}
+
+void validate_codes(const PQShape& shape, const uint8_t* codes, int64_t n, const char* where) {
+  if (shape.nbits == 8) return;
+  const int64_t total = n * shape.m;
+  const uint8_t ksub = static_cast<uint8_t>(shape.ksub());
+  for (int64_t i = 0; i < total; ++i)
+    check(codes[i] < ksub, where,
+          "codes holds " + std::to_string(codes[i]) + ", outside [0, " +
+              std::to_string(shape.ksub()) + ")");
+}
+
+}  // namespace
+
+void pq_train(const PQShape& shape, const float* x, int64_t n, int n_iter,
+              int64_t max_points_per_centroid, uint64_t seed, float* centroids, int n_threads) {
+  const char* where = "pq_train";
+  check_pq_shape(shape, where);
+  const int64_t ksub = shape.ksub(), dsub = shape.dsub(), m = shape.m, dim = shape.dim;
+  check(n >= ksub, where,
+        "x needs at least ksub = " + std::to_string(ksub) + " rows to train, got " +
+            std::to_string(n));
+  check(n_iter >= 1, where, "n_iter must be >= 1, got " + std::to_string(n_iter));
+  check(max_points_per_centroid >= 1, where, "max_points_per_centroid must be >= 1");
+  check(all_finite(x, n * dim), where, "x contains NaN or inf");
+  const int threads = resolve_threads(n_threads);
+
+  // One seeded sample of rows shared by all sub-spaces (sorted: stable memory order).
+  const int64_t n_sample = std::min(n, max_points_per_centroid * ksub);
+  std::vector<int64_t> rows(static_cast<size_t>(n));
+  std::iota(rows.begin(), rows.end(), int64_t{0});
+  if (n_sample < n) {
+    std::mt19937_64 rng(seed);
+    for (int64_t j = 0; j < n_sample; ++j) {
+      std::uniform_int_distribution<int64_t> pick(j, n - 1);
+      std::swap(rows[static_cast<size_t>(j)], rows[static_cast<size_t>(pick(rng))]);
+    }
+    rows.resize(static_cast<size_t>(n_sample));
+    std::sort(rows.begin(), rows.end());
+  }
+
+  SerialBlasScope serial;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t s = 0; s < m; ++s) {
+    std::vector<float> xs(static_cast<size_t>(n_sample * dsub));
+    for (int64_t i = 0; i < n_sample; ++i)
+      std::copy(x + rows[static_cast<size_t>(i)] * dim + s * dsub,
+                x + rows[static_cast<size_t>(i)] * dim + (s + 1) * dsub, xs.data() + i * dsub);
+    std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(s) + 1);
+    kmeans_subspace(xs.data(), n_sample, dsub, ksub, n_iter, rng, centroids + s * ksub * dsub);
+  }
+}
+
+void pq_encode(const PQShape& shape, const float* centroids, const float* x, int64_t n,
+               uint8_t* codes, int n_threads) {
+  const char* where = "pq_encode";
+  check_pq_shape(shape, where);
+  check(n >= 0, where, "negative size");
+  const int64_t ksub = shape.ksub(), dsub = shape.dsub(), m = shape.m, dim = shape.dim;
+  check(all_finite(x, n * dim), where, "x contains NaN or inf");
+  const int threads = resolve_threads(n_threads);
+  std::vector<float> cnorm(static_cast<size_t>(m * ksub));
+  std::vector<float> ct(static_cast<size_t>(m * ksub * dsub));
+  for (int64_t s = 0; s < m; ++s) {
+    centroid_norms(centroids + s * ksub * dsub, ksub, dsub, cnorm.data() + s * ksub);
+    transpose_centroids(centroids + s * ksub * dsub, ksub, dsub, ct.data() + s * ksub * dsub);
+  }
+  constexpr int64_t kRows = 4096;
+  const int64_t n_blocks = (n + kRows - 1) / kRows;
+  SerialBlasScope serial;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> dots(static_cast<size_t>(kAssignChunk * ksub));
+    std::vector<int32_t> assign(static_cast<size_t>(kRows));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int64_t r0 = b * kRows, nr = std::min(kRows, n - r0);
+      for (int64_t s = 0; s < m; ++s) {
+        assign_rows(x + r0 * dim + s * dsub, nr, dim, centroids + s * ksub * dsub,
+                    ct.data() + s * ksub * dsub, cnorm.data() + s * ksub, ksub, dsub, dots.data(),
+                    assign.data());
+        for (int64_t r = 0; r < nr; ++r)
+          codes[(r0 + r) * m + s] = static_cast<uint8_t>(assign[static_cast<size_t>(r)]);
+      }
+    }
+  }
+}
+
+void pq_decode(const PQShape& shape, const float* centroids, const uint8_t* codes, int64_t n,
+               float* x_hat, int n_threads) {
+  const char* where = "pq_decode";
+  check_pq_shape(shape, where);
+  validate_codes(shape, codes, n, where);
+  const int64_t ksub = shape.ksub(), dsub = shape.dsub(), m = shape.m, dim = shape.dim;
+  const int threads = resolve_threads(n_threads);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t s = 0; s < m; ++s) {
+      const float* c = centroids + (s * ksub + codes[i * m + s]) * dsub;
+      std::copy(c, c + dsub, x_hat + i * dim + s * dsub);
+    }
+}
+
+void pq_compute_tables(const PQShape& shape, const float* centroids, const float* queries,
+                       int64_t nq, PQMetric metric, float* tables, int n_threads) {
+  const char* where = "pq_compute_tables";
+  check_pq_shape(shape, where);
+  check(all_finite(queries, nq * shape.dim), where, "queries contains NaN or inf");
+  const int64_t ksub = shape.ksub(), dsub = shape.dsub(), m = shape.m, dim = shape.dim;
+  const int threads = resolve_threads(n_threads);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < nq; ++q)
+    for (int64_t s = 0; s < m; ++s) {
+      const float* qs = queries + q * dim + s * dsub;
+      const float* cs = centroids + s * ksub * dsub;
+      float* out = tables + (q * m + s) * ksub;
+      for (int64_t j = 0; j < ksub; ++j) {
+        float acc = 0.0f;
+        if (metric == PQMetric::kL2) {
+          for (int64_t t = 0; t < dsub; ++t) {
+            const float diff = qs[t] - cs[j * dsub + t];
+            acc += diff * diff;
+          }
+        } else {
+          for (int64_t t = 0; t < dsub; ++t) acc += qs[t] * cs[j * dsub + t];
+        }
+        out[j] = acc;
+      }
+    }
+}
+
+void pq_search_tables(const PQShape& shape, const float* tables, int64_t nq, const uint8_t* codes,
+                      int64_t n_codes, int64_t k, PQMetric metric, float* distances,
+                      int64_t* indices, int n_threads) {
+  const char* where = "pq_search";
+  check_pq_shape(shape, where);
+  check(nq > 0, where, "queries is empty");
+  check(n_codes > 0, where, "codes is empty");
+  check(k >= 1 && k <= n_codes, where,
+        "k = " + std::to_string(k) + " must be in [1, n_codes = " + std::to_string(n_codes) + "]");
+  check(all_finite(tables, nq * shape.m * shape.ksub()), where, "tables contains NaN or inf");
+  validate_codes(shape, codes, n_codes, where);
+  const int64_t ksub = shape.ksub(), m = shape.m;
+  const int threads = resolve_threads(n_threads);
+  const Planes pl = make_planes(codes, n_codes, m, threads);
+
+  // Internally every table is minimised: inner products are negated (exact in floats).
+  const bool negate = metric == PQMetric::kInnerProduct;
+  constexpr int64_t kGroup = 8;     // queries sharing each code block while it is in cache
+  constexpr int64_t kBlock = 8192;  // codes per block (plane 0: 128 KiB)
+  const int64_t n_groups = (nq + kGroup - 1) / kGroup;
+  // With fewer query groups than threads, split the code range too and merge the heaps.
+  const int64_t parts = std::max<int64_t>(
+      1, std::min<int64_t>((threads + n_groups - 1) / n_groups, (n_codes + kBlock - 1) / kBlock));
+  const int64_t part_len = (n_codes + parts - 1) / parts;
+  std::vector<float> heap_keys(static_cast<size_t>(nq * parts * k));
+  std::vector<int64_t> heap_ids(static_cast<size_t>(nq * parts * k));
+  std::vector<int64_t> heap_size(static_cast<size_t>(nq * parts), 0);
+
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> neg;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < n_groups * parts; ++task) {
+      const int64_t g = task / parts, part = task % parts;
+      const int64_t q0 = g * kGroup, q1 = std::min(nq, q0 + kGroup);
+      const int64_t c0 = part * part_len, c1 = std::min(n_codes, c0 + part_len);
+      if (negate) neg.resize(static_cast<size_t>((q1 - q0) * m * ksub));
+      std::vector<QueryState> states;
+      states.reserve(static_cast<size_t>(q1 - q0));
+      for (int64_t q = q0; q < q1; ++q) {
+        const float* t = tables + q * m * ksub;
+        if (negate) {
+          float* dst = neg.data() + (q - q0) * m * ksub;
+          for (int64_t j = 0; j < m * ksub; ++j) dst[j] = -t[j];
+          t = dst;
+        }
+        const size_t slot = static_cast<size_t>((q * parts + part) * k);
+        states.emplace_back(t, heap_keys.data() + slot, heap_ids.data() + slot, k);
+        prepare_bounds(states.back(), pl, m, ksub);
+      }
+      for (int64_t b0 = c0; b0 < c1; b0 += kBlock) {
+        const int64_t b1 = std::min(c1, b0 + kBlock);
+        for (auto& st : states) scan_block(st, pl, ksub, b0, b1);
+      }
+      for (int64_t q = q0; q < q1; ++q)
+        heap_size[static_cast<size_t>(q * parts + part)] =
+            states[static_cast<size_t>(q - q0)].heap.size();
+    }
+  }
+
+  // Merge the parts of each query and write best-first.
+  const float sign = negate ? 1.0f : -1.0f;  // key = -dist (l2) or -(-ip) = ip
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < nq; ++q) {
+    const size_t base = static_cast<size_t>(q * parts * k);
+    if (parts == 1) {
+      TopKHeap h(heap_keys.data() + base, heap_ids.data() + base, k,
+                 heap_size[static_cast<size_t>(q * parts)]);
+      h.write_sorted(distances + q * k, indices + q * k, sign);
+      continue;
+    }
+    std::vector<float> keys(static_cast<size_t>(k));
+    std::vector<int64_t> ids(static_cast<size_t>(k));
+    TopKHeap merged(keys.data(), ids.data(), k);
+    for (int64_t part = 0; part < parts; ++part) {
+      const size_t off = base + static_cast<size_t>(part * k);
+      const int64_t sz = heap_size[static_cast<size_t>(q * parts + part)];
+      for (int64_t e = 0; e < sz; ++e)
+        merged.push(heap_keys[off + static_cast<size_t>(e)],
+                    heap_ids[off + static_cast<size_t>(e)]);
+    }
+    merged.write_sorted(distances + q * k, indices + q * k, sign);
+  }
+}
+
+void pq_search(const PQShape& shape, const float* centroids, const float* queries, int64_t nq,
+               const uint8_t* codes, int64_t n_codes, int64_t k, PQMetric metric, float* distances,
+               int64_t* indices, int n_threads) {
+  check_pq_shape(shape, "pq_search");
+  check(nq > 0, "pq_search", "queries is empty");
+  std::vector<float> tables(static_cast<size_t>(nq * shape.m * shape.ksub()));
+  pq_compute_tables(shape, centroids, queries, nq, metric, tables.data(), n_threads);
+  pq_search_tables(shape, tables.data(), nq, codes, n_codes, k, metric, distances, indices,
+                   n_threads);
+}
+
+}  // namespace datacredit

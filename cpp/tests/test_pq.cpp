@@ -1,0 +1,67 @@
+// C++ checks of the product quantizer: ADC search equals a brute-force scan over the
+// same tables, encode/decode shapes, argument errors.
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "check.hpp"
+#include "datacredit/pq.hpp"
+
+using namespace datacredit;
+
+int main() {
+  std::mt19937 gen(11);
+  std::normal_distribution<float> normal;
+  PQShape s;
+  s.dim = 24;
+  s.m = 6;
+  s.nbits = 6;
+  const int64_t n = 2000, nq = 9, k = 25;
+  std::vector<float> x(static_cast<size_t>(n * s.dim));
+  for (auto& v : x) v = normal(gen);
+  std::vector<float> cent(static_cast<size_t>(s.m * s.ksub() * s.dsub()));
+  pq_train(s, x.data(), n, 4, 64, 3, cent.data(), 2);
+  std::vector<uint8_t> codes(static_cast<size_t>(n * s.m));
+  pq_encode(s, cent.data(), x.data(), n, codes.data(), 2);
+  std::vector<float> tables(static_cast<size_t>(nq * s.m * s.ksub()));
+  pq_compute_tables(s, cent.data(), x.data(), nq, PQMetric::kL2, tables.data(), 1);
+  std::vector<float> dist(static_cast<size_t>(nq * k));
+  std::vector<int64_t> idx(static_cast<size_t>(nq * k));
+  pq_search(s, cent.data(), x.data(), nq, codes.data(), n, k, PQMetric::kL2, dist.data(),
+            idx.data(), 2);
+  for (int64_t q = 0; q < nq; ++q) {
+    std::vector<float> acc(static_cast<size_t>(n), 0.0f);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t sub = 0; sub < s.m; ++sub)
+        acc[static_cast<size_t>(i)] +=
+            tables[static_cast<size_t>((q * s.m + sub) * s.ksub() + codes[i * s.m + sub])];
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), int64_t{0});
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return acc[static_cast<size_t>(a)] < acc[static_cast<size_t>(b)];
+    });
+    for (int64_t j = 0; j < k; ++j) {
+      DC_EXPECT(idx[static_cast<size_t>(q * k + j)] == order[static_cast<size_t>(j)]);
+      DC_EXPECT(dist[static_cast<size_t>(q * k + j)] ==
+                acc[static_cast<size_t>(order[static_cast<size_t>(j)])]);
+    }
+  }
+  std::vector<float> xhat(static_cast<size_t>(n * s.dim));
+  pq_decode(s, cent.data(), codes.data(), n, xhat.data(), 1);
+  DC_EXPECT(std::equal(xhat.begin(), xhat.begin() + s.dsub(), cent.begin() + codes[0] * s.dsub()));
+
+  PQShape bad = s;
+  bad.m = 5;
+  DC_EXPECT(dctest::throws_invalid([&] { check_pq_shape(bad, "t"); }, "multiple of m"));
+  DC_EXPECT(dctest::throws_invalid([&] { pq_train(s, x.data(), 10, 4, 64, 3, cent.data(), 1); },
+                                   "at least"));
+  DC_EXPECT(dctest::throws_invalid(
+      [&] {
+        pq_search(s, cent.data(), x.data(), nq, codes.data(), n, n + 1, PQMetric::kL2, dist.data(),
+                  idx.data(), 1);
+      },
+      "k = "));
+  DC_EXPECT(dctest::throws_invalid([&] { parse_pq_metric("cos"); }, "unknown metric"));
+  return dctest::finish("test_pq");
+}

@@ -1,0 +1,128 @@
+"""GMValuation: the values of a GMValuator run and the per-generated-sample matches."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+_FORMAT = "datacredit.GMValuation/1"
+AGGREGATIONS = ("sum", "mean", "max")
+
+
+@dataclass
+class GMValuation:
+    """Result of :meth:`GMValuator.value`.
+
+    Attributes:
+        values: ``(N,)`` float64, value of each training sample (eq. 5): the sum over
+            generated samples j that rank it among their top k of
+            ``q_j * softmax(-d_j / T)`` (eq. 6).
+        topk_indices: ``(n_gen, k)`` int64 training indices per generated sample, nearest
+            first.
+        topk_weights: ``(n_gen, k)`` float64 contributions ``q_j * softmax(-d_j / T)``;
+            each row sums to ``q_j``.
+        topk_distances: ``(n_gen, k)`` float64 re-ranking distances.
+        quality: ``(n_gen,)`` float64 quality scores ``q_j`` in [0, 1].
+        diagnostics: timings, index parameters and (for approximate indexes) recall@k of
+            the recall stage against exact search on a sample of generated points.
+    """
+
+    values: np.ndarray
+    topk_indices: np.ndarray
+    topk_weights: np.ndarray
+    topk_distances: np.ndarray
+    quality: np.ndarray
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.values.shape[0])
+
+    def ranking(self) -> np.ndarray:
+        """Training indices by decreasing value (ties to the lower index)."""
+        return np.lexsort((np.arange(self.n_train), -self.values))
+
+    def by_group(self, groups: Any, agg: str = "sum") -> tuple[np.ndarray, np.ndarray]:
+        """Contributor-level values.
+
+        Args:
+            groups: ``(N,)`` group label of each training sample (any sortable dtype).
+            agg: ``"sum"``, ``"mean"`` or ``"max"`` of the member values.
+
+        Returns:
+            ``(labels, values)``: the sorted unique labels and their aggregated values
+            (float64).  ``O(N log N)``.
+        """
+        if agg not in AGGREGATIONS:
+            raise ValueError(f"unknown agg {agg!r}; expected one of {AGGREGATIONS}")
+        g = np.asarray(groups.detach().cpu().numpy() if hasattr(groups, "detach") else groups)
+        if g.ndim != 1 or g.shape[0] != self.n_train:
+            raise ValueError(f"groups must have shape ({self.n_train},), got {g.shape}")
+        labels, inv = np.unique(g, return_inverse=True)
+        sums = np.bincount(inv, weights=self.values, minlength=len(labels))
+        if agg == "sum":
+            return labels, sums
+        if agg == "mean":
+            return labels, sums / np.bincount(inv, minlength=len(labels))
+        out = np.full(len(labels), -np.inf)
+        np.maximum.at(out, inv, self.values)
+        return labels, out
+
+    def to_frame(self) -> Any:
+        """A pandas DataFrame, one row per training sample: index, value, rank (1 = best),
+        and how many generated samples matched it."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover
+            raise ImportError("to_frame needs pandas: pip install pandas") from exc
+        rank = np.empty(self.n_train, np.int64)
+        rank[self.ranking()] = np.arange(1, self.n_train + 1)
+        matches = np.bincount(self.topk_indices.ravel(), minlength=self.n_train)
+        return pd.DataFrame(
+            {
+                "index": np.arange(self.n_train),
+                "value": self.values,
+                "rank": rank,
+                "n_matches": matches,
+            }
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to an ``.npz`` of plain arrays (diagnostics as a JSON string; no pickle)."""
+        np.savez(
+            path,
+            format=np.array(_FORMAT),
+            values=self.values,
+            topk_indices=self.topk_indices,
+            topk_weights=self.topk_weights,
+            topk_distances=self.topk_distances,
+            quality=self.quality,
+            diagnostics=np.array(json.dumps(self.diagnostics, default=_jsonable)),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GMValuation:
+        """Read a file written by :meth:`save` (``allow_pickle=False``)."""
+        with np.load(path, allow_pickle=False) as f:
+            if "format" not in f or str(f["format"]) != _FORMAT:
+                raise ValueError(f"{path} is not a datacredit GMValuation file")
+            return cls(
+                values=f["values"],
+                topk_indices=f["topk_indices"],
+                topk_weights=f["topk_weights"],
+                topk_distances=f["topk_distances"],
+                quality=f["quality"],
+                diagnostics=json.loads(str(f["diagnostics"])),
+            )
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)

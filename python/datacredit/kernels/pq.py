@@ -1,0 +1,233 @@
+"""Product quantization: k-means codebooks per sub-space, encoding and ADC search."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from datacredit import _core
+from datacredit._arrays import as_float_matrix, check_choice, resolve_threads, to_numpy
+
+PQ_METRICS = ("l2", "ip")
+_FORMAT = "datacredit.ProductQuantizer/1"
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class ProductQuantizer:
+    """Product quantizer with asymmetric-distance (ADC) search and fused top-k.
+
+    A vector of ``d`` floats is cut into ``m`` sub-vectors of ``d // m`` floats, each
+    replaced by the index of its nearest centroid among ``2**nbits`` centroids learned
+    by k-means in that sub-space.  A code is ``m`` bytes (uint8, one per sub-space).
+
+    Search computes, per query, lookup tables ``T[s, j]`` (squared l2 distance or inner
+    product of the query's sub-vector ``s`` to centroid ``j``) and scans the codes with
+    ``sum_s T[s, code_s]``, keeping the ``k`` best in a heap (ties to the lower index).
+    Codes that provably cannot enter the top-k are abandoned after the first sub-spaces,
+    which never changes the result: it equals a brute-force ADC over the same codes.
+
+    Args:
+        d: vector dimension, a multiple of ``m``.
+        m: number of sub-spaces (bytes per code).
+        nbits: bits per sub-space code, 1..8 (``ksub = 2**nbits`` centroids).
+        metric: ``"l2"`` (squared Euclidean, smallest first) or ``"ip"`` (inner product,
+            largest first).
+        seed: seed of the training sample and k-means initialisation; training is
+            deterministic for a given seed whatever the thread count.
+        n_threads: threads for every call (``None``: all cores).
+
+    Memory: ``m * 2**nbits * (d // m)`` floats of centroids, ``m`` bytes per code.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        m: int,
+        nbits: int = 8,
+        *,
+        metric: str = "l2",
+        seed: int = 0,
+        n_threads: int | None = None,
+    ) -> None:
+        self.d = _positive_int(d, "d")
+        self.m = _positive_int(m, "m")
+        if self.d % self.m:
+            raise ValueError(f"d = {self.d} must be a multiple of m = {self.m}")
+        nbits = _positive_int(nbits, "nbits")
+        if nbits > 8:
+            raise ValueError(f"nbits must be in [1, 8], got {nbits}")
+        self.nbits = nbits
+        self.metric = check_choice(metric, "metric", PQ_METRICS)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        self.n_threads = n_threads
+        resolve_threads(n_threads)
+        self.centroids: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dsub(self) -> int:
+        """Floats per sub-vector, ``d // m``."""
+        return self.d // self.m
+
+    @property
+    def ksub(self) -> int:
+        """Centroids per sub-space, ``2**nbits``."""
+        return 1 << self.nbits
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the codebooks exist (after :meth:`train` or :meth:`load`)."""
+        return self.centroids is not None
+
+    def _threads(self) -> int:
+        return resolve_threads(self.n_threads)
+
+    def _need_trained(self) -> np.ndarray:
+        if self.centroids is None:
+            raise RuntimeError("the ProductQuantizer is not trained: call .train(x) first")
+        return self.centroids
+
+    def _rows(self, x: Any, name: str) -> np.ndarray:
+        arr = as_float_matrix(x, name)
+        if arr.shape[1] != self.d:
+            raise ValueError(f"{name} must have {self.d} columns (d), got shape {arr.shape}")
+        return arr
+
+    def _codes(self, codes: Any) -> np.ndarray:
+        arr = to_numpy(codes, "codes")
+        if arr.ndim != 2 or arr.shape[1] != self.m:
+            raise ValueError(f"codes must have shape (n, {self.m}), got {arr.shape}")
+        if arr.dtype != np.uint8:
+            raise TypeError(f"codes must be uint8 (from .encode), got dtype {arr.dtype}")
+        if arr.shape[0] == 0:
+            raise ValueError("codes is empty")
+        return np.ascontiguousarray(arr)
+
+    # ------------------------------------------------------------------ API
+    def train(
+        self, x: Any, n_iter: int = 25, max_points_per_centroid: int = 256
+    ) -> ProductQuantizer:
+        """Learn the codebooks by k-means in each sub-space.
+
+        Args:
+            x: ``(n, d)`` training vectors, ``n >= 2**nbits``.
+            n_iter: Lloyd iterations per sub-space.
+            max_points_per_centroid: at most ``max_points_per_centroid * 2**nbits`` rows,
+                sampled with ``seed``, are used (keeps training of huge sets fast).
+
+        Complexity: ``O(n_iter * n_sample * 2**nbits * d)`` through GEMM, parallel over
+        sub-spaces.  Returns ``self``.
+        """
+        arr = self._rows(x, "x")
+        if arr.shape[0] < self.ksub:
+            raise ValueError(
+                f"x needs at least 2**nbits = {self.ksub} rows to train, got {arr.shape[0]}"
+            )
+        self.centroids = _core.pq_train(
+            arr,
+            self.m,
+            self.nbits,
+            _positive_int(n_iter, "n_iter"),
+            _positive_int(max_points_per_centroid, "max_points_per_centroid"),
+            self.seed,
+            self._threads(),
+        )
+        return self
+
+    def encode(self, x: Any) -> np.ndarray:
+        """Codes ``(n, m)`` uint8 of ``x`` ``(n, d)``: nearest centroid per sub-space.
+
+        Complexity ``O(n * 2**nbits * d)`` (GEMM tiles), parallel over row blocks.
+        """
+        cent = self._need_trained()
+        return _core.pq_encode(cent, self._rows(x, "x"), self.nbits, self._threads())
+
+    def decode(self, codes: Any) -> np.ndarray:
+        """Reconstructions ``(n, d)`` float32 from ``codes`` ``(n, m)`` uint8."""
+        cent = self._need_trained()
+        return _core.pq_decode(cent, self._codes(codes), self.d, self.nbits, self._threads())
+
+    def compute_tables(self, queries: Any) -> np.ndarray:
+        """Lookup tables ``(nq, m, 2**nbits)`` float32 of ``queries`` ``(nq, d)``."""
+        cent = self._need_trained()
+        return _core.pq_compute_tables(
+            cent, self._rows(queries, "queries"), self.nbits, self.metric, self._threads()
+        )
+
+    def search(self, queries: Any, codes: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best codes per query by asymmetric distance.
+
+        Args:
+            queries: ``(nq, d)`` real array (numpy or CPU torch).
+            codes: ``(N, m)`` uint8 codes from :meth:`encode`.
+            k: results per query, ``1 <= k <= N``.
+
+        Returns:
+            ``(distances, indices)``: float32 ``(nq, k)`` (squared l2 ascending, or inner
+            products descending) and int64 ``(nq, k)`` row indices into ``codes``.
+
+        Complexity: ``O(nq * N * m)`` table look-ups in the worst case, usually far fewer
+        (early abandoning); memory ``O(N * m + nq * (k + m * 2**nbits))``.  Parallel over
+        queries (and over code ranges when there are few queries), GIL released.
+        """
+        cent = self._need_trained()
+        q = self._rows(queries, "queries")
+        c = self._codes(codes)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be an integer, got {type(k).__name__}")
+        if not 1 <= k <= c.shape[0]:
+            raise ValueError(f"k = {k} must be in [1, N = {c.shape[0]}]")
+        return _core.pq_search(cent, q, c, int(k), self.nbits, self.metric, self._threads())
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the quantizer to an ``.npz`` file of plain arrays (no pickle)."""
+        cent = self._need_trained()
+        np.savez(
+            path,
+            format=np.array(_FORMAT),
+            d=np.int64(self.d),
+            m=np.int64(self.m),
+            nbits=np.int64(self.nbits),
+            metric=np.array(self.metric),
+            seed=np.int64(self.seed),
+            centroids=cent,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, n_threads: int | None = None) -> ProductQuantizer:
+        """Read a quantizer written by :meth:`save` (``allow_pickle=False``)."""
+        with np.load(path, allow_pickle=False) as f:
+            if "format" not in f or str(f["format"]) != _FORMAT:
+                raise ValueError(f"{path} is not a datacredit ProductQuantizer file")
+            pq = cls(
+                int(f["d"]),
+                int(f["m"]),
+                int(f["nbits"]),
+                metric=str(f["metric"]),
+                seed=int(f["seed"]),
+                n_threads=n_threads,
+            )
+            cent = np.ascontiguousarray(f["centroids"], dtype=np.float32)
+        if cent.shape != (pq.m, pq.ksub, pq.dsub):
+            raise ValueError(
+                f"{path}: centroids have shape {cent.shape}, expected {(pq.m, pq.ksub, pq.dsub)}"
+            )
+        pq.centroids = cent
+        return pq
+
+    def __repr__(self) -> str:
+        state = "trained" if self.is_trained else "untrained"
+        return (
+            f"ProductQuantizer(d={self.d}, m={self.m}, nbits={self.nbits}, "
+            f"metric={self.metric!r}, seed={self.seed}, {state})"
+        )

@@ -1,0 +1,241 @@
+"""Embedding encoders: adapters from images (or any samples) to float32 feature rows.
+
+Every encoder has ``encode(data, *, progress=False) -> np.ndarray`` of shape ``(n, d)``,
+float32, in the order of ``data`` (an array, a tensor, a sequence or a torch dataset;
+dataset items ``(x, label)`` use ``x``).  :func:`make_encoder` turns a user
+specification into one:
+
+* ``None`` / ``"precomputed"`` — the data already are embeddings ``(n, d)``;
+* ``"pixels"`` — raw pixels flattened to ``(n, C*H*W)``;
+* ``"open_clip"`` or ``"open_clip:MODEL/PRETRAINED"`` — an open_clip image tower;
+* a ``torch.nn.Module`` — its forward pass, batched, in eval mode without gradients;
+* any object with ``.encode`` — used as is;  any other callable — called per batch.
+
+torch and open_clip are imported only when such an encoder is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from datacredit.models._data import _is_torch, batches, data_len, progress, to_float_rows
+
+
+class PrecomputedEncoder:
+    """The data already are embeddings: returns them as a float32 matrix ``(n, d)``."""
+
+    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+        from datacredit._arrays import as_float_matrix
+
+        return as_float_matrix(data, "embeddings", check_finite=False)
+
+    def __repr__(self) -> str:
+        return "PrecomputedEncoder()"
+
+
+class PixelEncoder:
+    """Raw pixels as features: each sample flattened to one float32 row.
+
+    Args:
+        scale: optional factor applied to the values (e.g. ``1/255`` for uint8 images).
+    """
+
+    def __init__(self, scale: float | None = None, batch_size: int = 1024) -> None:
+        self.scale = scale
+        self.batch_size = batch_size
+
+    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+        n = data_len(data, "data")
+        if n == 0:
+            raise ValueError("data is empty")
+        rows = [to_float_rows(b, "data") for b in batches(data, self.batch_size, "data")]
+        out = np.concatenate(rows)
+        if self.scale is not None:
+            out *= np.float32(self.scale)
+        return out
+
+    def __repr__(self) -> str:
+        return f"PixelEncoder(scale={self.scale})"
+
+
+class CallableEncoder:
+    """Any callable mapping a batch of samples to features ``(b, ...)`` (flattened)."""
+
+    def __init__(self, fn: Any, batch_size: int = 256) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.batch_size = batch_size
+
+    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+        n = data_len(data, "data")
+        if n == 0:
+            raise ValueError("data is empty")
+        it = batches(data, self.batch_size, "data")
+        nb = (n + self.batch_size - 1) // self.batch_size
+        rows = [to_float_rows(self.fn(b), "encoder output") for b in _progress(it, progress, nb)]
+        return np.concatenate(rows)
+
+    def __repr__(self) -> str:
+        return f"CallableEncoder({getattr(self.fn, '__name__', type(self.fn).__name__)})"
+
+
+def _progress(it: Any, enabled: bool, total: int) -> Any:
+    return progress(it, enabled, total, "embedding")
+
+
+class TorchEncoder:
+    """A ``torch.nn.Module`` as encoder: eval mode, ``torch.no_grad``, batches moved to
+    ``device``, outputs flattened to float32 rows.  The module's own mode is restored."""
+
+    def __init__(self, module: Any, *, device: str = "cpu", batch_size: int = 256) -> None:
+        import torch
+
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    def _forward(self, batch: Any) -> Any:
+        return self.module(batch)
+
+    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+        import torch
+
+        n = data_len(data, "data")
+        if n == 0:
+            raise ValueError("data is empty")
+        was_training = self.module.training
+        self.module.eval()
+        self.module.to(self.device)
+        rows = []
+        nb = (n + self.batch_size - 1) // self.batch_size
+        try:
+            with torch.no_grad():
+                for b in _progress(batches(data, self.batch_size, "data"), progress, nb):
+                    t = b if _is_torch(b) else torch.as_tensor(np.asarray(b))
+                    if not t.is_floating_point():
+                        t = t.float()
+                    rows.append(to_float_rows(self._forward(t.to(self.device)), "encoder output"))
+        finally:
+            self.module.train(was_training)
+        return np.concatenate(rows)
+
+    def __repr__(self) -> str:
+        return f"TorchEncoder({type(self.module).__name__}, device={self.device})"
+
+
+class OpenCLIPEncoder(TorchEncoder):
+    """Image embeddings from an open_clip model (``model.encode_image``), l2-normalised.
+
+    Either pass a loaded ``model`` (any module with ``encode_image``; ``preprocess``
+    then maps a PIL image to a tensor), or a ``model_name`` and ``pretrained`` tag /
+    checkpoint path, loaded with ``open_clip.create_model_and_transforms``.  Inputs are
+    image tensors ``(n, 3, H, W)`` already preprocessed, or PIL images (preprocessed
+    here).
+
+    Raises:
+        ImportError: open_clip is not installed (``pip install open_clip_torch``).
+        RuntimeError: the weights could not be loaded (e.g. no network): the message says
+            which checkpoint to download and how to pass its path.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "ViT-B-32",
+        pretrained: str | None = "laion2b_s34b_b79k",
+        *,
+        model: Any = None,
+        preprocess: Any = None,
+        device: str = "cpu",
+        batch_size: int = 128,
+        normalize: bool = True,
+    ) -> None:
+        if model is None:
+            model, preprocess = load_open_clip(model_name, pretrained, device=device)
+        if not hasattr(model, "encode_image"):
+            raise TypeError("model must have an encode_image method (an open_clip CLIP model)")
+        super().__init__(model, device=device, batch_size=batch_size)
+        self.preprocess = preprocess
+        self.normalize = normalize
+        self.model_name, self.pretrained = model_name, pretrained
+
+    def _forward(self, batch: Any) -> Any:
+        out = self.module.encode_image(batch)
+        if self.normalize:
+            out = out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return out
+
+    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+        if isinstance(data, (list, tuple)) and data and not _is_torch(data[0]):
+            if self.preprocess is None:
+                raise ValueError("PIL inputs need a preprocess transform; pass preprocess=...")
+            import torch
+
+            data = torch.stack([self.preprocess(img) for img in data])
+        return super().encode(data, progress=progress)
+
+    def __repr__(self) -> str:
+        return f"OpenCLIPEncoder({self.model_name!r}, pretrained={self.pretrained!r})"
+
+
+def load_open_clip(model_name: str, pretrained: str | None, *, device: str = "cpu"):
+    """``open_clip.create_model_and_transforms`` with actionable errors.
+
+    Returns ``(model, preprocess)`` (the evaluation transform).
+    """
+    try:
+        import open_clip
+    except ImportError as exc:
+        raise ImportError(
+            "the open_clip encoder needs the open_clip package: pip install open_clip_torch"
+        ) from exc
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained, device=device
+        )
+    except Exception as exc:  # download / file / config errors
+        raise RuntimeError(
+            f"could not load open_clip model {model_name!r} with pretrained={pretrained!r} "
+            f"({type(exc).__name__}: {exc}). Weights cannot be downloaded here: fetch the "
+            f"checkpoint for {model_name}/{pretrained} (see open_clip.list_pretrained()) on a "
+            "machine with network access and pass pretrained='/path/to/checkpoint.bin'."
+        ) from exc
+    return model, preprocess
+
+
+def _is_torch_module(obj: Any) -> bool:
+    # Only modules already imported by the user can be torch modules: no torch import here.
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def make_encoder(spec: Any, *, device: str = "cpu", batch_size: int = 256) -> Any:
+    """Turn an encoder specification (see the module docstring) into an encoder object."""
+    if spec is None or (isinstance(spec, str) and spec == "precomputed"):
+        return PrecomputedEncoder()
+    if isinstance(spec, str):
+        if spec == "pixels":
+            return PixelEncoder(batch_size=max(batch_size, 1))
+        if spec == "open_clip" or spec.startswith("open_clip:"):
+            name, _, rest = spec.partition(":")
+            model_name, _, pretrained = (rest or "ViT-B-32/laion2b_s34b_b79k").partition("/")
+            return OpenCLIPEncoder(
+                model_name, pretrained or None, device=device, batch_size=batch_size
+            )
+        raise ValueError(
+            f"unknown encoder {spec!r}; expected None, 'precomputed', 'pixels', 'open_clip', "
+            "'open_clip:MODEL/PRETRAINED', a torch module, an object with .encode or a callable"
+        )
+    if hasattr(spec, "encode") and callable(spec.encode):
+        return spec
+    if _is_torch_module(spec):
+        return TorchEncoder(spec, device=device, batch_size=batch_size)
+    if callable(spec):
+        return CallableEncoder(spec, batch_size=batch_size)
+    raise TypeError(f"encoder must be a string, a module, an encoder or a callable, got {spec!r}")

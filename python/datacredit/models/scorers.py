@@ -1,0 +1,229 @@
+"""Pairwise image distances (re-ranking) and image-quality scores (calibration).
+
+Distances: ``dist(a, b) -> np.ndarray (n,)`` float64 for aligned batches ``a[i]``,
+``b[i]`` (smaller = more similar): :class:`LPIPSDistance`, :class:`DreamSimDistance`,
+or any callable.  Quality: ``quality(images) -> np.ndarray (n,)`` in [0, 1] (larger =
+better): :class:`MANIQAScorer` (pyiqa) or any callable.  :func:`make_distance` and
+:func:`make_quality` turn a user specification into one.  The packages (lpips,
+dreamsim, pyiqa) are imported only when such a scorer is built; missing packages or
+weights raise errors saying what to install or download.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from datacredit.models._data import _is_torch
+
+
+def _to_tensor(x: Any, device: Any) -> Any:
+    import torch
+
+    t = x if _is_torch(x) else torch.as_tensor(np.asarray(x))
+    if not t.is_floating_point():
+        t = t.float()
+    return t.to(device)
+
+
+def _as_scores(out: Any, n: int, name: str) -> np.ndarray:
+    if _is_torch(out):
+        out = out.detach().double().cpu().numpy()
+    arr = np.asarray(out, dtype=np.float64).reshape(-1)
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} returned {arr.shape[0]} values for a batch of {n}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} returned NaN or inf")
+    return arr
+
+
+def _missing(package: str, pip_name: str, what: str) -> ImportError:
+    return ImportError(f"{what} needs the {package} package: pip install {pip_name}")
+
+
+class TorchPairDistance:
+    """A torch module ``model(a, b) -> (n,)`` (or ``(n,1,1,1)``) as a pairwise distance,
+    run without gradients in eval mode on ``device``."""
+
+    def __init__(self, model: Any, *, device: str = "cpu", name: str = "distance") -> None:
+        import torch
+
+        self.model = model
+        self.device = torch.device(device)
+        self.name = name
+
+    def _call(self, a: Any, b: Any) -> Any:
+        return self.model(a, b)
+
+    def __call__(self, a: Any, b: Any) -> np.ndarray:
+        import torch
+
+        n = int(a.shape[0]) if hasattr(a, "shape") else len(a)
+        if hasattr(self.model, "eval"):
+            self.model.eval()
+        if hasattr(self.model, "to"):
+            self.model.to(self.device)
+        with torch.no_grad():
+            out = self._call(_to_tensor(a, self.device), _to_tensor(b, self.device))
+        return _as_scores(out, n, self.name)
+
+
+class LPIPSDistance(TorchPairDistance):
+    """LPIPS perceptual distance (Zhang et al. 2018) through the ``lpips`` package.
+
+    Inputs: image tensors ``(n, 3, H, W)``; in [-1, 1], or in [0, 1] with
+    ``normalize=True``.  Pass a loaded ``model`` or let ``lpips.LPIPS(net=net)`` load one
+    (its backbone weights come from torchvision and must be in the torch hub cache
+    when there is no network).
+    """
+
+    def __init__(
+        self,
+        net: str = "alex",
+        *,
+        model: Any = None,
+        normalize: bool = False,
+        device: str = "cpu",
+        pretrained: bool = True,
+    ) -> None:
+        if model is None:
+            try:
+                import lpips
+            except ImportError as exc:
+                raise _missing("lpips", "lpips", "rerank='lpips'") from exc
+            try:
+                model = lpips.LPIPS(net=net, pretrained=pretrained, verbose=False)
+            except Exception as exc:
+                raise RuntimeError(
+                    f"could not load the LPIPS '{net}' network ({type(exc).__name__}: {exc}). "
+                    f"Its ImageNet backbone comes from torchvision: download the '{net}' weights "
+                    "on a machine with network access into the torch hub cache "
+                    "($TORCH_HOME/hub/checkpoints), or pass model=lpips.LPIPS(...) yourself."
+                ) from exc
+        self.normalize = normalize
+        super().__init__(model, device=device, name="lpips")
+
+    def _call(self, a: Any, b: Any) -> Any:
+        try:
+            return self.model(a, b, normalize=self.normalize)
+        except TypeError:  # a plain module without the normalize keyword
+            if self.normalize:
+                a, b = a * 2 - 1, b * 2 - 1
+            return self.model(a, b)
+
+
+class DreamSimDistance(TorchPairDistance):
+    """DreamSim perceptual distance (Fu et al. 2023) through the ``dreamsim`` package.
+
+    Inputs: images preprocessed by DreamSim's transform, ``(n, 3, 224, 224)`` in [0, 1].
+    """
+
+    def __init__(
+        self, *, model: Any = None, device: str = "cpu", cache_dir: str = "./models"
+    ) -> None:
+        if model is None:
+            try:
+                from dreamsim import dreamsim
+            except ImportError as exc:
+                raise _missing("dreamsim", "dreamsim", "rerank='dreamsim'") from exc
+            try:
+                model, _ = dreamsim(pretrained=True, device=device, cache_dir=cache_dir)
+            except Exception as exc:
+                raise RuntimeError(
+                    f"could not load the DreamSim weights ({type(exc).__name__}: {exc}). "
+                    "Download the DreamSim checkpoints (dreamsim's GitHub release) on a machine "
+                    f"with network access into cache_dir={cache_dir!r}, or pass model=..."
+                ) from exc
+        super().__init__(model, device=device, name="dreamsim")
+
+
+class MANIQAScorer:
+    """MANIQA no-reference image quality (Yang et al. 2022) through ``pyiqa``, in [0, 1].
+
+    Inputs: image tensors ``(n, 3, H, W)`` in [0, 1].  Scores are clipped to [0, 1]
+    (MANIQA's range).  Pass a loaded ``model`` (any callable ``images -> (n,)``) or let
+    ``pyiqa.create_metric("maniqa")`` load one.
+    """
+
+    def __init__(self, *, model: Any = None, device: str = "cpu", batch_size: int = 32) -> None:
+        if model is None:
+            try:
+                import pyiqa
+            except ImportError as exc:
+                raise _missing("pyiqa", "pyiqa", "quality='maniqa'") from exc
+            try:
+                model = pyiqa.create_metric("maniqa", device=device, as_loss=False)
+            except Exception as exc:
+                raise RuntimeError(
+                    f"could not load pyiqa's MANIQA weights ({type(exc).__name__}: {exc}). "
+                    "Download the MANIQA checkpoint (pyiqa's model zoo) on a machine with "
+                    "network access into pyiqa's cache ($HOME/.cache/torch/hub/pyiqa), "
+                    "or pass model=..."
+                ) from exc
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+
+    def __call__(self, images: Any) -> np.ndarray:
+        import torch
+
+        n = int(images.shape[0]) if hasattr(images, "shape") else len(images)
+        out = []
+        with torch.no_grad():
+            for s in range(0, n, self.batch_size):
+                b = _to_tensor(images[s : s + self.batch_size], self.device)
+                out.append(_as_scores(self.model(b), int(b.shape[0]), "maniqa"))
+        return np.clip(np.concatenate(out), 0.0, 1.0)
+
+
+class CallableDistance:
+    """Any ``fn(a, b) -> (n,)`` pairwise distance, checked for shape and finiteness."""
+
+    def __init__(self, fn: Any) -> None:
+        if not callable(fn):
+            raise TypeError(f"rerank must be callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def __call__(self, a: Any, b: Any) -> np.ndarray:
+        n = int(a.shape[0]) if hasattr(a, "shape") else len(a)
+        return _as_scores(self.fn(a, b), n, "rerank")
+
+
+class CallableQuality:
+    """Any ``fn(images) -> (n,)`` quality score; values outside [0, 1] raise."""
+
+    def __init__(self, fn: Any) -> None:
+        if not callable(fn):
+            raise TypeError(f"quality must be callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def __call__(self, images: Any) -> np.ndarray:
+        n = int(images.shape[0]) if hasattr(images, "shape") else len(images)
+        return _as_scores(self.fn(images), n, "quality")
+
+
+def make_distance(spec: Any, *, device: str = "cpu") -> Any:
+    """``"lpips"``, ``"dreamsim"`` or a callable ``fn(a, b) -> (n,)`` → a distance."""
+    if isinstance(spec, str):
+        if spec == "lpips":
+            return LPIPSDistance(device=device)
+        if spec == "dreamsim":
+            return DreamSimDistance(device=device)
+        raise ValueError(f"unknown image distance {spec!r}; expected 'lpips' or 'dreamsim'")
+    if isinstance(spec, (TorchPairDistance, CallableDistance)):
+        return spec
+    return CallableDistance(spec)
+
+
+def make_quality(spec: Any, *, device: str = "cpu") -> Any:
+    """``None``, ``"maniqa"`` or a callable ``fn(images) -> (n,)`` in [0, 1]."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        if spec == "maniqa":
+            return MANIQAScorer(device=device)
+        raise ValueError(f"unknown quality model {spec!r}; expected None, 'maniqa' or a callable")
+    if isinstance(spec, (MANIQAScorer, CallableQuality)):
+        return spec
+    return CallableQuality(spec)

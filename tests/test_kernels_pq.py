@@ -1,0 +1,169 @@
+"""ProductQuantizer: k-means codebooks, encode/decode, ADC search vs numpy brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datacredit.kernels import ProductQuantizer
+
+
+def _clustered(rng, n, d, centres=20):
+    c = rng.standard_normal((centres, d)).astype(np.float32) * 3
+    return (c[rng.integers(0, centres, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+def _brute_adc(tables: np.ndarray, codes: np.ndarray, k: int, largest: bool):
+    """Sequential (sub-space order) float32 ADC sums, then a stable sort: ties to lower index."""
+    nq, m, _ = tables.shape
+    acc = np.zeros((nq, codes.shape[0]), np.float32)
+    for s in range(m):
+        acc = acc + tables[:, s, codes[:, s]]
+    key = -acc if largest else acc
+    order = np.argsort(key, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(acc, order, 1), order
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("nbits,m", [(8, 8), (4, 16), (6, 5), (8, 40)])
+def test_search_equals_brute_force_adc(rng, metric, nbits, m):
+    d = m * 4
+    x = _clustered(rng, 3000, d)
+    pq = ProductQuantizer(d, m, nbits, metric=metric, seed=3).train(x, n_iter=6)
+    codes = pq.encode(x)
+    q = _clustered(rng, 37, d)
+    tables = pq.compute_tables(q)
+    for k in (1, 17, 200):
+        dist, idx = pq.search(q, codes, k)
+        ref_d, ref_i = _brute_adc(tables, codes, k, largest=(metric == "ip"))
+        np.testing.assert_array_equal(idx, ref_i)
+        np.testing.assert_array_equal(dist, ref_d)
+
+
+def test_search_with_ties_and_few_queries(rng):
+    # Duplicated codes force exact ties: the lower index must win; one query forces the
+    # split of the code range across threads and the merge of the partial heaps.
+    d, m = 16, 4
+    x = _clustered(rng, 600, d)
+    pq = ProductQuantizer(d, m, 8, seed=1, n_threads=2).train(x, n_iter=3)
+    codes = np.tile(pq.encode(x[:50]), (400, 1))  # 20,000 codes, each 400 times
+    q = x[:1]
+    dist, idx = pq.search(q, codes, 120)
+    ref_d, ref_i = _brute_adc(pq.compute_tables(q), codes, 120, largest=False)
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_array_equal(dist, ref_d)
+
+
+def test_tables_match_definition(rng):
+    d, m = 24, 6
+    x = _clustered(rng, 500, d)
+    for metric in ("l2", "ip"):
+        pq = ProductQuantizer(d, m, 5, metric=metric).train(x, n_iter=3)
+        q = x[:5]
+        t = pq.compute_tables(q)
+        sub = q.reshape(5, m, 1, d // m).astype(np.float64)
+        c = pq.centroids[None].astype(np.float64)
+        ref = ((sub - c) ** 2).sum(-1) if metric == "l2" else (sub * c).sum(-1)
+        np.testing.assert_allclose(t, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_encode_picks_nearest_centroid(rng):
+    d, m = 32, 4
+    x = _clustered(rng, 2000, d)
+    pq = ProductQuantizer(d, m, 8).train(x, n_iter=5)
+    codes = pq.encode(x)
+    sub = x.reshape(-1, m, 1, d // m).astype(np.float64)
+    dist = ((sub - pq.centroids[None].astype(np.float64)) ** 2).sum(-1)  # (n, m, ksub)
+    chosen = np.take_along_axis(dist, codes[..., None].astype(np.int64), 2)[..., 0]
+    np.testing.assert_allclose(chosen, dist.min(-1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(pq.decode(codes)[:, : d // m], pq.centroids[0][codes[:, 0]])
+
+
+def test_reconstruction_error_decreases_with_m(rng):
+    d = 48
+    x = _clustered(rng, 4000, d)
+    errors = []
+    for m in (2, 4, 8, 16, 48):
+        pq = ProductQuantizer(d, m, 6, seed=0).train(x, n_iter=10)
+        errors.append(float(np.mean((pq.decode(pq.encode(x)) - x) ** 2)))
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+
+
+def test_training_is_deterministic_and_thread_independent(rng):
+    d, m = 32, 8
+    x = _clustered(rng, 5000, d)
+    a = ProductQuantizer(d, m, 8, seed=7, n_threads=1).train(x, n_iter=4, max_points_per_centroid=8)
+    b = ProductQuantizer(d, m, 8, seed=7, n_threads=2).train(x, n_iter=4, max_points_per_centroid=8)
+    c = ProductQuantizer(d, m, 8, seed=8, n_threads=2).train(x, n_iter=4, max_points_per_centroid=8)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    assert not np.array_equal(a.centroids, c.centroids)
+    np.testing.assert_array_equal(a.encode(x), b.encode(x))
+
+
+def test_kmeans_reduces_quantization_error(rng):
+    # More Lloyd iterations never hurt the training objective much, and beat random init.
+    d, m = 16, 2
+    x = _clustered(rng, 3000, d)
+    e = []
+    for it in (1, 20):
+        pq = ProductQuantizer(d, m, 6, seed=2).train(x, n_iter=it)
+        e.append(float(np.mean((pq.decode(pq.encode(x)) - x) ** 2)))
+    assert e[1] < e[0]
+
+
+def test_save_load_roundtrip(tmp_path, rng):
+    d, m = 16, 4
+    x = _clustered(rng, 800, d)
+    pq = ProductQuantizer(d, m, 8, metric="ip", seed=5).train(x, n_iter=3)
+    path = tmp_path / "pq.npz"
+    pq.save(path)
+    back = ProductQuantizer.load(path)
+    assert (back.d, back.m, back.nbits, back.metric, back.seed) == (d, m, 8, "ip", 5)
+    np.testing.assert_array_equal(back.centroids, pq.centroids)
+    codes = pq.encode(x)
+    for a, b in zip(pq.search(x[:3], codes, 5), back.search(x[:3], codes, 5)):
+        np.testing.assert_array_equal(a, b)
+    with np.load(path, allow_pickle=False) as f:
+        assert all(f[key].dtype != object for key in f.files)
+
+
+def test_torch_input(rng):
+    torch = pytest.importorskip("torch")
+    d, m = 16, 4
+    x = _clustered(rng, 600, d)
+    pq = ProductQuantizer(d, m, 8).train(torch.from_numpy(x), n_iter=2)
+    np.testing.assert_array_equal(pq.encode(torch.from_numpy(x)), pq.encode(x))
+
+
+def test_bad_input(rng):
+    with pytest.raises(ValueError, match="multiple of m"):
+        ProductQuantizer(10, 3)
+    with pytest.raises(ValueError, match="nbits"):
+        ProductQuantizer(8, 2, nbits=9)
+    with pytest.raises(ValueError, match="metric"):
+        ProductQuantizer(8, 2, metric="cos")
+    pq = ProductQuantizer(8, 2, 4)
+    with pytest.raises(RuntimeError, match="not trained"):
+        pq.encode(np.zeros((3, 8)))
+    with pytest.raises(ValueError, match="at least"):
+        pq.train(np.zeros((10, 8)))
+    x = _clustered(rng, 100, 8)
+    with pytest.raises(ValueError, match="columns"):
+        pq.train(x[:, :6])
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pq.train(bad)
+    pq.train(x, n_iter=2)
+    codes = pq.encode(x)
+    with pytest.raises(ValueError, match="k = 0"):
+        pq.search(x[:2], codes, 0)
+    with pytest.raises(ValueError, match="k = 101"):
+        pq.search(x[:2], codes, 101)
+    with pytest.raises(TypeError, match="uint8"):
+        pq.search(x[:2], codes.astype(np.int64), 3)
+    with pytest.raises(ValueError, match="shape"):
+        pq.search(x[:2], codes[:, :1], 3)
+    with pytest.raises(ValueError, match="outside"):
+        pq.decode(np.full((2, 2), 16, np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        pq.search(x[:0], codes, 3)
