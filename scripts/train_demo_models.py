@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import torch
-
 from datacredit.demo.data import load_split
 from datacredit.demo.nets import NULL_CLASS, make_scheduler
 from datacredit.demo.training import UNET_WEIGHTS, save_unet, train_diffusion
