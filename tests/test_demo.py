@@ -1,0 +1,93 @@
+"""The end-to-end demo (`datacredit demo --fast`) and its report."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("zennit")
+pytest.importorskip("xgboost")
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    from datacredit.cli import main
+
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--fast", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_demo_results_json(demo_out):
+    res = json.loads((demo_out / "results.json").read_text())
+    ss = res["surrogateshap"]
+    for key in ("players", "values", "v_empty", "v_full", "efficiency_gap", "kernelshap_values"):
+        assert key in ss
+    assert len(ss["players"]) == len(ss["values"]) == len(ss["kernelshap_values"]) == 10
+    # Efficiency: the values sum to v(full) - v(empty) (TreeSHAP on the surrogate is exact
+    # for the surrogate; the gap is the surrogate's fit error at the two end points).
+    assert abs(sum(ss["values"]) + ss["efficiency_gap"] - (ss["v_full"] - ss["v_empty"])) < 1e-6 * (
+        1 + abs(ss["v_full"] - ss["v_empty"])
+    )
+    assert np.isfinite(ss["values"]).all()
+    gm = res["gmvaluator"]
+    assert set(gm) >= {"values_by_contributor", "total_quality", "n_generated"}
+    assert len(gm["values_by_contributor"]) == 10
+    # q = 1 for every generated sample: total value = number of generated samples
+    assert abs(gm["total_quality"] - gm["n_generated"]) < 1e-3 * gm["n_generated"]
+    dd = res["dualda"]
+    assert set(dd) >= {"identical_class", "mislabel_auc", "n_support"}
+    assert 0 <= dd["identical_class"] <= 1 and 0 <= dd["mislabel_auc"] <= 1
+    assert dd["n_support"] > 0
+    assert set(res["timings"]) >= {"models", "surrogateshap", "gmvaluator", "dualda", "total"}
+
+
+@pytest.mark.slow
+def test_report_is_self_contained(demo_out):
+    html = (demo_out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5
+    # no external resources of any kind
+    assert not re.search(r"(src|href)\s*=\s*['\"](https?:)?//", html)
+    assert "<script" not in html
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(demo_out, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed")
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,3000",
+            f"--screenshot={shot}",
+            (demo_out / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert img.shape[0] >= 1000
+    # a rendered page with figures is far from blank
+    assert img.std() > 10
