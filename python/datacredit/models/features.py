@@ -73,7 +73,7 @@ class FeatureExtractor:
         self.module = resolve_layer(model, layer)
         self._captured: list[Any] = []
 
-    def _hook(self, _module: Any, inputs: tuple, _output: Any) -> None:
+    def _hook(self, _module: Any, inputs: tuple) -> None:
         self._captured.append(inputs[0])
 
     def __call__(self, batch: Any, *, grad: bool = False) -> tuple[Any, Any]:
@@ -82,7 +82,9 @@ class FeatureExtractor:
         With ``grad=True`` the pass keeps the autograd graph (features are not detached).
         """
         torch = _torch()
-        handle = self.module.register_forward_hook(self._hook)
+        # A pre-hook placed first sees the layer's input before any other hook rewrites it
+        # (e.g. zennit's LRP wrappers, which XDA must bypass for the layer itself).
+        handle = self.module.register_forward_pre_hook(self._hook, prepend=True)
         self._captured = []
         try:
             if grad:
