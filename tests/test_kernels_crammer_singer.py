@@ -245,3 +245,24 @@ def test_errors():
         crammer_singer_fit(x, y + 0.5, 0.1)
     with pytest.raises(ValueError, match="matrix"):
         crammer_singer_fit(x[0], y, 0.1)
+
+
+def test_sample_weight_matches_duplicated_rows():
+    """Weight 2 on a sample equals the sample appearing twice (same optimum)."""
+    x, y = make_data(80, 5, 3, seed=10)
+    w = np.ones(80)
+    w[:10] = 2.0
+    w[10:15] = 0.0
+    res = crammer_singer_fit(x, y, 0.2, tol=1e-8, max_iter=100000, sample_weight=w)
+    keep = np.r_[np.arange(10), np.arange(80)]
+    keep = keep[(keep < 10) | (keep >= 15)]
+    dup = crammer_singer_fit(x[keep], y[keep], 0.2, tol=1e-8, max_iter=100000)
+    assert res.primal_objective == pytest.approx(dup.primal_objective, rel=1e-6)
+    np.testing.assert_allclose(res.coef, dup.coef, atol=1e-4)
+    assert np.all(res.dual_coef[10:15] == 0.0)
+    np.testing.assert_allclose(res.alpha.sum(1), 0.2 * w, rtol=1e-12, atol=1e-15)
+    assert res.primal_objective == pytest.approx(
+        crammer_singer_objective(x, y, res.coef, res.bias, 0.2, sample_weight=w), rel=1e-12
+    )
+    with pytest.raises(ValueError, match="sample_weight"):
+        crammer_singer_fit(x, y, 0.2, sample_weight=-w)

@@ -1,3 +1,5 @@
+#include <optional>
+
 #include "bindings.hpp"
 #include "datacredit/crammer_singer.hpp"
 
@@ -9,7 +11,8 @@ void bind_crammer_singer(py::module_& m) {
   m.def(
       "crammer_singer_fit",
       [](const FloatArray& X, const Int64Array& y, int64_t n_classes, double C, double tol,
-         int64_t max_iter, uint64_t seed, bool fit_bias, int n_threads) {
+         int64_t max_iter, uint64_t seed, bool fit_bias, int n_threads,
+         const std::optional<DoubleArray>& sample_weight) {
         if (X.ndim() != 2) throw py::value_error("crammer_singer_fit: X must be 2-D");
         if (y.ndim() != 1 || y.shape(0) != X.shape(0))
           throw py::value_error("crammer_singer_fit: y must have one label per row of X");
@@ -21,6 +24,11 @@ void bind_crammer_singer(py::module_& m) {
         opt.seed = seed;
         opt.fit_bias = fit_bias;
         opt.n_threads = n_threads;
+        if (sample_weight) {
+          if (sample_weight->ndim() != 1 || sample_weight->shape(0) != X.shape(0))
+            throw py::value_error("crammer_singer_fit: sample_weight must have one value per row");
+          opt.sample_weight = sample_weight->data();
+        }
         DoubleArray lam({n, n_classes > 0 ? n_classes : int64_t{0}});
         DoubleArray coef({n_classes > 0 ? n_classes : int64_t{0}, d});
         DoubleArray bias({n_classes > 0 ? n_classes : int64_t{0}});
@@ -41,12 +49,14 @@ void bind_crammer_singer(py::module_& m) {
         return py::make_tuple(lam, coef, bias, stats);
       },
       py::arg("X"), py::arg("y"), py::arg("n_classes"), py::arg("C"), py::arg("tol"),
-      py::arg("max_iter"), py::arg("seed"), py::arg("fit_bias"), py::arg("n_threads"));
+      py::arg("max_iter"), py::arg("seed"), py::arg("fit_bias"), py::arg("n_threads"),
+      py::arg("sample_weight") = py::none());
 
   m.def(
       "crammer_singer_primal",
       [](const FloatArray& X, const Int64Array& y, const DoubleArray& coef,
-         const std::optional<DoubleArray>& bias, double C, int n_threads) {
+         const std::optional<DoubleArray>& bias, double C, int n_threads,
+         const std::optional<DoubleArray>& sample_weight) {
         const int64_t n = X.shape(0), d = X.shape(1), k = coef.shape(0);
         if (coef.ndim() != 2 || coef.shape(1) != d)
           throw py::value_error("crammer_singer_primal: coef must be (K, d)");
@@ -58,15 +68,19 @@ void bind_crammer_singer(py::module_& m) {
           if (y.data()[i] < 0 || y.data()[i] >= k)
             throw py::value_error("crammer_singer_primal: y holds a label outside [0, K)");
         const double* pb = bias ? bias->data() : nullptr;
+        if (sample_weight && (sample_weight->ndim() != 1 || sample_weight->shape(0) != n))
+          throw py::value_error("crammer_singer_primal: sample_weight must have one value per row");
+        const double* pw = sample_weight ? sample_weight->data() : nullptr;
         double out;
         {
           py::gil_scoped_release release;
-          out = crammer_singer_primal(X.data(), n, d, y.data(), k, coef.data(), pb, C, n_threads);
+          out =
+              crammer_singer_primal(X.data(), n, d, y.data(), k, coef.data(), pb, C, n_threads, pw);
         }
         return out;
       },
       py::arg("X"), py::arg("y"), py::arg("coef"), py::arg("bias"), py::arg("C"),
-      py::arg("n_threads"));
+      py::arg("n_threads"), py::arg("sample_weight") = py::none());
 }
 
 }  // namespace datacredit::bindings

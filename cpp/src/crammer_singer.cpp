@@ -180,6 +180,10 @@ void validate(const float* X, int64_t n, int64_t d, const int64_t* y, int64_t n_
   check(std::isfinite(o.C) && o.C > 0.0, kWhere, "C must be a finite number > 0");
   check(std::isfinite(o.tol) && o.tol > 0.0, kWhere, "tol must be a finite number > 0");
   check(o.max_iter >= 1, kWhere, "max_iter must be >= 1");
+  if (o.sample_weight != nullptr)
+    for (int64_t i = 0; i < n; ++i)
+      check(std::isfinite(o.sample_weight[i]) && o.sample_weight[i] >= 0.0, kWhere,
+            "sample_weight[" + std::to_string(i) + "] must be finite and >= 0");
   check(all_finite(X, n * d), kWhere, "X contains NaN or inf");
   for (int64_t i = 0; i < n; ++i)
     check(y[i] >= 0 && y[i] < n_classes, kWhere,
@@ -191,7 +195,7 @@ void validate(const float* X, int64_t n, int64_t d, const int64_t* y, int64_t n_
 
 double crammer_singer_primal(const float* X, int64_t n, int64_t d, const int64_t* y,
                              int64_t n_classes, const double* coef, const double* bias, double C,
-                             int n_threads) {
+                             int n_threads, const double* sample_weight) {
   const int threads = resolve_threads(n_threads);
   const int K = static_cast<int>(n_classes);
   double reg = 0.0;
@@ -213,7 +217,7 @@ double crammer_singer_primal(const float* X, int64_t n, int64_t d, const int64_t
       double worst = 0.0;  // m = y_i contributes 0
       for (int m = 0; m < K; ++m)
         if (m != y[i]) worst = std::max(worst, 1.0 + s[static_cast<size_t>(m)] - sy);
-      loss += worst;
+      loss += sample_weight ? sample_weight[i] * worst : worst;
     }
   }
   return 0.5 * reg + C * loss;
@@ -225,7 +229,8 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
   validate(X, n, d, y, n_classes, o);
   const int K = static_cast<int>(n_classes);
   const int threads = resolve_threads(o.n_threads);
-  const double C = o.C;
+  // Per-sample box: C_i = C * sample_weight[i] (C when no weights are given).
+  auto sample_c = [&](int64_t i) { return o.sample_weight ? o.C * o.sample_weight[i] : o.C; };
   const double bias_term = o.fit_bias ? 1.0 : 0.0;
 
   double* lam = dual_coef;
@@ -245,13 +250,14 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
   std::vector<int64_t> index;
   index.reserve(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
+    if (sample_c(i) == 0.0) continue;  // weight 0: the sample is out of the problem
     if (sqnorm[static_cast<size_t>(i)] > 0.0) {
       index.push_back(i);
     } else {
       // x_i = 0 without bias: it does not move W; the dual optimum puts lambda_{i,y_i} = C
       // against any other class (its hinge loss is 1 whatever W is).
-      lam[i * K + y[i]] = C;
-      lam[i * K + (y[i] == 0 ? 1 : 0)] = -C;
+      lam[i * K + y[i]] = sample_c(i);
+      lam[i * K + (y[i] == 0 ? 1 : 0)] = -sample_c(i);
     }
   }
   const int64_t n_work = static_cast<int64_t>(index.size());
@@ -288,6 +294,7 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
         prefetch(y + ahead, 1);
       }
       const int64_t yi = y[i];
+      const double C = sample_c(i);
       double* lam_i = lam + i * K;
       int32_t* cls_i = cls.data() + i * K;
       int na = n_act[static_cast<size_t>(i)];
@@ -388,8 +395,8 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
   for (int64_t p = 0; p < K * d; ++p) reg += coef[p] * coef[p];
   for (int m = 0; m < K; ++m) reg += bias[m] * bias[m];
   stats.dual_objective = sum_lam_y - 0.5 * reg;
-  stats.primal_objective = crammer_singer_primal(X, n, d, y, n_classes, coef,
-                                                 o.fit_bias ? bias : nullptr, C, o.n_threads);
+  stats.primal_objective = crammer_singer_primal(
+      X, n, d, y, n_classes, coef, o.fit_bias ? bias : nullptr, o.C, o.n_threads, o.sample_weight);
   return stats;
 }
 

@@ -20,6 +20,9 @@ struct CrammerSingerOptions {
   uint64_t seed = 0;        // seeds the per-epoch random permutation (results are deterministic)
   bool fit_bias = true;     // append a constant-1 feature (regularized, as LIBLINEAR's -B 1)
   int n_threads = 0;        // threads for the objective / W passes (<= 0: all)
+  // Optional per-sample weights w_i >= 0 (n values): sample i's loss is weighted by w_i,
+  // i.e. its dual box uses C_i = C * w_i.  Null means all ones.
+  const double* sample_weight = nullptr;
 };
 
 struct CrammerSingerStats {
@@ -38,10 +41,11 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
                                       int64_t n_classes, const CrammerSingerOptions& options,
                                       double* dual_coef, double* coef, double* bias);
 
-// Primal objective of an arbitrary (W, b) on (X, y): 1/2(||W||^2 + ||b||^2) + C * sum_i loss_i.
-// `bias` may be null (no bias).  Parallel over samples; used by tests and benchmarks.
+// Primal objective of an arbitrary (W, b) on (X, y):
+// 1/2(||W||^2 + ||b||^2) + C * sum_i w_i * loss_i.  `bias` may be null (no bias),
+// `sample_weight` null (all ones).  Parallel over samples; used by tests and benchmarks.
 double crammer_singer_primal(const float* X, int64_t n, int64_t d, const int64_t* y,
                              int64_t n_classes, const double* coef, const double* bias, double C,
-                             int n_threads);
+                             int n_threads, const double* sample_weight = nullptr);
 
 }  // namespace datacredit

@@ -60,6 +60,17 @@ class CSResult:
         return x @ self.coef.T + self.bias
 
 
+def _weights(sample_weight: Any, n: int) -> np.ndarray | None:
+    if sample_weight is None:
+        return None
+    w = np.ascontiguousarray(to_numpy(sample_weight, "sample_weight"), dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("sample_weight must be finite and >= 0")
+    return w
+
+
 def _labels(y: Any, n: int, n_classes: int | None) -> tuple[np.ndarray, int]:
     arr = to_numpy(y, "y")
     if arr.ndim != 1 or arr.shape[0] != n:
@@ -94,6 +105,7 @@ def crammer_singer_fit(
     fit_bias: bool = True,
     n_threads: int | None = None,
     n_classes: int | None = None,
+    sample_weight: Any = None,
 ) -> CSResult:
     """Fit a Crammer–Singer multiclass linear SVM by dual coordinate descent.
 
@@ -117,6 +129,8 @@ def crammer_singer_fit(
         n_threads: threads for the norm, ``W`` and objective passes (``None``: all cores).
         n_classes: number of classes ``K`` (default ``max(y) + 1``); pass it when some class
             has no training sample.
+        sample_weight: optional ``(N,)`` non-negative loss weights: sample ``i``'s box is
+            ``C_i = C * sample_weight[i]`` (``alpha`` rows then sum to ``C_i``).
 
     Returns:
         :class:`CSResult`.
@@ -144,6 +158,7 @@ def crammer_singer_fit(
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    sw = _weights(sample_weight, x.shape[0])
     lam, coef, bias, stats = _core.crammer_singer_fit(
         x,
         lab,
@@ -154,9 +169,10 @@ def crammer_singer_fit(
         int(seed),
         bool(fit_bias),
         resolve_threads(n_threads),
+        sw,
     )
     alpha = -lam
-    alpha[np.arange(lab.shape[0]), lab] += c_val
+    alpha[np.arange(lab.shape[0]), lab] += c_val if sw is None else c_val * sw
     support = np.flatnonzero(np.any(lam != 0.0, axis=1)).astype(np.int64)
     return CSResult(
         dual_coef=lam,
@@ -181,10 +197,11 @@ def crammer_singer_objective(
     C: float,
     *,
     n_threads: int | None = None,
+    sample_weight: Any = None,
 ) -> float:
     """Primal Crammer–Singer objective of any linear model ``(coef, bias)`` on ``(X, y)``.
 
-    ``1/2 (||coef||^2 + ||bias||^2) + C * sum_i max_c ([c != y_i] + s_ic - s_{i,y_i})`` with
+    ``1/2 (||coef||^2 + ||bias||^2) + C * sum_i w_i max_c ([c != y_i] + s_ic - s_{i,y_i})`` with
     ``s = X @ coef.T + bias``; ``bias=None`` means no bias.  Used to compare solvers on equal
     terms (e.g. LIBLINEAR's ``-s 4 -B 1`` model).  ``O(N * K * d)``, parallel over samples.
     """
@@ -194,4 +211,7 @@ def crammer_singer_objective(
         raise ValueError(f"coef must have shape (K, {x.shape[1]}), got {w.shape}")
     lab, _ = _labels(y, x.shape[0], w.shape[0])
     b = None if bias is None else np.ascontiguousarray(to_numpy(bias, "bias"), dtype=np.float64)
-    return float(_core.crammer_singer_primal(x, lab, w, b, float(C), resolve_threads(n_threads)))
+    sw = _weights(sample_weight, x.shape[0])
+    return float(
+        _core.crammer_singer_primal(x, lab, w, b, float(C), resolve_threads(n_threads), sw)
+    )

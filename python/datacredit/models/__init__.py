@@ -1,5 +1,6 @@
-"""Model plumbing shared by the methods: encoders (embeddings) and scorers (distances,
-image quality).  Nothing here imports torch at import time."""
+"""Model plumbing shared by the methods: feature extraction (forward hooks), encoders
+(embeddings), scorers (distances, image quality) and generators.  Nothing here imports
+torch at import time."""
 
 from datacredit.models.encoders import (
     CallableEncoder,
@@ -9,6 +10,7 @@ from datacredit.models.encoders import (
     TorchEncoder,
     make_encoder,
 )
+from datacredit.models.features import FeatureExtractor, iterate_batches, resolve_layer
 from datacredit.models.scorers import (
     CallableDistance,
     CallableQuality,
@@ -24,13 +26,16 @@ __all__ = [
     "CallableEncoder",
     "CallableQuality",
     "DreamSimDistance",
+    "FeatureExtractor",
     "LPIPSDistance",
     "MANIQAScorer",
     "OpenCLIPEncoder",
     "PixelEncoder",
     "PrecomputedEncoder",
     "TorchEncoder",
+    "iterate_batches",
     "make_distance",
     "make_encoder",
     "make_quality",
+    "resolve_layer",
 ]

@@ -1,0 +1,483 @@
+"""DualDA: sparse data attribution through a Crammer–Singer SVM surrogate of the final layer.
+
+Paper: "DualXDA: Towards Sparse, Efficient and Explainable Data Attribution in Large AI
+Models", §3.1 and Appendix A–C.  The final layer of a classifier is replaced by a
+multiclass linear SVM fitted on the penultimate features ``f_i`` of the training data;
+its dual variables ``lambda`` (N x K) give
+
+* the surrogate: ``w_c = sum_i lambda_ic f_i``, ``bias_c = sum_i lambda_ic`` (constant-1
+  feature), logits ``W f + bias``;
+* local attribution: ``tau_c(x, i) = lambda_ic * f_i . f_x``, with the conservation
+  ``sum_i tau_c(x, i) + bias_c = w_c . f_x + bias_c`` (the surrogate logit);
+* global attribution ``lambda`` and self-influence ``lambda_{i,y_i} * ||f_i||^2``.
+
+Only support vectors (rows of ``lambda`` that are not all zero) are kept after fitting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datacredit.kernels import crammer_singer_fit, gram, gram_topk
+from datacredit.models.features import (
+    FeatureExtractor,
+    iterate_batches,
+    layer_out_features,
+)
+
+_CACHE_VERSION = "dualda-cache-v1"
+SELF_INFLUENCE_KINDS = ("lambda_norm2", "lambda_norm", "lambda")
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+class DualDA:
+    """DualDA data attribution for a torch classifier.
+
+    Args:
+        model: a ``torch.nn.Module`` classifier (put in eval mode while features are taken;
+            its mode is restored afterwards).
+        train_data: the training data: a torch ``Dataset``, a ``DataLoader`` (no shuffling)
+            or an ``(X, y)`` pair of tensors/arrays.  Position ``i`` is training index ``i``.
+        layer: name (``model.named_modules()``) of the module whose *input* is the
+            penultimate feature, usually the final ``Linear``.  ``K`` = its number of outputs.
+        C: SVM regularization (> 0).  Larger C: fewer support vectors (sparser attributions).
+        device: where the model runs and where inputs must live.
+        batch_size: batch size of the feature extraction passes.
+        cache_dir: directory for the fitted surrogate (support vectors only, ``.npz`` without
+            pickles, written atomically); reused when model weights, layer, C, solver
+            settings and the data fingerprint all match.  ``None`` disables caching.
+        seed: seeds the solver's permutations (results are deterministic for a seed).
+        use_predictions: fit on the model's predictions instead of the training labels.
+        tol, max_iter, n_threads: passed to :func:`datacredit.kernels.crammer_singer_fit`.
+        progress: show a progress bar while extracting features.
+
+    Raises:
+        ValueError: unknown ``layer``, ``C <= 0``, bad ``batch_size`` or ``device``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        train_data: Any,
+        *,
+        layer: str,
+        C: float = 1e-3,
+        device: Any = "cpu",
+        batch_size: int = 256,
+        cache_dir: str | os.PathLike | None = None,
+        seed: int = 0,
+        use_predictions: bool = False,
+        tol: float = 1e-4,
+        max_iter: int = 1000,
+        n_threads: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        torch = _torch()
+        try:
+            c_val = float(C)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"C must be a number, got {type(C).__name__}") from exc
+        if not np.isfinite(c_val) or c_val <= 0:
+            raise ValueError(f"C must be a finite number > 0, got {C!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device {device!r} is not a valid torch device: {exc}") from exc
+        self.model = model
+        self.train_data = train_data
+        self.layer = layer
+        self.C = c_val
+        self.batch_size = batch_size
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.seed = int(seed)
+        self.use_predictions = bool(use_predictions)
+        self.tol = float(tol)
+        self.max_iter = int(max_iter)
+        self.n_threads = n_threads
+        self.progress = progress
+        self.extractor = FeatureExtractor(model, layer)  # raises on an unknown layer
+        self.n_classes: int | None = layer_out_features(self.extractor.module)
+        self._fitted = False
+        self.loaded_from_cache = False
+
+    # ------------------------------------------------------------------ features
+    def _check_device(self, x: Any, name: str) -> Any:
+        torch = _torch()
+        if isinstance(x, torch.Tensor):
+            if x.device != self.device:
+                raise ValueError(
+                    f"{name} is on device '{x.device}' but DualDA runs on '{self.device}'; "
+                    f"move it with .to('{self.device}')"
+                )
+            return x
+        return torch.as_tensor(np.asarray(x), device=self.device)
+
+    def _forward(self, inputs: Any, name: str = "inputs") -> tuple[Any, Any]:
+        x = self._check_device(inputs, name)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            feats, out = self.extractor(x)
+        finally:
+            self.model.train(was_training)
+        return feats, out
+
+    def _features(self, inputs: Any, name: str = "inputs") -> tuple[np.ndarray, np.ndarray]:
+        """Features (n, d) float32 and model outputs (n, K) of a batch of inputs."""
+        feats, out = self._forward(inputs, name)
+        f = feats.cpu().numpy().astype(np.float32, copy=False)
+        if not np.isfinite(f).all():
+            raise ValueError(f"the features of {name} at layer {self.layer!r} contain NaN or inf")
+        return f, out.detach().float().cpu().numpy()
+
+    def extract(self, data: Any, *, desc: str = "features") -> tuple[np.ndarray, ...]:
+        """Features ``(N, d)`` float32, labels ``(N,)`` int64 (-1 when absent) and model
+        predictions ``(N,)`` of a whole data set, in order.  ``O(N)`` forward passes."""
+        torch = _torch()
+        feats, labels, preds = [], [], []
+        batches = iterate_batches(data, self.batch_size, with_labels=False)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=f"DualDA {desc}", leave=False)
+        for inputs, lab in batches:
+            if isinstance(inputs, torch.Tensor) and inputs.device != self.device:
+                inputs = inputs.to(self.device)
+            f, out = self._features(inputs, "the training data" if desc == "train" else desc)
+            feats.append(f)
+            preds.append(out.argmax(1))
+            labels.append(
+                np.full(len(f), -1, np.int64) if lab is None else lab.cpu().numpy().astype(np.int64)
+            )
+        if not feats:
+            raise ValueError("the data is empty")
+        return np.concatenate(feats), np.concatenate(labels), np.concatenate(preds)
+
+    # ------------------------------------------------------------------ cache
+    def _cache_key(self) -> str:
+        torch = _torch()
+        h = hashlib.sha256()
+        h.update(_CACHE_VERSION.encode())
+        for name, tensor in self.model.state_dict().items():
+            t = tensor.detach().cpu().contiguous()
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(str(tuple(t.shape)).encode())
+            if t.dtype == torch.bfloat16:
+                t = t.float()
+            h.update(t.numpy().tobytes())
+        settings = dict(
+            layer=self.layer,
+            C=self.C,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            seed=self.seed,
+            use_predictions=self.use_predictions,
+        )
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        for inputs, lab in iterate_batches(self.train_data, self.batch_size, with_labels=False):
+            x = inputs.detach().cpu().contiguous() if isinstance(inputs, torch.Tensor) else inputs
+            h.update(np.ascontiguousarray(np.asarray(x)).tobytes())
+            if lab is not None:
+                h.update(np.ascontiguousarray(lab.cpu().numpy()).tobytes())
+        return h.hexdigest()
+
+    def _cache_path(self, key: str) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir / f"dualda-{key[:40]}.npz"
+
+    def _save(self, path: Path, key: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = dict(key=key, version=_CACHE_VERSION, layer=self.layer, C=self.C, **self.stats)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".dualda-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(
+                    fh,
+                    support=self.support,
+                    features=self.support_features,
+                    dual_coef=self.support_dual_coef,
+                    train_labels=self.train_labels,
+                    coef=self.coef,
+                    bias=self._bias,
+                    meta=np.array(json.dumps(meta)),
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def _load(self, path: Path, key: str) -> bool:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("key") != key:
+                    return False
+                self.support = z["support"]
+                self.support_features = z["features"]
+                self.support_dual_coef = z["dual_coef"]
+                self.train_labels = z["train_labels"]
+                self.coef = z["coef"]
+                self._bias = z["bias"]
+        except (OSError, KeyError, ValueError):
+            return False
+        self.stats = {
+            k: meta[k]
+            for k in (
+                "n_iter",
+                "converged",
+                "primal_objective",
+                "dual_objective",
+                "n_train",
+                "n_classes",
+            )
+        }
+        self.n_train = int(meta["n_train"])
+        self.n_classes = int(meta["n_classes"])
+        return True
+
+    # ------------------------------------------------------------------ fit
+    def fit(self) -> DualDA:
+        """Extract training features, fit the SVM, keep only the support vectors.
+
+        Time: one forward pass over the training data plus the solver
+        (see :func:`~datacredit.kernels.crammer_singer_fit`).  Memory after fitting:
+        ``O(n_sv * (d + K) + K * d)``.  Returns ``self``.
+
+        Raises:
+            ValueError: NaN/inf features, labels outside ``[0, K)``, missing labels.
+        """
+        key = path = None
+        if self.cache_dir is not None:
+            key = self._cache_key()
+            path = self._cache_path(key)
+            if path.exists() and self._load(path, key):
+                self._fitted = True
+                self.loaded_from_cache = True
+                return self
+        feats, labels, preds = self.extract(self.train_data, desc="train")
+        if self.n_classes is None:  # layer without out_features: infer from the outputs
+            self.n_classes = int(self._forward(self._first_input())[1].shape[1])
+        k = self.n_classes
+        if self.use_predictions:
+            y = preds.astype(np.int64)
+        else:
+            if np.any(labels < 0) and not np.all(labels < 0):
+                raise ValueError("the training labels hold negative values")
+            if np.all(labels < 0):
+                raise ValueError(
+                    "the training data has no labels; pass (inputs, labels) or use_predictions=True"
+                )
+            y = labels
+        if y.max() >= k:
+            raise ValueError(
+                f"training labels hold {int(y.max())}, outside [0, {k}) (layer {self.layer!r} "
+                f"has {k} outputs)"
+            )
+        res = crammer_singer_fit(
+            feats,
+            y,
+            self.C,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            seed=self.seed,
+            fit_bias=True,
+            n_threads=self.n_threads,
+            n_classes=k,
+        )
+        self.n_train = feats.shape[0]
+        self.train_labels = y
+        self.support = res.support
+        self.support_features = np.ascontiguousarray(feats[res.support])
+        self.support_dual_coef = np.ascontiguousarray(res.dual_coef[res.support])
+        self.coef = res.coef
+        self._bias = res.bias
+        self.stats = dict(
+            n_iter=res.n_iter,
+            converged=res.converged,
+            primal_objective=res.primal_objective,
+            dual_objective=res.dual_objective,
+            n_train=int(self.n_train),
+            n_classes=int(k),
+        )
+        self._fitted = True
+        self.loaded_from_cache = False
+        if path is not None and key is not None:
+            self._save(path, key)
+        return self
+
+    def _first_input(self) -> Any:
+        return next(iterate_batches(self.train_data, 1, with_labels=False))[0].to(self.device)
+
+    def _require_fit(self) -> None:
+        if not self._fitted:
+            raise RuntimeError("call .fit() first")
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def bias(self) -> np.ndarray:
+        """Surrogate bias ``(K,)`` float64: ``bias_c = sum_i lambda_ic``."""
+        self._require_fit()
+        return self._bias
+
+    @property
+    def n_support(self) -> int:
+        """Number of support vectors (training samples with nonzero attribution)."""
+        self._require_fit()
+        return int(self.support.shape[0])
+
+    def _targets(self, targets: Any, outputs: np.ndarray) -> np.ndarray:
+        n = outputs.shape[0]
+        if targets is None:
+            return outputs.argmax(1).astype(np.int64)
+        torch = _torch()
+        t = targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else targets
+        t = np.asarray(t)
+        if t.ndim == 0:
+            t = np.full(n, int(t))
+        if t.shape != (n,) or t.dtype.kind not in "iu":
+            raise ValueError(f"targets must be {n} integer class indices, got shape {t.shape}")
+        if t.min() < 0 or t.max() >= self.n_classes:
+            raise ValueError(f"targets must lie in [0, {self.n_classes}), got {t.min()}..{t.max()}")
+        return t.astype(np.int64)
+
+    def attribute(
+        self, inputs: Any, targets: Any = None, *, top_k: int | None = None
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Local attributions ``tau_c(x, i) = lambda_ic * f_i . f_x`` of test inputs.
+
+        Args:
+            inputs: a batch of model inputs ``(n, ...)`` on ``device``.
+            targets: class ``c`` per input (int or ``(n,)``); default: model prediction.
+            top_k: ``None`` for the dense matrix, else the ``top_k`` largest per input.
+
+        Returns:
+            Dense float32 ``(n, N)`` (zeros for non-support samples), or ``(values,
+            indices)``: float32 / int64 ``(n, top_k)``, largest first, indices into the
+            training data (ties to the lower index).
+
+        Complexity: one forward pass, then ``O(n * n_sv * d)`` through the fused Gram top-k
+        kernel over the support vectors only; memory ``O(n * N)`` dense or ``O(n * top_k)``.
+        Never forms an ``n x N x K`` tensor.
+        """
+        self._require_fit()
+        f, out = self._features(inputs)
+        t = self._targets(targets, out)
+        n, n_sv, big_n = f.shape[0], self.n_support, self.n_train
+        lam = self.support_dual_coef.astype(np.float32)
+        if top_k is None:
+            dense = np.zeros((n, big_n), np.float32)
+            if n_sv:
+                dense[:, self.support] = gram(
+                    f, self.support_features, weights=lam, classes=t, n_threads=self.n_threads
+                )
+            return dense
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+            raise TypeError(f"top_k must be an integer, got {type(top_k).__name__}")
+        if not 1 <= top_k <= big_n:
+            raise ValueError(f"top_k = {top_k} must be in [1, N = {big_n}]")
+        k_sv = min(int(top_k), n_sv)
+        if n_sv:
+            sv_vals, sv_idx = gram_topk(
+                f, self.support_features, k_sv, weights=lam, classes=t, n_threads=self.n_threads
+            )
+            sv_idx = self.support[sv_idx]
+        else:
+            sv_vals = np.zeros((n, 0), np.float32)
+            sv_idx = np.zeros((n, 0), np.int64)
+        if k_sv == top_k:
+            return sv_vals, sv_idx
+        # Fewer support vectors than top_k: the zeros of non-support samples fill in.
+        non_support = np.setdiff1d(np.arange(big_n), self.support)[:top_k]
+        vals = np.concatenate([sv_vals, np.zeros((n, len(non_support)), np.float32)], 1)
+        idx = np.concatenate([sv_idx, np.broadcast_to(non_support, (n, len(non_support)))], 1)
+        order = np.lexsort((idx, -vals), axis=1)[:, :top_k]
+        return np.take_along_axis(vals, order, 1), np.take_along_axis(idx, order, 1)
+
+    def surrogate_logits(self, inputs: Any) -> np.ndarray:
+        """Surrogate outputs ``W f(x) + bias``, float64 ``(n, K)``."""
+        self._require_fit()
+        f, _ = self._features(inputs)
+        return f.astype(np.float64) @ self.coef.T + self._bias
+
+    def global_attribution(self) -> np.ndarray:
+        """``lambda``, float64 ``(N, K)`` (zeros for non-support samples).
+
+        ``lambda[i, y_i] >= 0`` is how much sample ``i`` pushes its own class, ``lambda[i, c]
+        <= 0`` how much it pushes against class ``c``; rows sum to 0.
+        """
+        self._require_fit()
+        out = np.zeros((self.n_train, self.n_classes), np.float64)
+        out[self.support] = self.support_dual_coef
+        return out
+
+    def self_influence(self, kind: str = "lambda_norm2") -> np.ndarray:
+        """Self-influence of every training sample, float64 ``(N,)`` (0 off the support).
+
+        ``"lambda_norm2"``: ``lambda_{i,y_i} * ||f_i||^2`` = ``tau_{y_i}(x_i, i)``, the
+        sample's attribution to its own prediction (the paper's E.2 definition);
+        ``"lambda_norm"``: ``lambda_{i,y_i} * ||f_i||`` (the variant of one published
+        codebase: less weight on feature norms); ``"lambda"``: ``lambda_{i,y_i}`` alone
+        (in ``[0, C]``; ties at ``C`` for every margin violator).
+        """
+        self._require_fit()
+        if kind not in SELF_INFLUENCE_KINDS:
+            raise ValueError(
+                f"unknown kind {kind!r}; expected one of {', '.join(map(repr, SELF_INFLUENCE_KINDS))}"
+            )
+        lam_y = self.support_dual_coef[np.arange(self.n_support), self.train_labels[self.support]]
+        sq = (self.support_features.astype(np.float64) ** 2).sum(1)
+        vals = {"lambda": lam_y, "lambda_norm": lam_y * np.sqrt(sq), "lambda_norm2": lam_y * sq}
+        out = np.zeros(self.n_train, np.float64)
+        out[self.support] = vals[kind]
+        return out
+
+    def surrogate_fidelity(self, test_data: Any) -> dict[str, float]:
+        """How faithful the surrogate is to the model's final layer (paper §4.5).
+
+        Returns ``weight_cosine`` (cosine of the flattened final-layer weight matrices),
+        ``logit_cosine`` (mean over ``test_data`` of the cosine between the model's and the
+        surrogate's logit vectors) and ``mcc`` (multiclass Matthews correlation of their
+        predictions).  All in ``[-1, 1]``; 1 is identical.
+        """
+        self._require_fit()
+        from datacredit.metrics.attribution import matthews_corrcoef
+
+        feats, _, _ = self.extract(test_data, desc="test")
+        weight = getattr(self.extractor.module, "weight", None)
+        if weight is None:
+            raise ValueError(f"layer {self.layer!r} has no weight matrix to compare with")
+        w_model = weight.detach().cpu().double().numpy().reshape(self.n_classes, -1)
+        b_mod = getattr(self.extractor.module, "bias", None)
+        b_model = (
+            np.zeros(self.n_classes) if b_mod is None else b_mod.detach().cpu().double().numpy()
+        )
+        f64 = feats.astype(np.float64)
+        logits_model = f64 @ w_model.T + b_model
+        logits_sur = f64 @ self.coef.T + self._bias
+
+        def cos(a, b, axis=None):
+            num = (a * b).sum(axis)
+            den = np.sqrt((a * a).sum(axis) * (b * b).sum(axis))
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+        return dict(
+            weight_cosine=float(cos(w_model.ravel(), self.coef.ravel())),
+            logit_cosine=float(np.mean(cos(logits_model, logits_sur, axis=1))),
+            mcc=float(matthews_corrcoef(logits_model.argmax(1), logits_sur.argmax(1))),
+        )

@@ -1,0 +1,174 @@
+"""Penultimate-layer features of a torch model through a forward hook, and batch iteration.
+
+``FeatureExtractor(model, layer)`` captures the *input* of the module named ``layer``
+(usually the final ``nn.Linear``) on every forward pass, so features and the model's
+outputs come from one and the same pass.  ``iterate_batches`` walks a torch ``Dataset``,
+a ``DataLoader`` or an ``(X, y)`` pair in a fixed order.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def resolve_layer(model: Any, layer: str) -> Any:
+    """The submodule of ``model`` named ``layer`` (as in ``model.named_modules()``).
+
+    Raises:
+        ValueError: unknown name (the message suggests the closest names).
+        TypeError: ``layer`` is not a string.
+    """
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a module name (str), got {type(layer).__name__}")
+    modules = dict(model.named_modules())
+    if layer not in modules or layer == "":
+        close = difflib.get_close_matches(layer, [n for n in modules if n], n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        names = [n for n in modules if n]
+        raise ValueError(
+            f"layer {layer!r} is not a submodule of the model{hint} "
+            f"(available: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''})"
+        )
+    return modules[layer]
+
+
+def layer_out_features(module: Any) -> int | None:
+    """Number of outputs of a Linear-like module (``out_features`` or ``weight.shape[0]``)."""
+    if hasattr(module, "out_features"):
+        return int(module.out_features)
+    weight = getattr(module, "weight", None)
+    if weight is not None and getattr(weight, "ndim", 0) == 2:
+        return int(weight.shape[0])
+    return None
+
+
+class FeatureExtractor:
+    """Captures the input of a named layer during forward passes of ``model``.
+
+    Calling the extractor on a batch runs ``model`` once (``torch.no_grad``, eval mode
+    expected) and returns ``(features, outputs)``: features ``(n, d)`` float32, flattened
+    per sample, detached; outputs are the model's own outputs ``(n, K)``.
+
+    Args:
+        model: a ``torch.nn.Module``.
+        layer: name of the module whose input is the feature (``model.named_modules()``).
+
+    Raises:
+        ValueError: unknown ``layer``.
+    """
+
+    def __init__(self, model: Any, layer: str) -> None:
+        self.model = model
+        self.layer = layer
+        self.module = resolve_layer(model, layer)
+        self._captured: list[Any] = []
+
+    def _hook(self, _module: Any, inputs: tuple) -> None:
+        self._captured.append(inputs[0])
+
+    def __call__(self, batch: Any, *, grad: bool = False) -> tuple[Any, Any]:
+        """Features ``(n, d)`` float32 and outputs of one forward pass on ``batch``.
+
+        With ``grad=True`` the pass keeps the autograd graph (features are not detached).
+        """
+        torch = _torch()
+        # A pre-hook placed first sees the layer's input before any other hook rewrites it
+        # (e.g. zennit's LRP wrappers, which XDA must bypass for the layer itself).
+        handle = self.module.register_forward_pre_hook(self._hook, prepend=True)
+        self._captured = []
+        try:
+            if grad:
+                outputs = self.model(batch)
+            else:
+                with torch.no_grad():
+                    outputs = self.model(batch)
+        finally:
+            handle.remove()
+        if len(self._captured) != 1:
+            raise RuntimeError(
+                f"layer {self.layer!r} ran {len(self._captured)} times in one forward pass; "
+                "name a module that is called exactly once"
+            )
+        feats = self._captured[0]
+        self._captured = []
+        feats = feats.reshape(feats.shape[0], -1)
+        if not grad:
+            feats = feats.detach()
+        return feats.float(), outputs
+
+
+def iterate_batches(
+    data: Any, batch_size: int, *, with_labels: bool = True
+) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(inputs, labels)`` batches from a Dataset, a DataLoader or an ``(X, y)`` pair.
+
+    Order is the data's own (a DataLoader with a random sampler is rejected: attributions
+    index training samples by position).  ``labels`` is ``None`` when the data has none
+    and ``with_labels`` is False.
+
+    Raises:
+        ValueError: shuffling DataLoader, mismatched ``(X, y)`` lengths, empty data.
+        TypeError: unsupported data type.
+    """
+    torch = _torch()
+    from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+    if isinstance(data, DataLoader):
+        if isinstance(data.sampler, RandomSampler):
+            raise ValueError(
+                "the DataLoader shuffles (RandomSampler); pass one with shuffle=False so that "
+                "training indices are stable"
+            )
+        loader = data
+    elif isinstance(data, Dataset):
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    elif isinstance(data, (tuple, list)) and len(data) in (1, 2) and not isinstance(data[0], int):
+        x = data[0]
+        y = data[1] if len(data) == 2 else None
+        x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+        if y is not None:
+            y = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+            if y.shape[0] != x.shape[0]:
+                raise ValueError(f"the (X, y) pair has {x.shape[0]} inputs but {y.shape[0]} labels")
+        if x.shape[0] == 0:
+            raise ValueError("the data is empty")
+        for start in range(0, x.shape[0], batch_size):
+            yield (
+                x[start : start + batch_size],
+                (None if y is None else y[start : start + batch_size]),
+            )
+        return
+    elif isinstance(data, torch.Tensor) or isinstance(data, np.ndarray):
+        x = torch.as_tensor(data)
+        for start in range(0, x.shape[0], batch_size):
+            yield x[start : start + batch_size], None
+        return
+    else:
+        raise TypeError(
+            "data must be a torch Dataset, a DataLoader, an (X, y) pair or a tensor, "
+            f"got {type(data).__name__}"
+        )
+    for batch in loader:
+        if isinstance(batch, (tuple, list)):
+            inputs = batch[0]
+            labels = batch[1] if len(batch) > 1 else None
+        elif isinstance(batch, dict):
+            inputs = batch.get("input", batch.get("x", batch.get("image")))
+            labels = batch.get("label", batch.get("y", batch.get("target")))
+        else:
+            inputs, labels = batch, None
+        if labels is not None and not isinstance(labels, torch.Tensor):
+            labels = torch.as_tensor(labels)
+        if labels is None and with_labels:
+            raise ValueError("the training data yields no labels; pass (inputs, labels) batches")
+        yield inputs, labels
