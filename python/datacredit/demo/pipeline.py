@@ -31,7 +31,7 @@ class DemoSettings:
     n_per_label: int = 100  # sample bank size per digit
     ddim_steps: int = 25
     guidance: float = 2.0
-    budget: int = 256  # SurrogateSHAP / KernelSHAP coalitions
+    budget: int = 512  # SurrogateSHAP / KernelSHAP coalitions (of 1,024)
     cv: bool = True
     gmv_k: int = 20
     gmv_recall: int = 100
@@ -149,7 +149,7 @@ def stage_models(run: DemoRun, split: DigitsSplit, s: DemoSettings):
 
 def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSettings):
     from datacredit import SurrogateSHAP
-    from datacredit.shapley import kernel_shap
+    from datacredit.shapley import exact, kernel_shap
     from datacredit.surrogateshap import ProxyGame, SampleBank
     from datacredit.utilities import FID, InceptionScore
 
@@ -162,13 +162,14 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
     noise_bank = SampleBank({0: noise})
 
     features, probs = _cnn_features(cnn), _cnn_probs(cnn)
-    fid_empty = float(FID(features, reference=split.x_test).prepare(noise_bank)(np.ones((1, 1)))[0])
+    reference = features(split.x_test)
+    fid_empty = float(FID(features, reference=reference).prepare(noise_bank)(np.ones((1, 1)))[0])
     is_empty = float(InceptionScore(probs).prepare(noise_bank)(np.ones((1, 1)))[0])
     # Utility = -FID (higher is better, so positive values mean "helps quality").
     fid_game = ProxyGame(
         bank,
         contributors,
-        _Negated(FID(features, reference=split.x_test)),
+        _Negated(FID(features, reference=reference)),
         label_weights=counts,
         empty_value=-fid_empty,
     )
@@ -179,9 +180,12 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
     for name, game in (("fid", fid_game), ("inception_score", is_game)):
         sv = SurrogateSHAP(budget=s.budget, cv=s.cv, seed=s.seed).explain(game)
         ks = kernel_shap(game, s.budget, seed=s.seed)
-        out[name] = (sv, ks)
-    sv, ks = out["fid"]
-    sv_is, ks_is = out["inception_score"]
+        # 10 players: all 1,024 coalitions are cheap on the sample bank, so the exact
+        # values are there to check both estimators against.
+        ex = exact(game)
+        out[name] = (sv, ks, ex)
+    sv, ks, ex = out["fid"]
+    sv_is, ks_is, ex_is = out["inception_score"]
     run.results["surrogateshap"] = {
         "utility": "-FID (CNN features, test split as reference)",
         "players": list(sv.players),
@@ -190,10 +194,16 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
         "v_full": float(sv.v_full),
         "efficiency_gap": float(sv.efficiency_gap),
         "kernelshap_values": _floats(ks.values),
+        "exact_values": _floats(ex.values),
+        "relative_error": _rel_err(sv.values, ex.values),
+        "kernelshap_relative_error": _rel_err(ks.values, ex.values),
         "surrogate_cv_score": _maybe_float(getattr(sv, "cv_score", None)),
         "inception_score": {
             "values": _floats(sv_is.values),
             "kernelshap_values": _floats(ks_is.values),
+            "exact_values": _floats(ex_is.values),
+            "relative_error": _rel_err(sv_is.values, ex_is.values),
+            "kernelshap_relative_error": _rel_err(ks_is.values, ex_is.values),
             "v_empty": float(sv_is.v_empty),
             "v_full": float(sv_is.v_full),
             "efficiency_gap": float(sv_is.efficiency_gap),
@@ -211,7 +221,8 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
                 "mixture of its labels' conditionals weighted by their training counts, so no "
                 "coalition is ever regenerated or retrained. An XGBoost surrogate fitted on "
                 f"{s.budget} sampled coalitions gives the Shapley values through TreeSHAP; "
-                "KernelSHAP on the same budget is shown beside them.",
+                "KernelSHAP on the same budget is shown beside them, and with 10 contributors "
+                "the exact values (all 1,024 coalitions) as the reference.",
                 "Efficiency check: the values sum to v(full) - v(empty) up to the gap shown.",
             ],
             rows=[
@@ -219,6 +230,15 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
                 ("-FID: efficiency gap", f"{sv.efficiency_gap:.2e}"),
                 ("IS: v(empty) / v(full)", f"{sv_is.v_empty:.3f} / {sv_is.v_full:.3f}"),
                 ("IS: efficiency gap", f"{sv_is.efficiency_gap:.2e}"),
+                (
+                    "relative l2 error vs exact, -FID: SurrogateSHAP / KernelSHAP",
+                    f"{_rel_err(sv.values, ex.values):.3f} / {_rel_err(ks.values, ex.values):.3f}",
+                ),
+                (
+                    "relative l2 error vs exact, IS: SurrogateSHAP / KernelSHAP",
+                    f"{_rel_err(sv_is.values, ex_is.values):.3f} / "
+                    f"{_rel_err(ks_is.values, ex_is.values):.3f}",
+                ),
             ],
             figures=[
                 (
@@ -226,8 +246,8 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
                     "SurrogateSHAP vs KernelSHAP, with generated samples of each contributor",
                     figures.shapley_bars(
                         list(sv.players),
-                        {"SurrogateSHAP": sv.values, "KernelSHAP": ks.values},
-                        {"SurrogateSHAP": sv_is.values, "KernelSHAP": ks_is.values},
+                        {"SurrogateSHAP": sv.values, "KernelSHAP": ks.values, "exact": ex.values},
+                        {"SurrogateSHAP": sv_is.values, "KernelSHAP": ks_is.values, "exact": ex_is.values},
                         samples,
                     ),
                 )
@@ -383,6 +403,11 @@ def _np(x) -> np.ndarray:
 
 def _floats(x) -> list[float]:
     return [float(v) for v in np.asarray(x).ravel()]
+
+
+def _rel_err(estimate, reference) -> float:
+    reference = np.asarray(reference, dtype=float)
+    return float(np.linalg.norm(np.asarray(estimate) - reference) / np.linalg.norm(reference))
 
 
 def _maybe_float(x) -> float | None:
