@@ -34,13 +34,14 @@ def liblinear_model(prob, c: float, tol: float, d: int):
     model = train(prob, f"-s 4 -c {c} -e {tol} -B 1 -q")
     seconds = time.perf_counter() - start
     labels = [int(v) for v in model.get_labels()]
-    k = len(labels)
-    wfull = np.ctypeslib.as_array(model.w, shape=((d + 1) * k,)).reshape(d + 1, k)
+    # LIBLINEAR sizes w by the last nonzero feature index (trailing zero columns are absent)
+    k, nf = len(labels), model.get_nr_feature()
+    wfull = np.ctypeslib.as_array(model.w, shape=((nf + 1) * k,)).reshape(nf + 1, k)
     w = np.zeros((k, d))
     b = np.zeros(k)
     for j, lab in enumerate(labels):
-        w[lab] = wfull[:d, j]
-        b[lab] = wfull[d, j]
+        w[lab, :nf] = wfull[:nf, j]
+        b[lab] = wfull[nf, j]
     return w, b, seconds
 
 

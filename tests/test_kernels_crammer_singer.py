@@ -32,17 +32,18 @@ def liblinear_fit(x, y, c, eps, bias=True):
 
     prob = problem(y.astype(np.float64), x.astype(np.float64))
     model = train(prob, f"-s 4 -c {c} -e {eps} -B {1 if bias else -1} -q")
-    assert model.get_nr_feature() == x.shape[1] and (model.bias > 0) == bias
+    assert (model.bias > 0) == bias
     labels = [int(v) for v in model.get_labels()]
-    k, d = len(labels), x.shape[1]
-    rows = d + 1 if bias else d
+    # LIBLINEAR sizes w by the last nonzero feature index: trailing all-zero columns are absent
+    k, d, nf = len(labels), x.shape[1], model.get_nr_feature()
+    rows = nf + 1 if bias else nf
     wfull = np.ctypeslib.as_array(model.w, shape=(rows * k,)).reshape(rows, k)
     w = np.zeros((k, d))
     b = np.zeros(k)
     for j, lab in enumerate(labels):
-        w[lab] = wfull[:d, j]
+        w[lab, :nf] = wfull[:nf, j]
         if bias:
-            b[lab] = wfull[d, j]
+            b[lab] = wfull[nf, j]
     return w, (b if bias else None)
 
 
