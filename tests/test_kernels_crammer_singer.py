@@ -267,3 +267,16 @@ def test_sample_weight_matches_duplicated_rows():
     )
     with pytest.raises(ValueError, match="sample_weight"):
         crammer_singer_fit(x, y, 0.2, sample_weight=-w)
+
+
+def test_shrink_factor_keeps_the_optimum():
+    x, y = make_data(500, 16, 5, seed=11)
+    tol = 1e-5
+    half = crammer_singer_fit(x, y, 0.1, tol=tol, max_iter=100000)
+    fast = crammer_singer_fit(x, y, 0.1, tol=tol, max_iter=100000, shrink_factor=0.1)
+    assert fast.converged and half.converged
+    assert kkt_violation(x, y, fast) < tol * 1.01
+    assert fast.primal_objective == pytest.approx(half.primal_objective, rel=1e-4)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="shrink_factor"):
+            crammer_singer_fit(x, y, 0.1, shrink_factor=bad)
