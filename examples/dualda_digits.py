@@ -74,7 +74,7 @@ def main() -> None:
     print(f"clean CNN: test accuracy {acc:.3f} ({time.perf_counter() - t0:.1f} s)")
 
     t0 = time.perf_counter()
-    dd = DualDA(model, (x, y), layer="fc", C=1e-3, progress=False).fit()
+    dd = DualDA(model, (x, y), layer="fc", C=1e-3, max_iter=20000, progress=False).fit()
     print(
         f"DualDA C=1e-3: {dd.n_support} support vectors of {dd.n_train}, "
         f"{dd.stats['n_iter']} epochs ({time.perf_counter() - t0:.2f} s)"
@@ -92,7 +92,7 @@ def main() -> None:
     y_noisy = y.clone()
     y_noisy[flip] = (y[flip] + torch.from_numpy(rng.integers(1, 10, flip.sum()))) % 10
     noisy = train(x, y_noisy, args.epochs)
-    dd_noisy = DualDA(noisy, (x, y_noisy), layer="fc", C=0.1, progress=False).fit()
+    dd_noisy = DualDA(noisy, (x, y_noisy), layer="fc", C=0.1, max_iter=20000, progress=False).fit()
     for kind in ("lambda_norm2", "lambda_norm", "lambda"):
         auc = mislabel_detection_auc(dd_noisy.self_influence(kind), flip)
         print(f"mislabel detection AUC (C=0.1, self-influence {kind}): {auc:.3f}")

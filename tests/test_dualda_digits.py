@@ -66,7 +66,7 @@ def test_identical_class_on_digits(digits):
     x, y, xt, yt = digits
     model = train(x, y)
     assert (model(xt).argmax(1) == yt).float().mean() > 0.9
-    dd = DualDA(model, (x, y), layer="fc", C=1e-3, progress=False).fit()
+    dd = DualDA(model, (x, y), layer="fc", C=1e-3, max_iter=20000, progress=False).fit()
     vals, idx = dd.attribute(xt, top_k=5)
     pred = model(xt).argmax(1).numpy()
     score = identical_class((vals, idx), y.numpy(), pred, k=5)
@@ -83,6 +83,7 @@ def test_mislabel_detection_on_digits(digits):
     y_noisy[flip] = (y[flip] + torch.from_numpy(rng.integers(1, 10, int(flip.sum())))) % 10
     assert np.all(y_noisy.numpy()[flip] != y.numpy()[flip])
     model = train(x, y_noisy)  # retrained on the flipped labels
-    dd = DualDA(model, (x, y_noisy), layer="fc", C=0.1, progress=False).fit()
+    dd = DualDA(model, (x, y_noisy), layer="fc", C=0.1, max_iter=20000, progress=False).fit()
+    assert dd.stats["converged"]
     auc = mislabel_detection_auc(dd.self_influence("lambda_norm2"), flip)
     assert auc >= 0.9
