@@ -11,6 +11,9 @@ nn = torch.nn
 from datacredit import DualDA  # noqa: E402
 from datacredit.kernels import crammer_singer_fit  # noqa: E402
 
+# Most fits below only need the algebraic identities, not a converged surrogate.
+pytestmark = pytest.mark.filterwarnings("ignore:the SVM solver stopped:RuntimeWarning")
+
 
 class MLP(nn.Module):
     def __init__(self, d_in=6, hidden=10, k=3):
@@ -32,6 +35,8 @@ def blobs(n, d=6, k=3, seed=0):
 
 @pytest.fixture(scope="module")
 def trained():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one thread is fastest, above all on a busy machine
     torch.manual_seed(0)
     x, y = blobs(240)
     model = MLP()
@@ -42,13 +47,14 @@ def trained():
         opt.step()
     model.eval()
     xt, yt = blobs(40, seed=1)
-    return model, x, y, xt, yt
+    yield model, x, y, xt, yt
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def fitted(trained):
     model, x, y, _, _ = trained
-    return DualDA(model, (x, y), layer="fc", C=0.05, progress=False, tol=1e-6).fit()
+    return DualDA(model, (x, y), layer="fc", C=0.05, progress=False, tol=1e-6, max_iter=50000).fit()
 
 
 def features(model, x):
@@ -172,10 +178,10 @@ def test_cache_roundtrip(trained, tmp_path):
 def test_dataset_dataloader_and_predictions(trained, fitted):
     model, x, y, xt, _ = trained
     ds = torch.utils.data.TensorDataset(x, y)
-    a = DualDA(model, ds, layer="fc", C=0.05, progress=False, tol=1e-6).fit()
+    a = DualDA(model, ds, layer="fc", C=0.05, progress=False, tol=1e-6, max_iter=50000).fit()
     np.testing.assert_allclose(a.attribute(xt), fitted.attribute(xt), rtol=1e-5, atol=1e-7)
     loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=False)
-    b = DualDA(model, loader, layer="fc", C=0.05, progress=False, tol=1e-6).fit()
+    b = DualDA(model, loader, layer="fc", C=0.05, progress=False, tol=1e-6, max_iter=50000).fit()
     np.testing.assert_allclose(b.attribute(xt), fitted.attribute(xt), rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="shuffle"):
         DualDA(

@@ -32,17 +32,18 @@ def liblinear_fit(x, y, c, eps, bias=True):
 
     prob = problem(y.astype(np.float64), x.astype(np.float64))
     model = train(prob, f"-s 4 -c {c} -e {eps} -B {1 if bias else -1} -q")
-    assert model.get_nr_feature() == x.shape[1] and (model.bias > 0) == bias
+    assert (model.bias > 0) == bias
     labels = [int(v) for v in model.get_labels()]
-    k, d = len(labels), x.shape[1]
-    rows = d + 1 if bias else d
+    # LIBLINEAR sizes w by the last nonzero feature index: trailing all-zero columns are absent
+    k, d, nf = len(labels), x.shape[1], model.get_nr_feature()
+    rows = nf + 1 if bias else nf
     wfull = np.ctypeslib.as_array(model.w, shape=(rows * k,)).reshape(rows, k)
     w = np.zeros((k, d))
     b = np.zeros(k)
     for j, lab in enumerate(labels):
-        w[lab] = wfull[:d, j]
+        w[lab, :nf] = wfull[:nf, j]
         if bias:
-            b[lab] = wfull[d, j]
+            b[lab] = wfull[nf, j]
     return w, (b if bias else None)
 
 
@@ -266,3 +267,16 @@ def test_sample_weight_matches_duplicated_rows():
     )
     with pytest.raises(ValueError, match="sample_weight"):
         crammer_singer_fit(x, y, 0.2, sample_weight=-w)
+
+
+def test_shrink_factor_keeps_the_optimum():
+    x, y = make_data(500, 16, 5, seed=11)
+    tol = 1e-5
+    half = crammer_singer_fit(x, y, 0.1, tol=tol, max_iter=100000)
+    fast = crammer_singer_fit(x, y, 0.1, tol=tol, max_iter=100000, shrink_factor=0.1)
+    assert fast.converged and half.converged
+    assert kkt_violation(x, y, fast) < tol * 1.01
+    assert fast.primal_objective == pytest.approx(half.primal_objective, rel=1e-4)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="shrink_factor"):
+            crammer_singer_fit(x, y, 0.1, shrink_factor=bad)

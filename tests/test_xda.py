@@ -11,6 +11,8 @@ nn = torch.nn
 
 from datacredit import XDA, DualDA  # noqa: E402
 
+pytestmark = pytest.mark.filterwarnings("ignore:the SVM solver stopped:RuntimeWarning")
+
 
 class SmallCNN(nn.Module):
     """Bias-free ReLU CNN (LRP conserves relevance exactly up to epsilon)."""
@@ -35,6 +37,8 @@ class SmallCNN(nn.Module):
 
 @pytest.fixture(scope="module")
 def setup():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one thread is fastest, above all on a busy machine
     torch.manual_seed(0)
     n = 90
     x = torch.rand(n, 3, 8, 8)
@@ -48,7 +52,8 @@ def setup():
         opt.step()
     model.eval()
     dd = DualDA(model, (x, y), layer="head", C=0.01, progress=False, tol=1e-6).fit()
-    return model, x, y, dd
+    yield model, x, y, dd
+    torch.set_num_threads(threads)
 
 
 def test_heatmaps_conserve_tau_on_both_sides(setup):

@@ -12,7 +12,7 @@ void bind_crammer_singer(py::module_& m) {
       "crammer_singer_fit",
       [](const FloatArray& X, const Int64Array& y, int64_t n_classes, double C, double tol,
          int64_t max_iter, uint64_t seed, bool fit_bias, int n_threads,
-         const std::optional<DoubleArray>& sample_weight) {
+         const std::optional<DoubleArray>& sample_weight, double shrink_factor) {
         if (X.ndim() != 2) throw py::value_error("crammer_singer_fit: X must be 2-D");
         if (y.ndim() != 1 || y.shape(0) != X.shape(0))
           throw py::value_error("crammer_singer_fit: y must have one label per row of X");
@@ -24,6 +24,7 @@ void bind_crammer_singer(py::module_& m) {
         opt.seed = seed;
         opt.fit_bias = fit_bias;
         opt.n_threads = n_threads;
+        opt.shrink_factor = shrink_factor;
         if (sample_weight) {
           if (sample_weight->ndim() != 1 || sample_weight->shape(0) != X.shape(0))
             throw py::value_error("crammer_singer_fit: sample_weight must have one value per row");
@@ -50,7 +51,7 @@ void bind_crammer_singer(py::module_& m) {
       },
       py::arg("X"), py::arg("y"), py::arg("n_classes"), py::arg("C"), py::arg("tol"),
       py::arg("max_iter"), py::arg("seed"), py::arg("fit_bias"), py::arg("n_threads"),
-      py::arg("sample_weight") = py::none());
+      py::arg("sample_weight") = py::none(), py::arg("shrink_factor") = 0.5);
 
   m.def(
       "crammer_singer_primal",

@@ -17,6 +17,12 @@
 #else
 #define DC_MULTIVERSION
 #endif
+// Shared bodies are force-inlined so that each clone compiles them for its own ISA.
+#if defined(__GNUC__)
+#define DC_INLINE inline __attribute__((always_inline))
+#else
+#define DC_INLINE inline
+#endif
 
 namespace datacredit {
 
@@ -24,71 +30,46 @@ namespace {
 
 constexpr const char* kWhere = "crammer_singer_fit";
 
-// out[a] = W[classes[a]] . x for a < count.  W rows are float64, x float32; four classes
-// share each load of x.
-DC_MULTIVERSION
-void class_scores(const double* W, int64_t d, const float* x, const int32_t* classes, int count,
-                  double* out) {
-  int a = 0;
-  for (; a + 4 <= count; a += 4) {
-    const double* w0 = W + classes[a] * d;
-    const double* w1 = W + classes[a + 1] * d;
-    const double* w2 = W + classes[a + 2] * d;
-    const double* w3 = W + classes[a + 3] * d;
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+// out[a] = W[classes[a]] . x for a < count.  Four classes share each load of x and keep
+// four independent accumulators; a last partial group repeats its final class rather than
+// falling back to a single latency-bound accumulator.
+template <typename T>
+DC_INLINE void class_scores_impl(const T* W, int64_t d, const float* x, const int32_t* classes,
+                                 int count, double* out) {
+  for (int a = 0; a < count; a += 4) {
+    const int last = count - 1;
+    const T* w0 = W + classes[a] * d;
+    const T* w1 = W + classes[std::min(a + 1, last)] * d;
+    const T* w2 = W + classes[std::min(a + 2, last)] * d;
+    const T* w3 = W + classes[std::min(a + 3, last)] * d;
+    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
     for (int64_t j = 0; j < d; ++j) {
-      const double xv = static_cast<double>(x[j]);
+      const T xv = static_cast<T>(x[j]);
       s0 += w0[j] * xv;
       s1 += w1[j] * xv;
       s2 += w2[j] * xv;
       s3 += w3[j] * xv;
     }
-    out[a] = s0;
-    out[a + 1] = s1;
-    out[a + 2] = s2;
-    out[a + 3] = s3;
-  }
-  for (; a < count; ++a) {
-    const double* w0 = W + classes[a] * d;
-    double s0 = 0.0;
-#pragma omp simd reduction(+ : s0)
-    for (int64_t j = 0; j < d; ++j) s0 += w0[j] * static_cast<double>(x[j]);
-    out[a] = s0;
+    out[a] = static_cast<double>(s0);
+    if (a + 1 < count) out[a + 1] = static_cast<double>(s1);
+    if (a + 2 < count) out[a + 2] = static_cast<double>(s2);
+    if (a + 3 < count) out[a + 3] = static_cast<double>(s3);
   }
 }
 
-// Same in float32 (8 lanes per AVX2 register): the fast path of the solver's passes.
+// float64 W (the exact path) ...
+DC_MULTIVERSION
+void class_scores(const double* W, int64_t d, const float* x, const int32_t* classes, int count,
+                  double* out) {
+  class_scores_impl<double>(W, d, x, classes, count, out);
+}
+
+// ... and float32 W (8 lanes per AVX2 register): the fast path of the solver's passes.
 DC_MULTIVERSION
 void class_scores_f32(const float* W, int64_t d, const float* x, const int32_t* classes, int count,
                       double* out) {
-  int a = 0;
-  for (; a + 4 <= count; a += 4) {
-    const float* w0 = W + classes[a] * d;
-    const float* w1 = W + classes[a + 1] * d;
-    const float* w2 = W + classes[a + 2] * d;
-    const float* w3 = W + classes[a + 3] * d;
-    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-    for (int64_t j = 0; j < d; ++j) {
-      const float xv = x[j];
-      s0 += w0[j] * xv;
-      s1 += w1[j] * xv;
-      s2 += w2[j] * xv;
-      s3 += w3[j] * xv;
-    }
-    out[a] = s0;
-    out[a + 1] = s1;
-    out[a + 2] = s2;
-    out[a + 3] = s3;
-  }
-  for (; a < count; ++a) {
-    const float* w0 = W + classes[a] * d;
-    float s0 = 0.0f;
-#pragma omp simd reduction(+ : s0)
-    for (int64_t j = 0; j < d; ++j) s0 += w0[j] * x[j];
-    out[a] = s0;
-  }
+  class_scores_impl<float>(W, d, x, classes, count, out);
 }
 
 // w += delta * x in float64, and wf = float(w): the float32 copy never drifts from the
@@ -109,20 +90,6 @@ double squared_norm(const float* x, int64_t d) {
 #pragma omp simd reduction(+ : s)
   for (int64_t j = 0; j < d; ++j) s += static_cast<double>(x[j]) * static_cast<double>(x[j]);
   return s;
-}
-
-// Asks the memory system for a feature row ahead of its use (the epoch visits rows in a
-// random order, which the hardware prefetcher cannot predict).
-template <typename T>
-inline void prefetch(const T* ptr, int64_t count) {
-#if defined(__GNUC__)
-  const char* p = reinterpret_cast<const char*>(ptr);
-  const int64_t bytes = count * static_cast<int64_t>(sizeof(T));
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
-#else
-  (void)ptr;
-  (void)count;
-#endif
 }
 
 // A small, platform-independent generator (splitmix64): the permutation, hence the result,
@@ -180,6 +147,7 @@ void validate(const float* X, int64_t n, int64_t d, const int64_t* y, int64_t n_
   check(std::isfinite(o.C) && o.C > 0.0, kWhere, "C must be a finite number > 0");
   check(std::isfinite(o.tol) && o.tol > 0.0, kWhere, "tol must be a finite number > 0");
   check(o.max_iter >= 1, kWhere, "max_iter must be >= 1");
+  check(o.shrink_factor > 0.0 && o.shrink_factor < 1.0, kWhere, "shrink_factor must be in (0, 1)");
   if (o.sample_weight != nullptr)
     for (int64_t i = 0; i < n; ++i)
       check(std::isfinite(o.sample_weight[i]) && o.sample_weight[i] >= 0.0, kWhere,
@@ -205,7 +173,10 @@ double crammer_singer_primal(const float* X, int64_t n, int64_t d, const int64_t
   std::vector<int32_t> all(static_cast<size_t>(K));
   for (int m = 0; m < K; ++m) all[static_cast<size_t>(m)] = m;
   double loss = 0.0;
-#pragma omp parallel num_threads(threads) reduction(+ : loss)
+  // Threads only pay off on large passes: waking a team costs more than a small pass,
+  // and much more on a loaded machine.
+  const bool parallel = threads > 1 && n * n_classes * d >= (int64_t{1} << 26);
+#pragma omp parallel num_threads(threads) reduction(+ : loss) if (parallel)
   {
     std::vector<double> s(static_cast<size_t>(K));
 #pragma omp for schedule(static)
@@ -228,7 +199,6 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
                                       double* dual_coef, double* coef, double* bias) {
   validate(X, n, d, y, n_classes, o);
   const int K = static_cast<int>(n_classes);
-  const int threads = resolve_threads(o.n_threads);
   // Per-sample box: C_i = C * sample_weight[i] (C when no weights are given).
   auto sample_c = [&](int64_t i) { return o.sample_weight ? o.C * o.sample_weight[i] : o.C; };
   const double bias_term = o.fit_bias ? 1.0 : 0.0;
@@ -241,8 +211,7 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
 
   // Cached squared norms A_i = ||x_i||^2 (+1 for the bias feature).
   std::vector<double> sqnorm(static_cast<size_t>(n));
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n; ++i) {  // O(n d): serial (a thread team costs more)
     sqnorm[static_cast<size_t>(i)] = squared_norm(X + i * d, d) + bias_term;
   }
 
@@ -277,22 +246,12 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
   // Passes score classes with the float32 copy of W (twice the SIMD width); a pass that
   // would end the solve is repeated with float64 scores, so the stopping test is exact.
   bool precise = false;
-  constexpr int64_t kAhead = 2;
   while (stats.n_iter < o.max_iter) {
     double max_violation = 0.0;
     for (int64_t s = 0; s < active; ++s) std::swap(index[s], index[s + rng.below(active - s)]);
     for (int64_t s = 0; s < active; ++s) {
       const int64_t i = index[static_cast<size_t>(s)];
       const float* x = X + i * d;
-      if (s + kAhead < active) {  // the rows of a later sample, visited in random order
-        const int64_t ahead = index[static_cast<size_t>(s + kAhead)];
-        prefetch(X + ahead * d, d);
-        prefetch(lam + ahead * K, K);
-        prefetch(cls.data() + ahead * K, K);
-        prefetch(sqnorm.data() + ahead, 1);
-        prefetch(n_act.data() + ahead, 1);
-        prefetch(y + ahead, 1);
-      }
       const int64_t yi = y[i];
       const double C = sample_c(i);
       double* lam_i = lam + i * K;
@@ -378,7 +337,7 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
       // Unshrink everything and tighten the shrink tolerance.
       active = n_work;
       std::fill(n_act.begin(), n_act.end(), K);
-      eps_shrink = std::max(0.5 * eps_shrink, o.tol);
+      eps_shrink = std::max(o.shrink_factor * eps_shrink, o.tol);
       start_from_all = true;
     } else {
       precise = false;

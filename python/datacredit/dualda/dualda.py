@@ -300,6 +300,16 @@ class DualDA:
             n_threads=self.n_threads,
             n_classes=k,
         )
+        if not res.converged:
+            import warnings
+
+            warnings.warn(
+                f"the SVM solver stopped after max_iter={self.max_iter} epochs with max KKT "
+                f"violation {res.max_violation:.3g} > tol={self.tol:g}; attributions are "
+                "approximate (raise max_iter for an exact surrogate)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.n_train = feats.shape[0]
         self.train_labels = y
         self.support = res.support

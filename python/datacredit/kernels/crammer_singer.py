@@ -106,6 +106,7 @@ def crammer_singer_fit(
     n_threads: int | None = None,
     n_classes: int | None = None,
     sample_weight: Any = None,
+    shrink_factor: float = 0.5,
 ) -> CSResult:
     """Fit a Crammer–Singer multiclass linear SVM by dual coordinate descent.
 
@@ -131,6 +132,11 @@ def crammer_singer_fit(
             has no training sample.
         sample_weight: optional ``(N,)`` non-negative loss weights: sample ``i``'s box is
             ``C_i = C * sample_weight[i]`` (``alpha`` rows then sum to ``C_i``).
+        shrink_factor: in ``(0, 1)``; whenever a pass over the shrunk set gets below the
+            shrink tolerance, all samples are unshrunk and the tolerance is multiplied by it
+            (0.5 = halving, as LIBLINEAR).  A smaller factor (e.g. 0.1) needs fewer full
+            passes and was up to ~2x faster at N=60,000 in our benchmark; the stopping rule,
+            hence the accuracy guarantee, does not change.
 
     Returns:
         :class:`CSResult`.
@@ -156,6 +162,8 @@ def crammer_singer_fit(
         raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if not 0.0 < float(shrink_factor) < 1.0:
+        raise ValueError(f"shrink_factor must be in (0, 1), got {shrink_factor!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     sw = _weights(sample_weight, x.shape[0])
@@ -170,6 +178,7 @@ def crammer_singer_fit(
         bool(fit_bias),
         resolve_threads(n_threads),
         sw,
+        float(shrink_factor),
     )
     alpha = -lam
     alpha[np.arange(lab.shape[0]), lab] += c_val if sw is None else c_val * sw
