@@ -57,7 +57,7 @@ def main() -> None:
         php = shapley.shapley_from_table(vp, 10)
         sur = SurrogateSHAP(args.budget, seed=0).explain(D.proxy_game)
         ker = shapley.kernel_shap(D.proxy_game, args.budget, seed=0)
-        rel = lambda a: np.linalg.norm(a - phr) / np.linalg.norm(phr)  # noqa: E731
+        rel = lambda a, ref=phr: np.linalg.norm(a - ref) / np.linalg.norm(ref)  # noqa: E731
         print(
             f"relative l2 to retraining Shapley: exact proxy {rel(php):.4f}, "
             f"SurrogateSHAP(M={args.budget}) {rel(sur.values):.4f}, "
