@@ -12,6 +12,15 @@ from datacredit.models import DiffusersClassConditional, DiffusersTextToImage, a
 from datacredit.surrogateshap import SampleBank  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: one intra-op thread is faster (and the test machine's cores are shared)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _unet(n_classes=4):
     torch.manual_seed(0)
     return diffusers.UNet2DModel(
