@@ -176,3 +176,17 @@ def test_proxy_game_errors(rng):
     np.testing.assert_allclose(out, [-1.0, m0, (m0 + m1) / 2, (m0 + m1) / 2])
     with pytest.raises(ValueError, match="shape"):
         g2(np.zeros((1, 3), bool))
+
+
+def test_bank_map_subset_and_features_bank(rng):
+    bank = SampleBank({"a": rng.normal(size=(6, 2, 2)), "b": rng.normal(size=(4, 2, 2))})
+    fb = bank.map(lambda x: x.reshape(len(x), -1).sum(1, keepdims=True), batch_size=4)
+    np.testing.assert_allclose(fb.samples("b")[:, 0], bank.samples("b").reshape(4, -1).sum(1))
+    assert fb.labels == ["a", "b"] and bank.subset(["b"]).labels == ["b"]
+    # a feature bank feeds the utilities directly (features=None)
+    ms = U.MeanScore().prepare(fb)
+    assert ms.evaluate([0.5, 0.5])[0] == pytest.approx(
+        0.5 * fb.samples("a").mean() + 0.5 * fb.samples("b").mean()
+    )
+    with pytest.raises(TypeError, match="int or str"):
+        SampleBank({1.5: np.zeros((2, 1))})

@@ -73,6 +73,9 @@ def test_sampler_properties():
     # paired sampling: each drawn coalition followed by its complement
     P = shapley.sample_coalitions(10, 202, seed=0, unique=False, paired=True)
     np.testing.assert_array_equal(P[2::2], ~P[3::2])
+    Q = shapley.sample_coalitions(10, 200, seed=0, paired=True)  # unique + paired
+    assert len({r.tobytes() for r in Q}) == 200
+    np.testing.assert_array_equal(Q[2::2], ~Q[3::2])
 
 
 def test_kernel_shap():

@@ -239,6 +239,7 @@ void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int
     std::vector<double> ref_counts;
     std::vector<uint64_t> slot_mask;
     std::vector<double> contrib;  // slot-major, d values per slot
+    std::vector<uint8_t> live;    // slot has a non-zero contribution
     MaskSlots slots, rslots;
     double base_acc = 0;
 
@@ -281,6 +282,8 @@ void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int
         }
         const int32_t ns = slots.size();
         contrib.assign(size_t(ns) * d, 0.0);
+        live.assign(ns, 0);
+        bool any_live = false;
         for (int32_t s = 0; s < ns; ++s) {
           const uint64_t mx = slot_mask[s];
           const uint64_t need = full & ~mx;  // features the reference must satisfy
@@ -290,6 +293,8 @@ void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int
             if ((mr & need) != need) continue;
             const uint64_t ux = mx & ~mr, ur = mr & ~mx;
             if ((ux | ur) == 0) continue;
+            live[s] = 1;
+            any_live = true;
             const int a = __builtin_popcountll(ux), b = __builtin_popcountll(ur);
             const double scale = leaf.value * ref_counts[q] * inv_r;
             const double pos = a > 0 ? scale * W[size_t(a - 1) * wn + b] : 0.0;
@@ -301,6 +306,10 @@ void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int
         const int32_t* feat = paths.feat.data() + leaf.begin;
         for (int64_t i = 0; i < nb; ++i) {
           if (xmask[i] == full) fx_acc[i] += leaf.value;
+        }
+        if (!any_live) continue;
+        for (int64_t i = 0; i < nb; ++i) {
+          if (!live[xslot[i]]) continue;
           const double* c = contrib.data() + size_t(xslot[i]) * d;
           double* row = acc.data() + i * n_features;
           for (int k = 0; k < d; ++k) row[feat[k]] += c[k];

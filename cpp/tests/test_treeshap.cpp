@@ -110,6 +110,7 @@ int main() {
   // argument errors name the argument
   Ensemble e;
   add_tree(e, 2, 3, rng);
+  e.feature[0] = 2;  // a split on feature 2: invalid when n_features = 2
   std::vector<float> X(3, 0.f);
   std::vector<double> phi(3), base(1);
   DC_EXPECT(dctest::throws_invalid(

@@ -1,5 +1,6 @@
 """Ready-made cooperative games (the synthetic test bed of SurrogateSHAP's Appendix E)."""
 
+from datacredit.games.digits import DigitsRetraining
 from datacredit.games.synthetic import SyntheticGame, synthetic
 
-__all__ = ["SyntheticGame", "synthetic"]
+__all__ = ["DigitsRetraining", "SyntheticGame", "synthetic"]

@@ -1,4 +1,6 @@
-"""Evaluation metrics, one module per area (attribution: DualDA and other data attribution)."""
+"""Evaluation metrics, one module per area: ``attribution`` (DualDA and other data
+attribution), ``shapley`` (SurrogateSHAP and contributor values) and ``generative``
+(GMValuator's criteria C1-C3)."""
 
 from datacredit.metrics.attribution import (
     coreset_indices,
@@ -10,13 +12,17 @@ from datacredit.metrics.attribution import (
     mislabel_detection_auc,
     shortcut_detection_auprc,
 )
+from datacredit.metrics.shapley import counterfactual_ranking, lds_coalitions, lds_groups
 
 __all__ = [
     "coreset_indices",
     "coreset_ranking",
+    "counterfactual_ranking",
     "identical_class",
     "identical_subclass",
     "lds",
+    "lds_coalitions",
+    "lds_groups",
     "matthews_corrcoef",
     "mislabel_detection_auc",
     "shortcut_detection_auprc",

@@ -11,6 +11,7 @@ from datacredit.models.encoders import (
     make_encoder,
 )
 from datacredit.models.features import FeatureExtractor, iterate_batches, resolve_layer
+from datacredit.models.generators import DiffusersClassConditional, DiffusersTextToImage, as_generator
 from datacredit.models.scorers import (
     CallableDistance,
     CallableQuality,
@@ -25,6 +26,8 @@ __all__ = [
     "CallableDistance",
     "CallableEncoder",
     "CallableQuality",
+    "DiffusersClassConditional",
+    "DiffusersTextToImage",
     "DreamSimDistance",
     "FeatureExtractor",
     "LPIPSDistance",
@@ -33,6 +36,7 @@ __all__ = [
     "PixelEncoder",
     "PrecomputedEncoder",
     "TorchEncoder",
+    "as_generator",
     "iterate_batches",
     "make_distance",
     "make_encoder",

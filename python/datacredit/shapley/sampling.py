@@ -54,7 +54,8 @@ def sample_coalitions(
         unique: de-duplicate (default): each coalition appears once, draws continue until
             ``budget − 2`` distinct interior coalitions are found.  When 2^n ≤ budget all
             2^n coalitions are returned (enumeration).  ``False`` samples iid with replacement.
-        paired: add the complement of every drawn coalition (antithetic sampling).
+        paired: add the complement of every drawn coalition right after it (antithetic
+            sampling); with an odd ``budget − 2`` the last complement is dropped.
 
     Complexity: O(budget · n log n) expected time for the draws.
     """
@@ -90,7 +91,17 @@ def sample_coalitions(
             raise RuntimeError("could not draw enough distinct coalitions; lower the budget")
         draw = _draw(rng, n, max(64, 2 * (need - count)), probs)
         if paired:
-            draw = np.stack([draw, ~draw], axis=1).reshape(-1, n)
+            # keep each coalition next to its complement: accept both or neither
+            for row in draw:
+                ka, kb = bytes(_keys(row[None])[0]), bytes(_keys(~row[None])[0])
+                if ka in seen or kb in seen:
+                    continue
+                seen.update((ka, kb))
+                chosen.extend((row, ~row))
+                count += 2
+                if count >= need:
+                    break
+            continue
         for row, key in zip(draw, _keys(draw)):
             kb = bytes(key)
             if kb in seen:
@@ -100,4 +111,4 @@ def sample_coalitions(
             count += 1
             if count == need:
                 break
-    return np.concatenate([ends, np.asarray(chosen, dtype=bool).reshape(-1, n)])
+    return np.concatenate([ends, np.asarray(chosen[:need], dtype=bool).reshape(-1, n)])

@@ -103,8 +103,8 @@ class SampleBank:
                 torch tensor, first axis = samples): images, latents or feature vectors.
             labels: the labels (int or str), e.g. class ids or prompt keys.
             n_per_label: samples per label.
-            seed: bank seed; chunk k of label i uses a seed derived from (seed, i, k), so the
-                samples do not depend on ``batch_size`` boundaries only through the seeds.
+            seed: bank seed; chunk k of label i uses a seed derived from (seed, i, k), so
+                a label's samples are reproducible for a given (seed, batch_size).
             path: directory to store the bank (None: memory); existing finished labels and
                 chunks there are reused (resume), provided the manifest matches.
             batch_size: samples per generator call (None: all of a label at once).
