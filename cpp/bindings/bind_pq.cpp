@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <vector>
 
 #include "bindings.hpp"
@@ -162,10 +163,16 @@ void bind_pq(py::module_& m) {
         int64_t* pi = idx.mutable_data();
         {
           py::gil_scoped_release release;
-          std::vector<float> tables(static_cast<size_t>(nq * s.m * s.ksub()));
-          pq_compute_tables(s, cent.data(), queries.data(), nq, met, tables.data(), n_threads);
-          pq_search_ivf(s, tables.data(), nq, codes.data(), codes.shape(0), lists.data(), nlist,
-                        probes.data(), probes.shape(1), k, met, pd, pi, n_threads);
+          constexpr int64_t kChunk = 2048;  // bounds the table memory
+          const int64_t np = probes.shape(1);
+          std::vector<float> tables(static_cast<size_t>(std::min(nq, kChunk) * s.m * s.ksub()));
+          for (int64_t q0 = 0; q0 < nq; q0 += kChunk) {
+            const int64_t nc = std::min(kChunk, nq - q0);
+            pq_compute_tables(s, cent.data(), queries.data() + q0 * s.dim, nc, met, tables.data(),
+                              n_threads);
+            pq_search_ivf(s, tables.data(), nc, codes.data(), codes.shape(0), lists.data(), nlist,
+                          probes.data() + q0 * np, np, k, met, pd + q0 * k, pi + q0 * k, n_threads);
+          }
         }
         return py::make_tuple(dist, idx);
       },

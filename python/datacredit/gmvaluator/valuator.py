@@ -67,6 +67,9 @@ class GMValuator:
         index: ``"pq"`` (datacredit's product quantizer, 8 bits), ``"exact"`` (fused
             Gram top-k, exact l2) or ``"faiss"`` (faiss ``IndexPQ``).
         pq_m: PQ sub-spaces (default: about d/8, a divisor of d).
+        pq_nlist: inverted lists of the PQ index's coarse quantizer (``index="pq"``);
+            ``None`` picks ``round(sqrt(N))`` for N >= 100,000 and no IVF below; 0 disables.
+        pq_nprobe: lists scanned per generated sample (default ``max(1, nlist // 16)``).
         rerank: ``"l2"`` (Euclidean distance, not squared), ``"cosine"`` (1 - cosine), both
             exact in embedding space; ``"lpips"``, ``"dreamsim"`` or a callable
             ``fn(gen_batch, train_batch) -> (n,)`` in image space (needs the raw data);
@@ -94,6 +97,8 @@ class GMValuator:
         recall: int = 200,
         index: str = "pq",
         pq_m: int | None = None,
+        pq_nlist: int | None = None,
+        pq_nprobe: int | None = None,
         rerank: Any = "l2",
         quality: Any = None,
         temperature: float = 1.0,
@@ -110,6 +115,9 @@ class GMValuator:
             raise ValueError(f"k = {self.k} must not exceed recall = {self.recall}")
         self.index = check_choice(index, "index", INDEXES)
         self.pq_m = None if pq_m is None else _positive_int(pq_m, "pq_m")
+        self.pq_nlist = None if pq_nlist in (None, 0) else _positive_int(pq_nlist, "pq_nlist")
+        self._auto_nlist = pq_nlist is None
+        self.pq_nprobe = None if pq_nprobe is None else _positive_int(pq_nprobe, "pq_nprobe")
         if not (isinstance(temperature, (int, float)) and np.isfinite(temperature)) or (
             temperature <= 0
         ):
@@ -133,6 +141,7 @@ class GMValuator:
         self._train_data: Any = None
         self._pq: ProductQuantizer | None = None
         self._codes: np.ndarray | None = None
+        self._lists: np.ndarray | None = None
         self._faiss: Any = None
 
     # ------------------------------------------------------------------ fit
@@ -171,14 +180,27 @@ class GMValuator:
             raise ValueError(f"recall = {self.recall} exceeds the number of training samples {n}")
         self.train_embeddings = emb
         self._train_data = train_data if self._distance is not None else None
-        self._pq = self._codes = self._faiss = None
+        self._pq = self._codes = self._lists = self._faiss = None
         d = emb.shape[1]
         if self.index == "pq":
             m = self.pq_m or _default_pq_m(d)
             nbits = int(min(8, np.floor(np.log2(n))))
-            pq = ProductQuantizer(d, m, max(1, nbits), seed=self.seed, n_threads=self.n_threads)
+            nlist = self.pq_nlist
+            if self._auto_nlist:
+                nlist = int(round(np.sqrt(n))) if n >= 100_000 else None
+            if nlist is not None and nlist > n:
+                raise ValueError(f"pq_nlist = {nlist} exceeds the number of training samples {n}")
+            nprobe = self.pq_nprobe or (max(1, nlist // 16) if nlist else 1)
+            if nlist is not None and nprobe > nlist:
+                raise ValueError(f"pq_nprobe = {nprobe} must not exceed pq_nlist = {nlist}")
+            pq = ProductQuantizer(
+                d, m, max(1, nbits), nlist=nlist, nprobe=nprobe, seed=self.seed,
+                n_threads=self.n_threads,
+            )
             pq.train(emb)
             self._pq, self._codes = pq, pq.encode(emb)
+            if nlist is not None:
+                self._lists = pq.assign(emb)
         elif self.index == "faiss":
             try:
                 import faiss
@@ -201,7 +223,14 @@ class GMValuator:
                 gen, emb, self.recall, metric="l2", largest=False, n_threads=self.n_threads
             )
         elif self.index == "pq":
-            dist, idx = self._pq.search(gen, self._codes, self.recall)
+            dist, idx = self._pq.search(gen, self._codes, self.recall, lists=self._lists)
+            if self._lists is not None and (idx < 0).any():
+                # Probed lists held fewer than `recall` codes: fill the empty slots with
+                # exact candidates of the missing rows (rare; keeps shapes rectangular).
+                rows = np.flatnonzero((idx < 0).any(1))
+                d2, i2 = gram_topk(gen[rows], emb, self.recall, metric="l2", largest=False,
+                                   n_threads=self.n_threads)
+                dist[rows], idx[rows] = d2, i2
         else:
             dist, idx = self._faiss.search(gen, self.recall)
         return dist, idx
@@ -323,6 +352,7 @@ class GMValuator:
         }
         if self._pq is not None:
             diag["pq_m"], diag["pq_nbits"] = self._pq.m, self._pq.nbits
+            diag["pq_nlist"], diag["pq_nprobe"] = self._pq.nlist, self._pq.nprobe
         if self.index != "exact" and self.diagnostics_sample > 0:
             diag.update(self._recall_diagnostics(gen, cand, top_idx))
         return GMValuation(values, top_idx, weights, top_dist, q, diag)
