@@ -62,12 +62,21 @@ def main() -> None:
     t0 = time.perf_counter()
     data = clustered(args.n + args.n_gen, args.d, args.clusters, 1.0, seed=1)
     train, gen = data[: args.n], data[args.n :]
-    print(f"data: {args.n} training x {args.n_gen} generated embeddings, d={args.d}, "
-          f"k={args.k}, threads={args.threads} [{time.perf_counter() - t0:.1f} s]")
+    print(
+        f"data: {args.n} training x {args.n_gen} generated embeddings, d={args.d}, "
+        f"k={args.k}, threads={args.threads} [{time.perf_counter() - t0:.1f} s]"
+    )
 
-    gmv = GMValuator(k=args.k, recall=args.recall, index="pq", pq_nlist=args.nlist,
-                     pq_nprobe=args.nprobe, rerank="l2", n_threads=args.threads,
-                     diagnostics_sample=100)
+    gmv = GMValuator(
+        k=args.k,
+        recall=args.recall,
+        index="pq",
+        pq_nlist=args.nlist,
+        pq_nprobe=args.nprobe,
+        rerank="l2",
+        n_threads=args.threads,
+        diagnostics_sample=100,
+    )
     t0 = time.perf_counter()
     gmv.fit(train)
     t_fit = time.perf_counter() - t0
@@ -76,19 +85,27 @@ def main() -> None:
     t_value = time.perf_counter() - t0
     diag = res.diagnostics
     print(f"datacredit fit (PQ m={diag['pq_m']}, nlist={diag['pq_nlist']}): {t_fit:.1f} s")
-    print(f"datacredit value: {t_value:.1f} s total (recall {diag['recall_s']:.1f} s, "
-          f"re-rank+values {diag['rerank_and_values_s']:.1f} s, diagnostics incl.)")
-    print(f"recall@{args.k} vs exact (100 samples): recall stage "
-          f"{diag['recall_stage_recall_at_k']:.4f}, final {diag['final_recall_at_k']:.4f}")
+    print(
+        f"datacredit value: {t_value:.1f} s total (recall {diag['recall_s']:.1f} s, "
+        f"re-rank+values {diag['rerank_and_values_s']:.1f} s, diagnostics incl.)"
+    )
+    print(
+        f"recall@{args.k} vs exact (100 samples): recall stage "
+        f"{diag['recall_stage_recall_at_k']:.4f}, final {diag['final_recall_at_k']:.4f}"
+    )
 
     nb = args.brute_samples
     t0 = time.perf_counter()
     bvals, btop = brute_force_values(train, gen[:nb], args.k)
     t_b = time.perf_counter() - t0
     t_b_scaled = t_b * args.n_gen / nb
-    agree = np.mean([len(np.intersect1d(a, b)) / args.k for a, b in zip(btop, res.topk_indices[:nb])])
-    print(f"brute-force loop: {t_b:.1f} s for {nb} samples -> {t_b_scaled:.0f} s scaled to "
-          f"{args.n_gen}")
+    agree = np.mean(
+        [len(np.intersect1d(a, b)) / args.k for a, b in zip(btop, res.topk_indices[:nb])]
+    )
+    print(
+        f"brute-force loop: {t_b:.1f} s for {nb} samples -> {t_b_scaled:.0f} s scaled to "
+        f"{args.n_gen}"
+    )
     print(f"top-{args.k} agreement with the brute force on those {nb}: {agree:.4f}")
     print()
     print(f"speed-up value() vs brute force:          {t_b_scaled / t_value:7.1f}x")

@@ -35,6 +35,7 @@ def train_encoder(x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: int = 300
     """A 64-32-10 MLP classifier; returns the module mapping images to the 32-d layer."""
     import torch
 
+    torch.set_num_threads(1)  # a tiny MLP: more threads only contend
     torch.manual_seed(seed)
     body = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU())
     head = torch.nn.Linear(32, 10)

@@ -230,13 +230,23 @@ def test_bad_input(rng):
 
 def test_pq_with_ivf(rng):
     train, gen = _data(rng, n=4000, n_gen=50, d=32)
-    res = GMValuator(k=10, recall=100, index="pq", pq_m=16, pq_nlist=16, pq_nprobe=4,
-                     diagnostics_sample=50).fit(train).value(gen)
+    res = (
+        GMValuator(
+            k=10, recall=100, index="pq", pq_m=16, pq_nlist=16, pq_nprobe=4, diagnostics_sample=50
+        )
+        .fit(train)
+        .value(gen)
+    )
     assert res.diagnostics["pq_nlist"] == 16 and res.diagnostics["pq_nprobe"] == 4
     assert res.diagnostics["final_recall_at_k"] >= 0.95
     assert (res.topk_indices >= 0).all()
     np.testing.assert_allclose(res.topk_weights.sum(1), 1.0)
     # a probe of one tiny list cannot fill `recall` slots: exact candidates fill the rows
-    res1 = GMValuator(k=10, recall=1000, index="pq", pq_m=16, pq_nlist=16, pq_nprobe=1,
-                      diagnostics_sample=0).fit(train).value(gen)
+    res1 = (
+        GMValuator(
+            k=10, recall=1000, index="pq", pq_m=16, pq_nlist=16, pq_nprobe=1, diagnostics_sample=0
+        )
+        .fit(train)
+        .value(gen)
+    )
     assert (res1.topk_indices >= 0).all()

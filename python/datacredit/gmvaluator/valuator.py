@@ -194,7 +194,12 @@ class GMValuator:
             if nlist is not None and nprobe > nlist:
                 raise ValueError(f"pq_nprobe = {nprobe} must not exceed pq_nlist = {nlist}")
             pq = ProductQuantizer(
-                d, m, max(1, nbits), nlist=nlist, nprobe=nprobe, seed=self.seed,
+                d,
+                m,
+                max(1, nbits),
+                nlist=nlist,
+                nprobe=nprobe,
+                seed=self.seed,
                 n_threads=self.n_threads,
             )
             pq.train(emb)
@@ -228,8 +233,14 @@ class GMValuator:
                 # Probed lists held fewer than `recall` codes: fill the empty slots with
                 # exact candidates of the missing rows (rare; keeps shapes rectangular).
                 rows = np.flatnonzero((idx < 0).any(1))
-                d2, i2 = gram_topk(gen[rows], emb, self.recall, metric="l2", largest=False,
-                                   n_threads=self.n_threads)
+                d2, i2 = gram_topk(
+                    gen[rows],
+                    emb,
+                    self.recall,
+                    metric="l2",
+                    largest=False,
+                    n_threads=self.n_threads,
+                )
                 dist[rows], idx[rows] = d2, i2
         else:
             dist, idx = self._faiss.search(gen, self.recall)
