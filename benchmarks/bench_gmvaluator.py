@@ -4,8 +4,9 @@
 rerank="l2".  The reference (as in the published baselines): for each generated sample,
 Euclidean distances to all training embeddings in chunks of 2,048 with numpy, then
 argpartition for the top k and the softmax weights; timed on 100 samples and scaled
-linearly.  datacredit: PQ (+ IVF) recall of `recall` candidates, exact l2 re-rank, top k,
-values.  recall@50 of datacredit's top-50 against exact search is measured on 100
+linearly.  datacredit: `--index ivf` (default; inverted file, exact l2 inside the probed
+lists via the fused Gram top-k kernel) or `--index pq` (PQ + IVF ADC recall of `recall`
+candidates), then exact l2 re-rank, top k, values.  recall@50 of datacredit's top-50 against exact search is measured on 100
 generated samples (GMValuation.diagnostics) and reported.
 
     flock /tmp/bench.lock python benchmarks/bench_gmvaluator.py [--n 1000000 --n-gen 10000]
@@ -49,6 +50,7 @@ def main() -> None:
     ap.add_argument("--n-gen", type=int, default=10_000)
     ap.add_argument("--d", type=int, default=512)
     ap.add_argument("--k", type=int, default=50)
+    ap.add_argument("--index", default="ivf", choices=["ivf", "pq", "exact"])
     ap.add_argument("--recall", type=int, default=400)
     ap.add_argument("--nlist", type=int, default=1024)
     ap.add_argument("--nprobe", type=int, default=32)
@@ -84,7 +86,11 @@ def main() -> None:
     res = gmv.value(gen)
     t_value = time.perf_counter() - t0
     diag = res.diagnostics
-    print(f"datacredit fit (PQ m={diag['pq_m']}, nlist={diag['pq_nlist']}): {t_fit:.1f} s")
+    print(
+        f"datacredit fit (index={args.index}, PQ m={diag.get('pq_m')}, "
+        f"nlist={diag.get('pq_nlist')}, nprobe={diag.get('pq_nprobe')}, "
+        f"recall={args.recall}): {t_fit:.1f} s"
+    )
     print(
         f"datacredit value: {t_value:.1f} s total (recall {diag['recall_s']:.1f} s, "
         f"re-rank+values {diag['rerank_and_values_s']:.1f} s, diagnostics incl.)"

@@ -6,6 +6,6 @@ used as is, other real dtypes are converted once.
 """
 
 from datacredit.kernels.gram import gram, gram_topk
-from datacredit.kernels.pq import ProductQuantizer
+from datacredit.kernels.pq import ProductQuantizer, kmeans
 
-__all__ = ["ProductQuantizer", "gram", "gram_topk"]
+__all__ = ["ProductQuantizer", "gram", "gram_topk", "kmeans"]

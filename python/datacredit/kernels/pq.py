@@ -26,6 +26,35 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def kmeans(
+    x: Any,
+    k: int,
+    *,
+    n_iter: int = 10,
+    max_points_per_centroid: int = 64,
+    seed: int = 0,
+) -> np.ndarray:
+    """Lloyd's k-means: ``(k, d)`` float32 centroids of ``x`` ``(n, d)``, ``n >= k``.
+
+    Trained on a seeded sample of at most ``max_points_per_centroid * k`` rows, centroids
+    initialised from distinct sample rows, empty clusters re-seeded by splitting the largest;
+    deterministic for a given seed.  ``O(n_iter * sample * k * d)`` through GEMM (the
+    coarse quantizer of inverted-file indexes).
+    """
+    arr = as_float_matrix(x, "x")
+    k = _positive_int(k, "k")
+    if arr.shape[0] < k:
+        raise ValueError(f"x needs at least k = {k} rows, got {arr.shape[0]}")
+    return _core.kmeans(
+        arr,
+        k,
+        _positive_int(n_iter, "n_iter"),
+        _positive_int(max_points_per_centroid, "max_points_per_centroid"),
+        int(seed),
+        0,
+    )
+
+
 class ProductQuantizer:
     """Product quantizer with asymmetric-distance (ADC) search and fused top-k.
 
