@@ -57,6 +57,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-flat", action="store_true")
     args = ap.parse_args()
+    import functools
+
+    global print
+    print = functools.partial(print, flush=True)  # noqa: A001
 
     import faiss
     from datacredit.kernels import ProductQuantizer, gram_topk
@@ -72,7 +76,6 @@ def main() -> None:
         f"[{time.perf_counter() - t0:.1f} s to generate]"
     )
 
-    rows = []
     # ---- exact ground truth
     flat = faiss.IndexFlatL2(d)
     flat.add(xb)
@@ -84,8 +87,7 @@ def main() -> None:
         sub = gram_topk(xq[:20], xb, k, metric="l2", largest=False, n_threads=args.threads)[1]
         agree = recall_at_k(sub, truth[:20])
         print(f"exact check: gram_topk vs IndexFlatL2 top-{k} agreement on 20 queries: {agree:.4f}")
-        rows.append(("faiss IndexFlatL2 (exact)", float("nan"), t_flat, 1.0))
-    del flat
+    flat = None
 
     # ---- datacredit PQ, 8 bits
     pq = ProductQuantizer(d, m, 8, seed=0, n_threads=args.threads)
@@ -106,7 +108,7 @@ def main() -> None:
     t_build_f = time.perf_counter() - tb0
     t_f, (_, i_f) = timed(lambda: ipq.search(xq, k), repeat=2)
     r_f = recall_at_k(i_f, truth)
-    del ipq
+    ipq = None
 
     # ---- faiss IndexPQFastScan, 4 bits
     ifs = faiss.IndexPQFastScan(d, m, 4)
@@ -116,7 +118,7 @@ def main() -> None:
     t_build_fs = time.perf_counter() - tb0
     t_fs, (_, i_fs) = timed(lambda: ifs.search(xq, k), repeat=2)
     r_fs = recall_at_k(i_fs, truth)
-    del ifs
+    ifs = None
 
     # ---- datacredit PQ, 4 bits (LUT scan, no SIMD shuffles)
     pq4 = ProductQuantizer(d, m, 4, seed=0, n_threads=args.threads)

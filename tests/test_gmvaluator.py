@@ -226,3 +226,44 @@ def test_bad_input(rng):
         GMValuator(encoder="resnet")
     with pytest.raises(ValueError, match="image distance"):
         GMValuator(rerank="ssim")
+
+
+def test_pq_with_ivf(rng):
+    train, gen = _data(rng, n=4000, n_gen=50, d=32)
+    res = (
+        GMValuator(
+            k=10, recall=100, index="pq", pq_m=16, pq_nlist=16, pq_nprobe=4, diagnostics_sample=50
+        )
+        .fit(train)
+        .value(gen)
+    )
+    assert res.diagnostics["pq_nlist"] == 16 and res.diagnostics["pq_nprobe"] == 4
+    assert res.diagnostics["final_recall_at_k"] >= 0.95
+    assert (res.topk_indices >= 0).all()
+    np.testing.assert_allclose(res.topk_weights.sum(1), 1.0)
+    # a probe of one tiny list cannot fill `recall` slots: exact candidates fill the rows
+    res1 = (
+        GMValuator(
+            k=10, recall=1000, index="pq", pq_m=16, pq_nlist=16, pq_nprobe=1, diagnostics_sample=0
+        )
+        .fit(train)
+        .value(gen)
+    )
+    assert (res1.topk_indices >= 0).all()
+
+
+def test_ivf_exact_within_lists(rng):
+    train, gen = _data(rng, n=3000, n_gen=40, d=16)
+    # probing every list is exact search
+    full = GMValuator(k=8, recall=30, index="ivf", pq_nlist=10, pq_nprobe=10).fit(train)
+    exact = GMValuator(k=8, recall=30, index="exact").fit(train)
+    a, b = full.value(gen), exact.value(gen)
+    np.testing.assert_array_equal(a.topk_indices, b.topk_indices)
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-9, atol=1e-12)
+    part = (
+        GMValuator(k=8, recall=30, index="ivf", pq_nlist=10, pq_nprobe=3, diagnostics_sample=40)
+        .fit(train)
+        .value(gen)
+    )
+    assert part.diagnostics["final_recall_at_k"] >= 0.95
+    assert (part.topk_indices >= 0).all()

@@ -24,7 +24,7 @@ def _brute_adc(tables: np.ndarray, codes: np.ndarray, k: int, largest: bool):
 
 
 @pytest.mark.parametrize("metric", ["l2", "ip"])
-@pytest.mark.parametrize("nbits,m", [(8, 8), (4, 16), (6, 5), (8, 40)])
+@pytest.mark.parametrize("nbits,m", [(8, 8), (4, 16), (6, 5), (8, 40), (8, 64)])
 def test_search_equals_brute_force_adc(rng, metric, nbits, m):
     d = m * 4
     x = _clustered(rng, 3000, d)
@@ -167,3 +167,59 @@ def test_bad_input(rng):
         pq.decode(np.full((2, 2), 16, np.uint8))
     with pytest.raises(ValueError, match="empty"):
         pq.search(x[:0], codes, 3)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_ivf_search_equals_brute_force_over_probed_lists(rng, metric):
+    d, m, nlist = 32, 8, 12
+    x = _clustered(rng, 4000, d)
+    pq = ProductQuantizer(d, m, 8, metric=metric, nlist=nlist, nprobe=3, seed=2)
+    pq.train(x, n_iter=5)
+    codes, lists = pq.encode(x), pq.assign(x)
+    # assign = nearest coarse centroid
+    dc = ((x[:, None, :].astype(np.float64) - pq.coarse_centroids[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(lists, dc.argmin(1))
+    q = _clustered(rng, 25, d)
+    k = 40
+    dist, idx = pq.search(q, codes, k, lists=lists)
+    tables = pq.compute_tables(q)
+    probes = np.argsort(
+        ((q[:, None, :].astype(np.float64) - pq.coarse_centroids[None]) ** 2).sum(-1),
+        axis=1,
+        kind="stable",
+    )[:, :3]
+    for j in range(len(q)):
+        sel = np.flatnonzero(np.isin(lists, probes[j]))
+        acc = np.zeros(len(sel), np.float32)
+        for s in range(m):
+            acc = acc + tables[j, s, codes[sel, s]]
+        key = -acc if metric == "ip" else acc
+        order = np.lexsort((sel, key))[:k]
+        got = min(k, len(sel))
+        np.testing.assert_array_equal(idx[j, :got], sel[order][:got])
+        np.testing.assert_array_equal(dist[j, :got], acc[order][:got])
+        assert np.all(idx[j, got:] == -1)
+    # probing every list equals the flat search
+    full = pq.search(q, codes, k, lists=lists, nprobe=nlist)
+    flat = pq.search(q, codes, k)
+    np.testing.assert_array_equal(full[1], flat[1])
+
+
+def test_ivf_save_load_and_errors(rng, tmp_path):
+    d, m = 16, 4
+    x = _clustered(rng, 600, d)
+    pq = ProductQuantizer(d, m, 6, nlist=5, nprobe=2).train(x, n_iter=3)
+    pq.save(tmp_path / "ivf.npz")
+    back = ProductQuantizer.load(tmp_path / "ivf.npz")
+    np.testing.assert_array_equal(back.coarse_centroids, pq.coarse_centroids)
+    assert (back.nlist, back.nprobe) == (5, 2)
+    codes, lists = pq.encode(x), pq.assign(x)
+    with pytest.raises(ValueError, match="nprobe"):
+        pq.search(x[:2], codes, 3, lists=lists, nprobe=6)
+    with pytest.raises(ValueError, match="lists"):
+        pq.search(x[:2], codes, 3, lists=lists[:-1])
+    with pytest.raises(ValueError, match="nprobe = 3 must not exceed"):
+        ProductQuantizer(d, m, nlist=2, nprobe=3)
+    flat = ProductQuantizer(d, m, 6).train(x, n_iter=2)
+    with pytest.raises(RuntimeError, match="nlist"):
+        flat.assign(x)

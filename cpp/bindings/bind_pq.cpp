@@ -1,3 +1,6 @@
+#include <algorithm>
+#include <vector>
+
 #include "bindings.hpp"
 #include "datacredit/common.hpp"
 #include "datacredit/pq.hpp"
@@ -124,6 +127,58 @@ void bind_pq(py::module_& m) {
       },
       py::arg("centroids"), py::arg("queries"), py::arg("codes"), py::arg("k"), py::arg("nbits"),
       py::arg("metric"), py::arg("n_threads"));
+
+  m.def(
+      "kmeans",
+      [](const FloatArray& x, int64_t k, int n_iter, int64_t mppc, uint64_t seed, int n_threads) {
+        check(x.ndim() == 2, "kmeans", "x must be a matrix");
+        FloatArray cent({k, static_cast<int64_t>(x.shape(1))});
+        float* pc = cent.mutable_data();
+        {
+          py::gil_scoped_release release;
+          kmeans(x.data(), x.shape(0), x.shape(1), k, n_iter, mppc, seed, pc, n_threads);
+        }
+        return cent;
+      },
+      py::arg("x"), py::arg("k"), py::arg("n_iter"), py::arg("max_points_per_centroid"),
+      py::arg("seed"), py::arg("n_threads"));
+
+  m.def(
+      "pq_search_ivf",
+      [](const FloatArray& cent, const FloatArray& queries, const ByteArray& codes,
+         const Int64Array& lists, int64_t nlist, const Int64Array& probes, int64_t k, int nbits,
+         const std::string& metric, int n_threads) {
+        const PQShape s = make_shape(queries.shape(1), cent.shape(0), nbits);
+        check_centroids(s, cent);
+        check_codes(s, codes);
+        const PQMetric met = parse_pq_metric(metric);
+        const int64_t nq = queries.shape(0);
+        check(lists.ndim() == 1 && lists.shape(0) == codes.shape(0), "ProductQuantizer",
+              "lists must have one entry per code");
+        check(probes.ndim() == 2 && probes.shape(0) == nq, "ProductQuantizer",
+              "probes must have shape (nq, nprobe)");
+        FloatArray dist({nq, k});
+        Int64Array idx({nq, k});
+        float* pd = dist.mutable_data();
+        int64_t* pi = idx.mutable_data();
+        {
+          py::gil_scoped_release release;
+          constexpr int64_t kChunk = 2048;  // bounds the table memory
+          const int64_t np = probes.shape(1);
+          std::vector<float> tables(static_cast<size_t>(std::min(nq, kChunk) * s.m * s.ksub()));
+          for (int64_t q0 = 0; q0 < nq; q0 += kChunk) {
+            const int64_t nc = std::min(kChunk, nq - q0);
+            pq_compute_tables(s, cent.data(), queries.data() + q0 * s.dim, nc, met, tables.data(),
+                              n_threads);
+            pq_search_ivf(s, tables.data(), nc, codes.data(), codes.shape(0), lists.data(), nlist,
+                          probes.data() + q0 * np, np, k, met, pd + q0 * k, pi + q0 * k, n_threads);
+          }
+        }
+        return py::make_tuple(dist, idx);
+      },
+      py::arg("centroids"), py::arg("queries"), py::arg("codes"), py::arg("lists"),
+      py::arg("nlist"), py::arg("probes"), py::arg("k"), py::arg("nbits"), py::arg("metric"),
+      py::arg("n_threads"));
 }
 
 }  // namespace datacredit::bindings

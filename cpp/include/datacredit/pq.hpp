@@ -68,4 +68,19 @@ void pq_search_tables(const PQShape& shape, const float* tables, int64_t nq, con
                       int64_t n_codes, int64_t k, PQMetric metric, float* distances,
                       int64_t* indices, int n_threads = 0);
 
+// Plain k-means (the coarse quantizer of IVF): Lloyd iterations on a seeded sample of at
+// most max_points_per_centroid * k rows of x (n x dim), GEMM assignment with the BLAS's
+// own threads.  centroids: (k x dim).  Deterministic for a given seed.
+void kmeans(const float* x, int64_t n, int64_t dim, int64_t k, int n_iter,
+            int64_t max_points_per_centroid, uint64_t seed, float* centroids, int n_threads = 0);
+
+// Inverted-file (IVF) search: only the codes whose list (lists[i] in [0, nlist), from a
+// coarse quantizer) is among the query's nprobe probed lists (probes: nq x nprobe) are
+// scanned, with the same tables, pruning and tie rule.  Slots beyond the number of codes
+// in the probed lists get distance +inf (-inf for ip) and index -1.
+void pq_search_ivf(const PQShape& shape, const float* tables, int64_t nq, const uint8_t* codes,
+                   int64_t n_codes, const int64_t* lists, int64_t nlist, const int64_t* probes,
+                   int64_t nprobe, int64_t k, PQMetric metric, float* distances, int64_t* indices,
+                   int n_threads = 0);
+
 }  // namespace datacredit

@@ -23,12 +23,12 @@ import numpy as np
 
 from datacredit._arrays import as_float_matrix, check_choice
 from datacredit.gmvaluator.result import GMValuation
-from datacredit.kernels import ProductQuantizer, gram_topk
+from datacredit.kernels import ProductQuantizer, gram_topk, kmeans
 from datacredit.models._data import data_len, take
 from datacredit.models.encoders import make_encoder
 from datacredit.models.scorers import make_distance, make_quality
 
-INDEXES = ("pq", "exact", "faiss")
+INDEXES = ("pq", "ivf", "exact", "faiss")
 EMBEDDING_RERANKS = ("l2", "cosine")
 
 
@@ -64,9 +64,16 @@ class GMValuator:
             a torch module, an object with ``.encode``, or a callable.
         k: training samples kept per generated sample.
         recall: candidates recalled per generated sample before re-ranking, ``>= k``.
-        index: ``"pq"`` (datacredit's product quantizer, 8 bits), ``"exact"`` (fused
-            Gram top-k, exact l2) or ``"faiss"`` (faiss ``IndexPQ``).
+        index: ``"pq"`` (datacredit's product quantizer, 8 bits, with an optional coarse
+            IVF), ``"ivf"`` (inverted file with exact l2 inside the ``pq_nprobe`` probed
+            lists: the training embeddings are grouped by list once, each list is searched
+            with the fused Gram top-k kernel for the generated samples probing it),
+            ``"exact"`` (fused Gram top-k over everything) or ``"faiss"`` (faiss ``IndexPQ``).
         pq_m: PQ sub-spaces (default: about d/8, a divisor of d).
+        pq_nlist: inverted lists of the coarse quantizer (``index="pq"`` or ``"ivf"``);
+            ``None`` picks ``round(sqrt(N))`` (for ``"pq"`` only when N >= 100,000, no IVF
+            below); 0 disables (``"pq"`` only).
+        pq_nprobe: lists scanned per generated sample (default ``max(1, nlist // 16)``).
         rerank: ``"l2"`` (Euclidean distance, not squared), ``"cosine"`` (1 - cosine), both
             exact in embedding space; ``"lpips"``, ``"dreamsim"`` or a callable
             ``fn(gen_batch, train_batch) -> (n,)`` in image space (needs the raw data);
@@ -94,6 +101,8 @@ class GMValuator:
         recall: int = 200,
         index: str = "pq",
         pq_m: int | None = None,
+        pq_nlist: int | None = None,
+        pq_nprobe: int | None = None,
         rerank: Any = "l2",
         quality: Any = None,
         temperature: float = 1.0,
@@ -110,6 +119,9 @@ class GMValuator:
             raise ValueError(f"k = {self.k} must not exceed recall = {self.recall}")
         self.index = check_choice(index, "index", INDEXES)
         self.pq_m = None if pq_m is None else _positive_int(pq_m, "pq_m")
+        self.pq_nlist = None if pq_nlist in (None, 0) else _positive_int(pq_nlist, "pq_nlist")
+        self._auto_nlist = pq_nlist is None
+        self.pq_nprobe = None if pq_nprobe is None else _positive_int(pq_nprobe, "pq_nprobe")
         if not (isinstance(temperature, (int, float)) and np.isfinite(temperature)) or (
             temperature <= 0
         ):
@@ -133,6 +145,7 @@ class GMValuator:
         self._train_data: Any = None
         self._pq: ProductQuantizer | None = None
         self._codes: np.ndarray | None = None
+        self._lists: np.ndarray | None = None
         self._faiss: Any = None
 
     # ------------------------------------------------------------------ fit
@@ -171,14 +184,52 @@ class GMValuator:
             raise ValueError(f"recall = {self.recall} exceeds the number of training samples {n}")
         self.train_embeddings = emb
         self._train_data = train_data if self._distance is not None else None
-        self._pq = self._codes = self._faiss = None
+        self._pq = self._codes = self._lists = self._faiss = self._ivf = None
         d = emb.shape[1]
+        if self.index == "ivf":
+            nlist = self.pq_nlist or max(1, int(round(np.sqrt(n))))
+            if nlist > n:
+                raise ValueError(f"pq_nlist = {nlist} exceeds the number of training samples {n}")
+            nprobe = self.pq_nprobe or max(1, nlist // 16)
+            if nprobe > nlist:
+                raise ValueError(f"pq_nprobe = {nprobe} must not exceed pq_nlist = {nlist}")
+            coarse = kmeans(emb, nlist, seed=self.seed)
+            lists = gram_topk(emb, coarse, 1, metric="l2", largest=False, n_threads=self.n_threads)[
+                1
+            ][:, 0]
+            order = np.argsort(lists, kind="stable")
+            starts = np.searchsorted(lists[order], np.arange(nlist + 1))
+            self._ivf = {
+                "coarse": coarse,
+                "order": order,
+                "starts": starts,
+                "sorted": np.ascontiguousarray(emb[order]),
+                "nprobe": nprobe,
+            }
         if self.index == "pq":
             m = self.pq_m or _default_pq_m(d)
             nbits = int(min(8, np.floor(np.log2(n))))
-            pq = ProductQuantizer(d, m, max(1, nbits), seed=self.seed, n_threads=self.n_threads)
+            nlist = self.pq_nlist
+            if self._auto_nlist:
+                nlist = int(round(np.sqrt(n))) if n >= 100_000 else None
+            if nlist is not None and nlist > n:
+                raise ValueError(f"pq_nlist = {nlist} exceeds the number of training samples {n}")
+            nprobe = self.pq_nprobe or (max(1, nlist // 16) if nlist else 1)
+            if nlist is not None and nprobe > nlist:
+                raise ValueError(f"pq_nprobe = {nprobe} must not exceed pq_nlist = {nlist}")
+            pq = ProductQuantizer(
+                d,
+                m,
+                max(1, nbits),
+                nlist=nlist,
+                nprobe=nprobe,
+                seed=self.seed,
+                n_threads=self.n_threads,
+            )
             pq.train(emb)
             self._pq, self._codes = pq, pq.encode(emb)
+            if nlist is not None:
+                self._lists = pq.assign(emb)
         elif self.index == "faiss":
             try:
                 import faiss
@@ -200,11 +251,77 @@ class GMValuator:
             dist, idx = gram_topk(
                 gen, emb, self.recall, metric="l2", largest=False, n_threads=self.n_threads
             )
+        elif self.index == "ivf":
+            dist, idx = self._ivf_search(gen)
         elif self.index == "pq":
-            dist, idx = self._pq.search(gen, self._codes, self.recall)
+            dist, idx = self._pq.search(gen, self._codes, self.recall, lists=self._lists)
+            if self._lists is not None and (idx < 0).any():
+                # Probed lists held fewer than `recall` codes: fill the empty slots with
+                # exact candidates of the missing rows (rare; keeps shapes rectangular).
+                rows = np.flatnonzero((idx < 0).any(1))
+                d2, i2 = gram_topk(
+                    gen[rows],
+                    emb,
+                    self.recall,
+                    metric="l2",
+                    largest=False,
+                    n_threads=self.n_threads,
+                )
+                dist[rows], idx[rows] = d2, i2
         else:
             dist, idx = self._faiss.search(gen, self.recall)
         return dist, idx
+
+    def _ivf_search(self, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-`recall` (squared l2) inside each sample's probed lists."""
+        ivf, r = self._ivf, self.recall
+        emb = self.train_embeddings
+        _, probes = gram_topk(
+            gen, ivf["coarse"], ivf["nprobe"], metric="l2", largest=False, n_threads=self.n_threads
+        )
+        nprobe = probes.shape[1]
+        out_d = np.empty((gen.shape[0], r), np.float32)
+        out_i = np.empty((gen.shape[0], r), np.int64)
+        chunk = max(1, (1 << 24) // (nprobe * r))
+        for c0 in range(0, gen.shape[0], chunk):
+            pc = probes[c0 : c0 + chunk]
+            nc = pc.shape[0]
+            buf_d = np.full((nc, nprobe, r), np.inf, np.float32)
+            buf_i = np.full((nc, nprobe, r), -1, np.int64)
+            flat = pc.ravel()
+            by_list = np.argsort(flat, kind="stable")
+            bounds = np.searchsorted(flat[by_list], np.arange(len(ivf["starts"])))
+            for lst in np.unique(flat):
+                sel = by_list[bounds[lst] : bounds[lst + 1]]
+                rows, slots = sel // nprobe, sel % nprobe
+                s, e = ivf["starts"][lst], ivf["starts"][lst + 1]
+                if e == s:
+                    continue
+                kk = min(r, e - s)
+                d, i = gram_topk(
+                    gen[c0 + rows],
+                    ivf["sorted"][s:e],
+                    kk,
+                    metric="l2",
+                    largest=False,
+                    n_threads=self.n_threads,
+                )
+                buf_d[rows, slots, :kk] = d
+                buf_i[rows, slots, :kk] = ivf["order"][s + i]
+            buf_d = buf_d.reshape(nc, -1)
+            buf_i = buf_i.reshape(nc, -1)
+            # Best r per row: distance, then training index (invalid slots sort last).
+            key_i = np.where(buf_i < 0, np.iinfo(np.int64).max, buf_i)
+            order = np.lexsort((key_i, buf_d), axis=-1)[:, :r]
+            out_d[c0 : c0 + nc] = np.take_along_axis(buf_d, order, 1)
+            out_i[c0 : c0 + nc] = np.take_along_axis(buf_i, order, 1)
+        missing = np.flatnonzero((out_i < 0).any(1))
+        if missing.size:  # probed lists held fewer than `recall` samples: exact fallback
+            d2, i2 = gram_topk(
+                gen[missing], emb, r, metric="l2", largest=False, n_threads=self.n_threads
+            )
+            out_d[missing], out_i[missing] = d2, i2
+        return out_d, out_i
 
     def _embedding_distances(self, gen: np.ndarray, cand: np.ndarray) -> np.ndarray:
         """Exact distances (n_gen, recall) float64 between gen[j] and emb[cand[j]]."""
@@ -321,8 +438,11 @@ class GMValuator:
             "rerank_and_values_s": t3 - t2,
             **getattr(self, "_fit_times", {}),
         }
+        if self._ivf is not None:
+            diag["pq_nlist"], diag["pq_nprobe"] = len(self._ivf["starts"]) - 1, self._ivf["nprobe"]
         if self._pq is not None:
             diag["pq_m"], diag["pq_nbits"] = self._pq.m, self._pq.nbits
+            diag["pq_nlist"], diag["pq_nprobe"] = self._pq.nlist, self._pq.nprobe
         if self.index != "exact" and self.diagnostics_sample > 0:
             diag.update(self._recall_diagnostics(gen, cand, top_idx))
         return GMValuation(values, top_idx, weights, top_dist, q, diag)

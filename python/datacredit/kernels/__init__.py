@@ -7,7 +7,7 @@ used as is, other real dtypes are converted once.
 
 from datacredit.kernels.crammer_singer import CSResult, crammer_singer_fit, crammer_singer_objective
 from datacredit.kernels.gram import gram, gram_topk
-from datacredit.kernels.pq import ProductQuantizer
+from datacredit.kernels.pq import ProductQuantizer, kmeans
 from datacredit.kernels.treeshap import TreeEnsemble, from_xgboost, tree_shap_interventional
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "from_xgboost",
     "gram",
     "gram_topk",
+    "kmeans",
     "tree_shap_interventional",
 ]

@@ -8,7 +8,13 @@ from typing import Any
 import numpy as np
 
 from datacredit import _core
-from datacredit._arrays import as_float_matrix, check_choice, resolve_threads, to_numpy
+from datacredit._arrays import (
+    as_float_matrix,
+    as_index_vector,
+    check_choice,
+    resolve_threads,
+    to_numpy,
+)
 
 PQ_METRICS = ("l2", "ip")
 _FORMAT = "datacredit.ProductQuantizer/1"
@@ -18,6 +24,35 @@ def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def kmeans(
+    x: Any,
+    k: int,
+    *,
+    n_iter: int = 10,
+    max_points_per_centroid: int = 64,
+    seed: int = 0,
+) -> np.ndarray:
+    """Lloyd's k-means: ``(k, d)`` float32 centroids of ``x`` ``(n, d)``, ``n >= k``.
+
+    Trained on a seeded sample of at most ``max_points_per_centroid * k`` rows, centroids
+    initialised from distinct sample rows, empty clusters re-seeded by splitting the largest;
+    deterministic for a given seed.  ``O(n_iter * sample * k * d)`` through GEMM (the
+    coarse quantizer of inverted-file indexes).
+    """
+    arr = as_float_matrix(x, "x")
+    k = _positive_int(k, "k")
+    if arr.shape[0] < k:
+        raise ValueError(f"x needs at least k = {k} rows, got {arr.shape[0]}")
+    return _core.kmeans(
+        arr,
+        k,
+        _positive_int(n_iter, "n_iter"),
+        _positive_int(max_points_per_centroid, "max_points_per_centroid"),
+        int(seed),
+        0,
+    )
 
 
 class ProductQuantizer:
@@ -39,6 +74,11 @@ class ProductQuantizer:
         nbits: bits per sub-space code, 1..8 (``ksub = 2**nbits`` centroids).
         metric: ``"l2"`` (squared Euclidean, smallest first) or ``"ip"`` (inner product,
             largest first).
+        nlist: optional coarse quantizer (inverted file, IVF): ``nlist`` k-means centroids
+            of the full vectors; :meth:`assign` gives each vector its list and
+            ``search(..., lists=...)`` scans only the ``nprobe`` lists nearest (l2) to each
+            query.  For very large N.
+        nprobe: lists scanned per query (default for :meth:`search`).
         seed: seed of the training sample and k-means initialisation; training is
             deterministic for a given seed whatever the thread count.
         n_threads: threads for every call (``None``: all cores).
@@ -53,6 +93,8 @@ class ProductQuantizer:
         nbits: int = 8,
         *,
         metric: str = "l2",
+        nlist: int | None = None,
+        nprobe: int = 1,
         seed: int = 0,
         n_threads: int | None = None,
     ) -> None:
@@ -70,7 +112,12 @@ class ProductQuantizer:
         self.seed = int(seed)
         self.n_threads = n_threads
         resolve_threads(n_threads)
+        self.nlist = None if nlist is None else _positive_int(nlist, "nlist")
+        self.nprobe = _positive_int(nprobe, "nprobe")
+        if self.nlist is not None and self.nprobe > self.nlist:
+            raise ValueError(f"nprobe = {self.nprobe} must not exceed nlist = {self.nlist}")
         self.centroids: np.ndarray | None = None
+        self.coarse_centroids: np.ndarray | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -114,7 +161,13 @@ class ProductQuantizer:
 
     # ------------------------------------------------------------------ API
     def train(
-        self, x: Any, n_iter: int = 25, max_points_per_centroid: int = 256
+        self,
+        x: Any,
+        n_iter: int = 25,
+        max_points_per_centroid: int = 256,
+        *,
+        coarse_iter: int = 10,
+        coarse_points_per_centroid: int = 64,
     ) -> ProductQuantizer:
         """Learn the codebooks by k-means in each sub-space.
 
@@ -123,6 +176,8 @@ class ProductQuantizer:
             n_iter: Lloyd iterations per sub-space.
             max_points_per_centroid: at most ``max_points_per_centroid * 2**nbits`` rows,
                 sampled with ``seed``, are used (keeps training of huge sets fast).
+            coarse_iter, coarse_points_per_centroid: the same for the coarse quantizer
+                (only with ``nlist``; ``O(coarse_iter * sample * nlist * d)``).
 
         Complexity: ``O(n_iter * n_sample * 2**nbits * d)`` through GEMM, parallel over
         sub-spaces.  Returns ``self``.
@@ -141,7 +196,38 @@ class ProductQuantizer:
             self.seed,
             self._threads(),
         )
+        if self.nlist is not None:
+            if arr.shape[0] < self.nlist:
+                raise ValueError(f"x needs at least nlist = {self.nlist} rows, got {arr.shape[0]}")
+            self.coarse_centroids = _core.kmeans(
+                arr,
+                self.nlist,
+                _positive_int(coarse_iter, "coarse_iter"),
+                _positive_int(coarse_points_per_centroid, "coarse_points_per_centroid"),
+                self.seed + 1,
+                self._threads(),
+            )
         return self
+
+    def assign(self, x: Any) -> np.ndarray:
+        """Inverted list ``(n,)`` int64 of each row of ``x`` (nearest coarse centroid, l2).
+
+        Needs ``nlist``.  ``O(n * nlist * d)`` through the fused Gram top-k kernel.
+        """
+        from datacredit.kernels.gram import gram_topk
+
+        self._need_trained()
+        if self.coarse_centroids is None:
+            raise RuntimeError("assign needs a coarse quantizer: create it with nlist=...")
+        _, idx = gram_topk(
+            self._rows(x, "x"),
+            self.coarse_centroids,
+            1,
+            metric="l2",
+            largest=False,
+            n_threads=self.n_threads,
+        )
+        return idx[:, 0]
 
     def encode(self, x: Any) -> np.ndarray:
         """Codes ``(n, m)`` uint8 of ``x`` ``(n, d)``: nearest centroid per sub-space.
@@ -163,13 +249,26 @@ class ProductQuantizer:
             cent, self._rows(queries, "queries"), self.nbits, self.metric, self._threads()
         )
 
-    def search(self, queries: Any, codes: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: Any,
+        codes: Any,
+        k: int,
+        *,
+        lists: Any = None,
+        nprobe: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best codes per query by asymmetric distance.
 
         Args:
             queries: ``(nq, d)`` real array (numpy or CPU torch).
             codes: ``(N, m)`` uint8 codes from :meth:`encode`.
             k: results per query, ``1 <= k <= N``.
+            lists: optional ``(N,)`` inverted lists of the codes (from :meth:`assign`):
+                then only the ``nprobe`` lists nearest to each query are scanned, and
+                slots beyond the codes found hold distance ``inf`` (``-inf`` for ip) and
+                index -1.
+            nprobe: lists per query (default: the constructor's).
 
         Returns:
             ``(distances, indices)``: float32 ``(nq, k)`` (squared l2 ascending, or inner
@@ -186,7 +285,33 @@ class ProductQuantizer:
             raise TypeError(f"k must be an integer, got {type(k).__name__}")
         if not 1 <= k <= c.shape[0]:
             raise ValueError(f"k = {k} must be in [1, N = {c.shape[0]}]")
-        return _core.pq_search(cent, q, c, int(k), self.nbits, self.metric, self._threads())
+        if lists is None:
+            if nprobe is not None:
+                raise ValueError("nprobe is only used together with lists=")
+            return _core.pq_search(cent, q, c, int(k), self.nbits, self.metric, self._threads())
+        if self.coarse_centroids is None:
+            raise RuntimeError("lists= needs a coarse quantizer: create it with nlist=...")
+        nprobe = self.nprobe if nprobe is None else _positive_int(nprobe, "nprobe")
+        if nprobe > self.nlist:
+            raise ValueError(f"nprobe = {nprobe} must not exceed nlist = {self.nlist}")
+        lst = as_index_vector(lists, "lists", c.shape[0], self.nlist)
+        from datacredit.kernels.gram import gram_topk
+
+        _, probes = gram_topk(
+            q, self.coarse_centroids, nprobe, metric="l2", largest=False, n_threads=self.n_threads
+        )
+        return _core.pq_search_ivf(
+            cent,
+            q,
+            c,
+            lst,
+            self.nlist,
+            np.ascontiguousarray(probes),
+            int(k),
+            self.nbits,
+            self.metric,
+            self._threads(),
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
@@ -201,6 +326,13 @@ class ProductQuantizer:
             metric=np.array(self.metric),
             seed=np.int64(self.seed),
             centroids=cent,
+            nlist=np.int64(self.nlist or 0),
+            nprobe=np.int64(self.nprobe),
+            coarse_centroids=(
+                self.coarse_centroids
+                if self.coarse_centroids is not None
+                else np.zeros((0, self.d), np.float32)
+            ),
         )
 
     @classmethod
@@ -215,9 +347,13 @@ class ProductQuantizer:
                 int(f["nbits"]),
                 metric=str(f["metric"]),
                 seed=int(f["seed"]),
+                nlist=int(f["nlist"]) or None,
+                nprobe=int(f["nprobe"]),
                 n_threads=n_threads,
             )
             cent = np.ascontiguousarray(f["centroids"], dtype=np.float32)
+            if pq.nlist is not None:
+                pq.coarse_centroids = np.ascontiguousarray(f["coarse_centroids"], np.float32)
         if cent.shape != (pq.m, pq.ksub, pq.dsub):
             raise ValueError(
                 f"{path}: centroids have shape {cent.shape}, expected {(pq.m, pq.ksub, pq.dsub)}"
@@ -229,5 +365,6 @@ class ProductQuantizer:
         state = "trained" if self.is_trained else "untrained"
         return (
             f"ProductQuantizer(d={self.d}, m={self.m}, nbits={self.nbits}, "
-            f"metric={self.metric!r}, seed={self.seed}, {state})"
+            f"metric={self.metric!r}, nlist={self.nlist}, nprobe={self.nprobe}, "
+            f"seed={self.seed}, {state})"
         )

@@ -12,6 +12,7 @@ from datacredit.metrics.attribution import (
     mislabel_detection_auc,
     shortcut_detection_auprc,
 )
+from datacredit.metrics.generative import identical_class_ratio, ood_rank
 from datacredit.metrics.shapley import counterfactual_ranking, lds_coalitions, lds_groups
 
 __all__ = [
@@ -19,11 +20,13 @@ __all__ = [
     "coreset_ranking",
     "counterfactual_ranking",
     "identical_class",
+    "identical_class_ratio",
     "identical_subclass",
     "lds",
     "lds_coalitions",
     "lds_groups",
     "matthews_corrcoef",
     "mislabel_detection_auc",
+    "ood_rank",
     "shortcut_detection_auprc",
 ]

@@ -1,0 +1,164 @@
+"""Encoder and scorer adapters: the real loading code with tiny models built here (no
+downloads), equality with calling the models directly, and actionable errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from datacredit.models import (
+    CallableEncoder,
+    DreamSimDistance,
+    LPIPSDistance,
+    MANIQAScorer,
+    OpenCLIPEncoder,
+    PixelEncoder,
+    TorchEncoder,
+    make_distance,
+    make_encoder,
+    make_quality,
+)
+
+torch = pytest.importorskip("torch")
+
+
+def test_pixels_and_callables(rng):
+    imgs = rng.integers(0, 255, (7, 3, 4, 4)).astype(np.uint8)
+    out = PixelEncoder(scale=1 / 255).encode(imgs)
+    np.testing.assert_allclose(out, imgs.reshape(7, -1) / 255, rtol=1e-6)
+    assert isinstance(make_encoder("pixels"), PixelEncoder)
+    enc = make_encoder(lambda b: np.asarray(b).sum(axis=(2, 3)), batch_size=3)
+    assert isinstance(enc, CallableEncoder)
+    np.testing.assert_allclose(enc.encode(imgs.astype(np.float32)), imgs.sum(axis=(2, 3)))
+    # a dataset of (image, label) pairs
+    ds = [(torch.from_numpy(i.astype(np.float32)), 0) for i in imgs]
+    np.testing.assert_allclose(PixelEncoder().encode(ds), imgs.reshape(7, -1))
+
+
+def test_torch_module_encoder_restores_mode(rng):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5), torch.nn.Dropout(0.5))
+    net.train()
+    x = torch.from_numpy(rng.standard_normal((9, 3, 2, 2)).astype(np.float32))
+    enc = make_encoder(net, batch_size=4)
+    assert isinstance(enc, TorchEncoder)
+    out = enc.encode(x)
+    assert net.training  # mode restored
+    net.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(out, net(x).numpy(), rtol=1e-6)
+
+
+@pytest.fixture
+def tiny_open_clip(tmp_path):
+    open_clip = pytest.importorskip("open_clip")
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 1,
+            "width": 32,
+            "patch_size": 16,
+            "head_width": 16,
+        },
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+    }
+    path = tmp_path / "dc-tiny-clip.json"
+    path.write_text(json.dumps(cfg))
+    open_clip.add_model_config(str(path))
+    return "dc-tiny-clip"
+
+
+def test_open_clip_loading_code_with_tiny_model(tiny_open_clip, rng):
+    torch.manual_seed(0)
+    enc = OpenCLIPEncoder(tiny_open_clip, pretrained=None, batch_size=3)
+    x = torch.from_numpy(rng.standard_normal((5, 3, 32, 32)).astype(np.float32))
+    out = enc.encode(x)
+    with torch.no_grad():
+        ref = enc.module.encode_image(x)
+        ref = (ref / ref.norm(dim=-1, keepdim=True)).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    # PIL images go through the model's own preprocessing
+    from PIL import Image
+
+    pil = [Image.fromarray(rng.integers(0, 255, (40, 40, 3)).astype(np.uint8)) for _ in range(2)]
+    assert enc.encode(pil).shape == (2, 16)
+    spec = make_encoder(f"open_clip:{tiny_open_clip}/")
+    assert isinstance(spec, OpenCLIPEncoder)
+
+
+def test_open_clip_missing_weights_error(tiny_open_clip, tmp_path):
+    with pytest.raises(RuntimeError, match="pretrained='/path/to/checkpoint.bin'"):
+        OpenCLIPEncoder(tiny_open_clip, pretrained=str(tmp_path / "missing.bin"))
+
+
+def test_open_clip_missing_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+    with pytest.raises(ImportError, match="pip install open_clip_torch"):
+        OpenCLIPEncoder("ViT-B-32")
+
+
+def test_lpips_with_untrained_network(rng):
+    lpips = pytest.importorskip("lpips")
+    torch.manual_seed(0)
+    model = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
+    dist = LPIPSDistance(model=model, normalize=True)
+    a = torch.rand(4, 3, 32, 32)
+    b = torch.rand(4, 3, 32, 32)
+    out = dist(a, b)
+    with torch.no_grad():
+        ref = model(a, b, normalize=True).reshape(-1).double().numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-6)
+    assert out.shape == (4,)
+    np.testing.assert_allclose(dist(a, a), 0.0, atol=1e-6)
+
+
+def test_lpips_load_failure_is_explained(monkeypatch):
+    lpips = pytest.importorskip("lpips")
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(lpips, "LPIPS", offline)
+    with pytest.raises(RuntimeError, match="torch hub cache"):
+        LPIPSDistance()
+    monkeypatch.setitem(sys.modules, "lpips", None)
+    with pytest.raises(ImportError, match="pip install lpips"):
+        make_distance("lpips")
+
+
+def test_dreamsim_and_maniqa_adapters(rng, monkeypatch):
+    class Tiny(torch.nn.Module):
+        def forward(self, a, b):
+            return (a - b).abs().flatten(1).mean(1)
+
+    d = DreamSimDistance(model=Tiny())
+    a, b = torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 8)
+    np.testing.assert_allclose(d(a, b), (a - b).abs().flatten(1).mean(1).double().numpy())
+    q = MANIQAScorer(model=lambda x: x.mean(dim=(1, 2, 3)) * 3, batch_size=2)
+    imgs = torch.rand(5, 3, 4, 4)
+    np.testing.assert_allclose(
+        q(imgs), np.clip(imgs.mean(dim=(1, 2, 3)).numpy() * 3, 0, 1), rtol=1e-6
+    )
+    for mod, spec, maker in (
+        ("dreamsim", "dreamsim", make_distance),
+        ("pyiqa", "maniqa", make_quality),
+    ):
+        monkeypatch.setitem(sys.modules, mod, None)
+        with pytest.raises(ImportError, match=f"pip install {mod}"):
+            maker(spec)
+
+
+def test_callable_scorers_validate():
+    dist = make_distance(lambda a, b: np.zeros(2))
+    with pytest.raises(ValueError, match="returned 2 values"):
+        dist(np.zeros((3, 1)), np.zeros((3, 1)))
+    qual = make_quality(lambda x: np.full(len(x), np.nan))
+    with pytest.raises(ValueError, match="NaN"):
+        qual(np.zeros((2, 1)))
+    assert make_quality(None) is None
+    with pytest.raises(ValueError, match="unknown quality"):
+        make_quality("brisque")
