@@ -274,8 +274,8 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
     }
     return worst;
   };
-  // Rounding bound of a float32 score (8 ulps per sqrt(d) terms of |w||x| size): once the
-  // shrink tolerance gets near it, float32 scores cannot resolve the KKT test any more.
+  // Typical rounding error of a float32 score (sqrt(d) ulps of |w||x|): once the shrink
+  // tolerance gets near it, float32 scores cannot resolve the KKT test any more.
   double x_max = 0.0;
   for (int64_t i = 0; i < n; ++i) x_max = std::max(x_max, sqnorm[static_cast<size_t>(i)]);
   x_max = std::sqrt(x_max);
@@ -286,7 +286,7 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
       for (int64_t j = 0; j < d; ++j) s2 += W[static_cast<size_t>(m * d + j)] * W[m * d + j];
       w_max = std::max(w_max, std::sqrt(s2));
     }
-    return 8.0 * std::sqrt(static_cast<double>(d)) * 0x1p-24 * w_max * x_max;
+    return std::sqrt(static_cast<double>(d)) * 0x1p-24 * w_max * x_max;
   };
   bool confirm = false;       // the next pass confirms a float32 convergence in float64
   bool force_double = false;  // float32 scores are too coarse for the remaining tolerance
@@ -389,7 +389,7 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
       std::fill(n_act.begin(), n_act.end(), K);
       eps_shrink = std::max(o.shrink_factor * eps_shrink, o.tol);
       start_from_all = true;
-      if (!force_double && eps_shrink <= 100.0 * float_noise()) force_double = true;
+      if (!force_double && eps_shrink <= 4.0 * float_noise()) force_double = true;
     } else {
       confirm = false;
       start_from_all = false;
