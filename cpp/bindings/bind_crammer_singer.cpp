@@ -51,7 +51,7 @@ void bind_crammer_singer(py::module_& m) {
       },
       py::arg("X"), py::arg("y"), py::arg("n_classes"), py::arg("C"), py::arg("tol"),
       py::arg("max_iter"), py::arg("seed"), py::arg("fit_bias"), py::arg("n_threads"),
-      py::arg("sample_weight") = py::none(), py::arg("shrink_factor") = 0.5);
+      py::arg("sample_weight") = py::none(), py::arg("shrink_factor") = 0.1);
 
   m.def(
       "crammer_singer_primal",

@@ -245,8 +245,53 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
   bool start_from_all = true;
   // Passes score classes with the float32 copy of W (twice the SIMD width); a pass that
   // would end the solve is repeated with float64 scores, so the stopping test is exact.
-  bool precise = false;
+  // The KKT violation of the returned (lambda, W) itself, from scratch with float64 scores:
+  // a solve only counts as converged when this is below tol too.
+  const int threads = resolve_threads(o.n_threads);
+  auto final_violation = [&]() {
+    std::vector<int32_t> all(static_cast<size_t>(K));
+    for (int m = 0; m < K; ++m) all[static_cast<size_t>(m)] = m;
+    double worst = 0.0;
+    const bool parallel = threads > 1 && n * n_classes * d >= (int64_t{1} << 26);
+#pragma omp parallel num_threads(threads) reduction(max : worst) if (parallel)
+    {
+      std::vector<double> g(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        const double Ci = sample_c(i);
+        if (Ci == 0.0) continue;
+        class_scores(W.data(), d, X + i * d, all.data(), K, g.data());
+        double gmax = -std::numeric_limits<double>::infinity();
+        double gmin = std::numeric_limits<double>::infinity();
+        for (int m = 0; m < K; ++m) {
+          const double gm = g[static_cast<size_t>(m)] + bias_term * b[static_cast<size_t>(m)] +
+                            (m == y[i] ? 0.0 : 1.0);
+          gmax = std::max(gmax, gm);
+          if (lam[i * K + m] < (m == y[i] ? Ci : 0.0)) gmin = std::min(gmin, gm);
+        }
+        if (gmin < std::numeric_limits<double>::infinity()) worst = std::max(worst, gmax - gmin);
+      }
+    }
+    return worst;
+  };
+  // Typical rounding error of a float32 score (sqrt(d) ulps of |w||x|): once the shrink
+  // tolerance gets near it, float32 scores cannot resolve the KKT test any more.
+  double x_max = 0.0;
+  for (int64_t i = 0; i < n; ++i) x_max = std::max(x_max, sqnorm[static_cast<size_t>(i)]);
+  x_max = std::sqrt(x_max);
+  auto float_noise = [&]() {
+    double w_max = 0.0;
+    for (int m = 0; m < K; ++m) {
+      double s2 = bias_term * b[static_cast<size_t>(m)] * b[static_cast<size_t>(m)];
+      for (int64_t j = 0; j < d; ++j) s2 += W[static_cast<size_t>(m * d + j)] * W[m * d + j];
+      w_max = std::max(w_max, std::sqrt(s2));
+    }
+    return std::sqrt(static_cast<double>(d)) * 0x1p-24 * w_max * x_max;
+  };
+  bool confirm = false;       // the next pass confirms a float32 convergence in float64
+  bool force_double = false;  // float32 scores are too coarse for the remaining tolerance
   while (stats.n_iter < o.max_iter) {
+    const bool precise = confirm || force_double;
     double max_violation = 0.0;
     for (int64_t s = 0; s < active; ++s) std::swap(index[s], index[s + rng.below(active - s)]);
     for (int64_t s = 0; s < active; ++s) {
@@ -324,23 +369,29 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
     ++stats.n_iter;
     stats.max_violation = max_violation;
     if (max_violation < eps_shrink) {
+      bool next_confirm = false;
       if (max_violation < o.tol && start_from_all) {
         if (precise) {
-          stats.converged = true;
-          break;
+          const double kkt = final_violation();
+          if (kkt < o.tol) {
+            stats.converged = true;
+            stats.max_violation = kkt;
+            break;
+          }
+          force_double = true;  // keep iterating, in float64 from now on
+        } else {
+          next_confirm = true;  // converged by float32 scores: confirm in float64
         }
-        // Converged by the float32 scores: confirm with one full float64 pass.
-        precise = true;
-      } else {
-        precise = false;
       }
+      confirm = next_confirm;
       // Unshrink everything and tighten the shrink tolerance.
       active = n_work;
       std::fill(n_act.begin(), n_act.end(), K);
       eps_shrink = std::max(o.shrink_factor * eps_shrink, o.tol);
       start_from_all = true;
+      if (!force_double && eps_shrink <= 4.0 * float_noise()) force_double = true;
     } else {
-      precise = false;
+      confirm = false;
       start_from_all = false;
     }
   }
