@@ -15,31 +15,24 @@ import argparse
 import time
 
 import numpy as np
-import torch
 from datacredit.demo.data import load_split
 from datacredit.demo.nets import NULL_CLASS, make_scheduler
 from datacredit.demo.training import UNET_WEIGHTS, save_unet, train_diffusion
+from datacredit.models import DiffusersClassConditional
 
 
-@torch.no_grad()
-def preview(unet, path, n_per_class: int = 10, steps: int = 25, guidance: float = 2.0) -> None:
+def preview(unet, path, n_per_class: int = 10) -> None:
+    """A grid of DDIM samples, one row per digit, to eyeball the trained model."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sched = make_scheduler()
-    sched.set_timesteps(steps)
-    labels = torch.arange(10).repeat_interleave(n_per_class)
-    x = torch.randn((len(labels), 1, 16, 16), generator=torch.Generator().manual_seed(0))
-    null = torch.full_like(labels, NULL_CLASS)
-    for t in sched.timesteps:
-        eps = unet(torch.cat([x, x]), t, class_labels=torch.cat([labels, null])).sample
-        cond, uncond = eps.chunk(2)
-        x = sched.step(uncond + guidance * (cond - uncond), t, x).prev_sample
-    imgs = ((x.clamp(-1, 1) + 1) / 2).numpy()[:, 0]
-    grid = imgs.reshape(10, n_per_class, 16, 16).transpose(0, 2, 1, 3).reshape(160, -1)
-    plt.imsave(path, grid, cmap="gray")
+    gen = DiffusersClassConditional(
+        unet, make_scheduler(), num_inference_steps=25, guidance_scale=2.0, null_label=NULL_CLASS
+    )
+    rows = [np.concatenate(list(gen(d, n_per_class, seed=d)[:, 0]), axis=1) for d in range(10)]
+    plt.imsave(path, np.concatenate(rows, axis=0), cmap="gray")
 
 
 def main() -> None:

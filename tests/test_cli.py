@@ -28,7 +28,10 @@ def test_help_lists_every_config_key(capsys):
 
 def test_console_script_runs():
     out = subprocess.run(
-        [sys.executable, "-m", "datacredit.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "datacredit.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "demo" in out.stdout and "surrogateshap" in out.stdout
 
@@ -50,7 +53,9 @@ def test_config_errors_name_the_key(tmp_path, text, match):
 
 def test_config_error_exit_code_and_message(tmp_path, capsys):
     path = tmp_path / "c.toml"
-    path.write_text('encoder = "pixels"\ntrain_data = "nonexistent_pkg_xyz:data"\ngenerated = "x:y"\n')
+    path.write_text(
+        'encoder = "pixels"\ntrain_data = "nonexistent_pkg_xyz:data"\ngenerated = "x:y"\n'
+    )
     assert main(["gmvaluator", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "train_data" in err and "nonexistent_pkg_xyz" in err

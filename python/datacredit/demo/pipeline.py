@@ -68,34 +68,6 @@ class DemoRun:
         return _Timer()
 
 
-class DigitsGenerator:
-    """``generate(label, n, seed)`` for the tiny UNet: DDIM with classifier-free guidance.
-
-    Returns ``(n, 1, 16, 16)`` float32 images in [0, 1].
-    """
-
-    def __init__(self, unet, *, steps: int, guidance: float, batch_size: int = 256) -> None:
-        self.unet, self.steps, self.guidance, self.batch_size = unet, steps, guidance, batch_size
-
-    @torch.no_grad()
-    def __call__(self, label: int, n: int, seed: int) -> np.ndarray:
-        sched = make_scheduler()
-        sched.set_timesteps(self.steps)
-        gen = torch.Generator().manual_seed(int(seed))
-        out = []
-        for start in range(0, n, self.batch_size):
-            m = min(self.batch_size, n - start)
-            x = torch.randn((m, 1, 16, 16), generator=gen)
-            cond = torch.full((m,), int(label))
-            null = torch.full((m,), NULL_CLASS)
-            for t in sched.timesteps:
-                eps = self.unet(torch.cat([x, x]), t, class_labels=torch.cat([cond, null])).sample
-                e_cond, e_null = eps.chunk(2)
-                x = sched.step(e_null + self.guidance * (e_cond - e_null), t, x).prev_sample
-            out.append(((x.clamp(-1, 1) + 1) / 2).numpy())
-        return np.concatenate(out).astype(np.float32)
-
-
 def _cnn_features(cnn):
     def features(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -153,7 +125,16 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
     from datacredit.surrogateshap import ProxyGame, SampleBank
     from datacredit.utilities import FID, InceptionScore
 
-    generator = DigitsGenerator(unet, steps=s.ddim_steps, guidance=s.guidance)
+    from datacredit.models import DiffusersClassConditional
+
+    generator = DiffusersClassConditional(
+        unet,
+        make_scheduler(),
+        num_inference_steps=s.ddim_steps,
+        guidance_scale=s.guidance,
+        null_label=NULL_CLASS,
+        batch_size=256,
+    )
     bank = SampleBank.generate(generator, list(range(N_CLASSES)), s.n_per_label, seed=s.seed)
     contributors = {f"digit {d}": [d] for d in range(N_CLASSES)}
     counts = np.bincount(split.y_train, minlength=N_CLASSES)
@@ -247,7 +228,11 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
                     figures.shapley_bars(
                         list(sv.players),
                         {"SurrogateSHAP": sv.values, "KernelSHAP": ks.values, "exact": ex.values},
-                        {"SurrogateSHAP": sv_is.values, "KernelSHAP": ks_is.values, "exact": ex_is.values},
+                        {
+                            "SurrogateSHAP": sv_is.values,
+                            "KernelSHAP": ks_is.values,
+                            "exact": ex_is.values,
+                        },
                         samples,
                     ),
                 )

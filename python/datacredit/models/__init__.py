@@ -11,7 +11,11 @@ from datacredit.models.encoders import (
     make_encoder,
 )
 from datacredit.models.features import FeatureExtractor, iterate_batches, resolve_layer
-from datacredit.models.generators import DiffusersClassConditional, DiffusersTextToImage, as_generator
+from datacredit.models.generators import (
+    DiffusersClassConditional,
+    DiffusersTextToImage,
+    as_generator,
+)
 from datacredit.models.scorers import (
     CallableDistance,
     CallableQuality,
