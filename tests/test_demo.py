@@ -32,11 +32,15 @@ def test_demo_results_json(demo_out):
     for key in ("players", "values", "v_empty", "v_full", "efficiency_gap", "kernelshap_values"):
         assert key in ss
     assert len(ss["players"]) == len(ss["values"]) == len(ss["kernelshap_values"]) == 10
-    # Efficiency: the values sum to v(full) - v(empty) (TreeSHAP on the surrogate is exact
-    # for the surrogate; the gap is the surrogate's fit error at the two end points).
-    assert abs(sum(ss["values"]) + ss["efficiency_gap"] - (ss["v_full"] - ss["v_empty"])) < 1e-6 * (
-        1 + abs(ss["v_full"] - ss["v_empty"])
+    # The reported gap is what separates the values' sum from v(full) - v(empty).
+    delta = ss["v_full"] - ss["v_empty"]
+    assert abs(sum(ss["values"]) - ss["efficiency_gap"] - delta) < 1e-6 * (1 + abs(delta))
+    # The exact values (enumeration) are efficient, and the errors are reported against them.
+    assert abs(sum(ss["exact_values"]) - delta) < 1e-6 * (1 + abs(delta))
+    rel = np.linalg.norm(np.subtract(ss["values"], ss["exact_values"])) / np.linalg.norm(
+        ss["exact_values"]
     )
+    assert abs(rel - ss["relative_error"]) < 1e-9
     assert np.isfinite(ss["values"]).all()
     gm = res["gmvaluator"]
     assert set(gm) >= {"values_by_contributor", "total_quality", "n_generated"}

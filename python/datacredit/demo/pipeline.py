@@ -43,7 +43,7 @@ class DemoSettings:
 
     @classmethod
     def fast(cls) -> DemoSettings:
-        return cls(cnn_epochs=12, n_per_label=30, ddim_steps=10, budget=128, cv=False, n_explain=2)
+        return cls(cnn_epochs=6, n_per_label=20, ddim_steps=8, budget=128, cv=False, n_explain=2)
 
 
 @dataclass
