@@ -67,7 +67,7 @@ def test_bank_memory_disk_resume(tmp_path):
         mem.samples(7)
 
 
-@pytest.mark.parametrize("d,n", [(3, 40), (12, 3)])  # covariance path and Gram path (N < d)
+@pytest.mark.parametrize("d,n", [(3, 40), (12, 2)])  # covariance path and Gram path (N < d)
 def test_fid_matches_direct(rng, d, n):
     data = {lab: rng.normal(loc=lab, scale=1 + lab, size=(n, d)) for lab in range(4)}
     bank = SampleBank(data)
@@ -76,6 +76,7 @@ def test_fid_matches_direct(rng, d, n):
     game = ProxyGame(bank, {"a": [0, 1], "b": [1, 2], "c": 3}, U.FID(None, R), label_weights=counts)
     Z = np.array([[1, 0, 0], [0, 1, 1], [1, 1, 1], [0, 0, 1]], dtype=bool)
     got = game(Z)
+    assert (game.utility._gram is not None) == (4 * n < d)
     for z, g in zip(Z, got):
         labs = sorted(
             {lab for p, ls in zip("abc", [[0, 1], [1, 2], [3]]) if z["abc".index(p)] for lab in ls}

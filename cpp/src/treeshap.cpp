@@ -15,6 +15,9 @@ namespace datacredit {
 namespace {
 
 constexpr int kMaxPathFeatures = 63;
+// Up to this many references, pairs are walked one by one (cost ~ n_x·n_refs·reachable
+// leaves); beyond it, references are grouped per leaf.
+constexpr int64_t kPairwiseMaxRefs = 4;
 
 // One root-to-leaf path: per distinct feature, the interval [lo, hi) a finite value must
 // fall in and whether NaN follows the path.
@@ -201,6 +204,87 @@ void validate_points(const char* fn, const float* X, int64_t n, int64_t n_featur
   (void)n_features;
 }
 
+inline bool goes_left(const TreeEnsembleView& m, int64_t k, float v) {
+  return std::isnan(v) ? m.default_left[k] != 0 : v < m.threshold[k];
+}
+
+double predict_row(const TreeEnsembleView& m, const float* row) {
+  double total = 0;
+  for (int64_t t = 0; t < m.n_trees; ++t) {
+    int64_t k = m.roots[t];
+    while (m.left[k] >= 0) k = goes_left(m, k, row[m.feature[k]]) ? m.left[k] : m.right[k];
+    total += m.value[k];
+  }
+  return total;
+}
+
+// Per-pair traversal for few references: walks only the leaves the hybrid points of (x, r)
+// can reach, assigning each split feature to x or r the first time the two disagree.
+struct PairWalker {
+  const TreeEnsembleView& m;
+  const std::vector<double>& W;
+  int wn;
+  const float* x;
+  const float* r;
+  double scale;
+  double* phi;
+  std::vector<int8_t>& state;   // per feature: 0 free, 1 taken from x, 2 taken from r
+  std::vector<int32_t>& owned;  // features currently assigned
+  int a = 0, b = 0;
+
+  void walk(int64_t k) {
+    if (m.left[k] < 0) {
+      if (a + b == 0) return;
+      const double v = m.value[k] * scale;
+      const double pos = a > 0 ? v * W[size_t(a - 1) * wn + b] : 0.0;
+      const double neg = b > 0 ? v * W[size_t(a) * wn + (b - 1)] : 0.0;
+      for (int32_t f : owned) phi[f] += state[f] == 1 ? pos : -neg;
+      return;
+    }
+    const int32_t f = m.feature[k];
+    const bool xl = goes_left(m, k, x[f]);
+    const bool rl = goes_left(m, k, r[f]);
+    if (state[f] == 1) return walk(xl ? m.left[k] : m.right[k]);
+    if (state[f] == 2) return walk(rl ? m.left[k] : m.right[k]);
+    if (xl == rl) return walk(xl ? m.left[k] : m.right[k]);
+    owned.push_back(f);
+    state[f] = 1;
+    ++a;
+    walk(xl ? m.left[k] : m.right[k]);
+    --a;
+    state[f] = 2;
+    ++b;
+    walk(rl ? m.left[k] : m.right[k]);
+    --b;
+    state[f] = 0;
+    owned.pop_back();
+  }
+};
+
+void pairwise_shap(const TreeEnsembleView& m, const float* X, int64_t n_x, const float* R,
+                   int64_t n_refs, int64_t n_features, const std::vector<double>& W, int wn,
+                   double* phi, double* base, double* fx, int threads) {
+  double mean_fr = 0;
+  for (int64_t q = 0; q < n_refs; ++q) mean_fr += predict_row(m, R + q * n_features);
+  mean_fr /= static_cast<double>(n_refs);
+  const double scale = 1.0 / static_cast<double>(n_refs);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<int8_t> state(n_features, 0);
+    std::vector<int32_t> owned;
+#pragma omp for schedule(dynamic, 8)
+    for (int64_t i = 0; i < n_x; ++i) {
+      const float* x = X + i * n_features;
+      double* row = phi + i * n_features;
+      for (int64_t q = 0; q < n_refs; ++q) {
+        PairWalker w{m, W, wn, x, R + q * n_features, scale, row, state, owned};
+        for (int64_t t = 0; t < m.n_trees; ++t) w.walk(m.roots[t]);
+      }
+      base[i] = mean_fr;
+      if (fx) fx[i] = predict_row(m, x);
+    }
+  }
+}
 }  // namespace
 
 void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int64_t n_x,
@@ -222,6 +306,11 @@ void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int
   const double inv_r = 1.0 / static_cast<double>(n_refs);
 
   std::fill(phi, phi + n_x * n_features, 0.0);
+  if (n_refs <= kPairwiseMaxRefs) {
+    // few references: walking each (x, r) pair is cheaper than grouping per leaf
+    pairwise_shap(model, X, n_x, R, n_refs, n_features, W, wn, phi, base, fx, threads);
+    return;
+  }
   double base_total = 0;
   std::vector<double> fx_total(n_x, 0.0);
 

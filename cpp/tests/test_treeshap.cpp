@@ -69,7 +69,8 @@ int main() {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
   for (int trial = 0; trial < 6; ++trial) {
-    const int n_features = 5, n_x = 4, n_refs = 3;
+    const int n_features = 5, n_x = 4;
+    const int n_refs = trial % 2 == 0 ? 3 : 7;  // per-pair walk and per-leaf grouping
     Ensemble e;
     for (int t = 0; t < 4; ++t) add_tree(e, 1 + (t + trial) % 4, n_features, rng);
     std::vector<float> X(n_x * n_features), R(n_refs * n_features);

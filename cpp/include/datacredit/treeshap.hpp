@@ -35,7 +35,8 @@ struct TreeEnsembleView {
 // (a d-bit mask).  References are grouped by mask per leaf, and the leaf's contribution
 // is computed once per distinct explain-point mask: cost per leaf
 // O((n_x + n_refs)·d + distinct_x_masks · distinct_ref_masks · d), so the work grows like
-// n_x + n_refs, not n_x · n_refs.  Parallel over leaves with `n_threads` threads (≤ 0: all).
+// n_x + n_refs, not n_x · n_refs.  With ≤ 4 references each (x, r) pair instead walks the
+// leaves its hybrid points can reach.  `n_threads` threads (≤ 0: all).
 void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int64_t n_x,
                               const float* R, int64_t n_refs, int64_t n_features, double* phi,
                               double* base, double* fx, int n_threads);

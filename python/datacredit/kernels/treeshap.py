@@ -189,7 +189,8 @@ def tree_shap_interventional(
     Complexity: per leaf O((n_x + n_refs)·d + u_x·u_r·d) with d ≤ depth the distinct
     features on its path and u_x, u_r ≤ 2^d the distinct masks of satisfied path
     conditions among X and references, i.e. far below O(n_x·n_refs·T·L·D) when many
-    points share paths.  Parallel over leaves, GIL released.
+    points share paths.  With ≤ 4 references, each (x, r) pair walks only the leaves
+    its hybrid points reach (O(T · reachable leaves · D) per pair).  Parallel, GIL released.
     """
     from datacredit import _core
 
