@@ -32,13 +32,13 @@ test-cpp: $(STAMP)
 	ctest --test-dir build/cpp --output-on-failure
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check python tests benchmarks
-	$(VENV)/bin/ruff format --check python tests benchmarks
+	$(VENV)/bin/ruff check python tests benchmarks scripts examples
+	$(VENV)/bin/ruff format --check python tests benchmarks scripts examples
 	$(VENV)/bin/clang-format --dry-run --Werror $(shell find cpp cuda -name '*.cpp' -o -name '*.hpp' -o -name '*.cu' -o -name '*.cuh')
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix python tests benchmarks
-	$(VENV)/bin/ruff format python tests benchmarks
+	$(VENV)/bin/ruff check --fix python tests benchmarks scripts examples
+	$(VENV)/bin/ruff format python tests benchmarks scripts examples
 	$(VENV)/bin/clang-format -i $(shell find cpp cuda -name '*.cpp' -o -name '*.hpp' -o -name '*.cu' -o -name '*.cuh')
 
 demo: $(STAMP)

@@ -14,6 +14,7 @@ import argparse
 import time
 
 import numpy as np
+
 from datacredit.kernels import crammer_singer_fit, crammer_singer_objective
 
 

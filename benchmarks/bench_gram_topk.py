@@ -15,6 +15,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import PeakRSS, best_time, table  # noqa: E402
+
 from datacredit import _core  # noqa: E402
 from datacredit.kernels import gram_topk  # noqa: E402
 

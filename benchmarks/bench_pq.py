@@ -63,6 +63,7 @@ def main() -> None:
     print = functools.partial(print, flush=True)  # noqa: A001
 
     import faiss
+
     from datacredit.kernels import ProductQuantizer, gram_topk
 
     faiss.omp_set_num_threads(args.threads)

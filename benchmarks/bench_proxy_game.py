@@ -16,10 +16,11 @@ import numpy as np
 
 
 def main() -> None:
+    from scipy import linalg
+
     from datacredit import shapley
     from datacredit import utilities as U
     from datacredit.surrogateshap import ProxyGame, SampleBank
-    from scipy import linalg
 
     rng = np.random.default_rng(0)
     L, n, d, K = 20, 500, 2048, 1000

@@ -27,6 +27,7 @@ def best_of(fn, repeat):
 def main() -> None:
     import shap
     import xgboost as xgb
+
     from datacredit.kernels import from_xgboost, tree_shap_interventional
 
     ap = argparse.ArgumentParser()

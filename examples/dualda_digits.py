@@ -11,10 +11,11 @@ import time
 
 import numpy as np
 import torch
-from datacredit import XDA, DualDA
-from datacredit.metrics import identical_class, mislabel_detection_auc
 from sklearn.datasets import load_digits
 from torch import nn
+
+from datacredit import XDA, DualDA
+from datacredit.metrics import identical_class, mislabel_detection_auc
 
 
 class DigitsCNN(nn.Module):

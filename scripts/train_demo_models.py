@@ -15,6 +15,7 @@ import argparse
 import time
 
 import numpy as np
+
 from datacredit.demo.data import load_split
 from datacredit.demo.nets import NULL_CLASS, make_scheduler
 from datacredit.demo.training import UNET_WEIGHTS, save_unet, train_diffusion

@@ -3,9 +3,10 @@ re-rankers, quality weighting, grouping, persistence and bad input."""
 
 from __future__ import annotations
 
-import datacredit
 import numpy as np
 import pytest
+
+import datacredit
 from datacredit.gmvaluator import GMValuation, GMValuator
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from datacredit.kernels import CSResult, crammer_singer_fit, crammer_singer_objective
 
 

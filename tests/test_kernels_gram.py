@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from datacredit.kernels import gram, gram_topk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
+from datacredit.kernels import gram, gram_topk
 
 
 def reference_scores(q, keys, metric, weights=None, classes=None):

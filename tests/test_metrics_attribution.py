@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from datacredit.metrics import (
     coreset_indices,
     coreset_ranking,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from datacredit.metrics import identical_class_ratio, ood_rank
 
 
@@ -63,8 +64,9 @@ def test_digits_proof_identical_class_and_noisy_ranks():
     Gaussian-noise-corrupted training images.  C1 >= 0.9 at k=30; C3: every noisy image
     ranks in the bottom 10% of values."""
     torch = pytest.importorskip("torch")
-    from datacredit import GMValuator
     from sklearn.datasets import load_digits
+
+    from datacredit import GMValuator
 
     x, y = load_digits(return_X_y=True)
     rng = np.random.default_rng(0)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from datacredit import SurrogateSHAP, shapley
 from datacredit.metrics import counterfactual_ranking, lds_coalitions, lds_groups
-from scipy import stats
 
 
 def test_lds_matches_scipy(rng):

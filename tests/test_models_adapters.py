@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from datacredit.models import (
     CallableEncoder,
     DreamSimDistance,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import linalg, stats
+
 from datacredit import utilities as U
 from datacredit.surrogateshap import ProxyGame, SampleBank
-from scipy import linalg, stats
 
 
 class _Interrupted(Exception):

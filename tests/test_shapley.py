@@ -7,6 +7,7 @@ from math import factorial
 
 import numpy as np
 import pytest
+
 from datacredit import games, shapley
 from datacredit.shapley import ShapleyValues
 

@@ -121,11 +121,10 @@ def stage_models(run: DemoRun, split: DigitsSplit, s: DemoSettings):
 
 def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSettings):
     from datacredit import SurrogateSHAP
+    from datacredit.models import DiffusersClassConditional
     from datacredit.shapley import exact, kernel_shap
     from datacredit.surrogateshap import ProxyGame, SampleBank
     from datacredit.utilities import FID, InceptionScore
-
-    from datacredit.models import DiffusersClassConditional
 
     generator = DiffusersClassConditional(
         unet,
