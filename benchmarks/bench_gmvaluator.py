@@ -72,7 +72,7 @@ def main() -> None:
     gmv = GMValuator(
         k=args.k,
         recall=args.recall,
-        index="pq",
+        index=args.index,
         pq_nlist=args.nlist,
         pq_nprobe=args.nprobe,
         rerank="l2",

@@ -268,3 +268,15 @@ def test_ivf_exact_within_lists(rng):
     )
     assert part.diagnostics["final_recall_at_k"] >= 0.95
     assert (part.topk_indices >= 0).all()
+
+
+def test_ivf_small_lists_keep_valid_candidates(rng):
+    train, gen = _data(rng, n=500, n_gen=20, d=8)
+    res = (
+        GMValuator(k=5, recall=300, index="ivf", pq_nlist=40, pq_nprobe=2, diagnostics_sample=20)
+        .fit(train)
+        .value(gen)
+    )
+    assert (res.topk_indices >= 0).all() and np.isfinite(res.topk_distances).all()
+    for row in res.topk_indices:
+        assert len(set(row)) == len(row)

@@ -280,14 +280,17 @@ class GMValuator:
             gen, ivf["coarse"], ivf["nprobe"], metric="l2", largest=False, n_threads=self.n_threads
         )
         nprobe = probes.shape[1]
+        # With an l2 (or no) re-rank only the global top-k matters, and it is the best of
+        # the per-list exact top-k: each list contributes k, not `recall`, candidates.
+        per_list = self.k if self.rerank in ("l2", None) else r
         out_d = np.empty((gen.shape[0], r), np.float32)
         out_i = np.empty((gen.shape[0], r), np.int64)
-        chunk = max(1, (1 << 24) // (nprobe * r))
+        chunk = max(1, (1 << 24) // (nprobe * per_list))
         for c0 in range(0, gen.shape[0], chunk):
             pc = probes[c0 : c0 + chunk]
             nc = pc.shape[0]
-            buf_d = np.full((nc, nprobe, r), np.inf, np.float32)
-            buf_i = np.full((nc, nprobe, r), -1, np.int64)
+            buf_d = np.full((nc, nprobe, per_list), np.inf, np.float32)
+            buf_i = np.full((nc, nprobe, per_list), -1, np.int64)
             flat = pc.ravel()
             by_list = np.argsort(flat, kind="stable")
             bounds = np.searchsorted(flat[by_list], np.arange(len(ivf["starts"])))
@@ -297,7 +300,7 @@ class GMValuator:
                 s, e = ivf["starts"][lst], ivf["starts"][lst + 1]
                 if e == s:
                     continue
-                kk = min(r, e - s)
+                kk = min(per_list, e - s)
                 d, i = gram_topk(
                     gen[c0 + rows],
                     ivf["sorted"][s:e],
@@ -312,11 +315,17 @@ class GMValuator:
             buf_i = buf_i.reshape(nc, -1)
             # Best r per row: distance, then training index (invalid slots sort last).
             key_i = np.where(buf_i < 0, np.iinfo(np.int64).max, buf_i)
+            if buf_d.shape[1] < r:  # fewer slots than `recall`: pad (filled by the fallback)
+                pad = r - buf_d.shape[1]
+                buf_d = np.pad(buf_d, ((0, 0), (0, pad)), constant_values=np.inf)
+                buf_i = np.pad(buf_i, ((0, 0), (0, pad)), constant_values=-1)
+                key_i = np.where(buf_i < 0, np.iinfo(np.int64).max, buf_i)
             order = np.lexsort((key_i, buf_d), axis=-1)[:, :r]
             out_d[c0 : c0 + nc] = np.take_along_axis(buf_d, order, 1)
             out_i[c0 : c0 + nc] = np.take_along_axis(buf_i, order, 1)
-        missing = np.flatnonzero((out_i < 0).any(1))
-        if missing.size:  # probed lists held fewer than `recall` samples: exact fallback
+        need = self.k if per_list == self.k else r
+        missing = np.flatnonzero((out_i >= 0).sum(1) < need)
+        if missing.size:  # probed lists held too few samples: exact fallback for those rows
             d2, i2 = gram_topk(
                 gen[missing], emb, r, metric="l2", largest=False, n_threads=self.n_threads
             )
@@ -410,6 +419,9 @@ class GMValuator:
         q = self._quality_scores(generated, n_gen, quality_scores)
         t1 = time.perf_counter()
         rec_dist, cand = self._recall(gen)
+        invalid = cand < 0  # unused slots (index="ivf" with few candidates); never kept
+        if invalid.any():
+            cand = np.where(invalid, 0, cand)
         t2 = time.perf_counter()
         if self.rerank is None:
             dist = np.sqrt(np.maximum(rec_dist.astype(np.float64), 0.0))
@@ -417,6 +429,8 @@ class GMValuator:
             dist = self._embedding_distances(gen, cand)
         else:
             dist = self._image_distances(generated, cand)
+        if invalid.any():
+            dist = np.where(invalid, np.inf, dist)
         # Keep the k nearest after re-ranking; ties to the lower training index.
         order = np.lexsort((cand, dist), axis=-1)[:, : self.k] if dist.size else dist
         top_idx = np.take_along_axis(cand, order, 1)
