@@ -31,7 +31,7 @@ def test_accuracy_small_version_of_the_bar():
 
 def test_efficiency_and_treeshap_against_surrogate():
     g = games.synthetic("nonlinear", n=7, seed=2)
-    est = SurrogateSHAP(64, cv=False, xgb_params={"n_estimators": 50}, seed=0)
+    est = SurrogateSHAP(64, cv=False, xgb_params={"n_estimators": 50}, seed=0, efficiency=None)
     res = est.explain(g)
     ones, zeros = np.ones((1, 7), np.float32), np.zeros((1, 7), np.float32)
     import xgboost as xgb
@@ -43,6 +43,30 @@ def test_efficiency_and_treeshap_against_surrogate():
     sur = shapley.FunctionGame(lambda Z: est.booster_.predict(xgb.DMatrix(Z.astype(np.float32))), 7)
     np.testing.assert_allclose(res.values, shapley.exact(sur).values, atol=1e-5)
     assert res.coalitions.shape == (64, 7) and res.cv_score is None
+
+
+def test_boundary_efficiency_is_the_hybrid_games_shapley_value():
+    # "boundary" = exact Shapley values of the game that is the surrogate everywhere but at
+    # the empty and full coalitions, where it is the evaluated game.
+    import xgboost as xgb
+
+    g = games.synthetic("interaction", n=6, seed=3)
+    est = SurrogateSHAP(40, cv=False, xgb_params={"n_estimators": 40}, seed=1)
+    res = est.explain(g)
+    v_empty, v_full = g(np.zeros((1, 6), bool))[0], g(np.ones((1, 6), bool))[0]
+
+    def hybrid(Z):
+        out = est.booster_.predict(xgb.DMatrix(Z.astype(np.float32))).astype(np.float64)
+        out[~Z.any(1)] = v_empty
+        out[Z.all(1)] = v_full
+        return out
+
+    ref = shapley.exact(shapley.FunctionGame(hybrid, 6)).values
+    np.testing.assert_allclose(res.values, ref, atol=1e-5)
+    assert abs(res.efficiency_gap) < 1e-9 * (1 + abs(v_full - v_empty))
+    assert res.info["efficiency"] == "boundary"
+    with pytest.raises(ValueError, match="unknown efficiency"):
+        SurrogateSHAP(40, efficiency="uniform")
 
 
 def test_cross_validation_prefix_trick_and_choice(rng):

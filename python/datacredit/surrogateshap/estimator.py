@@ -163,6 +163,16 @@ class SurrogateSHAP:
         n_folds: CV folds (5 in the paper).
         unique, paired: coalition sampling options (see ``shapley.sample_coalitions``).
         batch_size: coalitions per game call (None: all at once).
+        efficiency: ``"boundary"`` (default) returns the Shapley values of the surrogate with
+            its predictions at ∅ and N replaced by the evaluated v(∅) and v(N) — exact for
+            those two always-evaluated coalitions, so the values are efficient; it adds
+            ``(v(N) − v(∅) − Σφ)/n`` to every player, because ∅ and N enter each player's
+            Shapley value with the same weight.  ``None`` returns the plain surrogate values
+            (the paper's estimator).  Measured (n=10, M=512, 12 trials per game, paper's
+            best grid point): mean relative error 0.0088 → 0.0073 (interaction),
+            0.0078 → 0.0070 (nonlinear), 0.0069 → 0.0062 (linear); on a proxy FID game whose
+            v(∅) is far from every other coalition (the demo), a tree surrogate cannot
+            isolate ∅ and the plain values carry most of that misfit as a uniform shift.
 
     Cost: ``budget`` game evaluations + (with CV) 12·n_folds boosting runs of up to 900
     trees on ``budget`` rows, + one TreeSHAP pass O(T·L·D).
@@ -181,7 +191,11 @@ class SurrogateSHAP:
         unique: bool = True,
         paired: bool = False,
         batch_size: int | None = None,
+        efficiency: str | None = "boundary",
     ):
+        if efficiency not in ("boundary", None):
+            raise ValueError(f"unknown efficiency {efficiency!r}; expected 'boundary' or None")
+        self.efficiency = efficiency
         if not isinstance(budget, (int, np.integer)) or budget < 4:
             raise ValueError(f"budget must be an integer >= 4, got {budget!r}")
         self.budget = int(budget)
@@ -239,11 +253,15 @@ class SurrogateSHAP:
             params = {**DEFAULT_PARAMS, **extra}
         self.booster_ = fit_surrogate(Z, v, params, seed=self.seed)
         phi = surrogate_shapley(self.booster_, n)
+        v_empty, v_full = float(v[empty[0]]), float(v[full[0]])
+        surrogate_gap = float(phi.sum() - (v_full - v_empty))
+        if self.efficiency == "boundary":
+            phi = phi - surrogate_gap / n
         return ShapleyValues(
             values=phi,
             players=players,
-            v_empty=float(v[empty[0]]),
-            v_full=float(v[full[0]]),
+            v_empty=v_empty,
+            v_full=v_full,
             coalitions=Z,
             utilities=v,
             cv_score=cv_score,
@@ -253,5 +271,7 @@ class SurrogateSHAP:
                     k: (float(x) if isinstance(x, np.floating) else x) for k, x in params.items()
                 },
                 "budget": int(Z.shape[0]),
+                "efficiency": self.efficiency,
+                "surrogate_efficiency_gap": surrogate_gap,
             },
         )
