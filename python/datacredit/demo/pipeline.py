@@ -37,13 +37,24 @@ class DemoSettings:
     gmv_recall: int = 100
     n_explain: int = 4  # test digits shown with proponents/opponents and XDA heatmaps
     label_noise: float = 0.1
+    # The CNN on flipped labels trains shorter: once it memorises them, their self-influence
+    # stops standing out (measured AUC: 15 epochs 0.945, 30 epochs 0.831).
+    noisy_cnn_epochs: int = 15
     seed: int = 0
     retrain_diffusion: bool = False
     diffusion_steps: int = 2000
 
     @classmethod
     def fast(cls) -> DemoSettings:
-        return cls(cnn_epochs=6, n_per_label=20, ddim_steps=8, budget=128, cv=False, n_explain=2)
+        return cls(
+            cnn_epochs=6,
+            noisy_cnn_epochs=6,
+            n_per_label=20,
+            ddim_steps=8,
+            budget=128,
+            cv=False,
+            n_explain=2,
+        )
 
 
 @dataclass
@@ -348,7 +359,7 @@ def stage_dualda(run: DemoRun, split: DigitsSplit, cnn, s: DemoSettings):
 
     # Mislabel detection: retrain on labels with planted noise, rank by self-influence.
     noisy, flipped = flip_labels(split.y_train, s.label_noise, s.seed)
-    cnn_noisy = train_classifier(split.x_train, noisy, epochs=s.cnn_epochs, seed=s.seed)
+    cnn_noisy = train_classifier(split.x_train, noisy, epochs=s.noisy_cnn_epochs, seed=s.seed)
     dd_noisy = DualDA(
         cnn_noisy, (split.x_train, noisy), layer="classifier", C=0.1, seed=s.seed, max_iter=20000
     ).fit()
