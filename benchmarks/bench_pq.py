@@ -12,9 +12,14 @@ with the same thread count, side by side in one process.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import best_time  # noqa: E402
 
 
 def clustered(n: int, d: int, n_clusters: int, spread: float, seed: int) -> np.ndarray:
@@ -34,15 +39,6 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     k = truth.shape[1]
     hits = sum(len(np.intersect1d(f[:k], t)) for f, t in zip(found, truth))
     return hits / truth.size
-
-
-def timed(fn, repeat: int = 1):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def main() -> None:
@@ -84,7 +80,7 @@ def main() -> None:
         t_flat = float("nan")
         truth = gram_topk(xq, xb, k, metric="l2", largest=False, n_threads=args.threads)[1]
     else:
-        t_flat, (_, truth) = timed(lambda: flat.search(xq, k))
+        t_flat, (_, truth) = best_time(lambda: flat.search(xq, k), repeat=1)
         sub = gram_topk(xq[:20], xb, k, metric="l2", largest=False, n_threads=args.threads)[1]
         agree = recall_at_k(sub, truth[:20])
         print(f"exact check: gram_topk vs IndexFlatL2 top-{k} agreement on 20 queries: {agree:.4f}")
@@ -96,7 +92,7 @@ def main() -> None:
     pq.train(xb, n_iter=25, max_points_per_centroid=256)
     codes = pq.encode(xb)
     t_build_dc = time.perf_counter() - tb0
-    t_dc, (_, i_dc) = timed(lambda: pq.search(xq, codes, k), repeat=2)
+    t_dc, (_, i_dc) = best_time(lambda: pq.search(xq, codes, k), repeat=2)
     r_dc = recall_at_k(i_dc, truth)
 
     # ---- faiss IndexPQ, 8 bits
@@ -107,7 +103,7 @@ def main() -> None:
     ipq.train(xb)
     ipq.add(xb)
     t_build_f = time.perf_counter() - tb0
-    t_f, (_, i_f) = timed(lambda: ipq.search(xq, k), repeat=2)
+    t_f, (_, i_f) = best_time(lambda: ipq.search(xq, k), repeat=2)
     r_f = recall_at_k(i_f, truth)
     ipq = None
 
@@ -117,7 +113,7 @@ def main() -> None:
     ifs.train(xb)
     ifs.add(xb)
     t_build_fs = time.perf_counter() - tb0
-    t_fs, (_, i_fs) = timed(lambda: ifs.search(xq, k), repeat=2)
+    t_fs, (_, i_fs) = best_time(lambda: ifs.search(xq, k), repeat=2)
     r_fs = recall_at_k(i_fs, truth)
     ifs = None
 
@@ -127,7 +123,7 @@ def main() -> None:
     pq4.train(xb, n_iter=25, max_points_per_centroid=256)
     codes4 = pq4.encode(xb)
     t_build_dc4 = time.perf_counter() - tb0
-    t_dc4, (_, i_dc4) = timed(lambda: pq4.search(xq, codes4, k), repeat=2)
+    t_dc4, (_, i_dc4) = best_time(lambda: pq4.search(xq, codes4, k), repeat=2)
     r_dc4 = recall_at_k(i_dc4, truth)
 
     print()

@@ -10,18 +10,14 @@ Run: flock /tmp/bench.lock python benchmarks/bench_treeshap.py [--threads N]
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-
-def best_of(fn, repeat):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import best_time  # noqa: E402
 
 
 def main() -> None:
@@ -55,8 +51,8 @@ def main() -> None:
     for n_refs in args.refs:
         R = (rng.random((n_refs, d)) < 0.5).astype(np.float32)
         explainer = shap.TreeExplainer(model, data=R, feature_perturbation="interventional")
-        t_shap, sv = best_of(lambda e=explainer: e.shap_values(X, check_additivity=False), 1)
-        t_dc, (phi, _) = best_of(
+        t_shap, sv = best_time(lambda e=explainer: e.shap_values(X, check_additivity=False), 1)
+        t_dc, (phi, _) = best_time(
             lambda R=R: tree_shap_interventional(ens, X, R, n_threads=args.threads), 3
         )
         diff = float(np.abs(phi - sv).max())

@@ -245,7 +245,7 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
             figures=[
                 (
                     "Contributor Shapley values for -FID (left) and Inception Score (right), "
-                    "SurrogateSHAP vs KernelSHAP, with generated samples of each contributor",
+                    "SurrogateSHAP, KernelSHAP and exact values, with generated samples of each contributor",
                     figures.shapley_bars(
                         list(sv.players),
                         {"SurrogateSHAP": sv.values, "KernelSHAP": ks.values, "exact": ex.values},
