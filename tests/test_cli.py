@@ -112,3 +112,94 @@ def test_gmvaluator_config_run(tmp_path, monkeypatch):
     # every generated sample distributes weight 1 (q = 1) over its top-k
     assert abs(res["total"] - 20) < 1e-4
     assert abs(sum(res["values_by_group"].values()) - 20) < 1e-4
+
+
+# --- DualDA and SurrogateSHAP from configs (tiny models built here, no downloads) ---
+def tiny_classifier():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+
+
+def tiny_train():
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((60, 4)).astype(np.float32), rng.integers(0, 3, 60)
+
+
+def tiny_test():
+    return np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
+
+
+def label_generator():
+    # generate(label, n, seed) -> (n, 2) "samples" whose mean score is the label
+    def generate(label, n, seed):
+        rng = np.random.default_rng(seed)
+        return np.full((n, 2), float(label)) + 0.0 * rng.standard_normal((n, 2))
+
+    return generate
+
+
+def mean_first_feature():
+    from datacredit.utilities import MeanScore
+
+    return MeanScore(lambda x: x[:, 0])
+
+
+def test_dualda_config_run(tmp_path, monkeypatch):
+    import json
+
+    pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(str(tmp_path.parent))
+    cfg = tmp_path / "dualda.toml"
+    cfg.write_text(
+        textwrap.dedent(
+            f"""
+            model = "tests.test_cli:tiny_classifier"
+            train_data = "tests.test_cli:tiny_train"
+            test_data = "tests.test_cli:tiny_test"
+            layer = "2"
+            C = 0.1
+            top_k = 4
+            out = "{tmp_path / "dd"}"
+            """
+        )
+    )
+    assert main(["dualda", "--config", str(cfg)]) == 0
+    res = json.loads((tmp_path / "dd" / "results.json").read_text())
+    arrays = np.load(tmp_path / "dd" / "attributions.npz")
+    assert np.array_equal(arrays["top_indices"], np.asarray(res["top_indices"]))
+    assert arrays["top_indices"].shape == (5, 4) and arrays["self_influence"].shape == (60,)
+    assert res["n_support"] >= 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text().replace("C = 0.1", "C = -1.0"))
+    assert main(["dualda", "--config", str(bad)]) == 2
+
+
+def test_surrogateshap_config_run(tmp_path, monkeypatch):
+    import json
+
+    pytest.importorskip("xgboost")
+    monkeypatch.syspath_prepend(str(tmp_path.parent))
+    cfg = tmp_path / "ss.yaml"
+    cfg.write_text(
+        textwrap.dedent(
+            f"""
+            generator: tests.test_cli:label_generator
+            contributors: {{a: [1], b: [2], c: [3, 4]}}
+            utility: tests.test_cli:mean_first_feature
+            n_per_label: 4
+            empty_value: 0.0
+            budget: 8
+            cv: false
+            out: {tmp_path / "ss"}
+            """
+        )
+    )
+    assert main(["surrogateshap", "--config", str(cfg)]) == 0
+    res = json.loads((tmp_path / "ss" / "results.json").read_text())
+    assert res["players"] == ["a", "b", "c"]
+    # uniform mixture over the coalition's labels; 8 = all coalitions of 3 players: exact
+    # enumeration of v is cheap to write down, and the values must be efficient.
+    assert abs(sum(res["values"]) - (res["v_full"] - res["v_empty"])) < 1e-9
+    assert res["v_full"] == pytest.approx((1 + 2 + 3 + 4) / 4)
