@@ -1,7 +1,7 @@
 """DualDA and XDA on scikit-learn's digits (ships offline): a small CNN, its SVM surrogate,
 identical-class, mislabel detection and an XDA heatmap pair.
 
-    python examples/dualda_digits.py [--epochs 8] [--out xda_digits.png]
+    python examples/dualda_digits.py [--epochs 15] [--out xda_digits.png]
 """
 
 from __future__ import annotations
@@ -11,71 +11,34 @@ import time
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from torch import nn
 
 from datacredit import XDA, DualDA
+from datacredit.demo.data import flip_labels, load_split
+from datacredit.demo.training import train_classifier
 from datacredit.metrics import identical_class, mislabel_detection_auc
 
-
-class DigitsCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(32 * 4 * 4, 64),
-            nn.ReLU(),
-        )
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
-
-
-def load(seed: int = 0):
-    digits = load_digits()
-    x = torch.tensor(digits.images / 16.0, dtype=torch.float32)[:, None]
-    y = torch.tensor(digits.target, dtype=torch.int64)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    tr, te = perm[:1400], perm[1400:]
-    return x[tr], y[tr], x[te], y[te]
-
-
-def train(x, y, epochs: int, seed: int = 0) -> DigitsCNN:
-    torch.manual_seed(seed)
-    model = DigitsCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(epochs):
-        perm = torch.randperm(len(y))
-        for start in range(0, len(y), 64):
-            b = perm[start : start + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[b]), y[b]).backward()
-            opt.step()
-    return model.eval()
+# The CNN, the data split and the training loop are the demo's (datacredit.demo); the
+# CNN's final Linear is called "classifier".
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (tiny convolutions)")
     ap.add_argument("--out", default=None, help="save an XDA figure here (needs matplotlib)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    x, y, xt, yt = load()
+    split = load_split()
+    x, y = torch.from_numpy(split.x_train), torch.from_numpy(split.y_train)
+    xt, yt = torch.from_numpy(split.x_test), torch.from_numpy(split.y_test)
 
     t0 = time.perf_counter()
-    model = train(x, y, args.epochs)
+    model = train_classifier(split.x_train, split.y_train, epochs=args.epochs, progress=False)
     acc = (model(xt).argmax(1) == yt).float().mean().item()
     print(f"clean CNN: test accuracy {acc:.3f} ({time.perf_counter() - t0:.1f} s)")
 
     t0 = time.perf_counter()
-    dd = DualDA(model, (x, y), layer="fc", C=1e-3, max_iter=20000, progress=False).fit()
+    dd = DualDA(model, (x, y), layer="classifier", C=1e-3, max_iter=20000, progress=False).fit()
     print(
         f"DualDA C=1e-3: {dd.n_support} support vectors of {dd.n_train}, "
         f"{dd.stats['n_iter']} epochs ({time.perf_counter() - t0:.2f} s)"
@@ -88,12 +51,12 @@ def main() -> None:
     )
 
     # mislabel detection: flip 10% of the training labels, retrain, rank by self-influence
-    rng = np.random.default_rng(0)
-    flip = rng.random(len(y)) < 0.1
-    y_noisy = y.clone()
-    y_noisy[flip] = (y[flip] + torch.from_numpy(rng.integers(1, 10, flip.sum()))) % 10
-    noisy = train(x, y_noisy, args.epochs)
-    dd_noisy = DualDA(noisy, (x, y_noisy), layer="fc", C=0.1, max_iter=20000, progress=False).fit()
+    noisy_labels, flip = flip_labels(split.y_train, 0.1, seed=0)
+    y_noisy = torch.from_numpy(noisy_labels)
+    noisy = train_classifier(split.x_train, noisy_labels, epochs=args.epochs, progress=False)
+    dd_noisy = DualDA(
+        noisy, (x, y_noisy), layer="classifier", C=0.1, max_iter=20000, progress=False
+    ).fit()
     for kind in ("lambda_norm2", "lambda_norm", "lambda"):
         auc = mislabel_detection_auc(dd_noisy.self_influence(kind), flip)
         print(f"mislabel detection AUC (C=0.1, self-influence {kind}): {auc:.3f}")

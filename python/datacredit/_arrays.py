@@ -109,3 +109,14 @@ def resolve_threads(n_threads: int | None) -> int:
     if not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
         raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
     return int(n_threads)
+
+
+def positive_float(value: Any, name: str) -> float:
+    """``value`` as a finite float > 0; TypeError for non-numbers, ValueError otherwise."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from exc
+    if not np.isfinite(out) or out <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return out

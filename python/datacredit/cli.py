@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from datacredit._io import atomic_write_text, to_jsonable
 from datacredit.config import (
     REQUIRED,
     ConfigError,
@@ -87,17 +88,7 @@ SURROGATESHAP_SCHEMA = {
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
-    tmp.replace(path)
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return str(x)
+    atomic_write_text(path, json.dumps(data, indent=2, default=to_jsonable))
 
 
 def _load_config(path: str, schema: dict[str, Option]) -> dict[str, Any]:

@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datacredit._arrays import positive_float
+from datacredit._io import atomic_open
 from datacredit.kernels import crammer_singer_fit, gram, gram_topk
 from datacredit.models.features import (
     FeatureExtractor,
@@ -85,12 +86,7 @@ class DualDA:
         progress: bool = True,
     ) -> None:
         torch = _torch()
-        try:
-            c_val = float(C)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"C must be a number, got {type(C).__name__}") from exc
-        if not np.isfinite(c_val) or c_val <= 0:
-            raise ValueError(f"C must be a finite number > 0, got {C!r}")
+        c_val = positive_float(C, "C")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         try:
@@ -203,24 +199,17 @@ class DualDA:
     def _save(self, path: Path, key: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(key=key, version=_CACHE_VERSION, layer=self.layer, C=self.C, **self.stats)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".dualda-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    support=self.support,
-                    features=self.support_features,
-                    dual_coef=self.support_dual_coef,
-                    train_labels=self.train_labels,
-                    coef=self.coef,
-                    bias=self._bias,
-                    meta=np.array(json.dumps(meta)),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path) as fh:
+            np.savez(
+                fh,
+                support=self.support,
+                features=self.support_features,
+                dual_coef=self.support_dual_coef,
+                train_labels=self.train_labels,
+                coef=self.coef,
+                bias=self._bias,
+                meta=np.array(json.dumps(meta)),
+            )
 
     def _load(self, path: Path, key: str) -> bool:
         try:

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from datacredit._io import to_jsonable
+
 _FORMAT = "datacredit.GMValuation/1"
 AGGREGATIONS = ("sum", "mean", "max")
 
@@ -101,7 +103,7 @@ class GMValuation:
             topk_weights=self.topk_weights,
             topk_distances=self.topk_distances,
             quality=self.quality,
-            diagnostics=np.array(json.dumps(self.diagnostics, default=_jsonable)),
+            diagnostics=np.array(json.dumps(self.diagnostics, default=to_jsonable)),
         )
 
     @classmethod
@@ -118,11 +120,3 @@ class GMValuation:
                 quality=f["quality"],
                 diagnostics=json.loads(str(f["diagnostics"])),
             )
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from datacredit import _core
-from datacredit._arrays import as_float_matrix, resolve_threads, to_numpy
+from datacredit._arrays import as_float_matrix, positive_float, resolve_threads, to_numpy
 
 
 @dataclass(frozen=True)
@@ -156,12 +156,7 @@ def crammer_singer_fit(
     """
     x = as_float_matrix(X, "X", check_finite=False)
     lab, k = _labels(y, x.shape[0], n_classes)
-    try:
-        c_val = float(C)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"C must be a number, got {type(C).__name__}") from exc
-    if not np.isfinite(c_val) or c_val <= 0:
-        raise ValueError(f"C must be a finite number > 0, got {C!r}")
+    c_val = positive_float(C, "C")
     if not np.isfinite(float(tol)) or float(tol) <= 0:
         raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:

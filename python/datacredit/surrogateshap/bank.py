@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Callable
@@ -12,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from datacredit._arrays import to_numpy
+from datacredit._io import atomic_open, atomic_write_text
 
 _MANIFEST = "bank.json"
 
@@ -23,22 +22,8 @@ def _label_seed(seed: int, index: int, chunk: int) -> int:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def _check_label(label: Any) -> Hashable:
@@ -213,7 +198,7 @@ class SampleBank:
 
     def _write_manifest(self, complete: bool) -> None:
         doc = {"labels": self._labels, "meta": self.meta, "complete": complete}
-        _atomic_write_text(self.path / _MANIFEST, json.dumps(doc))
+        atomic_write_text(self.path / _MANIFEST, json.dumps(doc))
 
     # ------------------------------------------------------------------ access
     @property
