@@ -50,10 +50,12 @@ def main() -> None:
     ap.add_argument("--n-gen", type=int, default=10_000)
     ap.add_argument("--d", type=int, default=512)
     ap.add_argument("--k", type=int, default=50)
-    ap.add_argument("--index", default="ivf", choices=["ivf", "pq", "exact"])
-    ap.add_argument("--recall", type=int, default=400)
-    ap.add_argument("--nlist", type=int, default=1024)
-    ap.add_argument("--nprobe", type=int, default=32)
+    # Index settings default to GMValuator's own defaults (None: not passed).
+    ap.add_argument("--index", default=None, choices=["ivf", "pq", "exact"])
+    ap.add_argument("--recall", type=int, default=None)
+    ap.add_argument("--pq-m", type=int, default=None)
+    ap.add_argument("--nlist", type=int, default=None)
+    ap.add_argument("--nprobe", type=int, default=None)
     ap.add_argument("--brute-samples", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clusters", type=int, default=1000)
@@ -69,15 +71,19 @@ def main() -> None:
         f"k={args.k}, threads={args.threads} [{time.perf_counter() - t0:.1f} s]"
     )
 
+    chosen = {
+        "index": args.index,
+        "recall": args.recall,
+        "pq_m": args.pq_m,
+        "pq_nlist": args.nlist,
+        "pq_nprobe": args.nprobe,
+    }
     gmv = GMValuator(
         k=args.k,
-        recall=args.recall,
-        index=args.index,
-        pq_nlist=args.nlist,
-        pq_nprobe=args.nprobe,
         rerank="l2",
         n_threads=args.threads,
         diagnostics_sample=100,
+        **{key: v for key, v in chosen.items() if v is not None},
     )
     t0 = time.perf_counter()
     gmv.fit(train)
@@ -87,9 +93,9 @@ def main() -> None:
     t_value = time.perf_counter() - t0
     diag = res.diagnostics
     print(
-        f"datacredit fit (index={args.index}, PQ m={diag.get('pq_m')}, "
+        f"datacredit fit (index={gmv.index}, PQ m={diag.get('pq_m')}, "
         f"nlist={diag.get('pq_nlist')}, nprobe={diag.get('pq_nprobe')}, "
-        f"recall={args.recall}): {t_fit:.1f} s"
+        f"recall={gmv.recall}): {t_fit:.1f} s"
     )
     print(
         f"datacredit value: {t_value:.1f} s total (recall {diag['recall_s']:.1f} s, "

@@ -280,3 +280,23 @@ def test_ivf_small_lists_keep_valid_candidates(rng):
     assert (res.topk_indices >= 0).all() and np.isfinite(res.topk_distances).all()
     for row in res.topk_indices:
         assert len(set(row)) == len(row)
+
+
+def test_auto_index_is_exact_when_small_and_ivf_when_large(rng, monkeypatch):
+    from datacredit.gmvaluator import valuator
+
+    train, gen = _data(rng, n=3000, n_gen=30, d=16)
+    small = GMValuator(k=8, recall=30).fit(train)  # default index="auto"
+    assert small.index == "auto" and small.index_ == "exact"
+    res = small.value(gen)
+    ref_values, ref_top = _reference(train, gen, 8)
+    np.testing.assert_array_equal(res.topk_indices, ref_top)
+    np.testing.assert_allclose(res.values, ref_values, rtol=1e-9, atol=1e-12)
+    assert res.diagnostics["index"] == "exact"
+
+    monkeypatch.setattr(valuator, "AUTO_IVF_MIN_TRAIN", 1000)
+    large = GMValuator(k=8, recall=30, diagnostics_sample=30).fit(train)
+    assert large.index_ == "ivf"
+    res = large.value(gen)
+    assert res.diagnostics["index"] == "ivf"
+    assert res.diagnostics["final_recall_at_k"] >= 0.9

