@@ -4,9 +4,10 @@
 rerank="l2".  The reference (as in the published baselines): for each generated sample,
 Euclidean distances to all training embeddings in chunks of 2,048 with numpy, then
 argpartition for the top k and the softmax weights; timed on 100 samples and scaled
-linearly.  datacredit: `--index ivf` (default; inverted file, exact l2 inside the probed
-lists via the fused Gram top-k kernel) or `--index pq` (PQ + IVF ADC recall of `recall`
-candidates), then exact l2 re-rank, top k, values.  recall@50 of datacredit's top-50 against exact search is measured on 100
+linearly.  datacredit with GMValuator's defaults unless flags say otherwise (index="auto",
+which is `ivf` at this size: inverted file, exact l2 inside the probed lists via the fused
+Gram top-k kernel; `--index pq`: PQ + IVF ADC recall of `recall` candidates), then exact l2
+re-rank, top k, values.  recall@50 of datacredit's top-50 against exact search is measured on 100
 generated samples (GMValuation.diagnostics) and reported.
 
     flock /tmp/bench.lock python benchmarks/bench_gmvaluator.py [--n 1000000 --n-gen 10000]
@@ -93,7 +94,7 @@ def main() -> None:
     t_value = time.perf_counter() - t0
     diag = res.diagnostics
     print(
-        f"datacredit fit (index={gmv.index}, PQ m={diag.get('pq_m')}, "
+        f"datacredit fit (index={gmv.index} -> {gmv.index_}, PQ m={diag.get('pq_m')}, "
         f"nlist={diag.get('pq_nlist')}, nprobe={diag.get('pq_nprobe')}, "
         f"recall={gmv.recall}): {t_fit:.1f} s"
     )
