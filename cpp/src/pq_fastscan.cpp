@@ -292,8 +292,10 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
   const int64_t chunk = std::max<int64_t>(1, kChunkBytes / (npairs * kBlock));  // blocks
   const int64_t n_groups = (nq + kGroup - 1) / kGroup;
   // With fewer query groups than threads, split the code range too and merge the heaps.
+  // (at least kMinPartBlocks blocks per part).
+  constexpr int64_t kMinPartBlocks = 64;
   const int64_t parts = std::max<int64_t>(
-      1, std::min<int64_t>((threads + n_groups - 1) / n_groups, (n_blocks + chunk - 1) / chunk));
+      1, std::min<int64_t>((threads + n_groups - 1) / n_groups, n_blocks / kMinPartBlocks));
   const int64_t part_len = (n_blocks + parts - 1) / parts;
   std::vector<float> heap_keys(static_cast<size_t>(nq * parts * k));
   std::vector<int64_t> heap_ids(static_cast<size_t>(nq * parts * k));
