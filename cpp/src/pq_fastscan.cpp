@@ -122,41 +122,51 @@ __attribute__((target("avx2"))) void scan_avx2(const uint8_t* packed, int64_t np
                                                int64_t blk1, int64_t n, const uint8_t* luts,
                                                TopKHeap* heaps) {
   const int64_t lut_stride = 2 * npairs * kKsub;
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  alignas(32) uint16_t half[2][16];
+  alignas(32) uint16_t half[Q][2][16];
   int32_t bound[Q];
   for (int q = 0; q < Q; ++q) bound[q] = score_bound(heaps[q]);
   for (int64_t blk = blk0; blk < blk1; ++blk) {
     const uint8_t* codes = packed + blk * npairs * kBlock;
-    __m256i ae[Q], ao[Q];
-    for (int q = 0; q < Q; ++q) {
-      ae[q] = _mm256_setzero_si256();
-      ao[q] = _mm256_setzero_si256();
-    }
-    const uint8_t* lp = luts;
-    for (int64_t p = 0; p < npairs; ++p, codes += kBlock, lp += 2 * kKsub) {
-      const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
-      const __m256i lo = _mm256_and_si256(c, low4);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), low4);
+    {
+      const __m256i low4 = _mm256_set1_epi8(0x0f);
+      __m256i ae[Q], ao[Q];
+#pragma GCC unroll 8
       for (int q = 0; q < Q; ++q) {
-        const uint8_t* l = lp + q * lut_stride;
-        const __m256i t0 =
-            _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(l)));
-        const __m256i t1 = _mm256_broadcastsi128_si256(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(l + kKsub)));
-        const __m256i r0 = _mm256_shuffle_epi8(t0, lo);
-        const __m256i r1 = _mm256_shuffle_epi8(t1, hi);
-        ae[q] = _mm256_add_epi16(ae[q], _mm256_add_epi16(r0, r1));
-        ao[q] = _mm256_add_epi16(
-            ao[q], _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
+        ae[q] = _mm256_setzero_si256();
+        ao[q] = _mm256_setzero_si256();
+      }
+      const uint8_t* lp = luts;
+      for (int64_t p = 0; p < npairs; ++p, codes += kBlock, lp += 2 * kKsub) {
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
+        const __m256i lo = _mm256_and_si256(c, low4);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), low4);
+#pragma GCC unroll 8
+        for (int q = 0; q < Q; ++q) {
+          const uint8_t* l = lp + q * lut_stride;
+          const __m256i t0 =
+              _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(l)));
+          const __m256i t1 = _mm256_broadcastsi128_si256(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(l + kKsub)));
+          const __m256i r0 = _mm256_shuffle_epi8(t0, lo);
+          const __m256i r1 = _mm256_shuffle_epi8(t1, hi);
+          ae[q] = _mm256_add_epi16(ae[q], _mm256_add_epi16(r0, r1));
+          ao[q] = _mm256_add_epi16(
+              ao[q], _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
+        }
+      }
+#pragma GCC unroll 8
+      for (int q = 0; q < Q; ++q) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(half[q][0]),
+                           _mm256_sub_epi16(ae[q], _mm256_slli_epi16(ao[q], 8)));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(half[q][1]), ao[q]);
       }
     }
     const int64_t base = blk * kBlock;
     const uint32_t valid = n - base >= kBlock ? 0xffffffffu : ((uint32_t{1} << (n - base)) - 1u);
     for (int q = 0; q < Q; ++q) {
       if (bound[q] == 0) continue;  // nothing can beat a full heap of zero scores
-      const __m256i even = _mm256_sub_epi16(ae[q], _mm256_slli_epi16(ao[q], 8));
-      const __m256i odd = ao[q];
+      const __m256i even = _mm256_load_si256(reinterpret_cast<const __m256i*>(half[q][0]));
+      const __m256i odd = _mm256_load_si256(reinterpret_cast<const __m256i*>(half[q][1]));
       const __m256i lim = _mm256_set1_epi16(static_cast<int16_t>(bound[q] - 1));
       const uint32_t me = static_cast<uint32_t>(
           _mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_min_epu16(even, lim), even)));
@@ -165,13 +175,11 @@ __attribute__((target("avx2"))) void scan_avx2(const uint8_t* packed, int64_t np
       // Bit j of `bits` <=> vector j of the block (lane i holds vectors 2i and 2i+1).
       uint32_t bits = ((me & 0x55555555u) | (mo & 0xAAAAAAAAu)) & valid;
       if (bits == 0) continue;
-      _mm256_store_si256(reinterpret_cast<__m256i*>(half[0]), even);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(half[1]), odd);
       TopKHeap& h = heaps[q];
       while (bits) {
         const int j = __builtin_ctz(bits);
         bits &= bits - 1;
-        h.push(-static_cast<float>(half[j & 1][j >> 1]), base + j);
+        h.push(-static_cast<float>(half[q][j & 1][j >> 1]), base + j);
       }
       bound[q] = score_bound(h);
     }
