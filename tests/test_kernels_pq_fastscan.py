@@ -177,6 +177,34 @@ def test_fastscan_recall_close_to_float_adc(rng):
     assert overlap > 0.8, overlap
 
 
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_rerank_equals_float_adc_over_candidates(rng, metric):
+    d, m, n = 28, 7, 2500
+    x = _clustered(rng, n, d)
+    pq = ProductQuantizer(d, m, 4, metric=metric, seed=4, n_threads=2).train(x, n_iter=4)
+    codes = pq.encode(x)
+    codes[1::2] = codes[::2]  # duplicates: ties in the float sums too
+    packed = pq.pack(codes)
+    q = _clustered(rng, 13, d)
+    tables = pq.compute_tables(q)
+    k, kc = 20, 90
+    dist, idx = pq.search(q, packed, k, rerank=kc)
+    _, cand = pq.search(q, packed, kc)
+    for j in range(len(q)):
+        acc = np.zeros(kc, np.float32)
+        for s in range(m):  # float32, sub-space order
+            acc = acc + tables[j, s, codes[cand[j], s]]
+        key = -acc if metric == "ip" else acc
+        order = np.lexsort((cand[j], key))[:k]
+        np.testing.assert_array_equal(idx[j], cand[j][order])
+        np.testing.assert_array_equal(dist[j], acc[order])
+    # every code a candidate: exactly the float-table search of the unpacked codes
+    full = pq.search(q, packed, k, rerank=n)
+    ref = pq.search(q, codes, k)
+    np.testing.assert_array_equal(full[1], ref[1])
+    np.testing.assert_array_equal(full[0], ref[0])
+
+
 def test_torch_queries_and_packed_repr(rng):
     torch = pytest.importorskip("torch")
     d, m = 16, 4
@@ -232,6 +260,12 @@ def test_fastscan_bad_input(rng, monkeypatch):
         pq.quantize_tables(np.full((1, m, 16), np.nan, np.float32))
     with pytest.raises(ValueError, match="packed codes must have shape"):
         _core.pq_fastscan_search(pq.compute_tables(x[:1]), packed.data[:-1], 300, 3, "l2", 1, False)
+    with pytest.raises(ValueError, match="rerank = 2 must be in"):
+        pq.search(x[:2], packed, 3, rerank=2)
+    with pytest.raises(ValueError, match="rerank = 301 must be in"):
+        pq.search(x[:2], packed, 3, rerank=301)
+    with pytest.raises(ValueError, match="only used with PackedCodes"):
+        pq.search(x[:2], codes, 3, rerank=10)
     monkeypatch.setenv("DATACREDIT_PQ_FASTSCAN", "fast")
     with pytest.raises(ValueError, match="DATACREDIT_PQ_FASTSCAN"):
         pq.search(x[:2], packed, 3)

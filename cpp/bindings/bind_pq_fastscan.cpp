@@ -100,6 +100,33 @@ void bind_pq_fastscan(py::module_& m) {
       },
       py::arg("tables"), py::arg("packed"), py::arg("n"), py::arg("k"), py::arg("metric"),
       py::arg("n_threads"), py::arg("force_scalar"));
+
+  m.def(
+      "pq_fastscan_rerank",
+      [](const FloatArray& tables, const ByteArray& packed, int64_t n, const Int64Array& cand,
+         int64_t k, const std::string& metric, int n_threads) {
+        check_tables(tables);
+        const int64_t nq = tables.shape(0), ms = tables.shape(1);
+        check_packed(packed, n, ms);
+        check(cand.ndim() == 2 && cand.shape(0) == nq, kWhere,
+              "candidates must have shape (nq, rerank)");
+        const PQMetric met = parse_pq_metric(metric);
+        const int64_t kc = cand.shape(1);
+        check(k >= 1 && k <= kc, kWhere,
+              "k = " + std::to_string(k) + " must be in [1, rerank = " + std::to_string(kc) + "]");
+        FloatArray dist({nq, k});
+        Int64Array idx({nq, k});
+        float* pd = dist.mutable_data();
+        int64_t* pi = idx.mutable_data();
+        {
+          py::gil_scoped_release release;
+          pq_fastscan_rerank(tables.data(), nq, ms, packed.data(), n, cand.data(), kc, k, met, pd,
+                             pi, n_threads);
+        }
+        return py::make_tuple(dist, idx);
+      },
+      py::arg("tables"), py::arg("packed"), py::arg("n"), py::arg("candidates"), py::arg("k"),
+      py::arg("metric"), py::arg("n_threads"));
 }
 
 }  // namespace datacredit::bindings

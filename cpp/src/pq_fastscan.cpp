@@ -366,4 +366,45 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
   }
 }
 
+void pq_fastscan_rerank(const float* tables, int64_t nq, int64_t m, const uint8_t* packed,
+                        int64_t n, const int64_t* cand, int64_t kc, int64_t k, PQMetric metric,
+                        float* distances, int64_t* indices, int n_threads) {
+  const char* where = "pq_fastscan_rerank";
+  check(m > 0, where, "m must be positive, got " + std::to_string(m));
+  check(nq > 0, where, "queries is empty");
+  check(n > 0, where, "codes is empty");
+  check(kc >= 1 && kc <= n, where,
+        "rerank = " + std::to_string(kc) + " must be in [1, n_codes = " + std::to_string(n) + "]");
+  check(k >= 1 && k <= kc, where,
+        "k = " + std::to_string(k) + " must be in [1, rerank = " + std::to_string(kc) + "]");
+  check(all_finite(tables, nq * m * kKsub), where, "tables contains NaN or inf");
+  for (int64_t i = 0; i < nq * kc; ++i)
+    if (cand[i] < 0 || cand[i] >= n)
+      fail(where, "candidate index " + std::to_string(cand[i]) + " is outside [0, n_codes)");
+  const bool negate = metric == PQMetric::kInnerProduct;
+  const int64_t npairs = fastscan_m_pad(m) / 2;
+  const int threads = resolve_threads(n_threads);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> keys(static_cast<size_t>(k));
+    std::vector<int64_t> ids(static_cast<size_t>(k));
+#pragma omp for schedule(static)
+    for (int64_t q = 0; q < nq; ++q) {
+      const float* t = tables + q * m * kKsub;
+      TopKHeap h(keys.data(), ids.data(), k);
+      for (int64_t c = 0; c < kc; ++c) {
+        const int64_t i = cand[q * kc + c];
+        const uint8_t* blk = packed + (i / kBlock) * npairs * kBlock + i % kBlock;
+        float acc = 0.0f;
+        for (int64_t s = 0; s < m; ++s) {
+          const uint8_t byte = blk[(s / 2) * kBlock];
+          acc += t[s * kKsub + (s % 2 == 0 ? byte & 15 : byte >> 4)];
+        }
+        h.push(negate ? acc : -acc, i);
+      }
+      h.write_sorted(distances + q * k, indices + q * k, negate ? 1.0f : -1.0f);
+    }
+  }
+}
+
 }  // namespace datacredit

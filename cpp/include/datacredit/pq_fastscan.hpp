@@ -65,6 +65,14 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
                         int64_t n, int64_t k, PQMetric metric, float* distances, int64_t* indices,
                         int n_threads = 0, bool force_scalar = false);
 
+// Exact re-ranking of fast-scan candidates: for each query, the float ADC distance
+// (sum_s T[s][c_s] in float32, sub-space order) of its kc candidates (cand: nq x kc code
+// indices in [0, n), e.g. from pq_fastscan_search with k = kc) and the k best of them
+// (1 <= k <= kc; l2 ascending, ip descending, ties to the lower index).  O(nq kc m).
+void pq_fastscan_rerank(const float* tables, int64_t nq, int64_t m, const uint8_t* packed,
+                        int64_t n, const int64_t* cand, int64_t kc, int64_t k, PQMetric metric,
+                        float* distances, int64_t* indices, int n_threads = 0);
+
 // Whether pq_fastscan_search would use the AVX2 kernel on this CPU.
 bool pq_fastscan_has_avx2();
 

@@ -339,19 +339,30 @@ class ProductQuantizer:
             )
 
     def _search_packed(
-        self, q: np.ndarray, packed: PackedCodes, k: int
+        self, q: np.ndarray, packed: PackedCodes, k: int, rerank: int | None
     ) -> tuple[np.ndarray, np.ndarray]:
         self._need_fastscan()
         if not isinstance(packed.data, np.ndarray) or packed.m != self.m:
             raise ValueError(f"packed codes have m = {packed.m}, this quantizer m = {self.m}")
         if not 1 <= k <= packed.n:
             raise ValueError(f"k = {k} must be in [1, N = {packed.n}]")
+        if rerank is not None:
+            rerank = _positive_int(rerank, "rerank")
+            if not k <= rerank <= packed.n:
+                raise ValueError(f"rerank = {rerank} must be in [k = {k}, N = {packed.n}]")
         mode = os.environ.get(_FASTSCAN_ENV, "auto")
         if mode not in ("auto", "scalar"):
             raise ValueError(f"{_FASTSCAN_ENV} must be 'auto' or 'scalar', got {mode!r}")
         tables = self.compute_tables(q)
-        return _core.pq_fastscan_search(
-            tables, packed.data, packed.n, int(k), self.metric, self._threads(), mode == "scalar"
+        threads = self._threads()
+        kc = k if rerank is None else rerank
+        out = _core.pq_fastscan_search(
+            tables, packed.data, packed.n, kc, self.metric, threads, mode == "scalar"
+        )
+        if rerank is None:
+            return out
+        return _core.pq_fastscan_rerank(
+            tables, packed.data, packed.n, out[1], k, self.metric, threads
         )
 
     def search(
@@ -362,6 +373,7 @@ class ProductQuantizer:
         *,
         lists: Any = None,
         nprobe: int | None = None,
+        rerank: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best codes per query by asymmetric distance.
 
@@ -377,6 +389,11 @@ class ProductQuantizer:
                 slots beyond the codes found hold distance ``inf`` (``-inf`` for ip) and
                 index -1.
             nprobe: lists per query (default: the constructor's).
+            rerank: only with :class:`PackedCodes`: the fast scan keeps ``rerank``
+                candidates (``k <= rerank <= N``), which are then re-ranked by their exact
+                float ADC distances (the float tables, summed in sub-space order as the
+                unpacked search does); the ``k`` best are returned with those distances.
+                Adds ``O(nq * rerank * m)``.
 
         Returns:
             ``(distances, indices)``: float32 ``(nq, k)`` (squared l2 ascending, or inner
@@ -399,7 +416,9 @@ class ProductQuantizer:
                 raise TypeError(f"k must be an integer, got {type(k).__name__}")
             if lists is not None or nprobe is not None:
                 raise ValueError("lists= / nprobe= are not supported with PackedCodes")
-            return self._search_packed(q, codes, int(k))
+            return self._search_packed(q, codes, int(k), rerank)
+        if rerank is not None:
+            raise ValueError("rerank= is only used with PackedCodes (from .pack)")
         c = self._codes(codes)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
             raise TypeError(f"k must be an integer, got {type(k).__name__}")
