@@ -25,6 +25,13 @@ constexpr int64_t kGroup = 32;  // queries sharing each chunk of codes while it 
 constexpr int kBatch = 4;       // queries per pass over a block (accumulators in registers)
 constexpr int64_t kChunkBytes = 192 * 1024;  // packed bytes per chunk (stays in L2)
 constexpr int32_t kNoBound = 65536;          // strict bound while a heap is not full
+constexpr int64_t kMaxM = 16384;             // keeps (65535 - m) / sum of ranges useful
+
+void check_m(int64_t m, const char* where) {
+  check(m > 0 && m <= kMaxM, where,
+        "m must be in [1, " + std::to_string(kMaxM) + "] for the fast scan, got " +
+            std::to_string(m));
+}
 
 // Strict upper bound on the integer score of a candidate that may still enter `h`: the
 // heap's worst kept score (every code scanned later has a higher index, so a tie cannot
@@ -219,7 +226,7 @@ bool pq_fastscan_has_avx2() {
 void pq_fastscan_pack(const uint8_t* codes, int64_t n, int64_t m, uint8_t* packed, int n_threads) {
   const char* where = "pq_fastscan_pack";
   check(n > 0, where, "codes is empty");
-  check(m > 0, where, "m must be positive, got " + std::to_string(m));
+  check_m(m, where);
   for (int64_t i = 0; i < n * m; ++i)
     if (codes[i] >= kKsub)
       fail(where, "codes[" + std::to_string(i / m) + ", " + std::to_string(i % m) +
@@ -258,7 +265,7 @@ void pq_fastscan_unpack(const uint8_t* packed, int64_t n, int64_t m, uint8_t* co
 void pq_fastscan_quantize_tables(const float* tables, int64_t nq, int64_t m, PQMetric metric,
                                  uint8_t* lut, float* scale, float* bias, int n_threads) {
   const char* where = "pq_fastscan_quantize_tables";
-  check(m > 0, where, "m must be positive, got " + std::to_string(m));
+  check_m(m, where);
   check(nq >= 0, where, "negative size");
   check(all_finite(tables, nq * m * kKsub), where, "tables contains NaN or inf");
   const bool negate = metric == PQMetric::kInnerProduct;
@@ -272,7 +279,7 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
                         int64_t n, int64_t k, PQMetric metric, float* distances, int64_t* indices,
                         int n_threads, bool force_scalar) {
   const char* where = "pq_fastscan_search";
-  check(m > 0, where, "m must be positive, got " + std::to_string(m));
+  check_m(m, where);
   check(nq > 0, where, "queries is empty");
   check(n > 0, where, "codes is empty");
   check(k >= 1 && k <= n, where,
@@ -370,7 +377,7 @@ void pq_fastscan_rerank(const float* tables, int64_t nq, int64_t m, const uint8_
                         int64_t n, const int64_t* cand, int64_t kc, int64_t k, PQMetric metric,
                         float* distances, int64_t* indices, int n_threads) {
   const char* where = "pq_fastscan_rerank";
-  check(m > 0, where, "m must be positive, got " + std::to_string(m));
+  check_m(m, where);
   check(nq > 0, where, "queries is empty");
   check(n > 0, where, "codes is empty");
   check(kc >= 1 && kc <= n, where,

@@ -72,6 +72,33 @@ void check_search(int64_t n, int64_t m, int64_t nq, int64_t k, PQMetric metric, 
       DC_EXPECT(d_simd[static_cast<size_t>(q * k + j)] == dist);
     }
   }
+
+  // Re-ranking every code by its float ADC distance: a brute-force float scan.
+  std::vector<int64_t> cand(static_cast<size_t>(nq * n));
+  for (int64_t q = 0; q < nq; ++q)
+    std::iota(cand.begin() + q * n, cand.begin() + (q + 1) * n, int64_t{0});
+  std::vector<float> d_rr(static_cast<size_t>(nq * k));
+  std::vector<int64_t> i_rr(static_cast<size_t>(nq * k));
+  pq_fastscan_rerank(tables.data(), nq, m, packed.data(), n, cand.data(), n, k, metric, d_rr.data(),
+                     i_rr.data(), threads);
+  const float sign = metric == PQMetric::kInnerProduct ? -1.0f : 1.0f;
+  for (int64_t q = 0; q < nq; ++q) {
+    std::vector<float> acc(static_cast<size_t>(n), 0.0f);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t s = 0; s < m; ++s)
+        acc[static_cast<size_t>(i)] +=
+            tables[static_cast<size_t>((q * m + s) * 16 + codes[i * m + s])];
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), int64_t{0});
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return sign * acc[static_cast<size_t>(a)] < sign * acc[static_cast<size_t>(b)];
+    });
+    for (int64_t j = 0; j < k; ++j) {
+      DC_EXPECT(i_rr[static_cast<size_t>(q * k + j)] == order[static_cast<size_t>(j)]);
+      DC_EXPECT(d_rr[static_cast<size_t>(q * k + j)] ==
+                acc[static_cast<size_t>(order[static_cast<size_t>(j)])]);
+    }
+  }
 }
 
 }  // namespace
@@ -98,6 +125,12 @@ int main() {
                            idx.data(), 1);
       },
       "k = 3"));
+  DC_EXPECT(dctest::throws_invalid(
+      [&] {
+        pq_fastscan_search(tables.data(), 1, 20000, packed.data(), 2, 1, PQMetric::kL2, d.data(),
+                           idx.data(), 1);
+      },
+      "m must be in [1, 16384]"));
   tables[7] = std::numeric_limits<float>::quiet_NaN();
   DC_EXPECT(dctest::throws_invalid(
       [&] {

@@ -25,6 +25,7 @@
 // within m * 0.5 / scale (+ float rounding) of the float ADC distance.
 //
 // Search returns the k codes of smallest S (ties to the lower code index), best first.
+// Every function here requires 1 <= m <= 16384 (so that (65535 - m) stays a useful budget).
 #pragma once
 
 #include <cstdint>
