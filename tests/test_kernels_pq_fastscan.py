@@ -49,6 +49,18 @@ def _search_both(pq, q, packed, k, monkeypatch):
     return scalar, fast
 
 
+def test_avx2_path_is_used_when_the_cpu_has_it():
+    # Otherwise the AVX2 == scalar comparisons below would compare the scalar path to itself.
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    if " avx2" not in flags:
+        pytest.skip("CPU without AVX2")
+    assert _core.pq_fastscan_has_avx2()
+
+
 def test_pack_layout_and_unpack(rng):
     for n, m in [(1, 1), (31, 3), (32, 4), (70, 7), (100, 16)]:
         codes = rng.integers(0, 16, (n, m), dtype=np.uint8)
