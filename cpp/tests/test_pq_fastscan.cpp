@@ -3,6 +3,7 @@
 // quantized tables (ties to the lower index) on both the AVX2 and the scalar path,
 // argument errors.
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -15,8 +16,9 @@ using namespace datacredit;
 
 namespace {
 
+// coarse: tables with few distinct values, so that many codes tie on their score.
 void check_search(int64_t n, int64_t m, int64_t nq, int64_t k, PQMetric metric, int threads,
-                  uint64_t seed) {
+                  uint64_t seed, bool coarse = false) {
   std::mt19937 gen(static_cast<unsigned>(seed));
   std::uniform_int_distribution<int> code(0, 15);
   std::normal_distribution<float> normal;
@@ -27,7 +29,7 @@ void check_search(int64_t n, int64_t m, int64_t nq, int64_t k, PQMetric metric, 
   for (int64_t i = distinct; i < n; ++i)
     std::copy_n(codes.begin() + (i % distinct) * m, m, codes.begin() + i * m);
   std::vector<float> tables(static_cast<size_t>(nq * m * 16));
-  for (auto& v : tables) v = normal(gen);
+  for (auto& v : tables) v = coarse ? std::round(normal(gen)) : normal(gen);
 
   std::vector<uint8_t> packed(static_cast<size_t>(fastscan_packed_bytes(n, m)));
   pq_fastscan_pack(codes.data(), n, m, packed.data(), threads);
@@ -109,6 +111,8 @@ int main() {
   check_search(5000, 3, 1, 77, PQMetric::kL2, 2, 3);            // one query: split code range
   check_search(31, 1, 3, 5, PQMetric::kL2, 1, 4);
   check_search(2000, 64, 37, 50, PQMetric::kL2, 2, 5);  // query batches of 4 and a remainder
+  check_search(3000, 6, 10, 60, PQMetric::kL2, 2, 6, true);
+  check_search(777, 9, 7, 100, PQMetric::kInnerProduct, 1, 7, true);
 
   std::vector<uint8_t> codes(8, 3), packed(static_cast<size_t>(fastscan_packed_bytes(2, 4)));
   codes[5] = 16;
