@@ -19,9 +19,9 @@ def _ref_quantize(tables: np.ndarray, metric: str):
     t = -tables if metric == "ip" else tables
     m = t.shape[1]
     lo = t.min(axis=2)  # (nq, m)
-    rng_ = t.max(axis=2) - lo
-    r_max = rng_.max(axis=1).astype(np.float64)
-    r_sum = rng_.astype(np.float64).sum(axis=1)
+    rng_ = t.max(axis=2).astype(np.float64) - lo.astype(np.float64)
+    r_max = rng_.max(axis=1)
+    r_sum = rng_.sum(axis=1)
     with np.errstate(divide="ignore"):
         sc = np.minimum(255.0 / r_max, (65535.0 - m) / r_sum)
     sc = np.where(r_max > 0, np.minimum(sc, 1e30), 1.0).astype(np.float32)

@@ -44,8 +44,7 @@ inline int32_t score_bound(const TopKHeap& h) {
 // One query's quantized table: lut (m_pad x 16, zero rows beyond m), scale and bias.
 void quantize_one(const float* t, int64_t m, int64_t m_pad, bool negate, uint8_t* lut,
                   float* scale_out, float* bias_out) {
-  float r_max = 0.0f;
-  double r_sum = 0.0, b_sum = 0.0;
+  double r_max = 0.0, r_sum = 0.0, b_sum = 0.0;
   std::vector<float> bias(static_cast<size_t>(m));
   for (int64_t s = 0; s < m; ++s) {
     const float* row = t + s * kKsub;
@@ -56,7 +55,7 @@ void quantize_one(const float* t, int64_t m, int64_t m_pad, bool negate, uint8_t
       hi = std::max(hi, v);
     }
     bias[static_cast<size_t>(s)] = lo;
-    const float r = hi - lo;
+    const double r = static_cast<double>(hi) - static_cast<double>(lo);  // no overflow
     r_max = std::max(r_max, r);
     r_sum += r;
     b_sum += lo;
@@ -64,7 +63,7 @@ void quantize_one(const float* t, int64_t m, int64_t m_pad, bool negate, uint8_t
   // Every entry <= 255 and every sum of m entries (each rounded up by at most 1/2)
   // <= (65535 - m) + m / 2 < 65536; capped so that tiny ranges cannot overflow floats.
   double sc = 1.0;
-  if (r_max > 0.0f) {
+  if (r_max > 0.0) {
     sc = std::min(255.0 / r_max, (65535.0 - static_cast<double>(m)) / r_sum);
     sc = std::min(sc, 1e30);
   }

@@ -14,11 +14,13 @@
 //
 // Quantized tables (pq_fastscan_quantize_tables).  From the float ADC tables T (m x 16 per
 // query; inner products are negated first so that smaller is always better):
-//   bias_s = min_j T[s][j],  range_s = max_j T[s][j] - bias_s,
-//   scale  = min(255 / max_s range_s, 65535 / sum_s range_s)   (1 when every range is 0),
+//   bias_s = min_j T[s][j],  range_s = max_j T[s][j] - bias_s   (in double),
+//   scale  = float(min(255 / max_s range_s, (65535 - m) / sum_s range_s, 1e30))
+//            (1 when every range is 0),
 //   lut[s][j] = (uint8) nearbyint((T[s][j] - bias_s) * scale)  in [0, 255],
-// computed in float32 (round half to even).  Every entry fits in 8 bits and the sum over
-// the m sub-spaces of one code fits in 16 bits (no overflow in the uint16 accumulators).
+// the last line in float32 (round half to even).  Every entry fits in 8 bits and the sum
+// over the m sub-spaces of one code (each entry rounded up by at most 1/2) fits in 16
+// bits: no overflow in the uint16 accumulators.
 // The integer score of a code c is S(c) = sum_s lut[s][c_s]; its dequantized distance is
 //   l2: S(c) / scale + sum_s bias_s,   ip: -(S(c) / scale + sum_s bias_s)
 // (float32: float(S) / scale + bias with bias = float32(sum_s bias_s) summed in double),

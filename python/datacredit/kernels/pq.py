@@ -314,10 +314,10 @@ class ProductQuantizer:
         """The 8-bit tables the fast scan ranks with, from float ``tables`` ``(nq, m, 16)``.
 
         With ``T`` the float tables (negated for ``"ip"``, so smaller is better),
-        ``bias_s = min_j T[s, j]``, ``range_s = max_j T[s, j] - bias_s``,
-        ``scale = min(255 / max_s range_s, (65535 - m) / sum_s range_s)`` (1 if every
-        range is 0) and ``lut[s, j] = round((T[s, j] - bias_s) * scale)`` (float32, half
-        to even).  Entries lie in ``[0, 255]`` and any code's sum ``S`` in ``[0, 65535]``.
+        ``bias_s = min_j T[s, j]``, ``range_s = max_j T[s, j] - bias_s`` (float64),
+        ``scale = min(255 / max_s range_s, (65535 - m) / sum_s range_s, 1e30)`` rounded
+        to float32 (1 if every range is 0) and
+        ``lut[s, j] = round((T[s, j] - bias_s) * scale)`` (float32, half to even).  Entries lie in ``[0, 255]`` and any code's sum ``S`` in ``[0, 65535]``.
         Its distance is ``S / scale + bias`` (negated for ``"ip"``), within
         ``m / (2 * scale)`` (plus float rounding) of the float ADC distance.
 
