@@ -301,7 +301,7 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
   const bool simd = !force_scalar && cpu_has_avx2();
 #else
   (void)force_scalar;
-  const bool simd = false;
+  [[maybe_unused]] const bool simd = false;
 #endif
   const int64_t chunk = std::max<int64_t>(1, kChunkBytes / (npairs * kBlock));  // blocks
   const int64_t n_groups = (nq + kGroup - 1) / kGroup;
