@@ -7,11 +7,12 @@ used as is, other real dtypes are converted once.
 
 from datacredit.kernels.crammer_singer import CSResult, crammer_singer_fit, crammer_singer_objective
 from datacredit.kernels.gram import gram, gram_topk
-from datacredit.kernels.pq import ProductQuantizer, kmeans
+from datacredit.kernels.pq import PackedCodes, ProductQuantizer, kmeans
 from datacredit.kernels.treeshap import TreeEnsemble, from_xgboost, tree_shap_interventional
 
 __all__ = [
     "CSResult",
+    "PackedCodes",
     "ProductQuantizer",
     "TreeEnsemble",
     "crammer_singer_fit",

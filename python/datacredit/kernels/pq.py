@@ -55,6 +55,48 @@ def kmeans(
     )
 
 
+_FASTSCAN_ENV = "DATACREDIT_PQ_FASTSCAN"
+
+
+class PackedCodes:
+    """4-bit PQ codes packed for the fast-scan search (from :meth:`ProductQuantizer.pack`).
+
+    Layout (``data``, uint8, shape ``(ceil(n / 32), ceil(m / 2), 32)``): blocks of 32
+    vectors; in block ``b``, row ``p`` holds one byte per vector ``j``: the code of
+    sub-space ``2p`` in the low nibble and of sub-space ``2p + 1`` in the high nibble of
+    vector ``32 b + j``.  An odd ``m`` gets a zero code in the extra sub-space, and the
+    last block is filled with zero codes whose results are never reported.
+    ``n * m / 2`` bytes (plus padding): half the memory of the unpacked codes.
+
+    Attributes:
+        data: the packed bytes (read them, do not modify them).
+        n: number of codes.
+        m: sub-spaces per code.
+    """
+
+    __slots__ = ("data", "m", "n")
+
+    def __init__(self, data: np.ndarray, n: int, m: int) -> None:
+        self.data = data
+        self.n = int(n)
+        self.m = int(m)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, m)``, the shape of the unpacked codes."""
+        return (self.n, self.m)
+
+    def unpack(self) -> np.ndarray:
+        """The codes ``(n, m)`` uint8 again (``O(n m)``)."""
+        return _core.pq_fastscan_unpack(self.data, self.n, self.m)
+
+    def __repr__(self) -> str:
+        return f"PackedCodes(n={self.n}, m={self.m}, {self.data.nbytes} bytes)"
+
+
 class ProductQuantizer:
     """Product quantizer with asymmetric-distance (ADC) search and fused top-k.
 
@@ -83,7 +125,15 @@ class ProductQuantizer:
             deterministic for a given seed whatever the thread count.
         n_threads: threads for every call (``None``: all cores).
 
-    Memory: ``m * 2**nbits * (d // m)`` floats of centroids, ``m`` bytes per code.
+    With ``nbits=4``, :meth:`pack` lays the codes out for the *fast scan*: lookup tables
+    quantized to 8 bits and summed 32 codes at a time with in-register byte shuffles
+    (AVX2, runtime dispatch; a portable scalar path gives identical results).
+    ``search(queries, pq.pack(codes), k)`` then ranks by the quantized distances (see
+    :meth:`quantize_tables`): over ten times faster than the float-table scan of the same codes,
+    within ``m / (2 * scale)`` of its distances.
+
+    Memory: ``m * 2**nbits * (d // m)`` floats of centroids, ``m`` bytes per code
+    (``m / 2`` bytes when packed).
     """
 
     def __init__(
@@ -253,6 +303,72 @@ class ProductQuantizer:
             cent, self._rows(queries, "queries"), self.nbits, self.metric, self._threads()
         )
 
+    def pack(self, codes: Any) -> PackedCodes:
+        """Pack 4-bit ``codes`` ``(N, m)`` uint8 (each < 16) for the fast-scan search.
+
+        Only for ``nbits=4``.  Like faiss's ``add`` on a fast-scan index: pack once, then
+        pass the :class:`PackedCodes` to :meth:`search` as often as needed.
+        ``O(N m)``, parallel; memory ``N * m / 2`` bytes (plus padding to 32 codes).
+        """
+        self._need_fastscan()
+        c = self._codes(codes)
+        return PackedCodes(_core.pq_fastscan_pack(c, self._threads()), c.shape[0], self.m)
+
+    def quantize_tables(self, tables: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The 8-bit tables the fast scan ranks with, from float ``tables`` ``(nq, m, 16)``.
+
+        With ``T`` the float tables (negated for ``"ip"``, so smaller is better),
+        ``bias_s = min_j T[s, j]``, ``range_s = max_j T[s, j] - bias_s`` (float64),
+        ``scale = min(255 / max_s range_s, (65535 - m) / sum_s range_s, 1e30)`` rounded
+        to float32 (1 if every range is 0) and
+        ``lut[s, j] = round((T[s, j] - bias_s) * scale)`` (float32, half to even).  Entries lie in ``[0, 255]`` and any code's sum ``S`` in ``[0, 65535]``.
+        Its distance is ``S / scale + bias`` (negated for ``"ip"``), within
+        ``m / (2 * scale)`` (plus float rounding) of the float ADC distance.
+
+        Returns:
+            ``(lut, scale, bias)``: ``(nq, m, 16)`` uint8, ``(nq,)`` float32, ``(nq,)``
+            float32 (``bias`` is the sum of the ``bias_s``).  ``O(nq * m * 16)``.
+        """
+        self._need_fastscan()
+        t = as_float_matrix(tables, "tables", ndim=3)
+        if t.shape[1:] != (self.m, 16):
+            raise ValueError(f"tables must have shape (nq, {self.m}, 16), got {t.shape}")
+        return _core.pq_fastscan_quantize_tables(t, self.metric, self._threads())
+
+    def _need_fastscan(self) -> None:
+        if self.nbits != 4:
+            raise ValueError(
+                f"the fast scan (pack / quantize_tables / PackedCodes) needs nbits=4, "
+                f"this quantizer has nbits={self.nbits}"
+            )
+
+    def _search_packed(
+        self, q: np.ndarray, packed: PackedCodes, k: int, rerank: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self._need_fastscan()
+        if not isinstance(packed.data, np.ndarray) or packed.m != self.m:
+            raise ValueError(f"packed codes have m = {packed.m}, this quantizer m = {self.m}")
+        if not 1 <= k <= packed.n:
+            raise ValueError(f"k = {k} must be in [1, N = {packed.n}]")
+        if rerank is not None:
+            rerank = _positive_int(rerank, "rerank")
+            if not k <= rerank <= packed.n:
+                raise ValueError(f"rerank = {rerank} must be in [k = {k}, N = {packed.n}]")
+        mode = os.environ.get(_FASTSCAN_ENV, "auto")
+        if mode not in ("auto", "scalar"):
+            raise ValueError(f"{_FASTSCAN_ENV} must be 'auto' or 'scalar', got {mode!r}")
+        tables = self.compute_tables(q)
+        threads = self._threads()
+        kc = k if rerank is None else rerank
+        out = _core.pq_fastscan_search(
+            tables, packed.data, packed.n, kc, self.metric, threads, mode == "scalar"
+        )
+        if rerank is None:
+            return out
+        return _core.pq_fastscan_rerank(
+            tables, packed.data, packed.n, out[1], k, self.metric, threads
+        )
+
     def search(
         self,
         queries: Any,
@@ -261,29 +377,52 @@ class ProductQuantizer:
         *,
         lists: Any = None,
         nprobe: int | None = None,
+        rerank: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best codes per query by asymmetric distance.
 
         Args:
             queries: ``(nq, d)`` real array (numpy or CPU torch).
-            codes: ``(N, m)`` uint8 codes from :meth:`encode`.
+            codes: ``(N, m)`` uint8 codes from :meth:`encode`, or :class:`PackedCodes`
+                from :meth:`pack` (``nbits=4``) for the fast scan.  The type of the codes
+                selects the path rather than a keyword, because the fast scan needs the
+                packed layout, which is built once (not per search).
             k: results per query, ``1 <= k <= N``.
             lists: optional ``(N,)`` inverted lists of the codes (from :meth:`assign`):
                 then only the ``nprobe`` lists nearest to each query are scanned, and
                 slots beyond the codes found hold distance ``inf`` (``-inf`` for ip) and
                 index -1.
             nprobe: lists per query (default: the constructor's).
+            rerank: only with :class:`PackedCodes`: the fast scan keeps ``rerank``
+                candidates (``k <= rerank <= N``), which are then re-ranked by their exact
+                float ADC distances (the float tables, summed in sub-space order as the
+                unpacked search does); the ``k`` best are returned with those distances.
+                Adds ``O(nq * rerank * m)``.
 
         Returns:
             ``(distances, indices)``: float32 ``(nq, k)`` (squared l2 ascending, or inner
             products descending) and int64 ``(nq, k)`` row indices into ``codes``.
+            With :class:`PackedCodes`: the ``k`` codes with the smallest quantized sums
+            of :meth:`quantize_tables` (ties to the lower index) and their dequantized
+            distances (``S / scale + bias``, negated for ``"ip"``).
 
         Complexity: ``O(nq * N * m)`` table look-ups in the worst case, usually far fewer
-        (early abandoning); memory ``O(N * m + nq * (k + m * 2**nbits))``.  Parallel over
-        queries (and over code ranges when there are few queries), GIL released.
+        (early abandoning); memory ``O(N * m + nq * (k + m * 2**nbits))``.  Fast scan:
+        ``O(nq * N * m / 64)`` 32-byte shuffles, memory ``O(nq * (k + m * 16))`` besides
+        the packed codes.  Parallel over queries (and over code ranges when there are few
+        queries), GIL released.  Setting the environment variable
+        ``DATACREDIT_PQ_FASTSCAN=scalar`` forces the portable fast-scan path (for tests).
         """
         cent = self._need_trained()
         q = self._rows(queries, "queries")
+        if isinstance(codes, PackedCodes):
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+                raise TypeError(f"k must be an integer, got {type(k).__name__}")
+            if lists is not None or nprobe is not None:
+                raise ValueError("lists= / nprobe= are not supported with PackedCodes")
+            return self._search_packed(q, codes, int(k), rerank)
+        if rerank is not None:
+            raise ValueError("rerank= is only used with PackedCodes (from .pack)")
         c = self._codes(codes)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
             raise TypeError(f"k must be an integer, got {type(k).__name__}")

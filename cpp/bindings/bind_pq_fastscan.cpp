@@ -1,0 +1,132 @@
+#include <string>
+
+#include "bindings.hpp"
+#include "datacredit/common.hpp"
+#include "datacredit/pq_fastscan.hpp"
+
+namespace datacredit::bindings {
+
+namespace {
+
+using ByteArray = py::array_t<uint8_t, py::array::c_style>;
+
+constexpr const char* kWhere = "ProductQuantizer";
+
+void check_tables(const FloatArray& tables) {
+  check(tables.ndim() == 3 && tables.shape(2) == 16 && tables.shape(1) > 0, kWhere,
+        "tables must have shape (nq, m, 16)");
+}
+
+void check_packed(const ByteArray& packed, int64_t n, int64_t m) {
+  check(n > 0 && m > 0, kWhere, "packed codes are empty");
+  check(packed.ndim() == 3 && packed.shape(0) == fastscan_n_pad(n) / 32 &&
+            packed.shape(1) == fastscan_m_pad(m) / 2 && packed.shape(2) == 32,
+        kWhere,
+        "packed codes must have shape (" + std::to_string(fastscan_n_pad(n) / 32) + ", " +
+            std::to_string(fastscan_m_pad(m) / 2) + ", 32) for n = " + std::to_string(n) +
+            ", m = " + std::to_string(m));
+}
+
+}  // namespace
+
+void bind_pq_fastscan(py::module_& m) {
+  m.def("pq_fastscan_has_avx2", &pq_fastscan_has_avx2);
+
+  m.def(
+      "pq_fastscan_pack",
+      [](const ByteArray& codes, int n_threads) {
+        check(codes.ndim() == 2 && codes.shape(0) > 0 && codes.shape(1) > 0, kWhere,
+              "codes must be a non-empty (n, m) matrix");
+        const int64_t n = codes.shape(0), ms = codes.shape(1);
+        ByteArray out({fastscan_n_pad(n) / 32, fastscan_m_pad(ms) / 2, int64_t{32}});
+        uint8_t* po = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          pq_fastscan_pack(codes.data(), n, ms, po, n_threads);
+        }
+        return out;
+      },
+      py::arg("codes"), py::arg("n_threads"));
+
+  m.def(
+      "pq_fastscan_unpack",
+      [](const ByteArray& packed, int64_t n, int64_t ms) {
+        check_packed(packed, n, ms);
+        ByteArray out({n, ms});
+        pq_fastscan_unpack(packed.data(), n, ms, out.mutable_data());
+        return out;
+      },
+      py::arg("packed"), py::arg("n"), py::arg("m"));
+
+  m.def(
+      "pq_fastscan_quantize_tables",
+      [](const FloatArray& tables, const std::string& metric, int n_threads) {
+        check_tables(tables);
+        const PQMetric met = parse_pq_metric(metric);
+        const int64_t nq = tables.shape(0), ms = tables.shape(1);
+        ByteArray lut({nq, ms, int64_t{16}});
+        FloatArray scale({nq}), bias({nq});
+        uint8_t* pl = lut.mutable_data();
+        float* ps = scale.mutable_data();
+        float* pb = bias.mutable_data();
+        {
+          py::gil_scoped_release release;
+          pq_fastscan_quantize_tables(tables.data(), nq, ms, met, pl, ps, pb, n_threads);
+        }
+        return py::make_tuple(lut, scale, bias);
+      },
+      py::arg("tables"), py::arg("metric"), py::arg("n_threads"));
+
+  m.def(
+      "pq_fastscan_search",
+      [](const FloatArray& tables, const ByteArray& packed, int64_t n, int64_t k,
+         const std::string& metric, int n_threads, bool force_scalar) {
+        check_tables(tables);
+        const int64_t nq = tables.shape(0), ms = tables.shape(1);
+        check_packed(packed, n, ms);
+        const PQMetric met = parse_pq_metric(metric);
+        check(k >= 1 && k <= n, kWhere,
+              "k = " + std::to_string(k) + " must be in [1, N = " + std::to_string(n) + "]");
+        FloatArray dist({nq, k});
+        Int64Array idx({nq, k});
+        float* pd = dist.mutable_data();
+        int64_t* pi = idx.mutable_data();
+        {
+          py::gil_scoped_release release;
+          pq_fastscan_search(tables.data(), nq, ms, packed.data(), n, k, met, pd, pi, n_threads,
+                             force_scalar);
+        }
+        return py::make_tuple(dist, idx);
+      },
+      py::arg("tables"), py::arg("packed"), py::arg("n"), py::arg("k"), py::arg("metric"),
+      py::arg("n_threads"), py::arg("force_scalar"));
+
+  m.def(
+      "pq_fastscan_rerank",
+      [](const FloatArray& tables, const ByteArray& packed, int64_t n, const Int64Array& cand,
+         int64_t k, const std::string& metric, int n_threads) {
+        check_tables(tables);
+        const int64_t nq = tables.shape(0), ms = tables.shape(1);
+        check_packed(packed, n, ms);
+        check(cand.ndim() == 2 && cand.shape(0) == nq, kWhere,
+              "candidates must have shape (nq, rerank)");
+        const PQMetric met = parse_pq_metric(metric);
+        const int64_t kc = cand.shape(1);
+        check(k >= 1 && k <= kc, kWhere,
+              "k = " + std::to_string(k) + " must be in [1, rerank = " + std::to_string(kc) + "]");
+        FloatArray dist({nq, k});
+        Int64Array idx({nq, k});
+        float* pd = dist.mutable_data();
+        int64_t* pi = idx.mutable_data();
+        {
+          py::gil_scoped_release release;
+          pq_fastscan_rerank(tables.data(), nq, ms, packed.data(), n, cand.data(), kc, k, met, pd,
+                             pi, n_threads);
+        }
+        return py::make_tuple(dist, idx);
+      },
+      py::arg("tables"), py::arg("packed"), py::arg("n"), py::arg("candidates"), py::arg("k"),
+      py::arg("metric"), py::arg("n_threads"));
+}
+
+}  // namespace datacredit::bindings

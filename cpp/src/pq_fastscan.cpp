@@ -1,0 +1,416 @@
+#include "datacredit/pq_fastscan.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "datacredit/common.hpp"
+#include "datacredit/topk.hpp"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define DATACREDIT_FASTSCAN_X86 1
+#include <immintrin.h>
+#endif
+
+namespace datacredit {
+
+namespace {
+
+constexpr int64_t kBlock = 32;  // vectors per packed block
+constexpr int64_t kKsub = 16;   // 4-bit codes
+constexpr int64_t kGroup = 32;  // queries sharing each chunk of codes while it is in cache
+constexpr int kBatch = 4;       // queries per pass over a block (accumulators in registers)
+constexpr int64_t kChunkBytes = 192 * 1024;  // packed bytes per chunk (stays in L2)
+constexpr int32_t kNoBound = 65536;          // strict bound while a heap is not full
+constexpr int64_t kMaxM = 16384;             // keeps (65535 - m) / sum of ranges useful
+
+void check_m(int64_t m, const char* where) {
+  check(m > 0 && m <= kMaxM, where,
+        "m must be in [1, " + std::to_string(kMaxM) + "] for the fast scan, got " +
+            std::to_string(m));
+}
+
+// Strict upper bound on the integer score of a candidate that may still enter `h`: the
+// heap's worst kept score (every code scanned later has a higher index, so a tie cannot
+// enter), or kNoBound while it is not full.
+inline int32_t score_bound(const TopKHeap& h) {
+  const float t = h.threshold();
+  return t == -std::numeric_limits<float>::infinity() ? kNoBound : static_cast<int32_t>(-t);
+}
+
+// One query's quantized table: lut (m_pad x 16, zero rows beyond m), scale and bias.
+void quantize_one(const float* t, int64_t m, int64_t m_pad, bool negate, uint8_t* lut,
+                  float* scale_out, float* bias_out) {
+  double r_max = 0.0, r_sum = 0.0, b_sum = 0.0;
+  std::vector<float> bias(static_cast<size_t>(m));
+  for (int64_t s = 0; s < m; ++s) {
+    const float* row = t + s * kKsub;
+    float lo = negate ? -row[0] : row[0], hi = lo;
+    for (int64_t j = 1; j < kKsub; ++j) {
+      const float v = negate ? -row[j] : row[j];
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    bias[static_cast<size_t>(s)] = lo;
+    const double r = static_cast<double>(hi) - static_cast<double>(lo);  // no overflow
+    r_max = std::max(r_max, r);
+    r_sum += r;
+    b_sum += lo;
+  }
+  // Every entry <= 255 and every sum of m entries (each rounded up by at most 1/2)
+  // <= (65535 - m) + m / 2 < 65536; capped so that tiny ranges cannot overflow floats.
+  double sc = 1.0;
+  if (r_max > 0.0) {
+    sc = std::min(255.0 / r_max, (65535.0 - static_cast<double>(m)) / r_sum);
+    sc = std::min(sc, 1e30);
+  }
+  const float scale = static_cast<float>(sc);
+  for (int64_t s = 0; s < m; ++s) {
+    const float* row = t + s * kKsub;
+    const float lo = bias[static_cast<size_t>(s)];
+    for (int64_t j = 0; j < kKsub; ++j) {
+      const float v = negate ? -row[j] : row[j];
+      const float q = std::nearbyint((v - lo) * scale);
+      lut[s * kKsub + j] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, q)));
+    }
+  }
+  std::fill(lut + m * kKsub, lut + m_pad * kKsub, uint8_t{0});
+  *scale_out = scale;
+  *bias_out = static_cast<float>(b_sum);
+}
+
+inline float dequantize(float score, float scale, float bias, bool negate) {
+  const float d = score / scale + bias;
+  return negate ? -d : d;
+}
+
+// Scalar scan of blocks [blk0, blk1) for nb queries (luts: nb x m_pad x 16, consecutive).
+void scan_scalar(const uint8_t* packed, int64_t npairs, int64_t blk0, int64_t blk1, int64_t n,
+                 const uint8_t* luts, int nb, TopKHeap* heaps) {
+  const int64_t lut_stride = 2 * npairs * kKsub;
+  uint32_t sums[kBlock];
+  for (int64_t blk = blk0; blk < blk1; ++blk) {
+    const uint8_t* codes = packed + blk * npairs * kBlock;
+    const int64_t base = blk * kBlock;
+    const int64_t valid = std::min(kBlock, n - base);
+    for (int q = 0; q < nb; ++q) {
+      const uint8_t* lut = luts + q * lut_stride;
+      std::fill(sums, sums + kBlock, 0u);
+      for (int64_t p = 0; p < npairs; ++p) {
+        const uint8_t* row = codes + p * kBlock;
+        const uint8_t* l0 = lut + 2 * p * kKsub;
+        const uint8_t* l1 = l0 + kKsub;
+        for (int64_t j = 0; j < kBlock; ++j) sums[j] += l0[row[j] & 15] + l1[row[j] >> 4];
+      }
+      TopKHeap& h = heaps[q];
+      const int32_t bound = score_bound(h);
+      for (int64_t j = 0; j < valid; ++j)
+        if (static_cast<int32_t>(sums[j]) < bound) h.push(-static_cast<float>(sums[j]), base + j);
+    }
+  }
+}
+
+#ifdef DATACREDIT_FASTSCAN_X86
+
+// AVX2 scan of blocks [blk0, blk1) for Q queries.  Per row of 32 code bytes: the low and
+// high nibbles index the 16-entry tables of sub-spaces 2p and 2p+1 (broadcast to both
+// 128-bit lanes) through vpshufb; the byte results are accumulated in uint16 lanes as
+//   ae += r   (lane i: byte 2i + 256 * byte 2i+1, modulo 2^16)
+//   ao += r >> 8   (lane i: byte 2i+1)
+// so that vector 2i scores ae - (ao << 8) and vector 2i+1 scores ao (exact modulo 2^16,
+// and every score is < 2^16).  Candidates are found with one unsigned compare per half
+// against the query's bound and a movemask; only they reach the heap.
+template <int Q>
+__attribute__((target("avx2"))) void scan_avx2(const uint8_t* packed, int64_t npairs, int64_t blk0,
+                                               int64_t blk1, int64_t n, const uint8_t* luts,
+                                               TopKHeap* heaps) {
+  const int64_t lut_stride = 2 * npairs * kKsub;
+  alignas(32) uint16_t half[Q][2][16];
+  int32_t bound[Q];
+  for (int q = 0; q < Q; ++q) bound[q] = score_bound(heaps[q]);
+  for (int64_t blk = blk0; blk < blk1; ++blk) {
+    const uint8_t* codes = packed + blk * npairs * kBlock;
+    {
+      const __m256i low4 = _mm256_set1_epi8(0x0f);
+      __m256i ae[Q], ao[Q];
+#pragma GCC unroll 8
+      for (int q = 0; q < Q; ++q) {
+        ae[q] = _mm256_setzero_si256();
+        ao[q] = _mm256_setzero_si256();
+      }
+      const uint8_t* lp = luts;
+      for (int64_t p = 0; p < npairs; ++p, codes += kBlock, lp += 2 * kKsub) {
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
+        const __m256i lo = _mm256_and_si256(c, low4);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), low4);
+#pragma GCC unroll 8
+        for (int q = 0; q < Q; ++q) {
+          const uint8_t* l = lp + q * lut_stride;
+          const __m256i t0 =
+              _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(l)));
+          const __m256i t1 = _mm256_broadcastsi128_si256(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(l + kKsub)));
+          const __m256i r0 = _mm256_shuffle_epi8(t0, lo);
+          const __m256i r1 = _mm256_shuffle_epi8(t1, hi);
+          ae[q] = _mm256_add_epi16(ae[q], _mm256_add_epi16(r0, r1));
+          ao[q] = _mm256_add_epi16(
+              ao[q], _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
+        }
+      }
+#pragma GCC unroll 8
+      for (int q = 0; q < Q; ++q) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(half[q][0]),
+                           _mm256_sub_epi16(ae[q], _mm256_slli_epi16(ao[q], 8)));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(half[q][1]), ao[q]);
+      }
+    }
+    const int64_t base = blk * kBlock;
+    const uint32_t valid = n - base >= kBlock ? 0xffffffffu : ((uint32_t{1} << (n - base)) - 1u);
+    for (int q = 0; q < Q; ++q) {
+      if (bound[q] == 0) continue;  // nothing can beat a full heap of zero scores
+      const __m256i even = _mm256_load_si256(reinterpret_cast<const __m256i*>(half[q][0]));
+      const __m256i odd = _mm256_load_si256(reinterpret_cast<const __m256i*>(half[q][1]));
+      const __m256i lim = _mm256_set1_epi16(static_cast<int16_t>(bound[q] - 1));
+      const uint32_t me = static_cast<uint32_t>(
+          _mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_min_epu16(even, lim), even)));
+      const uint32_t mo = static_cast<uint32_t>(
+          _mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_min_epu16(odd, lim), odd)));
+      // Bit j of `bits` <=> vector j of the block (lane i holds vectors 2i and 2i+1).
+      uint32_t bits = ((me & 0x55555555u) | (mo & 0xAAAAAAAAu)) & valid;
+      if (bits == 0) continue;
+      TopKHeap& h = heaps[q];
+      while (bits) {
+        const int j = __builtin_ctz(bits);
+        bits &= bits - 1;
+        h.push(-static_cast<float>(half[q][j & 1][j >> 1]), base + j);
+      }
+      bound[q] = score_bound(h);
+    }
+  }
+}
+
+bool cpu_has_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2");
+  return ok;
+}
+
+void scan_avx2_any(const uint8_t* packed, int64_t npairs, int64_t blk0, int64_t blk1, int64_t n,
+                   const uint8_t* luts, int nb, TopKHeap* heaps) {
+  switch (nb) {
+    case 1:
+      return scan_avx2<1>(packed, npairs, blk0, blk1, n, luts, heaps);
+    case 2:
+      return scan_avx2<2>(packed, npairs, blk0, blk1, n, luts, heaps);
+    case 3:
+      return scan_avx2<3>(packed, npairs, blk0, blk1, n, luts, heaps);
+    default:
+      return scan_avx2<4>(packed, npairs, blk0, blk1, n, luts, heaps);
+  }
+}
+#endif
+
+}  // namespace
+
+bool pq_fastscan_has_avx2() {
+#ifdef DATACREDIT_FASTSCAN_X86
+  return cpu_has_avx2();
+#else
+  return false;
+#endif
+}
+
+void pq_fastscan_pack(const uint8_t* codes, int64_t n, int64_t m, uint8_t* packed, int n_threads) {
+  const char* where = "pq_fastscan_pack";
+  check(n > 0, where, "codes is empty");
+  check_m(m, where);
+  for (int64_t i = 0; i < n * m; ++i)
+    if (codes[i] >= kKsub)
+      fail(where, "codes[" + std::to_string(i / m) + ", " + std::to_string(i % m) +
+                      "] = " + std::to_string(codes[i]) + " is outside [0, 16) (4-bit codes)");
+  const int64_t npairs = fastscan_m_pad(m) / 2;
+  const int64_t n_blocks = fastscan_n_pad(n) / kBlock;
+  const int threads = resolve_threads(n_threads);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    uint8_t* out = packed + b * npairs * kBlock;
+    for (int64_t p = 0; p < npairs; ++p)
+      for (int64_t j = 0; j < kBlock; ++j) {
+        const int64_t i = b * kBlock + j;
+        uint8_t v = 0;
+        if (i < n) {
+          v = codes[i * m + 2 * p];
+          if (2 * p + 1 < m) v = static_cast<uint8_t>(v | (codes[i * m + 2 * p + 1] << 4));
+        }
+        out[p * kBlock + j] = v;
+      }
+  }
+}
+
+void pq_fastscan_unpack(const uint8_t* packed, int64_t n, int64_t m, uint8_t* codes) {
+  const int64_t npairs = fastscan_m_pad(m) / 2;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* blk = packed + (i / kBlock) * npairs * kBlock;
+    const int64_t j = i % kBlock;
+    for (int64_t s = 0; s < m; ++s) {
+      const uint8_t byte = blk[(s / 2) * kBlock + j];
+      codes[i * m + s] = static_cast<uint8_t>(s % 2 == 0 ? byte & 15 : byte >> 4);
+    }
+  }
+}
+
+void pq_fastscan_quantize_tables(const float* tables, int64_t nq, int64_t m, PQMetric metric,
+                                 uint8_t* lut, float* scale, float* bias, int n_threads) {
+  const char* where = "pq_fastscan_quantize_tables";
+  check_m(m, where);
+  check(nq >= 0, where, "negative size");
+  check(all_finite(tables, nq * m * kKsub), where, "tables contains NaN or inf");
+  const bool negate = metric == PQMetric::kInnerProduct;
+  const int threads = resolve_threads(n_threads);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < nq; ++q)
+    quantize_one(tables + q * m * kKsub, m, m, negate, lut + q * m * kKsub, scale + q, bias + q);
+}
+
+void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_t* packed,
+                        int64_t n, int64_t k, PQMetric metric, float* distances, int64_t* indices,
+                        int n_threads, bool force_scalar) {
+  const char* where = "pq_fastscan_search";
+  check_m(m, where);
+  check(nq > 0, where, "queries is empty");
+  check(n > 0, where, "codes is empty");
+  check(k >= 1 && k <= n, where,
+        "k = " + std::to_string(k) + " must be in [1, n_codes = " + std::to_string(n) + "]");
+  check(all_finite(tables, nq * m * kKsub), where, "tables contains NaN or inf");
+  const bool negate = metric == PQMetric::kInnerProduct;
+  const int threads = resolve_threads(n_threads);
+  const int64_t m_pad = fastscan_m_pad(m), npairs = m_pad / 2;
+  const int64_t n_blocks = fastscan_n_pad(n) / kBlock;
+
+  // Quantized tables of every query (m_pad x 16 bytes each).
+  std::vector<uint8_t> luts(static_cast<size_t>(nq * m_pad * kKsub));
+  std::vector<float> scale(static_cast<size_t>(nq)), bias(static_cast<size_t>(nq));
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < nq; ++q)
+    quantize_one(tables + q * m * kKsub, m, m_pad, negate, luts.data() + q * m_pad * kKsub,
+                 scale.data() + q, bias.data() + q);
+
+#ifdef DATACREDIT_FASTSCAN_X86
+  const bool simd = !force_scalar && cpu_has_avx2();
+#else
+  (void)force_scalar;
+  [[maybe_unused]] const bool simd = false;
+#endif
+  const int64_t chunk = std::max<int64_t>(1, kChunkBytes / (npairs * kBlock));  // blocks
+  const int64_t n_groups = (nq + kGroup - 1) / kGroup;
+  // With fewer query groups than threads, split the code range too and merge the heaps.
+  // (at least kMinPartBlocks blocks per part).
+  constexpr int64_t kMinPartBlocks = 64;
+  const int64_t parts = std::max<int64_t>(
+      1, std::min<int64_t>((threads + n_groups - 1) / n_groups, n_blocks / kMinPartBlocks));
+  const int64_t part_len = (n_blocks + parts - 1) / parts;
+  std::vector<float> heap_keys(static_cast<size_t>(nq * parts * k));
+  std::vector<int64_t> heap_ids(static_cast<size_t>(nq * parts * k));
+  std::vector<int64_t> heap_size(static_cast<size_t>(nq * parts), 0);
+
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t task = 0; task < n_groups * parts; ++task) {
+    const int64_t g = task / parts, part = task % parts;
+    const int64_t q0 = g * kGroup, q1 = std::min(nq, q0 + kGroup);
+    const int64_t b0 = part * part_len, b1 = std::min(n_blocks, b0 + part_len);
+    std::vector<TopKHeap> heaps;
+    heaps.reserve(static_cast<size_t>(q1 - q0));
+    for (int64_t q = q0; q < q1; ++q) {
+      const size_t slot = static_cast<size_t>((q * parts + part) * k);
+      heaps.emplace_back(heap_keys.data() + slot, heap_ids.data() + slot, k);
+    }
+    for (int64_t c0 = b0; c0 < b1; c0 += chunk) {
+      const int64_t c1 = std::min(b1, c0 + chunk);
+      for (int64_t qb = q0; qb < q1; qb += kBatch) {
+        const int nb = static_cast<int>(std::min<int64_t>(kBatch, q1 - qb));
+        const uint8_t* l = luts.data() + qb * m_pad * kKsub;
+        TopKHeap* h = heaps.data() + (qb - q0);
+#ifdef DATACREDIT_FASTSCAN_X86
+        if (simd) {
+          scan_avx2_any(packed, npairs, c0, c1, n, l, nb, h);
+          continue;
+        }
+#endif
+        scan_scalar(packed, npairs, c0, c1, n, l, nb, h);
+      }
+    }
+    for (int64_t q = q0; q < q1; ++q)
+      heap_size[static_cast<size_t>(q * parts + part)] = heaps[static_cast<size_t>(q - q0)].size();
+  }
+
+  // Merge the parts of each query, write best-first, dequantize.
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < nq; ++q) {
+    const size_t base = static_cast<size_t>(q * parts * k);
+    float* d = distances + q * k;
+    if (parts == 1) {
+      TopKHeap h(heap_keys.data() + base, heap_ids.data() + base, k,
+                 heap_size[static_cast<size_t>(q)]);
+      h.write_sorted(d, indices + q * k, -1.0f);
+    } else {
+      std::vector<float> keys(static_cast<size_t>(k));
+      std::vector<int64_t> ids(static_cast<size_t>(k));
+      TopKHeap merged(keys.data(), ids.data(), k);
+      for (int64_t part = 0; part < parts; ++part) {
+        const size_t off = base + static_cast<size_t>(part * k);
+        const int64_t sz = heap_size[static_cast<size_t>(q * parts + part)];
+        for (int64_t e = 0; e < sz; ++e)
+          merged.push(heap_keys[off + static_cast<size_t>(e)],
+                      heap_ids[off + static_cast<size_t>(e)]);
+      }
+      merged.write_sorted(d, indices + q * k, -1.0f);
+    }
+    for (int64_t j = 0; j < k; ++j)
+      d[j] = dequantize(d[j], scale[static_cast<size_t>(q)], bias[static_cast<size_t>(q)], negate);
+  }
+}
+
+void pq_fastscan_rerank(const float* tables, int64_t nq, int64_t m, const uint8_t* packed,
+                        int64_t n, const int64_t* cand, int64_t kc, int64_t k, PQMetric metric,
+                        float* distances, int64_t* indices, int n_threads) {
+  const char* where = "pq_fastscan_rerank";
+  check_m(m, where);
+  check(nq > 0, where, "queries is empty");
+  check(n > 0, where, "codes is empty");
+  check(kc >= 1 && kc <= n, where,
+        "rerank = " + std::to_string(kc) + " must be in [1, n_codes = " + std::to_string(n) + "]");
+  check(k >= 1 && k <= kc, where,
+        "k = " + std::to_string(k) + " must be in [1, rerank = " + std::to_string(kc) + "]");
+  check(all_finite(tables, nq * m * kKsub), where, "tables contains NaN or inf");
+  for (int64_t i = 0; i < nq * kc; ++i)
+    if (cand[i] < 0 || cand[i] >= n)
+      fail(where, "candidate index " + std::to_string(cand[i]) + " is outside [0, n_codes)");
+  const bool negate = metric == PQMetric::kInnerProduct;
+  const int64_t npairs = fastscan_m_pad(m) / 2;
+  const int threads = resolve_threads(n_threads);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> keys(static_cast<size_t>(k));
+    std::vector<int64_t> ids(static_cast<size_t>(k));
+#pragma omp for schedule(static)
+    for (int64_t q = 0; q < nq; ++q) {
+      const float* t = tables + q * m * kKsub;
+      TopKHeap h(keys.data(), ids.data(), k);
+      for (int64_t c = 0; c < kc; ++c) {
+        const int64_t i = cand[q * kc + c];
+        const uint8_t* blk = packed + (i / kBlock) * npairs * kBlock + i % kBlock;
+        float acc = 0.0f;
+        for (int64_t s = 0; s < m; ++s) {
+          const uint8_t byte = blk[(s / 2) * kBlock];
+          acc += t[s * kKsub + (s % 2 == 0 ? byte & 15 : byte >> 4)];
+        }
+        h.push(negate ? acc : -acc, i);
+      }
+      h.write_sorted(distances + q * k, indices + q * k, negate ? 1.0f : -1.0f);
+    }
+  }
+}
+
+}  // namespace datacredit
