@@ -618,23 +618,9 @@ void pq_search_tables(const PQShape& shape, const float* tables, int64_t nq, con
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t q = 0; q < nq; ++q) {
     const size_t base = static_cast<size_t>(q * parts * k);
-    if (parts == 1) {
-      TopKHeap h(heap_keys.data() + base, heap_ids.data() + base, k,
-                 heap_size[static_cast<size_t>(q * parts)]);
-      h.write_sorted(distances + q * k, indices + q * k, sign);
-      continue;
-    }
-    std::vector<float> keys(static_cast<size_t>(k));
-    std::vector<int64_t> ids(static_cast<size_t>(k));
-    TopKHeap merged(keys.data(), ids.data(), k);
-    for (int64_t part = 0; part < parts; ++part) {
-      const size_t off = base + static_cast<size_t>(part * k);
-      const int64_t sz = heap_size[static_cast<size_t>(q * parts + part)];
-      for (int64_t e = 0; e < sz; ++e)
-        merged.push(heap_keys[off + static_cast<size_t>(e)],
-                    heap_ids[off + static_cast<size_t>(e)]);
-    }
-    merged.write_sorted(distances + q * k, indices + q * k, sign);
+    write_merged_sorted(heap_keys.data() + base, heap_ids.data() + base,
+                        heap_size.data() + q * parts, parts, k, distances + q * k, indices + q * k,
+                        sign);
   }
 }
 

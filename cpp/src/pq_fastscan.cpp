@@ -350,23 +350,8 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
   for (int64_t q = 0; q < nq; ++q) {
     const size_t base = static_cast<size_t>(q * parts * k);
     float* d = distances + q * k;
-    if (parts == 1) {
-      TopKHeap h(heap_keys.data() + base, heap_ids.data() + base, k,
-                 heap_size[static_cast<size_t>(q)]);
-      h.write_sorted(d, indices + q * k, -1.0f);
-    } else {
-      std::vector<float> keys(static_cast<size_t>(k));
-      std::vector<int64_t> ids(static_cast<size_t>(k));
-      TopKHeap merged(keys.data(), ids.data(), k);
-      for (int64_t part = 0; part < parts; ++part) {
-        const size_t off = base + static_cast<size_t>(part * k);
-        const int64_t sz = heap_size[static_cast<size_t>(q * parts + part)];
-        for (int64_t e = 0; e < sz; ++e)
-          merged.push(heap_keys[off + static_cast<size_t>(e)],
-                      heap_ids[off + static_cast<size_t>(e)]);
-      }
-      merged.write_sorted(d, indices + q * k, -1.0f);
-    }
+    write_merged_sorted(heap_keys.data() + base, heap_ids.data() + base,
+                        heap_size.data() + q * parts, parts, k, d, indices + q * k, -1.0f);
     for (int64_t j = 0; j < k; ++j)
       d[j] = dequantize(d[j], scale[static_cast<size_t>(q)], bias[static_cast<size_t>(q)], negate);
   }

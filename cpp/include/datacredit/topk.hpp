@@ -85,4 +85,20 @@ class TopKHeap {
   int64_t size_ = 0;
 };
 
+// Writes best-first the k best of one query's `parts` partial heaps (part p: keys and ids
+// at offset p * k, sizes[p] elements), as left by a scan split over ranges of candidates.
+inline void write_merged_sorted(float* keys, int64_t* ids, const int64_t* sizes, int64_t parts,
+                                int64_t k, float* values_out, int64_t* ids_out, float sign) {
+  if (parts == 1) {
+    TopKHeap(keys, ids, k, sizes[0]).write_sorted(values_out, ids_out, sign);
+    return;
+  }
+  std::vector<float> merged_keys(static_cast<size_t>(k));
+  std::vector<int64_t> merged_ids(static_cast<size_t>(k));
+  TopKHeap merged(merged_keys.data(), merged_ids.data(), k);
+  for (int64_t part = 0; part < parts; ++part)
+    for (int64_t e = 0; e < sizes[part]; ++e) merged.push(keys[part * k + e], ids[part * k + e]);
+  merged.write_sorted(values_out, ids_out, sign);
+}
+
 }  // namespace datacredit
