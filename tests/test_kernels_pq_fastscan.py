@@ -261,8 +261,10 @@ def test_fastscan_bad_input(rng, monkeypatch):
         pq.search(nan, packed, 3)
     with pytest.raises(ValueError, match="columns"):
         pq.search(x[:2, :8], packed, 3)
-    with pytest.raises(ValueError, match="not supported"):
+    with pytest.raises(ValueError, match="pass the lists to pack"):
         pq.search(x[:2], packed, 3, lists=np.zeros(300, np.int64))
+    with pytest.raises(ValueError, match="nprobe= needs codes packed with inverted lists"):
+        pq.search(x[:2], packed, 3, nprobe=2)
     other = ProductQuantizer(d, 8, 4).train(x, n_iter=2)
     with pytest.raises(ValueError, match="m = 4"):
         other.search(x[:2], packed, 3)
@@ -281,3 +283,172 @@ def test_fastscan_bad_input(rng, monkeypatch):
     monkeypatch.setenv("DATACREDIT_PQ_FASTSCAN", "fast")
     with pytest.raises(ValueError, match="DATACREDIT_PQ_FASTSCAN"):
         pq.search(x[:2], packed, 3)
+
+
+# ---------------------------------------------------------------- inverted lists (IVF)
+
+
+def _ivf_setup(rng, metric, n=3000, d=32, m=8, nlist=10, nprobe=3, dup=True):
+    x = _clustered(rng, n, d)
+    pq = ProductQuantizer(d, m, 4, metric=metric, nlist=nlist, nprobe=nprobe, seed=3, n_threads=2)
+    pq.train(x, n_iter=4)
+    codes, lists = pq.encode(x), pq.assign(x)
+    if dup:
+        # the same codes in different lists: exact ties across lists, which are not scanned
+        # in index order (the lower original index must still win)
+        codes[n // 2 :] = codes[: n - n // 2]
+    return x, pq, codes, lists
+
+
+def _probes(pq, q, nprobe):
+    """Nearest coarse centroids (exact l2 in float64, ties to the lower list)."""
+    dc = ((q[:, None, :].astype(np.float64) - pq.coarse_centroids[None]) ** 2).sum(-1)
+    return np.argsort(dc, axis=1, kind="stable")[:, :nprobe]
+
+
+def _ivf_brute(pq, q, codes, lists, k, nprobe):
+    """Brute force over the quantized tables restricted to each query's probed lists."""
+    lut, scale, bias = pq.quantize_tables(pq.compute_tables(q))
+    probes = _probes(pq, q, nprobe)
+    nq = len(q)
+    dist = np.full((nq, k), -np.inf if pq.metric == "ip" else np.inf, np.float32)
+    idx = np.full((nq, k), -1, np.int64)
+    ties = 0
+    for j in range(nq):
+        sel = np.flatnonzero(np.isin(lists, probes[j]))
+        rd, ri, s = _brute(lut[j : j + 1], scale[j : j + 1], bias[j : j + 1], codes[sel], k, "l2")
+        got = min(k, len(sel))
+        idx[j, :got] = sel[ri[0, :got]]
+        dist[j, :got] = -rd[0, :got] if pq.metric == "ip" else rd[0, :got]
+        if got:
+            ties += int(np.sum(s[0] == s[0][ri[0, got - 1]]) > 1)
+    return dist, idx, ties
+
+
+def test_pack_with_lists_layout(rng):
+    _, pq, codes, lists = _ivf_setup(rng, "l2", n=700, nlist=9)
+    lists[lists == 4] = 5  # an empty list
+    packed = pq.pack(codes, lists=lists)
+    assert packed.nlist == 9 and "nlist=9" in repr(packed)
+    counts = np.bincount(lists, minlength=9)
+    np.testing.assert_array_equal(np.diff(packed.list_blocks), -(-counts // 32))
+    assert packed.list_blocks[0] == 0 and packed.list_blocks[4] == packed.list_blocks[5]
+    assert packed.ids.shape == (packed.list_blocks[-1] * 32,)
+    # reference layout: stable grouping, each list padded with -1 to whole blocks
+    ref_ids = np.concatenate(
+        [
+            np.concatenate([np.flatnonzero(lists == lst), np.full(-c % 32, -1)])
+            for lst, c in enumerate(counts)
+        ]
+    )
+    np.testing.assert_array_equal(packed.ids, ref_ids)
+    rows = np.where(ref_ids[:, None] >= 0, codes[np.maximum(ref_ids, 0)], 0).astype(np.uint8)
+    flat = ProductQuantizer(pq.d, pq.m, 4).pack(rows)
+    np.testing.assert_array_equal(packed.data, flat.data)
+    np.testing.assert_array_equal(packed.unpack(), codes)
+    np.testing.assert_array_equal(packed.ids[packed.positions()], np.arange(len(codes)))
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_ivf_fastscan_equals_brute_force_over_probed_lists(rng, monkeypatch, metric):
+    x, pq, codes, lists = _ivf_setup(rng, metric)
+    packed = pq.pack(codes, lists=lists)
+    q = _clustered(rng, 17, pq.d)
+    total_ties = 0
+    for k, nprobe in [(1, 1), (40, 3), (300, 2), (3000, 5)]:
+        ref_d, ref_i, ties = _ivf_brute(pq, q, codes, lists, k, nprobe)
+        total_ties += ties
+        monkeypatch.setenv("DATACREDIT_PQ_FASTSCAN", "scalar")
+        sd, si = pq.search(q, packed, k, nprobe=nprobe)
+        monkeypatch.setenv("DATACREDIT_PQ_FASTSCAN", "auto")
+        fd, fi = pq.search(q, packed, k, nprobe=nprobe)
+        np.testing.assert_array_equal(si, ref_i)
+        np.testing.assert_array_equal(fi, ref_i)
+        np.testing.assert_array_equal(fd, sd)
+        np.testing.assert_allclose(sd, ref_d, rtol=1e-6, atol=1e-5)
+        if k == 3000:  # fewer codes in the probed lists than k: inf / -1 padding
+            assert np.all((si == -1).sum(1) > 0)
+            assert np.all(np.isinf(sd[si == -1]))
+    assert total_ties > 0  # the tie rule was exercised
+    # the constructor's nprobe is the default
+    np.testing.assert_array_equal(pq.search(q, packed, 9)[1], pq.search(q, packed, 9, nprobe=3)[1])
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_ivf_fastscan_all_lists_equals_flat(rng, monkeypatch, metric):
+    _, pq, codes, lists = _ivf_setup(rng, metric, n=2000, nlist=7)
+    packed, flat = pq.pack(codes, lists=lists), pq.pack(codes)
+    q = _clustered(rng, 9, pq.d)
+    for mode in ("scalar", "auto"):
+        monkeypatch.setenv("DATACREDIT_PQ_FASTSCAN", mode)
+        for k in (1, 25, 2000):
+            got = pq.search(q, packed, k, nprobe=7)
+            ref = pq.search(q, flat, k)
+            np.testing.assert_array_equal(got[1], ref[1])
+            np.testing.assert_array_equal(got[0], ref[0])
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_ivf_fastscan_rerank(rng, monkeypatch, metric):
+    _, pq, codes, lists = _ivf_setup(rng, metric, n=1500)
+    packed = pq.pack(codes, lists=lists)
+    q = _clustered(rng, 11, pq.d)
+    tables = pq.compute_tables(q)
+    for k, kc, nprobe in [(10, 60, 2), (400, 1500, 1)]:
+        dist, idx = pq.search(q, packed, k, nprobe=nprobe, rerank=kc)
+        _, cand = pq.search(q, packed, kc, nprobe=nprobe)
+        for j in range(len(q)):
+            c = cand[j][cand[j] >= 0]
+            acc = np.zeros(len(c), np.float32)
+            for s in range(pq.m):  # float32, sub-space order
+                acc = acc + tables[j, s, codes[c, s]]
+            key = -acc if metric == "ip" else acc
+            order = np.lexsort((c, key))[:k]
+            got = len(order)
+            np.testing.assert_array_equal(idx[j, :got], c[order])
+            np.testing.assert_array_equal(dist[j, :got], acc[order])
+            assert np.all(idx[j, got:] == -1) and np.all(np.isinf(dist[j, got:]))
+        if kc == 1500:  # k > codes of one list for some queries: padding survives rerank
+            assert np.any(idx == -1)
+    # every list probed, every code a candidate: the float-table search of the codes
+    full = pq.search(q, packed, 10, nprobe=pq.nlist, rerank=1500)
+    ref = pq.search(q, codes, 10)
+    np.testing.assert_array_equal(full[1], ref[1])
+    np.testing.assert_array_equal(full[0], ref[0])
+
+
+def test_ivf_fastscan_errors(rng):
+    x, pq, codes, lists = _ivf_setup(rng, "l2", n=400, nlist=5, nprobe=2, dup=False)
+    packed = pq.pack(codes, lists=lists)
+    with pytest.raises(ValueError, match="nprobe = 6 must not exceed nlist = 5"):
+        pq.search(x[:2], packed, 3, nprobe=6)
+    with pytest.raises(ValueError, match="pass the lists to pack"):
+        pq.search(x[:2], packed, 3, lists=lists)
+    with pytest.raises(ValueError, match=r"lists must have shape \(400,\)"):
+        pq.pack(codes, lists=lists[:-1])
+    with pytest.raises(ValueError, match="lists holds 5, outside"):
+        pq.pack(codes, lists=np.full(400, 5))
+    with pytest.raises(ValueError, match="lists holds -1, outside"):
+        pq.pack(codes, lists=np.full(400, -1))
+    with pytest.raises(ValueError, match="k = 401"):
+        pq.search(x[:2], packed, 401)
+    flat = ProductQuantizer(pq.d, pq.m, 4).train(x, n_iter=2)
+    with pytest.raises(RuntimeError, match="coarse quantizer"):
+        flat.pack(codes, lists=lists)
+    with pytest.raises(RuntimeError, match="coarse quantizer"):
+        flat.search(x[:2], packed, 3)
+    other = ProductQuantizer(pq.d, pq.m, 4, nlist=4).train(x, n_iter=2)
+    with pytest.raises(ValueError, match="nlist = 5"):
+        other.search(x[:2], packed, 3)
+    t = pq.compute_tables(x[:2])
+    probes = np.array([[0, 0], [1, 2]])
+    with pytest.raises(ValueError, match="repeat list 0"):
+        _core.pq_fastscan_search_ivf(
+            t, packed.data, packed.list_blocks, packed.ids, 400, probes, 3, "l2", 1, False
+        )
+    bad = packed.ids.copy()
+    bad[0] = 400
+    with pytest.raises(ValueError, match="outside"):
+        _core.pq_fastscan_search_ivf(
+            t, packed.data, packed.list_blocks, bad, 400, probes[1:].repeat(2, 0), 3, "l2", 1, False
+        )

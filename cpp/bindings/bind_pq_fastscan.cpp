@@ -27,6 +27,22 @@ void check_packed(const ByteArray& packed, int64_t n, int64_t m) {
             ", m = " + std::to_string(m));
 }
 
+// IVF layout: packed (n_blocks, m_pad / 2, 32), list_blocks (nlist + 1), ids (n_blocks * 32).
+void check_packed_ivf(const ByteArray& packed, const Int64Array& list_blocks, const Int64Array& ids,
+                      int64_t m) {
+  check(list_blocks.ndim() == 1 && list_blocks.shape(0) >= 2, kWhere,
+        "list_blocks must have shape (nlist + 1,)");
+  const int64_t n_blocks = list_blocks.data()[list_blocks.shape(0) - 1];
+  check(packed.ndim() == 3 && packed.shape(0) == n_blocks &&
+            packed.shape(1) == fastscan_m_pad(m) / 2 && packed.shape(2) == 32,
+        kWhere,
+        "packed codes must have shape (" + std::to_string(n_blocks) + ", " +
+            std::to_string(fastscan_m_pad(m) / 2) + ", 32) for list_blocks[-1] = " +
+            std::to_string(n_blocks) + ", m = " + std::to_string(m));
+  check(ids.ndim() == 1 && ids.shape(0) == n_blocks * 32, kWhere,
+        "ids must have shape (" + std::to_string(n_blocks * 32) + ",)");
+}
+
 }  // namespace
 
 void bind_pq_fastscan(py::module_& m) {
@@ -47,6 +63,92 @@ void bind_pq_fastscan(py::module_& m) {
         return out;
       },
       py::arg("codes"), py::arg("n_threads"));
+
+  m.def(
+      "pq_fastscan_pack_ivf",
+      [](const ByteArray& codes, const Int64Array& lists, int64_t nlist, int n_threads) {
+        check(codes.ndim() == 2 && codes.shape(0) > 0 && codes.shape(1) > 0, kWhere,
+              "codes must be a non-empty (n, m) matrix");
+        const int64_t n = codes.shape(0), ms = codes.shape(1);
+        check(lists.ndim() == 1 && lists.shape(0) == n, kWhere,
+              "lists must have shape (" + std::to_string(n) + ",)");
+        check(nlist >= 1, kWhere, "nlist must be >= 1");
+        Int64Array list_blocks({nlist + 1});
+        const int64_t n_blocks =
+            pq_fastscan_ivf_blocks(lists.data(), n, nlist, list_blocks.mutable_data());
+        ByteArray out({n_blocks, fastscan_m_pad(ms) / 2, int64_t{32}});
+        Int64Array ids({n_blocks * 32});
+        uint8_t* po = out.mutable_data();
+        int64_t* pi = ids.mutable_data();
+        const int64_t* pb = list_blocks.data();
+        {
+          py::gil_scoped_release release;
+          pq_fastscan_pack_ivf(codes.data(), n, ms, lists.data(), nlist, pb, po, pi, n_threads);
+        }
+        return py::make_tuple(out, list_blocks, ids);
+      },
+      py::arg("codes"), py::arg("lists"), py::arg("nlist"), py::arg("n_threads"));
+
+  m.def(
+      "pq_fastscan_search_ivf",
+      [](const FloatArray& tables, const ByteArray& packed, const Int64Array& list_blocks,
+         const Int64Array& ids, int64_t n, const Int64Array& probes, int64_t k,
+         const std::string& metric, int n_threads, bool force_scalar) {
+        check_tables(tables);
+        const int64_t nq = tables.shape(0), ms = tables.shape(1);
+        check_packed_ivf(packed, list_blocks, ids, ms);
+        check(probes.ndim() == 2 && probes.shape(0) == nq && probes.shape(1) >= 1, kWhere,
+              "probes must have shape (nq, nprobe)");
+        const PQMetric met = parse_pq_metric(metric);
+        check(k >= 1 && k <= n, kWhere,
+              "k = " + std::to_string(k) + " must be in [1, N = " + std::to_string(n) + "]");
+        FloatArray dist({nq, k});
+        Int64Array idx({nq, k});
+        float* pd = dist.mutable_data();
+        int64_t* pi = idx.mutable_data();
+        {
+          py::gil_scoped_release release;
+          pq_fastscan_search_ivf(tables.data(), nq, ms, packed.data(), list_blocks.data(),
+                                 list_blocks.shape(0) - 1, ids.data(), n, probes.data(),
+                                 probes.shape(1), k, met, pd, pi, n_threads, force_scalar);
+        }
+        return py::make_tuple(dist, idx);
+      },
+      py::arg("tables"), py::arg("packed"), py::arg("list_blocks"), py::arg("ids"), py::arg("n"),
+      py::arg("probes"), py::arg("k"), py::arg("metric"), py::arg("n_threads"),
+      py::arg("force_scalar"));
+
+  m.def(
+      "pq_fastscan_rerank_ivf",
+      [](const FloatArray& tables, const ByteArray& packed, const Int64Array& positions,
+         const Int64Array& cand, int64_t k, const std::string& metric, int n_threads) {
+        check_tables(tables);
+        const int64_t nq = tables.shape(0), ms = tables.shape(1);
+        check(packed.ndim() == 3 && packed.shape(1) == fastscan_m_pad(ms) / 2 &&
+                  packed.shape(2) == 32,
+              kWhere, "packed codes must have shape (n_blocks, ceil(m / 2), 32)");
+        check(positions.ndim() == 1 && positions.shape(0) > 0, kWhere,
+              "positions must be a non-empty vector");
+        check(cand.ndim() == 2 && cand.shape(0) == nq, kWhere,
+              "candidates must have shape (nq, rerank)");
+        const PQMetric met = parse_pq_metric(metric);
+        const int64_t kc = cand.shape(1);
+        check(k >= 1 && k <= kc, kWhere,
+              "k = " + std::to_string(k) + " must be in [1, rerank = " + std::to_string(kc) + "]");
+        FloatArray dist({nq, k});
+        Int64Array idx({nq, k});
+        float* pd = dist.mutable_data();
+        int64_t* pi = idx.mutable_data();
+        {
+          py::gil_scoped_release release;
+          pq_fastscan_rerank_ivf(tables.data(), nq, ms, packed.data(), packed.shape(0) * 32,
+                                 positions.data(), positions.shape(0), cand.data(), kc, k, met, pd,
+                                 pi, n_threads);
+        }
+        return py::make_tuple(dist, idx);
+      },
+      py::arg("tables"), py::arg("packed"), py::arg("positions"), py::arg("candidates"),
+      py::arg("k"), py::arg("metric"), py::arg("n_threads"));
 
   m.def(
       "pq_fastscan_unpack",

@@ -33,12 +33,14 @@ void check_m(int64_t m, const char* where) {
             std::to_string(m));
 }
 
-// Strict upper bound on the integer score of a candidate that may still enter `h`: the
-// heap's worst kept score (every code scanned later has a higher index, so a tie cannot
-// enter), or kNoBound while it is not full.
-inline int32_t score_bound(const TopKHeap& h) {
+// Strict upper bound on the integer score of a candidate that may still enter `h`, or
+// kNoBound while it is not full.  Flat scan (tie = 0): the heap's worst kept score (every
+// code scanned later has a higher index, so a tie cannot enter).  IVF scan (tie = 1): one
+// more, because lists are not visited in index order: a tie may enter, and TopKHeap::push
+// decides by the index.
+inline int32_t score_bound(const TopKHeap& h, int32_t tie) {
   const float t = h.threshold();
-  return t == -std::numeric_limits<float>::infinity() ? kNoBound : static_cast<int32_t>(-t);
+  return t == -std::numeric_limits<float>::infinity() ? kNoBound : static_cast<int32_t>(-t) + tie;
 }
 
 // One query's quantized table: lut (m_pad x 16, zero rows beyond m), scale and bias.
@@ -88,8 +90,10 @@ inline float dequantize(float score, float scale, float bias, bool negate) {
 }
 
 // Scalar scan of blocks [blk0, blk1) for nb queries (luts: nb x m_pad x 16, consecutive).
+// Positions >= n are padding.  The code at position p is reported as ids[p] (p when ids is
+// null); tie: see score_bound.
 void scan_scalar(const uint8_t* packed, int64_t npairs, int64_t blk0, int64_t blk1, int64_t n,
-                 const uint8_t* luts, int nb, TopKHeap* heaps) {
+                 const uint8_t* luts, int nb, TopKHeap* heaps, const int64_t* ids, int32_t tie) {
   const int64_t lut_stride = 2 * npairs * kKsub;
   uint32_t sums[kBlock];
   for (int64_t blk = blk0; blk < blk1; ++blk) {
@@ -106,9 +110,10 @@ void scan_scalar(const uint8_t* packed, int64_t npairs, int64_t blk0, int64_t bl
         for (int64_t j = 0; j < kBlock; ++j) sums[j] += l0[row[j] & 15] + l1[row[j] >> 4];
       }
       TopKHeap& h = heaps[q];
-      const int32_t bound = score_bound(h);
+      const int32_t bound = score_bound(h, tie);
       for (int64_t j = 0; j < valid; ++j)
-        if (static_cast<int32_t>(sums[j]) < bound) h.push(-static_cast<float>(sums[j]), base + j);
+        if (static_cast<int32_t>(sums[j]) < bound)
+          h.push(-static_cast<float>(sums[j]), ids ? ids[base + j] : base + j);
     }
   }
 }
@@ -126,11 +131,11 @@ void scan_scalar(const uint8_t* packed, int64_t npairs, int64_t blk0, int64_t bl
 template <int Q>
 __attribute__((target("avx2"))) void scan_avx2(const uint8_t* packed, int64_t npairs, int64_t blk0,
                                                int64_t blk1, int64_t n, const uint8_t* luts,
-                                               TopKHeap* heaps) {
+                                               TopKHeap* heaps, const int64_t* ids, int32_t tie) {
   const int64_t lut_stride = 2 * npairs * kKsub;
   alignas(32) uint16_t half[Q][2][16];
   int32_t bound[Q];
-  for (int q = 0; q < Q; ++q) bound[q] = score_bound(heaps[q]);
+  for (int q = 0; q < Q; ++q) bound[q] = score_bound(heaps[q], tie);
   for (int64_t blk = blk0; blk < blk1; ++blk) {
     const uint8_t* codes = packed + blk * npairs * kBlock;
     {
@@ -185,9 +190,9 @@ __attribute__((target("avx2"))) void scan_avx2(const uint8_t* packed, int64_t np
       while (bits) {
         const int j = __builtin_ctz(bits);
         bits &= bits - 1;
-        h.push(-static_cast<float>(half[q][j & 1][j >> 1]), base + j);
+        h.push(-static_cast<float>(half[q][j & 1][j >> 1]), ids ? ids[base + j] : base + j);
       }
-      bound[q] = score_bound(h);
+      bound[q] = score_bound(h, tie);
     }
   }
 }
@@ -198,19 +203,68 @@ bool cpu_has_avx2() {
 }
 
 void scan_avx2_any(const uint8_t* packed, int64_t npairs, int64_t blk0, int64_t blk1, int64_t n,
-                   const uint8_t* luts, int nb, TopKHeap* heaps) {
+                   const uint8_t* luts, int nb, TopKHeap* heaps, const int64_t* ids, int32_t tie) {
   switch (nb) {
     case 1:
-      return scan_avx2<1>(packed, npairs, blk0, blk1, n, luts, heaps);
+      return scan_avx2<1>(packed, npairs, blk0, blk1, n, luts, heaps, ids, tie);
     case 2:
-      return scan_avx2<2>(packed, npairs, blk0, blk1, n, luts, heaps);
+      return scan_avx2<2>(packed, npairs, blk0, blk1, n, luts, heaps, ids, tie);
     case 3:
-      return scan_avx2<3>(packed, npairs, blk0, blk1, n, luts, heaps);
+      return scan_avx2<3>(packed, npairs, blk0, blk1, n, luts, heaps, ids, tie);
     default:
-      return scan_avx2<4>(packed, npairs, blk0, blk1, n, luts, heaps);
+      return scan_avx2<4>(packed, npairs, blk0, blk1, n, luts, heaps, ids, tie);
   }
 }
 #endif
+
+// Scans blocks [blk0, blk1) on the AVX2 path when `simd`, the scalar one otherwise.
+void scan_any(bool simd, const uint8_t* packed, int64_t npairs, int64_t blk0, int64_t blk1,
+              int64_t n, const uint8_t* luts, int nb, TopKHeap* heaps, const int64_t* ids,
+              int32_t tie) {
+#ifdef DATACREDIT_FASTSCAN_X86
+  if (simd) return scan_avx2_any(packed, npairs, blk0, blk1, n, luts, nb, heaps, ids, tie);
+#else
+  (void)simd;
+#endif
+  scan_scalar(packed, npairs, blk0, blk1, n, luts, nb, heaps, ids, tie);
+}
+
+bool use_simd(bool force_scalar) {
+#ifdef DATACREDIT_FASTSCAN_X86
+  return !force_scalar && cpu_has_avx2();
+#else
+  (void)force_scalar;
+  return false;
+#endif
+}
+
+void check_codes_4bit(const uint8_t* codes, int64_t n, int64_t m, const char* where) {
+  for (int64_t i = 0; i < n * m; ++i)
+    if (codes[i] >= kKsub)
+      fail(where, "codes[" + std::to_string(i / m) + ", " + std::to_string(i % m) +
+                      "] = " + std::to_string(codes[i]) + " is outside [0, 16) (4-bit codes)");
+}
+
+// Packs n_blocks blocks; position p holds the codes of row(p), zero codes when row(p) < 0.
+template <class Row>
+void pack_blocks(const uint8_t* codes, int64_t m, int64_t n_blocks, Row row, uint8_t* packed,
+                 int threads) {
+  const int64_t npairs = fastscan_m_pad(m) / 2;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    uint8_t* out = packed + b * npairs * kBlock;
+    for (int64_t p = 0; p < npairs; ++p)
+      for (int64_t j = 0; j < kBlock; ++j) {
+        const int64_t i = row(b * kBlock + j);
+        uint8_t v = 0;
+        if (i >= 0) {
+          v = codes[i * m + 2 * p];
+          if (2 * p + 1 < m) v = static_cast<uint8_t>(v | (codes[i * m + 2 * p + 1] << 4));
+        }
+        out[p * kBlock + j] = v;
+      }
+  }
+}
 
 }  // namespace
 
@@ -226,27 +280,49 @@ void pq_fastscan_pack(const uint8_t* codes, int64_t n, int64_t m, uint8_t* packe
   const char* where = "pq_fastscan_pack";
   check(n > 0, where, "codes is empty");
   check_m(m, where);
-  for (int64_t i = 0; i < n * m; ++i)
-    if (codes[i] >= kKsub)
-      fail(where, "codes[" + std::to_string(i / m) + ", " + std::to_string(i % m) +
-                      "] = " + std::to_string(codes[i]) + " is outside [0, 16) (4-bit codes)");
-  const int64_t npairs = fastscan_m_pad(m) / 2;
-  const int64_t n_blocks = fastscan_n_pad(n) / kBlock;
-  const int threads = resolve_threads(n_threads);
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    uint8_t* out = packed + b * npairs * kBlock;
-    for (int64_t p = 0; p < npairs; ++p)
-      for (int64_t j = 0; j < kBlock; ++j) {
-        const int64_t i = b * kBlock + j;
-        uint8_t v = 0;
-        if (i < n) {
-          v = codes[i * m + 2 * p];
-          if (2 * p + 1 < m) v = static_cast<uint8_t>(v | (codes[i * m + 2 * p + 1] << 4));
-        }
-        out[p * kBlock + j] = v;
-      }
+  check_codes_4bit(codes, n, m, where);
+  pack_blocks(
+      codes, m, fastscan_n_pad(n) / kBlock, [n](int64_t p) { return p < n ? p : int64_t{-1}; },
+      packed, resolve_threads(n_threads));
+}
+
+int64_t pq_fastscan_ivf_blocks(const int64_t* lists, int64_t n, int64_t nlist,
+                               int64_t* list_blocks) {
+  const char* where = "pq_fastscan_pack_ivf";
+  check(n > 0, where, "codes is empty");
+  check(nlist >= 1, where, "nlist must be >= 1");
+  std::vector<int64_t> count(static_cast<size_t>(nlist), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    if (lists[i] < 0 || lists[i] >= nlist)
+      fail(where, "lists[" + std::to_string(i) + "] = " + std::to_string(lists[i]) +
+                      " is outside [0, " + std::to_string(nlist) + ")");
+    ++count[static_cast<size_t>(lists[i])];
   }
+  list_blocks[0] = 0;
+  for (int64_t l = 0; l < nlist; ++l)
+    list_blocks[l + 1] = list_blocks[l] + fastscan_n_pad(count[static_cast<size_t>(l)]) / kBlock;
+  return list_blocks[nlist];
+}
+
+void pq_fastscan_pack_ivf(const uint8_t* codes, int64_t n, int64_t m, const int64_t* lists,
+                          int64_t nlist, const int64_t* list_blocks, uint8_t* packed, int64_t* ids,
+                          int n_threads) {
+  const char* where = "pq_fastscan_pack_ivf";
+  check(n > 0, where, "codes is empty");
+  check_m(m, where);
+  check_codes_4bit(codes, n, m, where);
+  std::vector<int64_t> expect(static_cast<size_t>(nlist + 1));
+  pq_fastscan_ivf_blocks(lists, n, nlist, expect.data());
+  check(std::equal(expect.begin(), expect.end(), list_blocks), where,
+        "list_blocks does not match lists (use pq_fastscan_ivf_blocks)");
+  const int64_t n_blocks = list_blocks[nlist];
+  // Stable grouping by list: fill each list's positions in index order, pad with -1.
+  std::fill(ids, ids + n_blocks * kBlock, int64_t{-1});
+  std::vector<int64_t> next(static_cast<size_t>(nlist));
+  for (int64_t l = 0; l < nlist; ++l) next[static_cast<size_t>(l)] = list_blocks[l] * kBlock;
+  for (int64_t i = 0; i < n; ++i) ids[next[static_cast<size_t>(lists[i])]++] = i;
+  pack_blocks(
+      codes, m, n_blocks, [ids](int64_t p) { return ids[p]; }, packed, resolve_threads(n_threads));
 }
 
 void pq_fastscan_unpack(const uint8_t* packed, int64_t n, int64_t m, uint8_t* codes) {
@@ -297,12 +373,7 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
     quantize_one(tables + q * m * kKsub, m, m_pad, negate, luts.data() + q * m_pad * kKsub,
                  scale.data() + q, bias.data() + q);
 
-#ifdef DATACREDIT_FASTSCAN_X86
-  const bool simd = !force_scalar && cpu_has_avx2();
-#else
-  (void)force_scalar;
-  [[maybe_unused]] const bool simd = false;
-#endif
+  const bool simd = use_simd(force_scalar);
   const int64_t chunk = std::max<int64_t>(1, kChunkBytes / (npairs * kBlock));  // blocks
   const int64_t n_groups = (nq + kGroup - 1) / kGroup;
   // With fewer query groups than threads, split the code range too and merge the heaps.
@@ -331,14 +402,7 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
       for (int64_t qb = q0; qb < q1; qb += kBatch) {
         const int nb = static_cast<int>(std::min<int64_t>(kBatch, q1 - qb));
         const uint8_t* l = luts.data() + qb * m_pad * kKsub;
-        TopKHeap* h = heaps.data() + (qb - q0);
-#ifdef DATACREDIT_FASTSCAN_X86
-        if (simd) {
-          scan_avx2_any(packed, npairs, c0, c1, n, l, nb, h);
-          continue;
-        }
-#endif
-        scan_scalar(packed, npairs, c0, c1, n, l, nb, h);
+        scan_any(simd, packed, npairs, c0, c1, n, l, nb, heaps.data() + (qb - q0), nullptr, 0);
       }
     }
     for (int64_t q = q0; q < q1; ++q)
@@ -357,10 +421,15 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
   }
 }
 
-void pq_fastscan_rerank(const float* tables, int64_t nq, int64_t m, const uint8_t* packed,
-                        int64_t n, const int64_t* cand, int64_t kc, int64_t k, PQMetric metric,
-                        float* distances, int64_t* indices, int n_threads) {
-  const char* where = "pq_fastscan_rerank";
+namespace {
+
+// Re-ranking shared by the flat and IVF layouts: the code of index i lies at packed
+// position positions[i] (i when positions is null); candidates -1 are skipped when
+// allow_missing, and the slots beyond the valid candidates get +inf (-inf for ip) and -1.
+void rerank_impl(const char* where, const float* tables, int64_t nq, int64_t m,
+                 const uint8_t* packed, int64_t n_positions, const int64_t* positions, int64_t n,
+                 const int64_t* cand, int64_t kc, int64_t k, PQMetric metric, float* distances,
+                 int64_t* indices, int n_threads, bool allow_missing) {
   check_m(m, where);
   check(nq > 0, where, "queries is empty");
   check(n > 0, where, "codes is empty");
@@ -369,9 +438,14 @@ void pq_fastscan_rerank(const float* tables, int64_t nq, int64_t m, const uint8_
   check(k >= 1 && k <= kc, where,
         "k = " + std::to_string(k) + " must be in [1, rerank = " + std::to_string(kc) + "]");
   check(all_finite(tables, nq * m * kKsub), where, "tables contains NaN or inf");
-  for (int64_t i = 0; i < nq * kc; ++i)
+  for (int64_t i = 0; i < nq * kc; ++i) {
+    if (allow_missing && cand[i] == -1) continue;
     if (cand[i] < 0 || cand[i] >= n)
       fail(where, "candidate index " + std::to_string(cand[i]) + " is outside [0, n_codes)");
+    if (positions && (positions[cand[i]] < 0 || positions[cand[i]] >= n_positions))
+      fail(where, "positions[" + std::to_string(cand[i]) +
+                      "] = " + std::to_string(positions[cand[i]]) + " is outside the packed codes");
+  }
   const bool negate = metric == PQMetric::kInnerProduct;
   const int64_t npairs = fastscan_m_pad(m) / 2;
   const int threads = resolve_threads(n_threads);
@@ -385,7 +459,9 @@ void pq_fastscan_rerank(const float* tables, int64_t nq, int64_t m, const uint8_
       TopKHeap h(keys.data(), ids.data(), k);
       for (int64_t c = 0; c < kc; ++c) {
         const int64_t i = cand[q * kc + c];
-        const uint8_t* blk = packed + (i / kBlock) * npairs * kBlock + i % kBlock;
+        if (i < 0) continue;
+        const int64_t pos = positions ? positions[i] : i;
+        const uint8_t* blk = packed + (pos / kBlock) * npairs * kBlock + pos % kBlock;
         float acc = 0.0f;
         for (int64_t s = 0; s < m; ++s) {
           const uint8_t byte = blk[(s / 2) * kBlock];
@@ -393,7 +469,109 @@ void pq_fastscan_rerank(const float* tables, int64_t nq, int64_t m, const uint8_
         }
         h.push(negate ? acc : -acc, i);
       }
+      const int64_t got = h.size();
       h.write_sorted(distances + q * k, indices + q * k, negate ? 1.0f : -1.0f);
+      for (int64_t j = got; j < k; ++j) {
+        distances[q * k + j] = negate ? -std::numeric_limits<float>::infinity()
+                                      : std::numeric_limits<float>::infinity();
+        indices[q * k + j] = -1;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void pq_fastscan_rerank(const float* tables, int64_t nq, int64_t m, const uint8_t* packed,
+                        int64_t n, const int64_t* cand, int64_t kc, int64_t k, PQMetric metric,
+                        float* distances, int64_t* indices, int n_threads) {
+  rerank_impl("pq_fastscan_rerank", tables, nq, m, packed, fastscan_n_pad(n), nullptr, n, cand, kc,
+              k, metric, distances, indices, n_threads, false);
+}
+
+void pq_fastscan_rerank_ivf(const float* tables, int64_t nq, int64_t m, const uint8_t* packed,
+                            int64_t n_positions, const int64_t* positions, int64_t n,
+                            const int64_t* cand, int64_t kc, int64_t k, PQMetric metric,
+                            float* distances, int64_t* indices, int n_threads) {
+  rerank_impl("pq_fastscan_rerank_ivf", tables, nq, m, packed, n_positions, positions, n, cand, kc,
+              k, metric, distances, indices, n_threads, true);
+}
+
+void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const uint8_t* packed,
+                            const int64_t* list_blocks, int64_t nlist, const int64_t* ids,
+                            int64_t n, const int64_t* probes, int64_t nprobe, int64_t k,
+                            PQMetric metric, float* distances, int64_t* indices, int n_threads,
+                            bool force_scalar) {
+  const char* where = "pq_fastscan_search_ivf";
+  check_m(m, where);
+  check(nq > 0, where, "queries is empty");
+  check(n > 0, where, "codes is empty");
+  check(nlist >= 1, where, "nlist must be >= 1");
+  check(nprobe >= 1 && nprobe <= nlist, where,
+        "nprobe = " + std::to_string(nprobe) + " must be in [1, nlist = " + std::to_string(nlist) +
+            "]");
+  check(k >= 1 && k <= n, where,
+        "k = " + std::to_string(k) + " must be in [1, n_codes = " + std::to_string(n) + "]");
+  check(all_finite(tables, nq * m * kKsub), where, "tables contains NaN or inf");
+  check(list_blocks[0] == 0, where, "list_blocks[0] must be 0");
+  // End (exclusive position) of the real codes of each list; checks the layout: ids in
+  // [0, n) before it, -1 after it, less than one block of padding.
+  std::vector<int64_t> list_end(static_cast<size_t>(nlist));
+  for (int64_t l = 0; l < nlist; ++l) {
+    check(list_blocks[l + 1] >= list_blocks[l], where, "list_blocks must be non-decreasing");
+    const int64_t p0 = list_blocks[l] * kBlock, p1 = list_blocks[l + 1] * kBlock;
+    int64_t end = p1;
+    while (end > p0 && ids[end - 1] == -1) --end;
+    check(p1 - end < kBlock, where,
+          "list " + std::to_string(l) + " has a block of padding only (ids of -1)");
+    for (int64_t p = p0; p < end; ++p)
+      if (ids[p] < 0 || ids[p] >= n)
+        fail(where, "ids[" + std::to_string(p) + "] = " + std::to_string(ids[p]) +
+                        " is outside [0, n_codes) (or -1 outside the padding of a list)");
+    list_end[static_cast<size_t>(l)] = end;
+  }
+  {
+    std::vector<int64_t> seen(static_cast<size_t>(nlist), -1);  // query that last probed l
+    for (int64_t q = 0; q < nq; ++q)
+      for (int64_t pr = 0; pr < nprobe; ++pr) {
+        const int64_t l = probes[q * nprobe + pr];
+        if (l < 0 || l >= nlist)
+          fail(where, "probes holds " + std::to_string(l) + ", outside [0, nlist)");
+        check(seen[static_cast<size_t>(l)] != q, where,
+              "probes of query " + std::to_string(q) + " repeat list " + std::to_string(l));
+        seen[static_cast<size_t>(l)] = q;
+      }
+  }
+  const bool negate = metric == PQMetric::kInnerProduct;
+  const int threads = resolve_threads(n_threads);
+  const int64_t m_pad = fastscan_m_pad(m), npairs = m_pad / 2;
+  const bool simd = use_simd(force_scalar);
+  const float inf = std::numeric_limits<float>::infinity();
+
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<uint8_t> lut(static_cast<size_t>(m_pad * kKsub));
+    std::vector<float> keys(static_cast<size_t>(k));
+    std::vector<int64_t> hid(static_cast<size_t>(k));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t q = 0; q < nq; ++q) {
+      float scale = 1.0f, bias = 0.0f;
+      quantize_one(tables + q * m * kKsub, m, m_pad, negate, lut.data(), &scale, &bias);
+      TopKHeap h(keys.data(), hid.data(), k);
+      for (int64_t pr = 0; pr < nprobe; ++pr) {
+        const int64_t l = probes[q * nprobe + pr];
+        if (list_blocks[l + 1] > list_blocks[l])
+          scan_any(simd, packed, npairs, list_blocks[l], list_blocks[l + 1],
+                   list_end[static_cast<size_t>(l)], lut.data(), 1, &h, ids, 1);
+      }
+      const int64_t got = h.size();
+      float* d = distances + q * k;
+      h.write_sorted(d, indices + q * k, -1.0f);
+      for (int64_t j = 0; j < got; ++j) d[j] = dequantize(d[j], scale, bias, negate);
+      for (int64_t j = got; j < k; ++j) {
+        d[j] = negate ? -inf : inf;
+        indices[q * k + j] = -1;
+      }
     }
   }
 }

@@ -28,6 +28,15 @@
 //
 // Search returns the k codes of smallest S (ties to the lower code index), best first.
 // Every function here requires 1 <= m <= 16384 (so that (65535 - m) stays a useful budget).
+//
+// Inverted-list (IVF) layout (pq_fastscan_pack_ivf).  With lists[i] in [0, nlist) the list
+// of code i (from a coarse quantizer), the codes are grouped by list (stable: index order
+// inside a list) and every list is padded to whole blocks of 32:
+//   list l occupies blocks [list_blocks[l], list_blocks[l + 1]), ceil(count_l / 32) blocks
+//   (none for an empty list), list_blocks[0] = 0, n_blocks = list_blocks[nlist];
+//   ids[32 b + j] (n_blocks * 32 int64) is the original index of the code at position j of
+//   block b, -1 for a padding position (code 0, only at the end of a list);
+//   the blocks themselves are laid out as above (packed: n_blocks * m_pad / 2 * 32 bytes).
 #pragma once
 
 #include <cstdint>
@@ -75,6 +84,43 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
 void pq_fastscan_rerank(const float* tables, int64_t nq, int64_t m, const uint8_t* packed,
                         int64_t n, const int64_t* cand, int64_t kc, int64_t k, PQMetric metric,
                         float* distances, int64_t* indices, int n_threads = 0);
+
+// Block ranges of the inverted lists (see the IVF layout): writes list_blocks (nlist + 1)
+// and returns n_blocks = list_blocks[nlist].  Throws on a list outside [0, nlist).  O(n + nlist).
+int64_t pq_fastscan_ivf_blocks(const int64_t* lists, int64_t n, int64_t nlist,
+                               int64_t* list_blocks);
+
+// Packs codes (n x m uint8, each < 16) in the IVF layout: list_blocks from
+// pq_fastscan_ivf_blocks, packed (list_blocks[nlist] * 32 * m_pad / 2 bytes), ids
+// (list_blocks[nlist] * 32).  O(n m + nlist), parallel over blocks.
+void pq_fastscan_pack_ivf(const uint8_t* codes, int64_t n, int64_t m, const int64_t* lists,
+                          int64_t nlist, const int64_t* list_blocks, uint8_t* packed, int64_t* ids,
+                          int n_threads = 0);
+
+// IVF fast scan: for each query, only the blocks of its nprobe probed lists (probes:
+// nq x nprobe, distinct lists, e.g. the nearest coarse centroids) are scanned with the same
+// kernels as pq_fastscan_search.  Results as pq_fastscan_search, restricted to the codes of
+// the probed lists: the k smallest integer scores, ties to the lower ORIGINAL index (lists
+// are not visited in index order, so a candidate enters when its score is <= the heap's
+// worst, not <, and the heap breaks ties by index), indices reported through ids.  Slots
+// beyond the codes of the probed lists get distance +inf (-inf for ip) and index -1.
+// n is the number of codes (ids lie in [-1, n)); requires 1 <= k <= n, 1 <= nprobe <= nlist.
+// Parallel over queries.  Cost O(nq * (probed blocks) * 32 * m / 2) byte shuffles, plus
+// an O(n_blocks * 32) check of ids per call.
+void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const uint8_t* packed,
+                            const int64_t* list_blocks, int64_t nlist, const int64_t* ids,
+                            int64_t n, const int64_t* probes, int64_t nprobe, int64_t k,
+                            PQMetric metric, float* distances, int64_t* indices, int n_threads = 0,
+                            bool force_scalar = false);
+
+// Re-ranking in the IVF layout: as pq_fastscan_rerank, with positions (n) the packed
+// position of each code index (the inverse of ids; every position < list_blocks[nlist] * 32
+// = n_positions).  Candidates equal to -1 (padding of pq_fastscan_search_ivf) are skipped;
+// slots beyond the valid candidates get distance +inf (-inf for ip) and index -1.
+void pq_fastscan_rerank_ivf(const float* tables, int64_t nq, int64_t m, const uint8_t* packed,
+                            int64_t n_positions, const int64_t* positions, int64_t n,
+                            const int64_t* cand, int64_t kc, int64_t k, PQMetric metric,
+                            float* distances, int64_t* indices, int n_threads = 0);
 
 // Whether pq_fastscan_search would use the AVX2 kernel on this CPU.
 bool pq_fastscan_has_avx2();

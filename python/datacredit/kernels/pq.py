@@ -68,18 +68,58 @@ class PackedCodes:
     last block is filled with zero codes whose results are never reported.
     ``n * m / 2`` bytes (plus padding): half the memory of the unpacked codes.
 
+    Inverted lists (``pack(codes, lists=...)``): the codes are grouped by list (stable:
+    index order inside a list) and every list is padded to whole blocks of 32, so that
+    list ``l`` occupies blocks ``list_blocks[l]:list_blocks[l + 1]`` of ``data``
+    (``ceil(count_l / 32)`` blocks, none for an empty list).  ``ids[32 b + j]`` is the
+    original index of the code at position ``j`` of block ``b`` (-1 for a padding
+    position, which holds zero codes and only ends a list).  Extra memory: 8 bytes per
+    position, plus at most 31 padding positions per list.
+
     Attributes:
         data: the packed bytes (read them, do not modify them).
         n: number of codes.
         m: sub-spaces per code.
+        list_blocks: ``(nlist + 1,)`` int64 block offsets of the lists, or ``None`` (flat).
+        ids: ``(data.shape[0] * 32,)`` int64 position -> original index map, or ``None``.
     """
 
-    __slots__ = ("data", "m", "n")
+    __slots__ = ("_positions", "data", "ids", "list_blocks", "m", "n")
 
-    def __init__(self, data: np.ndarray, n: int, m: int) -> None:
+    def __init__(
+        self,
+        data: np.ndarray,
+        n: int,
+        m: int,
+        list_blocks: np.ndarray | None = None,
+        ids: np.ndarray | None = None,
+    ) -> None:
         self.data = data
         self.n = int(n)
         self.m = int(m)
+        self.list_blocks = list_blocks
+        self.ids = ids
+        self._positions: np.ndarray | None = None
+
+    @property
+    def nlist(self) -> int | None:
+        """Number of inverted lists, or ``None`` when packed without lists."""
+        return None if self.list_blocks is None else len(self.list_blocks) - 1
+
+    def positions(self) -> np.ndarray:
+        """``(n,)`` int64 packed position of each code (the inverse of ``ids``).
+
+        Computed once (``O(n)``) and cached; the identity when packed without lists.
+        """
+        if self._positions is None:
+            if self.ids is None:
+                self._positions = np.arange(self.n, dtype=np.int64)
+            else:
+                pos = np.full(self.n, -1, np.int64)
+                valid = np.flatnonzero(self.ids >= 0)
+                pos[self.ids[valid]] = valid
+                self._positions = pos
+        return self._positions
 
     def __len__(self) -> int:
         return self.n
@@ -90,11 +130,15 @@ class PackedCodes:
         return (self.n, self.m)
 
     def unpack(self) -> np.ndarray:
-        """The codes ``(n, m)`` uint8 again (``O(n m)``)."""
-        return _core.pq_fastscan_unpack(self.data, self.n, self.m)
+        """The codes ``(n, m)`` uint8 again, in their original order (``O(n m)``)."""
+        if self.ids is None:
+            return _core.pq_fastscan_unpack(self.data, self.n, self.m)
+        allpos = _core.pq_fastscan_unpack(self.data, len(self.ids), self.m)
+        return np.ascontiguousarray(allpos[self.positions()])
 
     def __repr__(self) -> str:
-        return f"PackedCodes(n={self.n}, m={self.m}, {self.data.nbytes} bytes)"
+        lists = "" if self.list_blocks is None else f", nlist={self.nlist}"
+        return f"PackedCodes(n={self.n}, m={self.m}{lists}, {self.data.nbytes} bytes)"
 
 
 class ProductQuantizer:
@@ -303,16 +347,31 @@ class ProductQuantizer:
             cent, self._rows(queries, "queries"), self.nbits, self.metric, self._threads()
         )
 
-    def pack(self, codes: Any) -> PackedCodes:
+    def pack(self, codes: Any, lists: Any = None) -> PackedCodes:
         """Pack 4-bit ``codes`` ``(N, m)`` uint8 (each < 16) for the fast-scan search.
 
         Only for ``nbits=4``.  Like faiss's ``add`` on a fast-scan index: pack once, then
         pass the :class:`PackedCodes` to :meth:`search` as often as needed.
         ``O(N m)``, parallel; memory ``N * m / 2`` bytes (plus padding to 32 codes).
+
+        Args:
+            codes: ``(N, m)`` uint8 codes from :meth:`encode`.
+            lists: optional ``(N,)`` integer inverted lists of the codes (from
+                :meth:`assign`, values in ``[0, nlist)``; needs ``nlist``): the codes are
+                then grouped by list (layout in :class:`PackedCodes`, each list padded to
+                32 codes, plus 8 bytes per code for the id map) and :meth:`search` scans
+                only the ``nprobe`` lists nearest to each query.
         """
         self._need_fastscan()
         c = self._codes(codes)
-        return PackedCodes(_core.pq_fastscan_pack(c, self._threads()), c.shape[0], self.m)
+        if lists is None:
+            return PackedCodes(_core.pq_fastscan_pack(c, self._threads()), c.shape[0], self.m)
+        self._need_trained()
+        if self.coarse_centroids is None:
+            raise RuntimeError("pack(lists=...) needs a coarse quantizer: create it with nlist=...")
+        lst = as_index_vector(lists, "lists", c.shape[0], self.nlist)
+        data, list_blocks, ids = _core.pq_fastscan_pack_ivf(c, lst, self.nlist, self._threads())
+        return PackedCodes(data, c.shape[0], self.m, list_blocks, ids)
 
     def quantize_tables(self, tables: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The 8-bit tables the fast scan ranks with, from float ``tables`` ``(nq, m, 16)``.
@@ -343,11 +402,28 @@ class ProductQuantizer:
             )
 
     def _search_packed(
-        self, q: np.ndarray, packed: PackedCodes, k: int, rerank: int | None
+        self, q: np.ndarray, packed: PackedCodes, k: int, nprobe: int | None, rerank: int | None
     ) -> tuple[np.ndarray, np.ndarray]:
         self._need_fastscan()
         if not isinstance(packed.data, np.ndarray) or packed.m != self.m:
             raise ValueError(f"packed codes have m = {packed.m}, this quantizer m = {self.m}")
+        if packed.list_blocks is None:
+            if nprobe is not None:
+                raise ValueError(
+                    "nprobe= needs codes packed with inverted lists: pack(codes, lists=...)"
+                )
+        else:
+            if self.coarse_centroids is None:
+                raise RuntimeError(
+                    "codes packed with lists need a coarse quantizer: create it with nlist=..."
+                )
+            if packed.nlist != self.nlist:
+                raise ValueError(
+                    f"packed codes have nlist = {packed.nlist}, this quantizer nlist = {self.nlist}"
+                )
+            nprobe = self.nprobe if nprobe is None else _positive_int(nprobe, "nprobe")
+            if nprobe > self.nlist:
+                raise ValueError(f"nprobe = {nprobe} must not exceed nlist = {self.nlist}")
         if not 1 <= k <= packed.n:
             raise ValueError(f"k = {k} must be in [1, N = {packed.n}]")
         if rerank is not None:
@@ -360,13 +436,36 @@ class ProductQuantizer:
         tables = self.compute_tables(q)
         threads = self._threads()
         kc = k if rerank is None else rerank
-        out = _core.pq_fastscan_search(
-            tables, packed.data, packed.n, kc, self.metric, threads, mode == "scalar"
+        if packed.list_blocks is None:
+            out = _core.pq_fastscan_search(
+                tables, packed.data, packed.n, kc, self.metric, threads, mode == "scalar"
+            )
+            if rerank is None:
+                return out
+            return _core.pq_fastscan_rerank(
+                tables, packed.data, packed.n, out[1], k, self.metric, threads
+            )
+        from datacredit.kernels.gram import gram_topk
+
+        _, probes = gram_topk(
+            q, self.coarse_centroids, nprobe, metric="l2", largest=False, n_threads=self.n_threads
+        )
+        out = _core.pq_fastscan_search_ivf(
+            tables,
+            packed.data,
+            packed.list_blocks,
+            packed.ids,
+            packed.n,
+            np.ascontiguousarray(probes),
+            kc,
+            self.metric,
+            threads,
+            mode == "scalar",
         )
         if rerank is None:
             return out
-        return _core.pq_fastscan_rerank(
-            tables, packed.data, packed.n, out[1], k, self.metric, threads
+        return _core.pq_fastscan_rerank_ivf(
+            tables, packed.data, packed.positions(), out[1], k, self.metric, threads
         )
 
     def search(
@@ -391,26 +490,37 @@ class ProductQuantizer:
             lists: optional ``(N,)`` inverted lists of the codes (from :meth:`assign`):
                 then only the ``nprobe`` lists nearest to each query are scanned, and
                 slots beyond the codes found hold distance ``inf`` (``-inf`` for ip) and
-                index -1.
-            nprobe: lists per query (default: the constructor's).
+                index -1.  Not with :class:`PackedCodes`: pass the lists to
+                :meth:`pack` instead (the packed layout is grouped by list), and the
+                search of such codes is an IVF search with the same padding rule.
+            nprobe: lists per query (default: the constructor's), for ``lists=`` or
+                :class:`PackedCodes` packed with lists.
             rerank: only with :class:`PackedCodes`: the fast scan keeps ``rerank``
                 candidates (``k <= rerank <= N``), which are then re-ranked by their exact
                 float ADC distances (the float tables, summed in sub-space order as the
                 unpacked search does); the ``k`` best are returned with those distances.
-                Adds ``O(nq * rerank * m)``.
+                Adds ``O(nq * rerank * m)``.  With lists, candidates of index -1 (fewer
+                codes in the probed lists) are skipped and keep their padding.
 
         Returns:
             ``(distances, indices)``: float32 ``(nq, k)`` (squared l2 ascending, or inner
             products descending) and int64 ``(nq, k)`` row indices into ``codes``.
             With :class:`PackedCodes`: the ``k`` codes with the smallest quantized sums
             of :meth:`quantize_tables` (ties to the lower index) and their dequantized
-            distances (``S / scale + bias``, negated for ``"ip"``).
+            distances (``S / scale + bias``, negated for ``"ip"``).  Packed with lists:
+            the same over the codes of the probed lists only, ties still to the lower
+            original index (candidates equal to the heap's worst score are offered to
+            the heap, which breaks ties by index, since lists are not visited in index
+            order).
 
         Complexity: ``O(nq * N * m)`` table look-ups in the worst case, usually far fewer
         (early abandoning); memory ``O(N * m + nq * (k + m * 2**nbits))``.  Fast scan:
         ``O(nq * N * m / 64)`` 32-byte shuffles, memory ``O(nq * (k + m * 16))`` besides
         the packed codes.  Parallel over queries (and over code ranges when there are few
-        queries), GIL released.  Setting the environment variable
+        queries), GIL released.  Fast scan with lists: ``O(nq * nprobe * L * m / 64)``
+        shuffles for lists of ``L`` codes (rounded up to 32), parallel over queries, plus
+        the coarse probes ``O(nq * nlist * d)`` and an ``O(N)`` check of the id map.
+        Setting the environment variable
         ``DATACREDIT_PQ_FASTSCAN=scalar`` forces the portable fast-scan path (for tests).
         """
         cent = self._need_trained()
@@ -418,9 +528,11 @@ class ProductQuantizer:
         if isinstance(codes, PackedCodes):
             if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
                 raise TypeError(f"k must be an integer, got {type(k).__name__}")
-            if lists is not None or nprobe is not None:
-                raise ValueError("lists= / nprobe= are not supported with PackedCodes")
-            return self._search_packed(q, codes, int(k), rerank)
+            if lists is not None:
+                raise ValueError(
+                    "lists= is not used with PackedCodes: pass the lists to pack(codes, lists=...)"
+                )
+            return self._search_packed(q, codes, int(k), nprobe, rerank)
         if rerank is not None:
             raise ValueError("rerank= is only used with PackedCodes (from .pack)")
         c = self._codes(codes)
