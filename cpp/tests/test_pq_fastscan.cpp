@@ -108,13 +108,12 @@ void check_search(int64_t n, int64_t m, int64_t nq, int64_t k, PQMetric metric, 
 // brute force over the integer sums restricted to the probed lists (ties to the lower
 // original index), with +inf / -1 padding; AVX2 == scalar; rerank over the candidates.
 void check_ivf(int64_t n, int64_t m, int64_t nlist, int64_t nprobe, int64_t nq, int64_t k,
-               PQMetric metric, uint64_t seed) {
+               PQMetric metric, uint64_t seed, int64_t distinct) {
   std::mt19937 gen(static_cast<unsigned>(seed));
   std::uniform_int_distribution<int> code(0, 15);
   std::uniform_int_distribution<int64_t> list(0, nlist - 1);
   std::normal_distribution<float> normal;
-  std::vector<uint8_t> codes(static_cast<size_t>(n * m));
-  const int64_t distinct = std::max<int64_t>(1, n / 5);
+  std::vector<uint8_t> codes(static_cast<size_t>(n * m));  // `distinct` codes, repeated
   for (int64_t i = 0; i < distinct * m; ++i) codes[static_cast<size_t>(i)] = code(gen);
   for (int64_t i = distinct; i < n; ++i)
     std::copy_n(codes.begin() + (i % distinct) * m, m, codes.begin() + i * m);
@@ -266,9 +265,11 @@ void check_ivf(int64_t n, int64_t m, int64_t nlist, int64_t nprobe, int64_t nq, 
 }  // namespace
 
 int main() {
-  check_ivf(3000, 16, 20, 3, 9, 400, PQMetric::kL2, 11);
-  check_ivf(1001, 7, 9, 1, 5, 200, PQMetric::kInnerProduct, 12);  // odd m
-  check_ivf(500, 5, 4, 4, 3, 500, PQMetric::kL2, 13);             // every list, k = n
+  check_ivf(3000, 16, 20, 3, 30, 60, PQMetric::kL2, 11, 10);  // many ties across lists
+  check_ivf(3000, 16, 20, 3, 9, 400, PQMetric::kInnerProduct, 14, 10);
+  check_ivf(3000, 16, 20, 3, 9, 400, PQMetric::kL2, 15, 150);
+  check_ivf(1001, 7, 9, 1, 5, 200, PQMetric::kInnerProduct, 12, 50);  // odd m
+  check_ivf(500, 5, 4, 4, 3, 500, PQMetric::kL2, 13, 7);              // every list, k = n
   check_search(1000, 16, 9, 40, PQMetric::kL2, 2, 1);
   check_search(333, 7, 6, 333, PQMetric::kInnerProduct, 2, 2);  // odd m, k = n, n % 32 != 0
   check_search(5000, 3, 1, 77, PQMetric::kL2, 2, 3);            // one query: split code range
