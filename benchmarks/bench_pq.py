@@ -7,9 +7,14 @@ ratios against faiss IndexPQ (8 bits), IndexPQFastScan (4 bits) and IndexFlatL2,
 with the same thread count, side by side in one process.  The datacredit 4-bit rows: the
 fast scan (codes packed once by ``pq.pack``, outside the timed search, like faiss's
 ``add``) next to IndexPQFastScan, and the float-table scan of the same codes
-(``--skip-float4`` leaves that slow row out).
+(``--skip-float4`` leaves that slow row out).  With ``--nlist L`` (and ``--nprobe P``):
+the 4-bit fast scan over inverted lists (``pack(codes, lists=pq.assign(xb))``, ``P`` of
+``L`` lists probed) next to faiss IndexIVFPQFastScan with the same ``L`` / ``P``, built
+with ``by_residual = False`` (codes of the vectors themselves, as datacredit's), so both
+scan the same kind of codes.
 
     flock /tmp/bench.lock python benchmarks/bench_pq.py [--n 1000000] [--threads 2]
+        [--nlist 1024 --nprobe 32]
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ def main() -> None:
     )
     ap.add_argument("--skip-float4", action="store_true")
     ap.add_argument("--rerank", type=int, default=200, help="fast scan + re-rank row (0: off)")
+    ap.add_argument("--nlist", type=int, default=0, help="IVF fast-scan rows (0: off)")
+    ap.add_argument("--nprobe", type=int, default=32)
     args = ap.parse_args()
     import functools
 
@@ -145,6 +152,36 @@ def main() -> None:
     t_fs = min(t_fs, t_fs2)
     ifs = None
 
+    # ---- IVF: datacredit 4-bit fast scan over inverted lists vs faiss IndexIVFPQFastScan
+    ivf_rows = []
+    if args.nlist:
+        nlist, nprobe = args.nlist, args.nprobe
+        pqi = ProductQuantizer(d, m, 4, nlist=nlist, nprobe=nprobe, seed=0, n_threads=args.threads)
+        tb0 = time.perf_counter()
+        pqi.train(xb, n_iter=25, max_points_per_centroid=256)
+        packedi = pqi.pack(pqi.encode(xb), lists=pqi.assign(xb))
+        t_build_i = time.perf_counter() - tb0
+        t_i, (_, i_i) = best_time(lambda: pqi.search(xq, packedi, k), repeat=3)
+        r_i = recall_at_k(i_i, truth)
+        quant = faiss.IndexFlatL2(d)
+        fivf = faiss.IndexIVFPQFastScan(quant, d, nlist, m, 4)
+        fivf.by_residual = False
+        tb0 = time.perf_counter()
+        fivf.train(xb)
+        fivf.add(xb)
+        t_build_fi = time.perf_counter() - tb0
+        fivf.nprobe = nprobe
+        t_fi, (_, i_fi) = best_time(lambda: fivf.search(xq, k), repeat=3)
+        r_fi = recall_at_k(i_fi, truth)
+        t_i2, _ = best_time(lambda: pqi.search(xq, packedi, k), repeat=3)
+        t_i = min(t_i, t_i2)
+        tag = f"nlist {nlist} nprobe {nprobe}"
+        ivf_rows = [
+            (f"faiss IVFPQFastScan 4-bit {tag}", t_build_fi, t_fi, r_fi),
+            (f"datacredit IVF 4-bit fast scan {tag}", t_build_i, t_i, r_i),
+        ]
+        fivf = quant = packedi = None
+
     # ---- datacredit PQ, 4 bits, float-table scan of the same codes (no SIMD shuffles)
     if args.skip_float4:
         t_dc4f, r_dc4f = float("nan"), float("nan")
@@ -165,6 +202,7 @@ def main() -> None:
         ("datacredit ProductQuantizer 4-bit fast scan", t_build_dc4, t_dc4, r_dc4),
         (f"datacredit 4-bit fast scan + re-rank {args.rerank}", t_build_dc4, t_dc4r, r_dc4r),
         ("datacredit ProductQuantizer 4-bit float LUT", t_build_dc4, t_dc4f, r_dc4f),
+        *ivf_rows,
     ]
     for name, tb, ts, r in table:
         print(f"{name:44s} {tb:8.2f} {ts:9.3f} {r:10.4f} {args.nq / ts:10.1f}")
@@ -172,6 +210,9 @@ def main() -> None:
     print(f"throughput ratio datacredit 8-bit / faiss IndexPQ 8-bit:       {t_f / t_dc:6.2f}x")
     print(f"throughput ratio datacredit 8-bit / faiss IndexPQFastScan:     {t_fs / t_dc:6.2f}x")
     print(f"throughput ratio datacredit 4-bit fast scan / IndexPQFastScan: {t_fs / t_dc4:6.2f}x")
+    if ivf_rows:
+        ratio = ivf_rows[0][2] / ivf_rows[1][2]
+        print(f"throughput ratio datacredit IVF fast scan / IVFPQFastScan:     {ratio:6.2f}x")
     if t_dc4f == t_dc4f:
         print(
             f"speed-up datacredit 4-bit fast scan / float-table scan:        {t_dc4f / t_dc4:6.2f}x"
