@@ -26,6 +26,7 @@ constexpr int kBatch = 4;       // queries per pass over a block (accumulators i
 constexpr int64_t kChunkBytes = 192 * 1024;  // packed bytes per chunk (stays in L2)
 constexpr int32_t kNoBound = 65536;          // strict bound while a heap is not full
 constexpr int64_t kMaxM = 16384;             // keeps (65535 - m) / sum of ranges useful
+constexpr int64_t kIvfGroup = 256;           // IVF: queries per task (batched per shared list)
 
 void check_m(int64_t m, const char* where) {
   check(m > 0 && m <= kMaxM, where,
@@ -89,19 +90,19 @@ inline float dequantize(float score, float scale, float bias, bool negate) {
   return negate ? -d : d;
 }
 
-// Scalar scan of blocks [blk0, blk1) for nb queries (luts: nb x m_pad x 16, consecutive).
+// Scalar scan of blocks [blk0, blk1) for nb queries (luts[q]: m_pad x 16 table of query q).
 // Positions >= n are padding.  The code at position p is reported as ids[p] (p when ids is
 // null); tie: see score_bound.
 void scan_scalar(const uint8_t* packed, int64_t npairs, int64_t blk0, int64_t blk1, int64_t n,
-                 const uint8_t* luts, int nb, TopKHeap* heaps, const int64_t* ids, int32_t tie) {
-  const int64_t lut_stride = 2 * npairs * kKsub;
+                 const uint8_t* const* luts, int nb, TopKHeap* heaps, const int64_t* ids,
+                 int32_t tie) {
   uint32_t sums[kBlock];
   for (int64_t blk = blk0; blk < blk1; ++blk) {
     const uint8_t* codes = packed + blk * npairs * kBlock;
     const int64_t base = blk * kBlock;
     const int64_t valid = std::min(kBlock, n - base);
     for (int q = 0; q < nb; ++q) {
-      const uint8_t* lut = luts + q * lut_stride;
+      const uint8_t* lut = luts[q];
       std::fill(sums, sums + kBlock, 0u);
       for (int64_t p = 0; p < npairs; ++p) {
         const uint8_t* row = codes + p * kBlock;
@@ -130,9 +131,10 @@ void scan_scalar(const uint8_t* packed, int64_t npairs, int64_t blk0, int64_t bl
 // against the query's bound and a movemask; only they reach the heap.
 template <int Q>
 __attribute__((target("avx2"))) void scan_avx2(const uint8_t* packed, int64_t npairs, int64_t blk0,
-                                               int64_t blk1, int64_t n, const uint8_t* luts,
+                                               int64_t blk1, int64_t n, const uint8_t* const* luts,
                                                TopKHeap* heaps, const int64_t* ids, int32_t tie) {
-  const int64_t lut_stride = 2 * npairs * kKsub;
+  const uint8_t* lq[Q];
+  for (int q = 0; q < Q; ++q) lq[q] = luts[q];
   alignas(32) uint16_t half[Q][2][16];
   int32_t bound[Q];
   for (int q = 0; q < Q; ++q) bound[q] = score_bound(heaps[q], tie);
@@ -146,14 +148,13 @@ __attribute__((target("avx2"))) void scan_avx2(const uint8_t* packed, int64_t np
         ae[q] = _mm256_setzero_si256();
         ao[q] = _mm256_setzero_si256();
       }
-      const uint8_t* lp = luts;
-      for (int64_t p = 0; p < npairs; ++p, codes += kBlock, lp += 2 * kKsub) {
+      for (int64_t p = 0, off = 0; p < npairs; ++p, codes += kBlock, off += 2 * kKsub) {
         const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
         const __m256i lo = _mm256_and_si256(c, low4);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), low4);
 #pragma GCC unroll 8
         for (int q = 0; q < Q; ++q) {
-          const uint8_t* l = lp + q * lut_stride;
+          const uint8_t* l = lq[q] + off;
           const __m256i t0 =
               _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(l)));
           const __m256i t1 = _mm256_broadcastsi128_si256(
@@ -203,7 +204,8 @@ bool cpu_has_avx2() {
 }
 
 void scan_avx2_any(const uint8_t* packed, int64_t npairs, int64_t blk0, int64_t blk1, int64_t n,
-                   const uint8_t* luts, int nb, TopKHeap* heaps, const int64_t* ids, int32_t tie) {
+                   const uint8_t* const* luts, int nb, TopKHeap* heaps, const int64_t* ids,
+                   int32_t tie) {
   switch (nb) {
     case 1:
       return scan_avx2<1>(packed, npairs, blk0, blk1, n, luts, heaps, ids, tie);
@@ -219,7 +221,7 @@ void scan_avx2_any(const uint8_t* packed, int64_t npairs, int64_t blk0, int64_t 
 
 // Scans blocks [blk0, blk1) on the AVX2 path when `simd`, the scalar one otherwise.
 void scan_any(bool simd, const uint8_t* packed, int64_t npairs, int64_t blk0, int64_t blk1,
-              int64_t n, const uint8_t* luts, int nb, TopKHeap* heaps, const int64_t* ids,
+              int64_t n, const uint8_t* const* luts, int nb, TopKHeap* heaps, const int64_t* ids,
               int32_t tie) {
 #ifdef DATACREDIT_FASTSCAN_X86
   if (simd) return scan_avx2_any(packed, npairs, blk0, blk1, n, luts, nb, heaps, ids, tie);
@@ -401,7 +403,8 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
       const int64_t c1 = std::min(b1, c0 + chunk);
       for (int64_t qb = q0; qb < q1; qb += kBatch) {
         const int nb = static_cast<int>(std::min<int64_t>(kBatch, q1 - qb));
-        const uint8_t* l = luts.data() + qb * m_pad * kKsub;
+        const uint8_t* l[kBatch];
+        for (int t = 0; t < nb; ++t) l[t] = luts.data() + (qb + t) * m_pad * kKsub;
         scan_any(simd, packed, npairs, c0, c1, n, l, nb, heaps.data() + (qb - q0), nullptr, 0);
       }
     }
@@ -548,29 +551,81 @@ void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const ui
   const bool simd = use_simd(force_scalar);
   const float inf = std::numeric_limits<float>::infinity();
 
+  std::vector<uint8_t> luts(static_cast<size_t>(nq * m_pad * kKsub));
+  std::vector<float> scale(static_cast<size_t>(nq)), bias(static_cast<size_t>(nq));
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < nq; ++q)
+    quantize_one(tables + q * m * kKsub, m, m_pad, negate, luts.data() + q * m_pad * kKsub,
+                 scale.data() + q, bias.data() + q);
+
+  // Queries in groups (one task each).  Inside a group, the queries that probe the same
+  // list are scanned together, kBatch per pass over its blocks (one load of the codes for up
+  // to kBatch tables), in two phases: first every query's nearest list (rank 0 of its
+  // probes), so that its heap holds good candidates and its bound rejects most codes early,
+  // then the other probes.  Lists are visited in list order within a phase.
+  const int64_t group =
+      std::max<int64_t>(1, std::min<int64_t>(kIvfGroup, (nq + threads - 1) / threads));
+  const int64_t n_groups = (nq + group - 1) / group;
+  std::vector<float> heap_keys(static_cast<size_t>(nq * k));
+  std::vector<int64_t> heap_ids(static_cast<size_t>(nq * k));
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<uint8_t> lut(static_cast<size_t>(m_pad * kKsub));
-    std::vector<float> keys(static_cast<size_t>(k));
-    std::vector<int64_t> hid(static_cast<size_t>(k));
+    std::vector<int64_t> start(static_cast<size_t>(nlist + 1)), fill(static_cast<size_t>(nlist));
+    std::vector<int64_t> by_list(static_cast<size_t>(group * nprobe));
+    std::vector<int64_t> heap_size(static_cast<size_t>(group));
+    std::vector<TopKHeap> batch;
+    batch.reserve(kBatch);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t q = 0; q < nq; ++q) {
-      float scale = 1.0f, bias = 0.0f;
-      quantize_one(tables + q * m * kKsub, m, m_pad, negate, lut.data(), &scale, &bias);
-      TopKHeap h(keys.data(), hid.data(), k);
-      for (int64_t pr = 0; pr < nprobe; ++pr) {
-        const int64_t l = probes[q * nprobe + pr];
-        if (list_blocks[l + 1] > list_blocks[l])
-          scan_any(simd, packed, npairs, list_blocks[l], list_blocks[l + 1],
-                   list_end[static_cast<size_t>(l)], lut.data(), 1, &h, ids, 1);
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const int64_t q0 = g * group, q1 = std::min(nq, q0 + group);
+      std::fill(heap_size.begin(), heap_size.end(), int64_t{0});
+      for (int phase = 0; phase < 2; ++phase) {
+        const int64_t r0 = phase == 0 ? 0 : 1, r1 = phase == 0 ? 1 : nprobe;
+        // The group's queries of each list, in query order (counting sort of the probes).
+        std::fill(start.begin(), start.end(), int64_t{0});
+        for (int64_t q = q0; q < q1; ++q)
+          for (int64_t pr = r0; pr < r1; ++pr)
+            ++start[static_cast<size_t>(probes[q * nprobe + pr] + 1)];
+        for (int64_t l = 0; l < nlist; ++l) {
+          start[static_cast<size_t>(l + 1)] += start[static_cast<size_t>(l)];
+          fill[static_cast<size_t>(l)] = start[static_cast<size_t>(l)];
+        }
+        for (int64_t q = q0; q < q1; ++q)
+          for (int64_t pr = r0; pr < r1; ++pr)
+            by_list[static_cast<size_t>(fill[static_cast<size_t>(probes[q * nprobe + pr])]++)] = q;
+        for (int64_t l = 0; l < nlist; ++l) {
+          if (list_blocks[l + 1] == list_blocks[l]) continue;
+          const int64_t a = start[static_cast<size_t>(l)], b = start[static_cast<size_t>(l + 1)];
+          for (int64_t c = a; c < b; c += kBatch) {
+            const int nb = static_cast<int>(std::min<int64_t>(kBatch, b - c));
+            const uint8_t* batch_lut[kBatch];
+            batch.clear();
+            for (int t = 0; t < nb; ++t) {
+              const int64_t q = by_list[static_cast<size_t>(c + t)];
+              batch_lut[t] = luts.data() + q * m_pad * kKsub;
+              batch.emplace_back(heap_keys.data() + q * k, heap_ids.data() + q * k, k,
+                                 heap_size[static_cast<size_t>(q - q0)]);
+            }
+            scan_any(simd, packed, npairs, list_blocks[l], list_blocks[l + 1],
+                     list_end[static_cast<size_t>(l)], batch_lut, nb, batch.data(), ids, 1);
+            for (int t = 0; t < nb; ++t)
+              heap_size[static_cast<size_t>(by_list[static_cast<size_t>(c + t)] - q0)] =
+                  batch[static_cast<size_t>(t)].size();
+          }
+        }
       }
-      const int64_t got = h.size();
-      float* d = distances + q * k;
-      h.write_sorted(d, indices + q * k, -1.0f);
-      for (int64_t j = 0; j < got; ++j) d[j] = dequantize(d[j], scale, bias, negate);
-      for (int64_t j = got; j < k; ++j) {
-        d[j] = negate ? -inf : inf;
-        indices[q * k + j] = -1;
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t got = heap_size[static_cast<size_t>(q - q0)];
+        float* d = distances + q * k;
+        TopKHeap(heap_keys.data() + q * k, heap_ids.data() + q * k, k, got)
+            .write_sorted(d, indices + q * k, -1.0f);
+        for (int64_t j = 0; j < got; ++j)
+          d[j] =
+              dequantize(d[j], scale[static_cast<size_t>(q)], bias[static_cast<size_t>(q)], negate);
+        for (int64_t j = got; j < k; ++j) {
+          d[j] = negate ? -inf : inf;
+          indices[q * k + j] = -1;
+        }
       }
     }
   }
