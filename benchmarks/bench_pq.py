@@ -175,7 +175,7 @@ def main() -> None:
         r_fi = recall_at_k(i_fi, truth)
         t_i2, _ = best_time(lambda: pqi.search(xq, packedi, k), repeat=3)
         t_i = min(t_i, t_i2)
-        tag = f"nlist {nlist} nprobe {nprobe}"
+        tag = f"L={nlist} P={nprobe}"
         ivf_rows = [
             (f"faiss IVFPQFastScan 4-bit {tag}", t_build_fi, t_fi, r_fi),
             (f"datacredit IVF 4-bit fast scan {tag}", t_build_i, t_i, r_i),
