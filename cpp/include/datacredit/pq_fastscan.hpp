@@ -105,8 +105,11 @@ void pq_fastscan_pack_ivf(const uint8_t* codes, int64_t n, int64_t m, const int6
 // worst, not <, and the heap breaks ties by index), indices reported through ids.  Slots
 // beyond the codes of the probed lists get distance +inf (-inf for ip) and index -1.
 // n is the number of codes (ids lie in [-1, n)); requires 1 <= k <= n, 1 <= nprobe <= nlist.
-// Parallel over queries.  Cost O(nq * (probed blocks) * 32 * m / 2) byte shuffles, plus
-// an O(n_blocks * 32) check of ids per call.
+// Parallel over groups of queries; inside a group, the queries that probe the same list
+// share each pass over its blocks (up to 4 tables per pass), every query's first probe
+// (its nearest list) before the others.  The result does not depend on the visiting order,
+// the grouping or the thread count.  Cost O(nq * (probed blocks) * 32 * m / 2) byte
+// shuffles, plus an O(n_blocks * 32 + nq * nprobe) check of ids and probes per call.
 void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const uint8_t* packed,
                             const int64_t* list_blocks, int64_t nlist, const int64_t* ids,
                             int64_t n, const int64_t* probes, int64_t nprobe, int64_t k,
