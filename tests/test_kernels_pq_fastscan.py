@@ -452,3 +452,28 @@ def test_ivf_fastscan_errors(rng):
         _core.pq_fastscan_search_ivf(
             t, packed.data, packed.list_blocks, bad, 400, probes[1:].repeat(2, 0), 3, "l2", 1, False
         )
+
+
+def test_packed_codes_save_load_round_trip(rng, tmp_path):
+    _, pq, codes, lists = _ivf_setup(rng, "l2", n=500, nlist=6)
+    q = _clustered(rng, 5, pq.d)
+    for packed in (pq.pack(codes), pq.pack(codes, lists=lists)):
+        path = tmp_path / "packed.npz"
+        packed.save(path)
+        back = PackedCodes.load(path)
+        assert (back.n, back.m, back.nlist) == (packed.n, packed.m, packed.nlist)
+        np.testing.assert_array_equal(back.data, packed.data)
+        np.testing.assert_array_equal(back.unpack(), codes)
+        kw = {} if packed.nlist is None else {"nprobe": 3}
+        for a, b in zip(pq.search(q, back, 10, **kw), pq.search(q, packed, 10, **kw)):
+            np.testing.assert_array_equal(a, b)
+    # a corrupted layout is refused at load time
+    bad = pq.pack(codes, lists=lists)
+    bad.ids = bad.ids.copy()
+    bad.ids[bad.ids == 3] = 4  # code 3 lost, code 4 twice
+    bad.save(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="inconsistent"):
+        PackedCodes.load(tmp_path / "bad.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a datacredit PackedCodes"):
+        PackedCodes.load(tmp_path / "other.npz")

@@ -56,6 +56,7 @@ def kmeans(
 
 
 _FASTSCAN_ENV = "DATACREDIT_PQ_FASTSCAN"
+_PACKED_FORMAT = "datacredit.PackedCodes/1"
 
 
 class PackedCodes:
@@ -75,6 +76,8 @@ class PackedCodes:
     original index of the code at position ``j`` of block ``b`` (-1 for a padding
     position, which holds zero codes and only ends a list).  Extra memory: 8 bytes per
     position, plus at most 31 padding positions per list.
+
+    Persist with :meth:`save` / :meth:`load` (plain ``.npz``, no pickle).
 
     Attributes:
         data: the packed bytes (read them, do not modify them).
@@ -135,6 +138,49 @@ class PackedCodes:
             return _core.pq_fastscan_unpack(self.data, self.n, self.m)
         allpos = _core.pq_fastscan_unpack(self.data, len(self.ids), self.m)
         return np.ascontiguousarray(allpos[self.positions()])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the packed codes to an ``.npz`` file of plain arrays (no pickle)."""
+        np.savez(
+            path,
+            format=np.array(_PACKED_FORMAT),
+            data=self.data,
+            n=np.int64(self.n),
+            m=np.int64(self.m),
+            has_lists=np.bool_(self.list_blocks is not None),
+            list_blocks=self.list_blocks if self.list_blocks is not None else np.zeros(0, np.int64),
+            ids=self.ids if self.ids is not None else np.zeros(0, np.int64),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PackedCodes:
+        """Read packed codes written by :meth:`save`; the layout is checked (``O(n)``)."""
+        with np.load(path, allow_pickle=False) as f:
+            if "format" not in f or str(f["format"]) != _PACKED_FORMAT:
+                raise ValueError(f"{path} is not a datacredit PackedCodes file")
+            data = np.ascontiguousarray(f["data"])
+            n, m = int(f["n"]), int(f["m"])
+            has_lists = bool(f["has_lists"])
+            list_blocks = np.ascontiguousarray(f["list_blocks"], np.int64) if has_lists else None
+            ids = np.ascontiguousarray(f["ids"], np.int64) if has_lists else None
+        n_blocks = data.shape[0] if data.ndim == 3 else -1
+        if data.dtype != np.uint8 or data.shape[1:] != ((m + 1) // 2, 32) or n < 1:
+            raise ValueError(f"{path}: packed data of shape {data.shape} does not fit n={n}, m={m}")
+        if list_blocks is None:
+            if n_blocks != (n + 31) // 32:
+                raise ValueError(f"{path}: {n_blocks} blocks for n={n} codes")
+        else:
+            ok = (
+                len(list_blocks) >= 2
+                and list_blocks[0] == 0
+                and list_blocks[-1] == n_blocks
+                and (np.diff(list_blocks) >= 0).all()
+                and ids.shape == (n_blocks * 32,)
+            )
+            real = ids[ids >= 0]
+            if not ok or real.size != n or not np.array_equal(np.sort(real), np.arange(n)):
+                raise ValueError(f"{path}: inconsistent inverted-list layout")
+        return cls(data, n, m, list_blocks, ids)
 
     def __repr__(self) -> str:
         lists = "" if self.list_blocks is None else f", nlist={self.nlist}"
