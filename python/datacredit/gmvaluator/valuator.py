@@ -96,9 +96,12 @@ class GMValuator:
         n_threads: threads of the kernels (``None``: all cores).
         progress: show progress bars (tqdm) while embedding.
 
-    Complexity of ``value`` with ``index="pq"``: ``O(n_gen * N * m)`` table look-ups
-    (most abandoned early) + ``O(n_gen * recall * d)`` for the exact re-rank;
-    memory ``O(N * m + n_gen * recall)`` beyond the embeddings.
+    Complexity of ``value``: ``"exact"`` ``O(n_gen * N * d)`` (GEMM tiles, fused top-k);
+    ``"ivf"`` ``O(n_gen * (nlist + nprobe * N / nlist) * d)`` for balanced lists;
+    ``"pq"`` ``O(n_gen * N * m)`` table look-ups (most abandoned early); plus
+    ``O(n_gen * recall * d)`` for the exact re-rank.  Memory beyond the embeddings:
+    ``O(n_gen * recall)`` (``"ivf"`` also keeps a list-ordered copy of the embeddings,
+    ``"pq"`` ``N * m`` bytes of codes).
     """
 
     def __init__(
