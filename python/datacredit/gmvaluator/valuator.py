@@ -100,8 +100,8 @@ class GMValuator:
     ``"ivf"`` ``O(n_gen * (nlist + nprobe * N / nlist) * d)`` for balanced lists;
     ``"pq"`` ``O(n_gen * N * m)`` table look-ups (most abandoned early); plus
     ``O(n_gen * recall * d)`` for the exact re-rank.  Memory beyond the embeddings:
-    ``O(n_gen * recall)`` (``"ivf"`` also keeps a list-ordered copy of the embeddings,
-    ``"pq"`` ``N * m`` bytes of codes).
+    ``O(n_gen * recall)`` (``"ivf"``: ``N`` list positions and one list's embeddings;
+    ``"pq"``: ``N * m`` bytes of codes).
     """
 
     def __init__(
@@ -218,7 +218,6 @@ class GMValuator:
                 "coarse": coarse,
                 "order": order,
                 "starts": starts,
-                "sorted": np.ascontiguousarray(emb[order]),
                 "nprobe": nprobe,
             }
         if self.index_ == "pq":
@@ -301,6 +300,7 @@ class GMValuator:
         out_d = np.empty((gen.shape[0], r), np.float32)
         out_i = np.empty((gen.shape[0], r), np.int64)
         chunk = max(1, (1 << 24) // (nprobe * per_list))
+        gather = np.empty((int(np.diff(ivf["starts"]).max()), emb.shape[1]), emb.dtype)
         for c0 in range(0, gen.shape[0], chunk):
             pc = probes[c0 : c0 + chunk]
             nc = pc.shape[0]
@@ -316,9 +316,12 @@ class GMValuator:
                 if e == s:
                     continue
                 kk = min(per_list, e - s)
+                # The list's embeddings are gathered per use instead of keeping a list-ordered
+                # copy of all N: O(size * d) copying against O(size * d * queries) of GEMM.
+                members = np.take(emb, ivf["order"][s:e], axis=0, out=gather[: e - s])
                 d, i = gram_topk(
                     gen[c0 + rows],
-                    ivf["sorted"][s:e],
+                    members,
                     kk,
                     metric="l2",
                     largest=False,
