@@ -17,6 +17,15 @@ void check_tables(const FloatArray& tables) {
         "tables must have shape (nq, m, 16)");
 }
 
+// Candidates (nq x rerank) for a re-rank keeping k of them; returns rerank.
+int64_t check_candidates(const Int64Array& cand, int64_t nq, int64_t k) {
+  check(cand.ndim() == 2 && cand.shape(0) == nq, kWhere, "candidates must have shape (nq, rerank)");
+  const int64_t kc = cand.shape(1);
+  check(k >= 1 && k <= kc, kWhere,
+        "k = " + std::to_string(k) + " must be in [1, rerank = " + std::to_string(kc) + "]");
+  return kc;
+}
+
 void check_packed(const ByteArray& packed, int64_t n, int64_t m) {
   check(n > 0 && m > 0, kWhere, "packed codes are empty");
   check(packed.ndim() == 3 && packed.shape(0) == fastscan_n_pad(n) / 32 &&
@@ -129,12 +138,8 @@ void bind_pq_fastscan(py::module_& m) {
               kWhere, "packed codes must have shape (n_blocks, ceil(m / 2), 32)");
         check(positions.ndim() == 1 && positions.shape(0) > 0, kWhere,
               "positions must be a non-empty vector");
-        check(cand.ndim() == 2 && cand.shape(0) == nq, kWhere,
-              "candidates must have shape (nq, rerank)");
+        const int64_t kc = check_candidates(cand, nq, k);
         const PQMetric met = parse_pq_metric(metric);
-        const int64_t kc = cand.shape(1);
-        check(k >= 1 && k <= kc, kWhere,
-              "k = " + std::to_string(k) + " must be in [1, rerank = " + std::to_string(kc) + "]");
         FloatArray dist({nq, k});
         Int64Array idx({nq, k});
         float* pd = dist.mutable_data();
@@ -210,12 +215,8 @@ void bind_pq_fastscan(py::module_& m) {
         check_tables(tables);
         const int64_t nq = tables.shape(0), ms = tables.shape(1);
         check_packed(packed, n, ms);
-        check(cand.ndim() == 2 && cand.shape(0) == nq, kWhere,
-              "candidates must have shape (nq, rerank)");
+        const int64_t kc = check_candidates(cand, nq, k);
         const PQMetric met = parse_pq_metric(metric);
-        const int64_t kc = cand.shape(1);
-        check(k >= 1 && k <= kc, kWhere,
-              "k = " + std::to_string(k) + " must be in [1, rerank = " + std::to_string(kc) + "]");
         FloatArray dist({nq, k});
         Int64Array idx({nq, k});
         float* pd = dist.mutable_data();
