@@ -17,6 +17,12 @@ void check_tables(const FloatArray& tables) {
         "tables must have shape (nq, m, 16)");
 }
 
+// 1 <= k <= n (before the (nq x k) results are allocated).
+void check_k(int64_t k, int64_t n) {
+  check(k >= 1 && k <= n, kWhere,
+        "k = " + std::to_string(k) + " must be in [1, N = " + std::to_string(n) + "]");
+}
+
 // Candidates (nq x rerank) for a re-rank keeping k of them; returns rerank.
 int64_t check_candidates(const Int64Array& cand, int64_t nq, int64_t k) {
   check(cand.ndim() == 2 && cand.shape(0) == nq, kWhere, "candidates must have shape (nq, rerank)");
@@ -109,8 +115,7 @@ void bind_pq_fastscan(py::module_& m) {
         check(probes.ndim() == 2 && probes.shape(0) == nq && probes.shape(1) >= 1, kWhere,
               "probes must have shape (nq, nprobe)");
         const PQMetric met = parse_pq_metric(metric);
-        check(k >= 1 && k <= n, kWhere,
-              "k = " + std::to_string(k) + " must be in [1, N = " + std::to_string(n) + "]");
+        check_k(k, n);
         FloatArray dist({nq, k});
         Int64Array idx({nq, k});
         float* pd = dist.mutable_data();
@@ -192,8 +197,7 @@ void bind_pq_fastscan(py::module_& m) {
         const int64_t nq = tables.shape(0), ms = tables.shape(1);
         check_packed(packed, n, ms);
         const PQMetric met = parse_pq_metric(metric);
-        check(k >= 1 && k <= n, kWhere,
-              "k = " + std::to_string(k) + " must be in [1, N = " + std::to_string(n) + "]");
+        check_k(k, n);
         FloatArray dist({nq, k});
         Int64Array idx({nq, k});
         float* pd = dist.mutable_data();

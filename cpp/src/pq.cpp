@@ -641,12 +641,8 @@ void pq_search(const PQShape& shape, const float* centroids, const float* querie
   }
 }
 
-void pq_search_ivf(const PQShape& shape, const float* tables, int64_t nq, const uint8_t* codes,
-                   int64_t n_codes, const int64_t* lists, int64_t nlist, const int64_t* probes,
-                   int64_t nprobe, int64_t k, PQMetric metric, float* distances, int64_t* indices,
-                   int n_threads) {
-  const char* where = "pq_search";
-  check_pq_shape(shape, where);
+void check_ivf_search(const char* where, int64_t nq, int64_t n_codes, int64_t nlist, int64_t nprobe,
+                      int64_t k) {
   check(nq > 0, where, "queries is empty");
   check(n_codes > 0, where, "codes is empty");
   check(nlist >= 1, where, "nlist must be >= 1");
@@ -655,6 +651,15 @@ void pq_search_ivf(const PQShape& shape, const float* tables, int64_t nq, const 
             "]");
   check(k >= 1 && k <= n_codes, where,
         "k = " + std::to_string(k) + " must be in [1, n_codes = " + std::to_string(n_codes) + "]");
+}
+
+void pq_search_ivf(const PQShape& shape, const float* tables, int64_t nq, const uint8_t* codes,
+                   int64_t n_codes, const int64_t* lists, int64_t nlist, const int64_t* probes,
+                   int64_t nprobe, int64_t k, PQMetric metric, float* distances, int64_t* indices,
+                   int n_threads) {
+  const char* where = "pq_search";
+  check_pq_shape(shape, where);
+  check_ivf_search(where, nq, n_codes, nlist, nprobe, k);
   check(all_finite(tables, nq * shape.m * shape.ksub()), where, "tables contains NaN or inf");
   validate_codes(shape, codes, n_codes, where);
   for (int64_t i = 0; i < n_codes; ++i)

@@ -85,6 +85,25 @@ void quantize_one(const float* t, int64_t m, int64_t m_pad, bool negate, uint8_t
   *bias_out = static_cast<float>(b_sum);
 }
 
+// The quantized tables of every query: luts (nq x m_pad x 16), scale and bias (nq).
+struct QuantizedTables {
+  std::vector<uint8_t> luts;
+  std::vector<float> scale, bias;
+};
+
+QuantizedTables quantize_all(const float* tables, int64_t nq, int64_t m, bool negate, int threads) {
+  const int64_t m_pad = fastscan_m_pad(m);
+  QuantizedTables qt;
+  qt.luts.resize(static_cast<size_t>(nq * m_pad * kKsub));
+  qt.scale.resize(static_cast<size_t>(nq));
+  qt.bias.resize(static_cast<size_t>(nq));
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t q = 0; q < nq; ++q)
+    quantize_one(tables + q * m * kKsub, m, m_pad, negate, qt.luts.data() + q * m_pad * kKsub,
+                 qt.scale.data() + q, qt.bias.data() + q);
+  return qt;
+}
+
 inline float dequantize(float score, float scale, float bias, bool negate) {
   const float d = score / scale + bias;
   return negate ? -d : d;
@@ -368,12 +387,7 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
   const int64_t n_blocks = fastscan_n_pad(n) / kBlock;
 
   // Quantized tables of every query (m_pad x 16 bytes each).
-  std::vector<uint8_t> luts(static_cast<size_t>(nq * m_pad * kKsub));
-  std::vector<float> scale(static_cast<size_t>(nq)), bias(static_cast<size_t>(nq));
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t q = 0; q < nq; ++q)
-    quantize_one(tables + q * m * kKsub, m, m_pad, negate, luts.data() + q * m_pad * kKsub,
-                 scale.data() + q, bias.data() + q);
+  const QuantizedTables qt = quantize_all(tables, nq, m, negate, threads);
 
   const bool simd = use_simd(force_scalar);
   const int64_t chunk = std::max<int64_t>(1, kChunkBytes / (npairs * kBlock));  // blocks
@@ -404,7 +418,7 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
       for (int64_t qb = q0; qb < q1; qb += kBatch) {
         const int nb = static_cast<int>(std::min<int64_t>(kBatch, q1 - qb));
         const uint8_t* l[kBatch];
-        for (int t = 0; t < nb; ++t) l[t] = luts.data() + (qb + t) * m_pad * kKsub;
+        for (int t = 0; t < nb; ++t) l[t] = qt.luts.data() + (qb + t) * m_pad * kKsub;
         scan_any(simd, packed, npairs, c0, c1, n, l, nb, heaps.data() + (qb - q0), nullptr, 0);
       }
     }
@@ -420,7 +434,8 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
     write_merged_sorted(heap_keys.data() + base, heap_ids.data() + base,
                         heap_size.data() + q * parts, parts, k, d, indices + q * k, -1.0f);
     for (int64_t j = 0; j < k; ++j)
-      d[j] = dequantize(d[j], scale[static_cast<size_t>(q)], bias[static_cast<size_t>(q)], negate);
+      d[j] = dequantize(d[j], qt.scale[static_cast<size_t>(q)], qt.bias[static_cast<size_t>(q)],
+                        negate);
   }
 }
 
@@ -507,14 +522,7 @@ void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const ui
                             bool force_scalar) {
   const char* where = "pq_fastscan_search_ivf";
   check_m(m, where);
-  check(nq > 0, where, "queries is empty");
-  check(n > 0, where, "codes is empty");
-  check(nlist >= 1, where, "nlist must be >= 1");
-  check(nprobe >= 1 && nprobe <= nlist, where,
-        "nprobe = " + std::to_string(nprobe) + " must be in [1, nlist = " + std::to_string(nlist) +
-            "]");
-  check(k >= 1 && k <= n, where,
-        "k = " + std::to_string(k) + " must be in [1, n_codes = " + std::to_string(n) + "]");
+  check_ivf_search(where, nq, n, nlist, nprobe, k);
   check(all_finite(tables, nq * m * kKsub), where, "tables contains NaN or inf");
   check(list_blocks[0] == 0, where, "list_blocks[0] must be 0");
   // End (exclusive position) of the real codes of each list; checks the layout: ids in
@@ -551,12 +559,7 @@ void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const ui
   const bool simd = use_simd(force_scalar);
   const float inf = std::numeric_limits<float>::infinity();
 
-  std::vector<uint8_t> luts(static_cast<size_t>(nq * m_pad * kKsub));
-  std::vector<float> scale(static_cast<size_t>(nq)), bias(static_cast<size_t>(nq));
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t q = 0; q < nq; ++q)
-    quantize_one(tables + q * m * kKsub, m, m_pad, negate, luts.data() + q * m_pad * kKsub,
-                 scale.data() + q, bias.data() + q);
+  const QuantizedTables qt = quantize_all(tables, nq, m, negate, threads);
 
   // Queries in groups (one task each).  Inside a group, the queries that probe the same
   // list are scanned together, kBatch per pass over its blocks (one load of the codes for up
@@ -602,7 +605,7 @@ void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const ui
             batch.clear();
             for (int t = 0; t < nb; ++t) {
               const int64_t q = by_list[static_cast<size_t>(c + t)];
-              batch_lut[t] = luts.data() + q * m_pad * kKsub;
+              batch_lut[t] = qt.luts.data() + q * m_pad * kKsub;
               batch.emplace_back(heap_keys.data() + q * k, heap_ids.data() + q * k, k,
                                  heap_size[static_cast<size_t>(q - q0)]);
             }
@@ -620,8 +623,8 @@ void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const ui
         TopKHeap(heap_keys.data() + q * k, heap_ids.data() + q * k, k, got)
             .write_sorted(d, indices + q * k, -1.0f);
         for (int64_t j = 0; j < got; ++j)
-          d[j] =
-              dequantize(d[j], scale[static_cast<size_t>(q)], bias[static_cast<size_t>(q)], negate);
+          d[j] = dequantize(d[j], qt.scale[static_cast<size_t>(q)], qt.bias[static_cast<size_t>(q)],
+                            negate);
         for (int64_t j = got; j < k; ++j) {
           d[j] = negate ? -inf : inf;
           indices[q * k + j] = -1;

@@ -75,6 +75,11 @@ void pq_search_tables(const PQShape& shape, const float* tables, int64_t nq, con
 void kmeans(const float* x, int64_t n, int64_t dim, int64_t k, int n_iter,
             int64_t max_points_per_centroid, uint64_t seed, float* centroids, int n_threads = 0);
 
+// Argument checks shared by the IVF searches (8-bit and fast scan): non-empty queries and
+// codes, nlist >= 1, 1 <= nprobe <= nlist, 1 <= k <= n_codes (throws naming `where`).
+void check_ivf_search(const char* where, int64_t nq, int64_t n_codes, int64_t nlist, int64_t nprobe,
+                      int64_t k);
+
 // Inverted-file (IVF) search: only the codes whose list (lists[i] in [0, nlist), from a
 // coarse quantizer) is among the query's nprobe probed lists (probes: nq x nprobe) are
 // scanned, with the same tables, pruning and tie rule.  Slots beyond the number of codes
