@@ -68,8 +68,9 @@ class GMValuator:
         recall: candidates recalled per generated sample before re-ranking, ``>= k``.
         index: ``"auto"`` (default: ``"exact"`` below 100,000 training samples, ``"ivf"``
             from there), ``"ivf"`` (inverted file with exact l2 inside the ``pq_nprobe``
-            probed lists: the training embeddings are grouped by list once, each list is
-            searched with the fused Gram top-k kernel for the generated samples probing it),
+            probed lists: the training samples are grouped by list once (indices only), each
+            list is searched with the fused Gram top-k kernel for the generated samples
+            probing it),
             ``"pq"`` (datacredit's product quantizer, 8 bits, with an optional coarse IVF:
             ADC candidates, so keep ``recall`` well above ``k``), ``"exact"`` (fused Gram
             top-k over everything) or ``"faiss"`` (faiss ``IndexPQ``).  The default is
