@@ -73,7 +73,9 @@ def save_safetensors(
             raise ValueError(f"save_safetensors: invalid tensor name {name!r}")
         a = np.asarray(a)
         _dtype_name(a.dtype)
-        arrays[name] = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        b = a.astype(a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype, copy=False)
+        # np.ascontiguousarray would turn 0-d arrays into 1-d ones.
+        arrays[name] = b if b.flags.c_contiguous else np.array(b, order="C")
     order = sorted(arrays, key=lambda n: (-arrays[n].dtype.itemsize, n))
     header: dict[str, object] = {}
     if meta:
@@ -93,7 +95,8 @@ def save_safetensors(
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for name in order:
-            f.write(memoryview(arrays[name]).cast("B"))
+            if arrays[name].nbytes:
+                f.write(arrays[name].reshape(-1).view(np.uint8).data)
 
 
 def _parse_header(path: Path, f) -> tuple[dict, int, int]:
