@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,68 +22,164 @@ from typing import Any, Callable
 
 import numpy as np
 
-from datacredit._io import atomic_write_text, to_jsonable
+from datacredit._io import atomic_save_npz, atomic_write_text, to_jsonable
 from datacredit.config import (
     REQUIRED,
     ConfigError,
     Option,
     describe,
+    integer,
     load_object,
+    non_empty,
+    number,
+    object_spec,
+    one_of,
     read_config,
+    torch_device,
     validate,
 )
 
 # ----------------------------------------------------------------------------- schemas
+# Every key has a type and an allowed range, checked before anything runs (exit code 2).
+_SEED = integer(0, 2**32 - 1)  # numpy, XGBoost and the solvers all take 32-bit seeds
+_FACTORY = object_spec()
+# The methods' own choices (tests check these equal GMValuator's), written out here so that
+# `datacredit --help` does not import the kernels.
+GMV_INDEXES = ("auto", "ivf", "pq", "exact", "faiss")
+GMV_RERANKS = ("l2", "cosine", "lpips", "dreamsim", "none")
+
+
+def _encoder_spec(v: str) -> str | None:
+    if v == "pixels" or v == "open_clip" or v.startswith("open_clip:") or _FACTORY(v) is None:
+        return None
+    return "'pixels', 'open_clip:MODEL/PRETRAINED' or 'package.module:fn'"
+
+
+def _label(x: Any) -> bool:
+    return isinstance(x, (int, str)) and not isinstance(x, bool)
+
+
+_CONTRIBUTORS = "a non-empty mapping player -> label or list of labels (int or str)"
+
+
+def _contributors_spec(v: Any) -> str | None:
+    if isinstance(v, str):
+        return None if _FACTORY(v) is None else f"{_CONTRIBUTORS}, or 'package.module:fn'"
+    if not isinstance(v, dict) or not v:
+        return _CONTRIBUTORS
+    for labs in v.values():
+        labs = list(labs) if isinstance(labs, (list, tuple)) else [labs]
+        if not labs or not all(_label(x) for x in labs):
+            return _CONTRIBUTORS
+    return None
+
+
+def _label_weights_spec(v: Any) -> str | None:
+    counts = list(v.values()) if isinstance(v, dict) else v
+    ok = bool(counts) and all(
+        isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c >= 0
+        for c in counts
+    )
+    return None if ok else "a non-empty mapping or list of finite counts >= 0"
+
+
+def _recall_at_least_k(cfg: dict[str, Any]) -> tuple[str, str] | None:
+    if cfg["recall"] < cfg["k"]:
+        return "recall", f"an integer >= k = {cfg['k']}"
+    return None
+
+
+def _budget_covers_players(cfg: dict[str, Any]) -> tuple[str, str] | None:
+    # With the contributors written in the file; a factory's are checked once loaded.
+    if isinstance(cfg["contributors"], dict) and cfg["budget"] < len(cfg["contributors"]) + 2:
+        return "budget", f"an integer >= n_players + 2 = {len(cfg['contributors']) + 2}"
+    return None
+
+
 DUALDA_SCHEMA = {
-    "model": Option(str, REQUIRED, "factory 'pkg.mod:fn' returning the torch classifier"),
-    "train_data": Option(str, REQUIRED, "factory returning a Dataset, DataLoader or (X, y)"),
-    "test_data": Option(
-        str, REQUIRED, "factory returning test inputs (tensor/array, Dataset or (X, y))"
+    "model": Option(
+        str, REQUIRED, "factory 'pkg.mod:fn' returning the torch classifier", _FACTORY
     ),
-    "layer": Option(str, REQUIRED, "name of the module whose input is the penultimate feature"),
-    "C": Option((int, float), 1e-3, "SVM regularisation C > 0"),
-    "top_k": Option(int, 10, "proponents/opponents kept per test sample"),
-    "device": Option(str, "cpu", "torch device"),
-    "batch_size": Option(int, 256, "feature-extraction batch size"),
-    "cache_dir": Option(str, None, "directory for the support-vector cache"),
+    "train_data": Option(
+        str, REQUIRED, "factory returning a Dataset, DataLoader or (X, y)", _FACTORY
+    ),
+    "test_data": Option(
+        str, REQUIRED, "factory returning test inputs (tensor/array, Dataset or (X, y))", _FACTORY
+    ),
+    "layer": Option(
+        str, REQUIRED, "name of the module whose input is the penultimate feature", non_empty
+    ),
+    "C": Option((int, float), 1e-3, "SVM regularisation C > 0", number(0, strict=True)),
+    "top_k": Option(int, 10, "proponents/opponents kept per test sample (>= 1)", integer(1)),
+    "device": Option(str, "cpu", "torch device", torch_device),
+    "batch_size": Option(int, 256, "feature-extraction batch size (>= 1)", integer(1)),
+    "cache_dir": Option(str, None, "directory for the support-vector cache", non_empty),
     "use_predictions": Option(bool, False, "fit on model predictions instead of labels"),
-    "seed": Option(int, 0, "solver seed"),
-    "out": Option(str, "dualda-out", "output directory"),
+    "seed": Option(int, 0, "solver seed (0 .. 2**32-1)", _SEED),
+    "out": Option(str, "dualda-out", "output directory", non_empty),
 }
 
 GMVALUATOR_SCHEMA = {
     "encoder": Option(
-        str, REQUIRED, "'pixels', 'open_clip:MODEL/PRETRAINED' or a factory 'pkg.mod:fn'"
+        str,
+        REQUIRED,
+        "'pixels', 'open_clip:MODEL/PRETRAINED' or a factory 'pkg.mod:fn'",
+        _encoder_spec,
     ),
-    "train_data": Option(str, REQUIRED, "factory returning the training samples (N, ...)"),
-    "generated": Option(str, REQUIRED, "factory returning the generated samples (n, ...)"),
-    "groups": Option(str, None, "factory returning a contributor id per training sample"),
-    "quality_scores": Option(str, None, "factory returning q_j in [0, 1] per generated sample"),
-    "k": Option(int, 50, "training samples kept per generated sample"),
-    "recall": Option(int, 200, "candidates recalled before re-ranking"),
-    "index": Option(str, "auto", "'auto', 'ivf', 'pq', 'exact' or 'faiss'"),
-    "rerank": Option(str, "l2", "'l2', 'cosine', 'lpips', 'dreamsim' or 'none'"),
-    "quality": Option(str, None, "None, 'maniqa' or a factory returning fn(images) -> q"),
-    "temperature": Option((int, float), 1.0, "softmax temperature T"),
-    "device": Option(str, "cpu", "torch device of encoder and scorers"),
-    "batch_size": Option(int, 256, "encoder batch size"),
-    "out": Option(str, "gmvaluator-out", "output directory"),
+    "train_data": Option(
+        str, REQUIRED, "factory returning the training samples (N, ...)", _FACTORY
+    ),
+    "generated": Option(str, REQUIRED, "factory returning the generated samples (n, ...)", _FACTORY),
+    "groups": Option(str, None, "factory returning a contributor id per training sample", _FACTORY),
+    "quality_scores": Option(
+        str, None, "factory returning q_j in [0, 1] per generated sample", _FACTORY
+    ),
+    "k": Option(int, 50, "training samples kept per generated sample (>= 1)", integer(1)),
+    "recall": Option(int, 200, "candidates recalled before re-ranking (>= k)", integer(1)),
+    "index": Option(str, "auto", "'auto', 'ivf', 'pq', 'exact' or 'faiss'", one_of(*GMV_INDEXES)),
+    "rerank": Option(
+        str, "l2", "'l2', 'cosine', 'lpips', 'dreamsim' or 'none'", one_of(*GMV_RERANKS)
+    ),
+    "quality": Option(
+        str, None, "None, 'maniqa' or a factory returning fn(images) -> q", object_spec("maniqa")
+    ),
+    "temperature": Option((int, float), 1.0, "softmax temperature T > 0", number(0, strict=True)),
+    "device": Option(str, "cpu", "torch device of encoder and scorers", torch_device),
+    "batch_size": Option(int, 256, "encoder batch size (>= 1)", integer(1)),
+    "out": Option(str, "gmvaluator-out", "output directory", non_empty),
 }
 
 SURROGATESHAP_SCHEMA = {
-    "generator": Option(str, REQUIRED, "factory returning generate(label, n, seed) -> samples"),
-    "contributors": Option(
-        (dict, str), REQUIRED, "mapping player -> labels, or a factory returning it"
+    "generator": Option(
+        str, REQUIRED, "factory returning generate(label, n, seed) -> samples", _FACTORY
     ),
-    "utility": Option(str, REQUIRED, "factory returning a datacredit.utilities object"),
-    "n_per_label": Option(int, 100, "generated samples per label in the sample bank"),
-    "bank_path": Option(str, None, "directory to store the sample bank (resumable)"),
-    "label_weights": Option((dict, list), None, "training count per label (default: uniform)"),
-    "empty_value": Option((int, float), None, "utility of the empty coalition"),
-    "budget": Option(int, 512, "coalitions evaluated"),
+    "contributors": Option(
+        (dict, str),
+        REQUIRED,
+        "mapping player -> labels, or a factory returning it",
+        _contributors_spec,
+    ),
+    "utility": Option(
+        str, REQUIRED, "factory returning a datacredit.utilities object", _FACTORY
+    ),
+    "n_per_label": Option(
+        int, 100, "generated samples per label in the sample bank (>= 1)", integer(1)
+    ),
+    "bank_path": Option(str, None, "directory to store the sample bank (resumable)", non_empty),
+    "label_weights": Option(
+        (dict, list), None, "training count per label (default: uniform)", _label_weights_spec
+    ),
+    "empty_value": Option((int, float), None, "utility of the empty coalition", number()),
+    "budget": Option(int, 512, "coalitions evaluated (>= 4 and >= n_players + 2)", integer(4)),
     "cv": Option(bool, True, "choose the surrogate's hyperparameters by 5-fold CV"),
-    "seed": Option(int, 0, "seed of generation and coalition sampling"),
-    "out": Option(str, "surrogateshap-out", "output directory"),
+    "seed": Option(int, 0, "seed of generation and coalition sampling (0 .. 2**32-1)", _SEED),
+    "out": Option(str, "surrogateshap-out", "output directory", non_empty),
+}
+
+# Checks across keys, run after each key's own check.
+_RULES: dict[str, tuple[Callable[[dict[str, Any]], tuple[str, str] | None], ...]] = {
+    "gmvaluator": (_recall_at_least_k,),
+    "surrogateshap": (_budget_covers_players,),
 }
 
 
@@ -91,8 +188,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=to_jsonable))
 
 
-def _load_config(path: str, schema: dict[str, Option]) -> dict[str, Any]:
-    return validate(read_config(path), schema, str(path))
+def _load_config(path: str, schema: dict[str, Option], method: str) -> dict[str, Any]:
+    return validate(read_config(path), schema, str(path), _RULES.get(method, ()))
 
 
 # ----------------------------------------------------------------------------- runners
@@ -100,8 +197,6 @@ def run_dualda(cfg: dict[str, Any]) -> Path:
     """DualDA from a validated config; writes results.json and attributions.npz."""
     from datacredit import DualDA
 
-    if cfg["C"] <= 0:
-        raise ConfigError(f"key 'C' must be > 0, got {cfg['C']}")
     model = load_object(cfg["model"], "model", call=True)
     train = load_object(cfg["train_data"], "train_data", call=True)
     test = load_object(cfg["test_data"], "test_data", call=True)
@@ -122,7 +217,9 @@ def run_dualda(cfg: dict[str, Any]) -> Path:
     si = np.asarray(dd.self_influence())
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "attributions.npz", top_values=vals, top_indices=idx, self_influence=si)
+    atomic_save_npz(
+        out / "attributions.npz", dict(top_values=vals, top_indices=idx, self_influence=si)
+    )
     _write_json(
         out / "results.json",
         {
@@ -202,6 +299,16 @@ def run_surrogateshap(cfg: dict[str, Any]) -> Path:
     contributors = cfg["contributors"]
     if isinstance(contributors, str):
         contributors = load_object(contributors, "contributors", call=True)
+        if not isinstance(contributors, dict) or _contributors_spec(contributors) is not None:
+            raise ConfigError(
+                f"contributors: the factory must return {_CONTRIBUTORS}, "
+                f"got {type(contributors).__name__} {contributors!r:.200}"
+            )
+        if cfg["budget"] < len(contributors) + 2:
+            raise ConfigError(
+                f"budget: must be an integer >= n_players + 2 = {len(contributors) + 2}, "
+                f"got {cfg['budget']}"
+            )
     labels = sorted(
         {
             lab
@@ -249,7 +356,7 @@ def _method_parser(sub, name: str, schema: dict[str, Option], runner: Callable) 
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, help="YAML (.yaml/.yml) or TOML (.toml) file")
-    p.set_defaults(handler=lambda a: runner(_load_config(a.config, schema)))
+    p.set_defaults(handler=lambda a: runner(_load_config(a.config, schema, name)))
 
 
 def _run_demo(args: argparse.Namespace) -> Path:
@@ -324,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"datacredit {args.command}: config error: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:
+        # The library's own checks of the data the factories returned (k > N, labels out
+        # of range...): their messages name the argument; a traceback adds nothing.
+        print(f"datacredit {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     if args.command != "demo":
         print(f"wrote {out}/results.json")
     return 0

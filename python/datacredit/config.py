@@ -8,6 +8,7 @@ calls them with no arguments.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -17,13 +18,23 @@ class ConfigError(ValueError):
     """A config file problem; the message names the file, the key and what is wrong."""
 
 
+# A value check: ``None`` when the value is allowed, else what is allowed ("an integer >= 1").
+Check = Callable[[Any], "str | None"]
+
+
 @dataclass(frozen=True)
 class Option:
-    """One config key: its type, default (``REQUIRED`` if none) and help text."""
+    """One config key: its type, default (``REQUIRED`` if none), help text and value check.
+
+    ``type`` is checked first (``bool`` never passes as ``int``/``float``: YAML's ``true``
+    is not a number), then ``check`` (see :func:`integer`, :func:`number`, :func:`one_of`,
+    :func:`object_spec`), which says what is allowed when the value is not.
+    """
 
     type: Any
     default: Any
     help: str
+    check: Check | None = None
 
 
 REQUIRED = object()
@@ -57,10 +68,39 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def validate(data: dict[str, Any], schema: dict[str, Option], source: str) -> dict[str, Any]:
-    """Check ``data`` against ``schema``: unknown keys, missing keys, wrong types.
+def _type_names(t: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    types = t if isinstance(t, tuple) else (t,)
+    if float in types:  # (int, float): any number
+        types = tuple(x for x in types if x is not int)
+    return " or ".join(names.get(x, f"a {x.__name__}") for x in types)
 
-    Returns a new dict with defaults filled in.
+
+def _has_type(value: Any, t: Any) -> bool:
+    types = t if isinstance(t, tuple) else (t,)
+    if isinstance(value, bool):  # bool is an int subclass: only a bool option takes it
+        return bool in types
+    return isinstance(value, types)
+
+
+def value_error(source: str, key: str, allowed: str, value: Any) -> ConfigError:
+    """The one format of a bad value: ``"<key>: must be <allowed>, got <value> (<source>)"``."""
+    return ConfigError(f"{key}: must be {allowed}, got {type(value).__name__} {value!r} ({source})")
+
+
+def validate(
+    data: dict[str, Any],
+    schema: dict[str, Option],
+    source: str,
+    rules: tuple[Callable[[dict[str, Any]], tuple[str, str] | None], ...] = (),
+) -> dict[str, Any]:
+    """Check ``data`` against ``schema``: unknown keys, missing keys, types, allowed values.
+
+    ``rules`` check several keys together (``recall >= k``); each returns ``None`` or
+    ``(key, what is allowed)``.  Returns a new dict with defaults filled in.
+
+    Raises:
+        ConfigError: naming the key and what is allowed.
     """
     unknown = sorted(set(data) - set(schema))
     if unknown:
@@ -75,17 +115,93 @@ def validate(data: dict[str, Any], schema: dict[str, Option], source: str) -> di
             out[key] = opt.default
             continue
         value = data[key]
-        if value is not None and opt.type is not None and not isinstance(value, opt.type):
-            names = (
-                " or ".join(t.__name__ for t in opt.type)
-                if isinstance(opt.type, tuple)
-                else opt.type.__name__
-            )
-            raise ConfigError(
-                f"{source}: key '{key}' must be {names}, got {type(value).__name__} {value!r}"
-            )
+        if value is None:  # YAML null: only where "not set" is the default
+            if opt.default is not None:
+                raise value_error(source, key, _type_names(opt.type), value)
+            out[key] = None
+            continue
+        if opt.type is not None and not _has_type(value, opt.type):
+            raise value_error(source, key, _type_names(opt.type), value)
+        if opt.check is not None:
+            allowed = opt.check(value)
+            if allowed is not None:
+                raise value_error(source, key, allowed, value)
         out[key] = value
+    for rule in rules:
+        bad = rule(out)
+        if bad is not None:
+            raise value_error(source, bad[0], bad[1], out[bad[0]])
     return out
+
+
+# ----------------------------------------------------------------------------- value checks
+def integer(lo: int | None = None, hi: int | None = None) -> Check:
+    """An integer in ``[lo, hi]`` (either bound optional)."""
+
+    def check(v: Any) -> str | None:
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            if hi is None:
+                return f"an integer >= {lo}"
+            if lo is None:
+                return f"an integer <= {hi}"
+            return f"an integer in [{lo}, {hi}]"
+        return None
+
+    return check
+
+
+def number(lo: float | None = None, *, strict: bool = False) -> Check:
+    """A finite number ``>= lo`` (``> lo`` with ``strict``)."""
+
+    def check(v: Any) -> str | None:
+        bound = "" if lo is None else f" {'>' if strict else '>='} {lo:g}"
+        if not math.isfinite(v) or (lo is not None and (v <= lo if strict else v < lo)):
+            return f"a finite number{bound}"
+        return None
+
+    return check
+
+
+def one_of(*choices: str) -> Check:
+    """One of the given strings."""
+
+    def check(v: Any) -> str | None:
+        return None if v in choices else "one of " + ", ".join(map(repr, choices))
+
+    return check
+
+
+def object_spec(*names: str) -> Check:
+    """``"package.module:attribute"`` (a Python object), or one of the given names."""
+
+    def check(v: Any) -> str | None:
+        if v in names:
+            return None
+        mod, sep, attr = v.partition(":")
+        if sep and mod.strip() and attr.strip():
+            return None
+        named = "".join(f"{n!r} or " for n in names)
+        return f"{named}'package.module:attribute'"
+
+    return check
+
+
+def non_empty(v: Any) -> str | None:
+    """A non-empty string."""
+    return None if v.strip() else "a non-empty string"
+
+
+def torch_device(v: Any) -> str | None:
+    """A torch device string (``"cpu"``, ``"cuda:0"``...); checked by torch when installed."""
+    try:
+        import torch
+    except ImportError:  # the method that needs the device will say so
+        return None if v.strip() else "a torch device such as 'cpu' or 'cuda:0'"
+    try:
+        torch.device(v)
+    except (RuntimeError, ValueError, TypeError):
+        return "a torch device such as 'cpu' or 'cuda:0'"
+    return None
 
 
 def load_object(spec: str, key: str, *, call: bool = False) -> Any:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from datacredit._io import atomic_write_text
 from datacredit.demo import figures
 from datacredit.demo.data import N_CLASSES, DigitsSplit, flip_labels, load_split
 from datacredit.demo.nets import NULL_CLASS, make_scheduler
@@ -463,6 +464,6 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None) -> dict[
         "Three attribution methods on scikit-learn's digits, each digit class a data contributor.",
         run.sections,
     )
-    (out / "report.html").write_text(html)
-    (out / "results.json").write_text(json.dumps(run.results, indent=2))
+    atomic_write_text(out / "report.html", html)
+    atomic_write_text(out / "results.json", json.dumps(run.results, indent=2))
     return run.results

@@ -25,16 +25,125 @@ from typing import Any
 import numpy as np
 
 from datacredit._arrays import positive_float
-from datacredit._io import atomic_open
+from datacredit._io import atomic_save_npz
 from datacredit.kernels import crammer_singer_fit, gram, gram_topk
 from datacredit.models.features import (
     FeatureExtractor,
+    eval_mode,
     iterate_batches,
     layer_out_features,
 )
 
-_CACHE_VERSION = "dualda-cache-v1"
+_CACHE_VERSION = "dualda-cache-v2"  # v2: a digest of the arrays in the metadata
+_CACHE_ARRAYS = ("support", "features", "dual_coef", "train_labels", "coef", "bias")
 SELF_INFLUENCE_KINDS = ("lambda_norm2", "lambda_norm", "lambda")
+
+
+def _class_labels(lab: Any, n: int) -> np.ndarray:
+    """A batch's labels as int64 class indices; floats only when they are whole numbers.
+
+    Raises TypeError for 0.5 (it must not become class 0), ValueError for a wrong length.
+    """
+    a = lab.detach().cpu().numpy() if hasattr(lab, "detach") else np.asarray(lab)
+    if a.shape != (n,):
+        raise ValueError(f"the training labels of a batch have shape {a.shape}, expected ({n},)")
+    if a.dtype.kind == "b" or a.dtype.kind not in "iuf":
+        raise TypeError(f"the training labels must be integer class indices, got dtype {a.dtype}")
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a) | (a != np.round(a))
+        if bad.any():
+            raise TypeError(
+                f"the training labels must be integer class indices, got {a[bad][0]!r} "
+                f"(dtype {a.dtype})"
+            )
+    return a.astype(np.int64)
+
+
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over name, dtype, shape and bytes of each array (catches any bit flip)."""
+    h = hashlib.sha256()
+    for name in _CACHE_ARRAYS:
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _check_cache(arrays: dict[str, np.ndarray], meta: dict[str, Any], dd: DualDA) -> dict:
+    """Validate a loaded cache against itself and the current model; its stats, or raise.
+
+    Checks the digest, every dtype and shape, index and label ranges, the number of
+    training samples and classes against ``dd`` (the current data and layer), and that the
+    surrogate is the one the dual variables give (``coef = lambda.T @ f``, ``bias =
+    lambda.sum(0)``, to float32 rounding of the features).  ``O(n_sv * K * d)``.
+    """
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(what)
+
+    need(meta.get("version") == _CACHE_VERSION, f"cache version {meta.get('version')!r}")
+    need(meta.get("layer") == dd.layer and meta.get("C") == dd.C, "layer or C differ")
+    need(
+        getattr(dd, "_n_rows", None) in (None, meta.get("n_train")),
+        f"{meta.get('n_train')!r} training samples, the data has {getattr(dd, '_n_rows', None)}",
+    )
+    need(meta.get("digest") == _arrays_digest(arrays), "the arrays do not match their digest")
+    n, k = meta.get("n_train"), meta.get("n_classes")
+    need(
+        all(isinstance(v, int) and not isinstance(v, bool) for v in (n, k)) and n >= 1 and k >= 2,
+        f"n_train = {n!r}, n_classes = {k!r}",
+    )
+    if dd.n_classes is not None:
+        need(k == dd.n_classes, f"{k} classes, the layer has {dd.n_classes}")
+    sup, feats, lam = arrays["support"], arrays["features"], arrays["dual_coef"]
+    labels, coef, bias = arrays["train_labels"], arrays["coef"], arrays["bias"]
+    need(sup.dtype == np.int64 and sup.ndim == 1, f"support: {sup.dtype} {sup.shape}")
+    n_sv = sup.shape[0]
+    need(
+        n_sv == 0 or (sup[0] >= 0 and sup[-1] < n and bool(np.all(np.diff(sup) > 0))),
+        "support indices are not ascending in [0, n_train)",
+    )
+    need(
+        feats.dtype == np.float32 and feats.ndim == 2 and feats.shape[0] == n_sv,
+        f"features: {feats.dtype} {feats.shape} for {n_sv} support vectors",
+    )
+    d = feats.shape[1]
+    in_features = getattr(getattr(dd.extractor.module, "weight", None), "shape", (None, None))
+    if len(in_features) == 2 and isinstance(in_features[1], int):
+        need(d == in_features[1], f"{d} features, the layer takes {in_features[1]}")
+    for name, a, shape in (("dual_coef", lam, (n_sv, k)), ("coef", coef, (k, d)), ("bias", bias, (k,))):
+        need(a.dtype == np.float64 and a.shape == shape, f"{name}: {a.dtype} {a.shape}, not {shape}")
+    need(
+        labels.dtype == np.int64 and labels.shape == (n,),
+        f"train_labels: {labels.dtype} {labels.shape}, not ({n},)",
+    )
+    need(bool(np.all((labels >= 0) & (labels < k))), f"train_labels outside [0, {k})")
+    for name, a in (("features", feats), ("dual_coef", lam), ("coef", coef), ("bias", bias)):
+        need(bool(np.isfinite(a).all()), f"{name} holds NaN or inf")
+    # The surrogate must be the dual variables' (W = lambda.T f, bias = lambda.sum(0)): a
+    # file with another W would give attributions that do not add up to its logits.  The
+    # solver accumulates W in float64 (relative error ~1e-12); 1e-6 of the norms is loose
+    # for that and tight for any real mismatch.
+    f64 = feats.astype(np.float64)
+    for name, got, want, scale in (
+        ("coef", coef, lam.T @ f64, np.abs(lam).T @ np.abs(f64)),
+        ("bias", bias, lam.sum(0), np.abs(lam).sum(0)),
+    ):
+        need(
+            np.linalg.norm(got - want) <= 1e-6 * np.linalg.norm(scale),
+            f"{name} is not the one the dual variables give",
+        )
+    names = ("n_iter", "converged", "primal_objective", "dual_objective")
+    need(all(x in meta for x in names), "metadata lacks the solver statistics")
+    return dict(
+        n_iter=int(meta["n_iter"]),
+        converged=bool(meta["converged"]),
+        primal_objective=float(meta["primal_objective"]),
+        dual_objective=float(meta["dual_objective"]),
+        n_train=n,
+        n_classes=k,
+    )
 
 
 def _torch():
@@ -124,13 +233,8 @@ class DualDA:
 
     def _forward(self, inputs: Any, name: str = "inputs") -> tuple[Any, Any]:
         x = self._check_device(inputs, name)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            feats, out = self.extractor(x)
-        finally:
-            self.model.train(was_training)
-        return feats, out
+        with eval_mode(self.model):  # the model's lock: threads sharing it take turns
+            return self.extractor(x)
 
     def _features(self, inputs: Any, name: str = "inputs") -> tuple[np.ndarray, np.ndarray]:
         """Features (n, d) float32 and model outputs (n, K) of a batch of inputs."""
@@ -157,7 +261,7 @@ class DualDA:
             feats.append(f)
             preds.append(out.argmax(1))
             labels.append(
-                np.full(len(f), -1, np.int64) if lab is None else lab.cpu().numpy().astype(np.int64)
+                np.full(len(f), -1, np.int64) if lab is None else _class_labels(lab, len(f))
             )
         if not feats:
             raise ValueError("the data is empty")
@@ -185,8 +289,10 @@ class DualDA:
             use_predictions=self.use_predictions,
         )
         h.update(json.dumps(settings, sort_keys=True).encode())
+        self._n_rows = 0  # the data's length, which a cached fit must have
         for inputs, lab in iterate_batches(self.train_data, self.batch_size, with_labels=False):
             x = inputs.detach().cpu().contiguous() if isinstance(inputs, torch.Tensor) else inputs
+            self._n_rows += len(x)
             h.update(np.ascontiguousarray(np.asarray(x)).tobytes())
             if lab is not None:
                 h.update(np.ascontiguousarray(lab.cpu().numpy()).tobytes())
@@ -198,46 +304,56 @@ class DualDA:
 
     def _save(self, path: Path, key: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = dict(key=key, version=_CACHE_VERSION, layer=self.layer, C=self.C, **self.stats)
-        with atomic_open(path) as fh:
-            np.savez(
-                fh,
-                support=self.support,
-                features=self.support_features,
-                dual_coef=self.support_dual_coef,
-                train_labels=self.train_labels,
-                coef=self.coef,
-                bias=self._bias,
-                meta=np.array(json.dumps(meta)),
-            )
+        arrays = dict(
+            support=self.support,
+            features=self.support_features,
+            dual_coef=self.support_dual_coef,
+            train_labels=self.train_labels,
+            coef=self.coef,
+            bias=self._bias,
+        )
+        meta = dict(
+            key=key,
+            version=_CACHE_VERSION,
+            layer=self.layer,
+            C=self.C,
+            digest=_arrays_digest(arrays),
+            **self.stats,
+        )
+        atomic_save_npz(path, {**arrays, "meta": np.array(json.dumps(meta))})
 
     def _load(self, path: Path, key: str) -> bool:
+        """Load a cached fit; ``False`` (refit) when it is for other settings or unusable.
+
+        A damaged file (truncated, bit-flipped, arrays of the wrong shape or dtype, not the
+        surrogate ``coef = lambda.T @ f``) is never used: it warns and returns ``False``.
+        """
         try:
             with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                if meta.get("key") != key:
-                    return False
-                self.support = z["support"]
-                self.support_features = z["features"]
-                self.support_dual_coef = z["dual_coef"]
-                self.train_labels = z["train_labels"]
-                self.coef = z["coef"]
-                self._bias = z["bias"]
-        except (OSError, KeyError, ValueError):
-            return False
-        self.stats = {
-            k: meta[k]
-            for k in (
-                "n_iter",
-                "converged",
-                "primal_objective",
-                "dual_objective",
-                "n_train",
-                "n_classes",
+                meta = json.loads(str(z["meta"][()]))
+                if not isinstance(meta, dict) or meta.get("key") != key:
+                    return False  # another fit's file (a 40-hex prefix collision)
+                arrays = {name: z[name] for name in _CACHE_ARRAYS}
+            stats = _check_cache(arrays, meta, self)
+        except Exception as exc:  # any unreadable cache is recomputed, never trusted
+            import warnings
+
+            warnings.warn(
+                f"DualDA cache {str(path)!r} is damaged and is ignored (refitting): "
+                f"{type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=3,
             )
-        }
-        self.n_train = int(meta["n_train"])
-        self.n_classes = int(meta["n_classes"])
+            return False
+        self.support = arrays["support"]
+        self.support_features = arrays["features"]
+        self.support_dual_coef = arrays["dual_coef"]
+        self.train_labels = arrays["train_labels"]
+        self.coef = arrays["coef"]
+        self._bias = arrays["bias"]
+        self.stats = stats
+        self.n_train = stats["n_train"]
+        self.n_classes = stats["n_classes"]
         return True
 
     # ------------------------------------------------------------------ fit
@@ -347,9 +463,11 @@ class DualDA:
         torch = _torch()
         t = targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else targets
         t = np.asarray(t)
+        if t.dtype.kind not in "iu":  # 1.7 must not become class 1
+            raise TypeError(f"targets must be integer class indices, got dtype {t.dtype}")
         if t.ndim == 0:
             t = np.full(n, int(t))
-        if t.shape != (n,) or t.dtype.kind not in "iu":
+        if t.shape != (n,):
             raise ValueError(f"targets must be {n} integer class indices, got shape {t.shape}")
         if t.min() < 0 or t.max() >= self.n_classes:
             raise ValueError(f"targets must lie in [0, {self.n_classes}), got {t.min()}..{t.max()}")
@@ -373,6 +491,14 @@ class DualDA:
         Complexity: one forward pass, then ``O(n * n_sv * d)`` through the fused Gram top-k
         kernel over the support vectors only; memory ``O(n * N)`` dense or ``O(n * top_k)``.
         Never forms an ``n x N x K`` tensor.
+
+        Thread-safe once fitted: threads may share one ``DualDA`` (and one model); their
+        forward passes take turns on the model's lock
+        (:func:`datacredit.models.features.model_lock`), the kernels run in parallel.
+
+        Raises:
+            TypeError: non-integer ``targets`` (1.7 is not a class) or ``top_k``.
+            ValueError: ``targets`` of the wrong length or outside ``[0, K)``.
         """
         self._require_fit()
         f, out = self._features(inputs)

@@ -9,7 +9,10 @@ a ``DataLoader`` or an ``(X, y)`` pair in a fixed order.
 from __future__ import annotations
 
 import difflib
+import threading
+import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,34 @@ def _torch():
     import torch
 
     return torch
+
+
+_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: Any) -> threading.RLock:
+    """The one re-entrant lock of ``model``: held while a hook is on it and while its
+    train/eval mode is switched, so threads sharing a model never see each other's hooks
+    or modes (their forward passes take turns; everything after them runs in parallel)."""
+    with _LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.RLock()
+        return lock
+
+
+@contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """Run the block with ``model`` in eval mode, holding :func:`model_lock`; the previous
+    mode is restored afterwards (also on error)."""
+    with model_lock(model):
+        was_training = model.training
+        model.eval()
+        try:
+            yield
+        finally:
+            model.train(was_training)
 
 
 def resolve_layer(model: Any, layer: str) -> Any:
@@ -59,6 +90,10 @@ class FeatureExtractor:
     expected) and returns ``(features, outputs)``: features ``(n, d)`` float32, flattened
     per sample, detached; outputs are the model's own outputs ``(n, K)``.
 
+    Thread-safe: each call captures into its own list and holds the model's lock
+    (:func:`model_lock`) from placing the hook to removing it, so calls from several
+    threads on one model run their forward passes one at a time.
+
     Args:
         model: a ``torch.nn.Module``.
         layer: name of the module whose input is the feature (``model.named_modules()``).
@@ -71,10 +106,6 @@ class FeatureExtractor:
         self.model = model
         self.layer = layer
         self.module = resolve_layer(model, layer)
-        self._captured: list[Any] = []
-
-    def _hook(self, _module: Any, inputs: tuple) -> None:
-        self._captured.append(inputs[0])
 
     def __call__(self, batch: Any, *, grad: bool = False) -> tuple[Any, Any]:
         """Features ``(n, d)`` float32 and outputs of one forward pass on ``batch``.
@@ -82,25 +113,29 @@ class FeatureExtractor:
         With ``grad=True`` the pass keeps the autograd graph (features are not detached).
         """
         torch = _torch()
-        # A pre-hook placed first sees the layer's input before any other hook rewrites it
-        # (e.g. zennit's LRP wrappers, which XDA must bypass for the layer itself).
-        handle = self.module.register_forward_pre_hook(self._hook, prepend=True)
-        self._captured = []
-        try:
-            if grad:
-                outputs = self.model(batch)
-            else:
-                with torch.no_grad():
+        captured: list[Any] = []  # this call's own: a shared list mixed threads' features
+
+        def hook(_module: Any, inputs: tuple) -> None:
+            captured.append(inputs[0])
+
+        with model_lock(self.model):
+            # A pre-hook placed first sees the layer's input before any other hook rewrites
+            # it (e.g. zennit's LRP wrappers, which XDA must bypass for the layer itself).
+            handle = self.module.register_forward_pre_hook(hook, prepend=True)
+            try:
+                if grad:
                     outputs = self.model(batch)
-        finally:
-            handle.remove()
-        if len(self._captured) != 1:
+                else:
+                    with torch.no_grad():
+                        outputs = self.model(batch)
+            finally:
+                handle.remove()
+        if len(captured) != 1:
             raise RuntimeError(
-                f"layer {self.layer!r} ran {len(self._captured)} times in one forward pass; "
+                f"layer {self.layer!r} ran {len(captured)} times in one forward pass; "
                 "name a module that is called exactly once"
             )
-        feats = self._captured[0]
-        self._captured = []
+        feats = captured[0]
         feats = feats.reshape(feats.shape[0], -1)
         if not grad:
             feats = feats.detach()
