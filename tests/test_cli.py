@@ -40,7 +40,10 @@ def test_console_script_runs():
     "text,match",
     [
         ("k: 5\n", "key 'encoder' is required"),
-        ("encoder: pixels\ntrain_data: a:b\ngenerated: a:b\nk: five\n", "key 'k' must be int"),
+        (
+            "encoder: pixels\ntrain_data: a:b\ngenerated: a:b\nk: five\n",
+            "k: must be an integer, got str 'five'",
+        ),
         ("encoder: pixels\ntrain_data: a:b\ngenerated: a:b\nbogus: 1\n", "unknown key"),
     ],
 )

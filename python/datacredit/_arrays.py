@@ -120,3 +120,30 @@ def positive_float(value: Any, name: str) -> float:
     if not np.isfinite(out) or out <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return out
+
+
+def as_integer_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as int64 (labels, class or sample indices): integer or bool dtype, or floats
+    that are all whole numbers.  ``0.5`` or ``1.7`` raise instead of being truncated."""
+    arr = to_numpy(x, name)
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) >= 2.0**62)
+        if not bad.any():
+            return arr.astype(np.int64)
+        raise TypeError(
+            f"{name} must hold integers, got {arr[bad].flat[0].item()!r} (dtype {arr.dtype}); "
+            "float values are not truncated"
+        )
+    raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+
+
+def as_mask(x: Any, name: str) -> np.ndarray:
+    """``x`` as a bool array: bool dtype, or numbers that are all 0 or 1 (``0.5`` raises)."""
+    arr = to_numpy(x, name)
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind in "iuf" and np.isin(arr, (0, 1)).all():
+        return arr.astype(bool)
+    raise TypeError(f"{name} must be a boolean mask (or hold only 0 and 1), got dtype {arr.dtype}")

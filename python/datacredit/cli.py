@@ -97,9 +97,7 @@ def _budget_covers_players(cfg: dict[str, Any]) -> tuple[str, str] | None:
 
 
 DUALDA_SCHEMA = {
-    "model": Option(
-        str, REQUIRED, "factory 'pkg.mod:fn' returning the torch classifier", _FACTORY
-    ),
+    "model": Option(str, REQUIRED, "factory 'pkg.mod:fn' returning the torch classifier", _FACTORY),
     "train_data": Option(
         str, REQUIRED, "factory returning a Dataset, DataLoader or (X, y)", _FACTORY
     ),
@@ -129,7 +127,9 @@ GMVALUATOR_SCHEMA = {
     "train_data": Option(
         str, REQUIRED, "factory returning the training samples (N, ...)", _FACTORY
     ),
-    "generated": Option(str, REQUIRED, "factory returning the generated samples (n, ...)", _FACTORY),
+    "generated": Option(
+        str, REQUIRED, "factory returning the generated samples (n, ...)", _FACTORY
+    ),
     "groups": Option(str, None, "factory returning a contributor id per training sample", _FACTORY),
     "quality_scores": Option(
         str, None, "factory returning q_j in [0, 1] per generated sample", _FACTORY
@@ -159,9 +159,7 @@ SURROGATESHAP_SCHEMA = {
         "mapping player -> labels, or a factory returning it",
         _contributors_spec,
     ),
-    "utility": Option(
-        str, REQUIRED, "factory returning a datacredit.utilities object", _FACTORY
-    ),
+    "utility": Option(str, REQUIRED, "factory returning a datacredit.utilities object", _FACTORY),
     "n_per_label": Option(
         int, 100, "generated samples per label in the sample bank (>= 1)", integer(1)
     ),

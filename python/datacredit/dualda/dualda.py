@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from datacredit._arrays import positive_float
+from datacredit._arrays import as_integer_array, positive_float
 from datacredit._io import atomic_save_npz
 from datacredit.kernels import crammer_singer_fit, gram, gram_topk
 from datacredit.models.features import (
@@ -40,23 +40,11 @@ SELF_INFLUENCE_KINDS = ("lambda_norm2", "lambda_norm", "lambda")
 
 
 def _class_labels(lab: Any, n: int) -> np.ndarray:
-    """A batch's labels as int64 class indices; floats only when they are whole numbers.
-
-    Raises TypeError for 0.5 (it must not become class 0), ValueError for a wrong length.
-    """
-    a = lab.detach().cpu().numpy() if hasattr(lab, "detach") else np.asarray(lab)
+    """A batch's labels as int64 class indices (0.5 raises: it must not become class 0)."""
+    a = as_integer_array(lab.detach().cpu() if hasattr(lab, "detach") else lab, "training labels")
     if a.shape != (n,):
         raise ValueError(f"the training labels of a batch have shape {a.shape}, expected ({n},)")
-    if a.dtype.kind == "b" or a.dtype.kind not in "iuf":
-        raise TypeError(f"the training labels must be integer class indices, got dtype {a.dtype}")
-    if a.dtype.kind == "f":
-        bad = ~np.isfinite(a) | (a != np.round(a))
-        if bad.any():
-            raise TypeError(
-                f"the training labels must be integer class indices, got {a[bad][0]!r} "
-                f"(dtype {a.dtype})"
-            )
-    return a.astype(np.int64)
+    return a
 
 
 def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
@@ -112,8 +100,14 @@ def _check_cache(arrays: dict[str, np.ndarray], meta: dict[str, Any], dd: DualDA
     in_features = getattr(getattr(dd.extractor.module, "weight", None), "shape", (None, None))
     if len(in_features) == 2 and isinstance(in_features[1], int):
         need(d == in_features[1], f"{d} features, the layer takes {in_features[1]}")
-    for name, a, shape in (("dual_coef", lam, (n_sv, k)), ("coef", coef, (k, d)), ("bias", bias, (k,))):
-        need(a.dtype == np.float64 and a.shape == shape, f"{name}: {a.dtype} {a.shape}, not {shape}")
+    for name, a, shape in (
+        ("dual_coef", lam, (n_sv, k)),
+        ("coef", coef, (k, d)),
+        ("bias", bias, (k,)),
+    ):
+        need(
+            a.dtype == np.float64 and a.shape == shape, f"{name}: {a.dtype} {a.shape}, not {shape}"
+        )
     need(
         labels.dtype == np.int64 and labels.shape == (n,),
         f"train_labels: {labels.dtype} {labels.shape}, not ({n},)",
@@ -463,8 +457,10 @@ class DualDA:
         torch = _torch()
         t = targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else targets
         t = np.asarray(t)
-        if t.dtype.kind not in "iu":  # 1.7 must not become class 1
-            raise TypeError(f"targets must be integer class indices, got dtype {t.dtype}")
+        if t.dtype == bool:
+            raise TypeError("targets must be integer class indices, got dtype bool")
+        if t.dtype.kind not in "iu":  # 1.7 must not become class 1; 1.0 may
+            t = as_integer_array(t, "targets")
         if t.ndim == 0:
             t = np.full(n, int(t))
         if t.shape != (n,):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from datacredit._arrays import to_numpy
+from datacredit._arrays import as_integer_array, as_mask, to_numpy
 
 
 def _as_array(x: Any, name: str) -> np.ndarray:
@@ -23,7 +23,7 @@ def _top_indices(attributions_or_topk: Any, k: int, n_train: int | None) -> np.n
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if isinstance(attributions_or_topk, tuple) and len(attributions_or_topk) == 2:
-        idx = _as_array(attributions_or_topk[1], "indices")
+        idx = as_integer_array(attributions_or_topk[1], "indices")
     else:
         arr = _as_array(attributions_or_topk, "attributions")
         if arr.ndim != 2:
@@ -44,8 +44,11 @@ def _top_indices(attributions_or_topk: Any, k: int, n_train: int | None) -> np.n
     if idx.shape[1] < k:
         raise ValueError(f"k = {k} but only {idx.shape[1]} indices per test sample were given")
     idx = idx[:, :k].astype(np.int64)
-    if n_train is not None and idx.size and (idx.min() < 0 or idx.max() >= n_train):
-        raise ValueError(f"indices must lie in [0, {n_train})")
+    # A negative index would silently wrap to the end of the training set.
+    if idx.size and idx.min() < 0:
+        raise ValueError(f"indices must be >= 0, got {int(idx.min())}")
+    if n_train is not None and idx.size and idx.max() >= n_train:
+        raise ValueError(f"indices must lie in [0, {n_train}), got {int(idx.max())}")
     return idx
 
 
@@ -56,8 +59,10 @@ def identical_class(
     equals the test sample's predicted class.  ``O(n_test * N log N)`` for dense input,
     ``O(n_test * k)`` for top-k input.  In ``[0, 1]``; higher is better.
     """
-    labels = _as_array(train_labels, "train_labels").astype(np.int64)
-    pred = _as_array(test_predictions, "test_predictions").astype(np.int64)
+    labels = as_integer_array(train_labels, "train_labels")
+    pred = as_integer_array(test_predictions, "test_predictions")
+    if labels.ndim != 1:
+        raise ValueError(f"train_labels must be a vector (N,), got shape {labels.shape}")
     idx = _top_indices(attributions_or_topk, k, labels.shape[0])
     if pred.shape != (idx.shape[0],):
         raise ValueError(f"test_predictions must have shape ({idx.shape[0]},), got {pred.shape}")
@@ -86,7 +91,7 @@ def mislabel_detection_auc(self_influence: Any, is_mislabeled: Any) -> float:
         ValueError: mismatched lengths, NaN scores, no mislabeled or only mislabeled samples.
     """
     si = _as_array(self_influence, "self_influence").astype(np.float64)
-    mis = _as_array(is_mislabeled, "is_mislabeled").astype(bool)
+    mis = as_mask(is_mislabeled, "is_mislabeled")
     if si.ndim != 1 or mis.shape != si.shape:
         raise ValueError(
             f"self_influence and is_mislabeled must be vectors of equal length, got "
@@ -129,7 +134,7 @@ def shortcut_detection_auprc(attributions: Any, is_shortcut: Any) -> float:
         is_shortcut: ``(N,)`` bool, the training samples that carry the shortcut.
     """
     a = _as_array(attributions, "attributions").astype(np.float64)
-    pos = _as_array(is_shortcut, "is_shortcut").astype(bool)
+    pos = as_mask(is_shortcut, "is_shortcut")
     if a.ndim != 2 or pos.shape != (a.shape[1],):
         raise ValueError(
             f"attributions must be (n_test, N) and is_shortcut (N,), got {a.shape} and {pos.shape}"
@@ -173,18 +178,26 @@ def lds(scores: Any, subsets: Any, subset_outputs: Any) -> float:
     tau = _as_array(scores, "scores").astype(np.float64)
     if tau.ndim != 2:
         raise ValueError(f"scores must be (n_test, N), got {tau.shape}")
+    if not np.isfinite(tau).all():  # NaN ranks would give a meaningless correlation
+        raise ValueError("scores contain NaN or inf")
     n_test, n = tau.shape
     if isinstance(subsets, (list, tuple)):
         mask = np.zeros((len(subsets), n), bool)
         for j, s in enumerate(subsets):
-            mask[j, np.asarray(s, dtype=np.int64)] = True
+            members = as_integer_array(s, f"subsets[{j}]").reshape(-1)
+            if members.size and (members.min() < 0 or members.max() >= n):
+                bad = int(members[(members < 0) | (members >= n)][0])
+                raise ValueError(f"subsets[{j}] holds index {bad}, outside [0, {n})")
+            mask[j, members] = True
     else:
-        mask = _as_array(subsets, "subsets").astype(bool)
+        mask = as_mask(subsets, "subsets")
     if mask.ndim != 2 or mask.shape[1] != n:
         raise ValueError(f"subsets must be (m, {n}) masks, got {mask.shape}")
     out = _as_array(subset_outputs, "subset_outputs").astype(np.float64)
     if out.shape != (mask.shape[0], n_test):
         raise ValueError(f"subset_outputs must be ({mask.shape[0]}, {n_test}), got {out.shape}")
+    if not np.isfinite(out).all():
+        raise ValueError("subset_outputs contain NaN or inf")
     if mask.shape[0] < 3:
         raise ValueError("lds needs at least 3 subsets")
     predicted = tau @ mask.T.astype(np.float64)  # (n_test, m)
@@ -209,6 +222,8 @@ def coreset_ranking(attributions: Any) -> tuple[np.ndarray, np.ndarray]:
     a = _as_array(attributions, "attributions").astype(np.float64)
     if a.ndim != 2:
         raise ValueError(f"attributions must be (n_test, N), got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError("attributions contain NaN or inf")
     importance = np.abs(a).mean(0)
     return np.argsort(-importance, kind="stable"), importance
 
@@ -216,6 +231,8 @@ def coreset_ranking(attributions: Any) -> tuple[np.ndarray, np.ndarray]:
 def coreset_indices(attributions: Any, fraction: float, *, prune: bool = False) -> np.ndarray:
     """Training indices to keep: the most important ``fraction`` (coreset), or with
     ``prune=True`` everything except them (adversarial data pruning).  Sorted ascending."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number)):
+        raise TypeError(f"fraction must be a number in (0, 1], got {type(fraction).__name__}")
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
     order, _ = coreset_ranking(attributions)
@@ -225,11 +242,20 @@ def coreset_indices(attributions: Any, fraction: float, *, prune: bool = False) 
 
 
 def matthews_corrcoef(a: Any, b: Any) -> float:
-    """Multiclass Matthews correlation (Gorodkin's R_K) between two label vectors."""
-    x = _as_array(a, "a").astype(np.int64)
-    y = _as_array(b, "b").astype(np.int64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError("a and b must be label vectors of equal length")
+    """Multiclass Matthews correlation (Gorodkin's R_K) between two label vectors.
+
+    Labels are class indices ``>= 0`` (integers, or whole-number floats).  ``O(n + K^2)``.
+
+    Raises:
+        TypeError: non-integer labels (0.5 is not truncated to class 0).
+        ValueError: negative labels, empty or mismatched vectors.
+    """
+    x = as_integer_array(a, "a")
+    y = as_integer_array(b, "b")
+    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
+        raise ValueError("a and b must be non-empty label vectors of equal length")
+    if min(x.min(), y.min()) < 0:  # np.add.at would wrap a negative class to the end
+        raise ValueError(f"labels must be class indices >= 0, got {int(min(x.min(), y.min()))}")
     k = int(max(x.max(), y.max())) + 1
     conf = np.zeros((k, k), np.float64)
     np.add.at(conf, (x, y), 1.0)

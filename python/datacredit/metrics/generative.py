@@ -100,7 +100,7 @@ def ood_rank(values: Any, is_noisy: Any, *, ties: str = "average") -> np.ndarray
     else:
         if m.ndim != 1 or m.dtype.kind not in "iu":
             raise TypeError("is_noisy must be a boolean mask (N,) or a vector of indices")
-        if m.size and (m.min() < 0 or m.max() >= v.size):
+        if m.size and (m.min() < 0 or m.max() >= v.size):  # negatives would wrap
             raise ValueError(f"is_noisy holds indices outside [0, {v.size})")
         idx = m.astype(np.int64)
     if idx.size == 0:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from datacredit._arrays import as_mask
+
 
 def _values(values: Any) -> np.ndarray:
     v = getattr(values, "values", values)
@@ -30,7 +32,7 @@ def lds_groups(values: Any, coalitions: Any, utilities: Any) -> float:
     from datacredit.utilities import spearman
 
     tau = _values(values)
-    Z = np.asarray(coalitions)
+    Z = as_mask(coalitions, "coalitions")
     v = np.asarray(utilities, dtype=np.float64)
     if Z.ndim != 2 or Z.shape[1] != tau.size:
         raise ValueError(f"coalitions must have shape (m, {tau.size}), got {Z.shape}")
