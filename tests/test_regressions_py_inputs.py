@@ -286,13 +286,13 @@ def test_r15_bit_flipped_cache_refits(tiny, tmp_path):
 
 def _rewrite_cache(p: Path, **changes) -> None:
     from datacredit._io import atomic_save_npz
-    from datacredit.dualda.dualda import _CACHE_ARRAYS, _arrays_digest
+    from datacredit.dualda.cache import CACHE_ARRAYS, arrays_digest
 
     with np.load(p) as z:
-        arrays = {k: z[k] for k in _CACHE_ARRAYS}
+        arrays = {k: z[k] for k in CACHE_ARRAYS}
         meta = json.loads(str(z["meta"]))
     arrays.update(changes)
-    meta["digest"] = _arrays_digest(arrays)  # a self-consistent file, but wrong content
+    meta["digest"] = arrays_digest(arrays)  # a self-consistent file, but wrong content
     atomic_save_npz(p, {**arrays, "meta": np.array(json.dumps(meta))})
 
 
