@@ -225,11 +225,9 @@ def test_cli_library_value_error_is_one_line_exit_1(tmp_path, capsys, monkeypatc
 
 
 # ----------------------------------------------------------------------------- DualDA
-torch = pytest.importorskip("torch")
-
-
 @pytest.fixture(scope="module")
 def tiny():
+    torch = pytest.importorskip("torch")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -463,3 +461,11 @@ def test_attribution_metrics_refuse_truncation_and_wrapping():
         metrics.coreset_ranking(np.array([[1.0, np.nan]]))
     with pytest.raises(TypeError, match="coalitions must be a boolean mask"):
         metrics.lds_groups(np.ones(2), np.full((3, 2), 0.5), np.arange(3.0))
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "x"])
+def test_demo_seed_out_of_range_exits_2(capsys, seed):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--seed", seed])
+    assert exc.value.code == 2
+    assert "--seed: must be" in capsys.readouterr().err

@@ -392,6 +392,18 @@ def _print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
     print(f"report: {out / 'report.html'}\nresults: {out / 'results.json'}  ({seconds:.0f} s)")
 
 
+def _seed_arg(text: str) -> int:
+    """``--seed``: an integer in [0, 2**32 - 1] (argparse exits 2 with this message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    allowed = _SEED(value)
+    if allowed is not None:
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="datacredit",
@@ -413,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train the diffusion model instead of loading the shipped weights",
     )
-    demo.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    demo.add_argument(
+        "--seed", type=_seed_arg, default=0, help="seed of every random choice (default 0)"
+    )
     demo.set_defaults(handler=_run_demo)
     _method_parser(sub, "dualda", DUALDA_SCHEMA, run_dualda)
     _method_parser(sub, "gmvaluator", GMVALUATOR_SCHEMA, run_gmvaluator)

@@ -229,7 +229,8 @@ class DualDA:
         surrogate ``coef = lambda.T @ f``) is never used: it warns and returns ``False``.
         """
         try:
-            with np.load(path, allow_pickle=False) as z:
+            # our own handle: np.load leaks its file when the zip is unreadable
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"][()]))
                 if not isinstance(meta, dict) or meta.get("key") != key:
                     return False  # another fit's file (a 40-hex prefix collision)
