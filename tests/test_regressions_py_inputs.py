@@ -469,3 +469,14 @@ def test_demo_seed_out_of_range_exits_2(capsys, seed):
         main(["demo", "--seed", seed])
     assert exc.value.code == 2
     assert "--seed: must be" in capsys.readouterr().err
+
+
+def test_yaml_exponent_without_dot_gets_a_hint(tmp_path):
+    from datacredit.config import read_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("encoder: pixels\ntrain_data: a:b\ngenerated: a:b\ntemperature: 1e-3\n")
+    with pytest.raises(
+        ConfigError, match=r"temperature: must be a number, got str '1e-3'.*1\.0e-3"
+    ):
+        validate(read_config(path), GMVALUATOR_SCHEMA, str(path))

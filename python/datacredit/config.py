@@ -121,7 +121,15 @@ def validate(
             out[key] = None
             continue
         if opt.type is not None and not _has_type(value, opt.type):
-            raise value_error(source, key, _type_names(opt.type), value)
+            err = value_error(source, key, _type_names(opt.type), value)
+            if float in (opt.type if isinstance(opt.type, tuple) else (opt.type,)):
+                try:
+                    float(value)
+                except (TypeError, ValueError):
+                    pass
+                else:  # e.g. 1e-3: YAML 1.1 (PyYAML) needs a dot to read a float
+                    err = ConfigError(f"{err} (write it as a number, e.g. 1.0e-3, not quoted)")
+            raise err
         if opt.check is not None:
             allowed = opt.check(value)
             if allowed is not None:
