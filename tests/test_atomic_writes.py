@@ -298,3 +298,17 @@ def test_kill_9_during_an_overwrite_keeps_the_previous_file(tmp_path, kind):
     # the interrupted temporary file never replaces the target
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != path.name]
     assert all(name.startswith(f".{path.name}.") and name.endswith(".tmp") for name in leftovers)
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    """A temporary file is 0600; the written file must be readable as a plain open() makes it."""
+    import os
+    import stat
+
+    from datacredit._io import atomic_write_text
+
+    p = tmp_path / "x.txt"
+    atomic_write_text(p, "hi")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask
