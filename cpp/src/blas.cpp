@@ -45,8 +45,31 @@ SerialBlasScope::~SerialBlasScope() {
   if (--g_scope_holders == 0) scipy_openblas_set_num_threads(g_saved_threads);
 }
 #else
-SerialBlasScope::SerialBlasScope() = default;
-SerialBlasScope::~SerialBlasScope() = default;
+// A system CBLAS: when it is OpenBLAS (Debian's libopenblas, pthreads), its own threads
+// inside our OpenMP regions would oversubscribe the cores; the weak references resolve
+// to OpenBLAS's thread setters when it is the BLAS, and stay null otherwise.
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+extern "C" int openblas_get_num_threads(void) __attribute__((weak));
+namespace {
+std::mutex g_scope_mutex;
+int g_scope_holders = 0;
+int g_saved_threads = 0;
+}  // namespace
+
+SerialBlasScope::SerialBlasScope() {
+  if (openblas_set_num_threads == nullptr || openblas_get_num_threads == nullptr) return;
+  std::lock_guard<std::mutex> lock(g_scope_mutex);
+  if (g_scope_holders++ == 0) {
+    g_saved_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+  }
+}
+
+SerialBlasScope::~SerialBlasScope() {
+  if (openblas_set_num_threads == nullptr || openblas_get_num_threads == nullptr) return;
+  std::lock_guard<std::mutex> lock(g_scope_mutex);
+  if (--g_scope_holders == 0) openblas_set_num_threads(g_saved_threads);
+}
 #endif
 
 #else
