@@ -67,10 +67,14 @@ int threads_of(int n_threads) { return n_threads > 0 ? n_threads : g_num_threads
 
 datacredit::Metric gram_metric(int metric, const char* where) {
   switch (metric) {
-    case DC_METRIC_IP: return datacredit::Metric::kInnerProduct;
-    case DC_METRIC_COSINE: return datacredit::Metric::kCosine;
-    case DC_METRIC_L2: return datacredit::Metric::kSquaredL2;
-    default: raise(DC_ERR_INVALID_ARGUMENT, where, "unknown metric " + std::to_string(metric));
+    case DC_METRIC_IP:
+      return datacredit::Metric::kInnerProduct;
+    case DC_METRIC_COSINE:
+      return datacredit::Metric::kCosine;
+    case DC_METRIC_L2:
+      return datacredit::Metric::kSquaredL2;
+    default:
+      raise(DC_ERR_INVALID_ARGUMENT, where, "unknown metric " + std::to_string(metric));
   }
 }
 
@@ -117,13 +121,15 @@ std::string meta_str(const Artifact& a, const char* key, const char* where) {
   return it->second;
 }
 
-int64_t meta_int(const Artifact& a, const char* key, const char* where, bool allow_negative = false) {
+int64_t meta_int(const Artifact& a, const char* key, const char* where,
+                 bool allow_negative = false) {
   const std::string s = meta_str(a, key, where);
   size_t i = (allow_negative && !s.empty() && s[0] == '-') ? 1 : 0;
   bool ok = s.size() > i && s.size() - i <= 18;
   for (size_t j = i; ok && j < s.size(); ++j) ok = s[j] >= '0' && s[j] <= '9';
   if (!ok)
-    raise(DC_ERR_FORMAT, where, std::string("metadata '") + key + "' is not an integer: '" + s + "'");
+    raise(DC_ERR_FORMAT, where,
+          std::string("metadata '") + key + "' is not an integer: '" + s + "'");
   return std::stoll(s);
 }
 
@@ -176,10 +182,10 @@ bool finite(const double* x, int64_t n) {
 struct dc_dualda {
   Artifact art;
   int64_t n_sv = 0, d = 0, n_classes = 0, n_train = 0;
-  const float* features = nullptr;  // n_sv x d
-  const float* lambda = nullptr;    // n_sv x n_classes
-  const double* coef = nullptr;     // n_classes x d
-  const double* bias = nullptr;     // n_classes
+  const float* features = nullptr;   // n_sv x d
+  const float* lambda = nullptr;     // n_sv x n_classes
+  const double* coef = nullptr;      // n_classes x d
+  const double* bias = nullptr;      // n_classes
   const int64_t* support = nullptr;  // n_sv, strictly increasing
 };
 
@@ -188,12 +194,12 @@ struct dc_pq_index {
   datacredit::PQShape shape;
   datacredit::PQMetric metric = datacredit::PQMetric::kL2;
   int64_t n = 0, nlist = 0, nprobe = 1, n_blocks = 0;
-  const float* centroids = nullptr;         // m x 16 x dsub
-  const float* coarse = nullptr;            // nlist x d
-  const uint8_t* packed = nullptr;          // n_blocks x m_pad/2 x 32
-  const int64_t* list_blocks = nullptr;     // nlist + 1
-  const int64_t* ids = nullptr;             // n_blocks * 32
-  std::vector<int64_t> positions;           // n: inverse of ids (IVF only)
+  const float* centroids = nullptr;      // m x 16 x dsub
+  const float* coarse = nullptr;         // nlist x d
+  const uint8_t* packed = nullptr;       // n_blocks x m_pad/2 x 32
+  const int64_t* list_blocks = nullptr;  // nlist + 1
+  const int64_t* ids = nullptr;          // n_blocks * 32
+  std::vector<int64_t> positions;        // n: inverse of ids (IVF only)
 };
 
 extern "C" {
@@ -240,8 +246,9 @@ int dc_crammer_singer_fit(const float* X, int64_t n, int64_t d, const int64_t* y
     require(C > 0 && std::isfinite(C), where, "C must be a positive finite number");
     require(tol > 0 && max_iter > 0, where, "tol and max_iter must be positive");
     for (int64_t i = 0; i < n; ++i)
-      require(y[i] >= 0 && y[i] < n_classes, where,
-              "y[" + std::to_string(i) + "] = " + std::to_string(y[i]) + " is outside [0, n_classes)");
+      require(
+          y[i] >= 0 && y[i] < n_classes, where,
+          "y[" + std::to_string(i) + "] = " + std::to_string(y[i]) + " is outside [0, n_classes)");
     require(finite(X, n * d), where, "X contains NaN or inf");
     datacredit::CrammerSingerOptions opt;
     opt.C = C;
@@ -250,7 +257,8 @@ int dc_crammer_singer_fit(const float* X, int64_t n, int64_t d, const int64_t* y
     opt.seed = seed;
     opt.fit_bias = fit_bias != 0;
     opt.n_threads = threads_of(n_threads);
-    const auto s = datacredit::crammer_singer_fit(X, n, d, y, n_classes, opt, dual_coef, coef, bias);
+    const auto s =
+        datacredit::crammer_singer_fit(X, n, d, y, n_classes, opt, dual_coef, coef, bias);
     if (stats) {
       stats->n_iter = s.n_iter;
       stats->converged = s.converged ? 1 : 0;
@@ -272,8 +280,8 @@ int dc_pq_search(int64_t dim, int64_t m, int nbits, const float* centroids, cons
     datacredit::check_pq_shape(shape, where);
     require(nq > 0 && n_codes > 0, where, "queries and codes must not be empty");
     require(finite(queries, nq * dim), where, "queries contains NaN or inf");
-    datacredit::pq_search(shape, centroids, queries, nq, codes, n_codes, k, pq_metric(metric, where),
-                          distances, indices, threads_of(n_threads));
+    datacredit::pq_search(shape, centroids, queries, nq, codes, n_codes, k,
+                          pq_metric(metric, where), distances, indices, threads_of(n_threads));
   });
 }
 
@@ -296,7 +304,8 @@ int dc_treeshap(const dc_tree_ensemble* model, const float* X, int64_t n_x, cons
       if (model->left[i] < 0) continue;
       require(model->left[i] < model->n_nodes && model->right[i] >= 0 &&
                   model->right[i] < model->n_nodes && model->left[i] > i && model->right[i] > i,
-              where, "node " + std::to_string(i) + " has children outside the nodes (or not after it)");
+              where,
+              "node " + std::to_string(i) + " has children outside the nodes (or not after it)");
       require(model->feature[i] >= 0 && model->feature[i] < n_features, where,
               "node " + std::to_string(i) + " splits on a feature outside [0, n_features)");
     }
@@ -346,8 +355,8 @@ static void load_dualda(const char* path, const void* buffer, size_t size, dc_du
     if (s < 0 || s >= h->n_train || (i > 0 && s <= h->support[i - 1]))
       raise(DC_ERR_FORMAT, where, "support indices are not strictly increasing in [0, n_train)");
   }
-  if (!finite(h->features, n_sv * d) || !finite(h->lambda, n_sv * nc) ||
-      !finite(h->coef, nc * d) || !finite(h->bias, nc))
+  if (!finite(h->features, n_sv * d) || !finite(h->lambda, n_sv * nc) || !finite(h->coef, nc * d) ||
+      !finite(h->bias, nc))
     raise(DC_ERR_FORMAT, where, "features, dual_coef, coef or bias hold NaN or inf");
   *out = h.release();
 }
@@ -390,9 +399,11 @@ int dc_dualda_topk_ex(const dc_dualda* h, const float* features, int64_t n, int6
     require(h != nullptr, where, "handle is NULL");
     require(features && values && indices, where, "features, values or indices is NULL");
     require(n >= 1, where, "n must be >= 1");
-    require(d == h->d, where, "d = " + std::to_string(d) + " but the explainer has d = " + std::to_string(h->d));
+    require(d == h->d, where,
+            "d = " + std::to_string(d) + " but the explainer has d = " + std::to_string(h->d));
     require(k >= 1 && k <= h->n_train, where,
-            "k = " + std::to_string(k) + " must be in [1, n_train = " + std::to_string(h->n_train) + "]");
+            "k = " + std::to_string(k) + " must be in [1, n_train = " + std::to_string(h->n_train) +
+                "]");
     require((flags & ~DC_DUALDA_OPPONENTS) == 0, where, "unknown flags");
     require(n <= std::numeric_limits<int64_t>::max() / d, where, "n * d overflows");
     require(finite(features, n * d), where, "features contain NaN or inf");
@@ -497,7 +508,8 @@ static void load_pq_index(const char* qpath, const void* qbuf, size_t qsize, con
   const int64_t nbits = meta_int(q, "nbits", where);
   if (nbits != 4) raise(DC_ERR_FORMAT, where, "the index needs a 4-bit quantizer (fast scan)");
   if (d < 1 || m < 1 || m > 16384 || d % m != 0)
-    raise(DC_ERR_FORMAT, where, "invalid quantizer shape d = " + std::to_string(d) + ", m = " + std::to_string(m));
+    raise(DC_ERR_FORMAT, where,
+          "invalid quantizer shape d = " + std::to_string(d) + ", m = " + std::to_string(m));
   h->shape = datacredit::PQShape{d, m, 4};
   const std::string metric = meta_str(q, "metric", where);
   if (metric == "l2")
@@ -509,15 +521,19 @@ static void load_pq_index(const char* qpath, const void* qbuf, size_t qsize, con
   h->nlist = meta_int(q, "nlist", where);
   h->nprobe = meta_int(q, "nprobe", where);
   h->centroids = as<float>(tensor(q, "centroids", DType::kF32, {m, 16, d / m}, where));
-  if (!finite(h->centroids, m * 16 * (d / m))) raise(DC_ERR_FORMAT, where, "centroids hold NaN or inf");
+  if (!finite(h->centroids, m * 16 * (d / m)))
+    raise(DC_ERR_FORMAT, where, "centroids hold NaN or inf");
   if (h->nlist > 0) {
-    if (h->nprobe < 1 || h->nprobe > h->nlist) raise(DC_ERR_FORMAT, where, "nprobe outside [1, nlist]");
+    if (h->nprobe < 1 || h->nprobe > h->nlist)
+      raise(DC_ERR_FORMAT, where, "nprobe outside [1, nlist]");
     h->coarse = as<float>(tensor(q, "coarse_centroids", DType::kF32, {h->nlist, d}, where));
-    if (!finite(h->coarse, h->nlist * d)) raise(DC_ERR_FORMAT, where, "coarse centroids hold NaN or inf");
+    if (!finite(h->coarse, h->nlist * d))
+      raise(DC_ERR_FORMAT, where, "coarse centroids hold NaN or inf");
   }
   // Packed codes.
   h->n = meta_int(c, "n", where);
-  if (meta_int(c, "m", where) != m) raise(DC_ERR_FORMAT, where, "packed codes and quantizer differ in m");
+  if (meta_int(c, "m", where) != m)
+    raise(DC_ERR_FORMAT, where, "packed codes and quantizer differ in m");
   if (h->n < 1) raise(DC_ERR_FORMAT, where, "packed codes hold no code");
   auto it = c.file.tensors.find("data");
   if (it == c.file.tensors.end() || it->second.shape.size() != 3)
@@ -541,7 +557,8 @@ static void load_pq_index(const char* qpath, const void* qbuf, size_t qsize, con
     if (h->list_blocks[0] != 0 || h->list_blocks[h->nlist] != h->n_blocks)
       raise(DC_ERR_FORMAT, where, "list_blocks does not span the blocks");
     for (int64_t l = 0; l < h->nlist; ++l)
-      if (h->list_blocks[l + 1] < h->list_blocks[l]) raise(DC_ERR_FORMAT, where, "list_blocks decreases");
+      if (h->list_blocks[l + 1] < h->list_blocks[l])
+        raise(DC_ERR_FORMAT, where, "list_blocks decreases");
     // ids: every code exactly once, -1 for padding; the inverse map for the re-rank.
     h->positions.assign(static_cast<size_t>(h->n), -1);
     int64_t seen = 0;
@@ -584,22 +601,25 @@ int dc_pq_index_dim(const dc_pq_index* h, int64_t* d, int64_t* n, int64_t* nlist
   });
 }
 
-int dc_pq_index_search(const dc_pq_index* h, const float* queries, int64_t nq, int64_t d,
-                       int64_t k, int64_t nprobe, int64_t rerank, int n_threads, float* distances,
+int dc_pq_index_search(const dc_pq_index* h, const float* queries, int64_t nq, int64_t d, int64_t k,
+                       int64_t nprobe, int64_t rerank, int n_threads, float* distances,
                        int64_t* indices) {
   return guarded([&] {
     const char* where = "dc_pq_index_search";
     require(h != nullptr, where, "handle is NULL");
     require(queries && distances && indices, where, "queries, distances or indices is NULL");
     require(nq >= 1, where, "nq must be >= 1");
-    require(d == h->shape.dim, where, "d = " + std::to_string(d) + " but the index has d = " + std::to_string(h->shape.dim));
-    require(k >= 1 && k <= h->n, where, "k = " + std::to_string(k) + " must be in [1, n = " + std::to_string(h->n) + "]");
+    require(d == h->shape.dim, where,
+            "d = " + std::to_string(d) + " but the index has d = " + std::to_string(h->shape.dim));
+    require(k >= 1 && k <= h->n, where,
+            "k = " + std::to_string(k) + " must be in [1, n = " + std::to_string(h->n) + "]");
     require(rerank == 0 || (rerank >= k && rerank <= h->n), where, "rerank must be 0 or in [k, n]");
     require(finite(queries, nq * d), where, "queries contain NaN or inf");
     const int threads = threads_of(n_threads);
     const int64_t m = h->shape.m, kc = rerank ? rerank : k;
     std::vector<float> tables(static_cast<size_t>(nq * m * 16));
-    datacredit::pq_compute_tables(h->shape, h->centroids, queries, nq, h->metric, tables.data(), threads);
+    datacredit::pq_compute_tables(h->shape, h->centroids, queries, nq, h->metric, tables.data(),
+                                  threads);
     std::vector<float> cd(static_cast<size_t>(nq * kc));
     std::vector<int64_t> ci(static_cast<size_t>(nq * kc));
     float* out_d = rerank ? cd.data() : distances;
@@ -614,7 +634,8 @@ int dc_pq_index_search(const dc_pq_index* h, const float* queries, int64_t nq, i
       return;
     }
     const int64_t np = nprobe ? nprobe : h->nprobe;
-    require(np >= 1 && np <= h->nlist, where, "nprobe must be in [1, nlist = " + std::to_string(h->nlist) + "]");
+    require(np >= 1 && np <= h->nlist, where,
+            "nprobe must be in [1, nlist = " + std::to_string(h->nlist) + "]");
     std::vector<float> pd(static_cast<size_t>(nq * np));
     std::vector<int64_t> probes(static_cast<size_t>(nq * np));
     datacredit::gram_topk(queries, nq, h->coarse, h->nlist, d, np, datacredit::KeyWeights{},

@@ -119,14 +119,30 @@ class Parser {
       if (p_ >= end_) return fail("unterminated escape");
       const char e = *p_++;
       switch (e) {
-        case '"': out->push_back('"'); break;
-        case '\\': out->push_back('\\'); break;
-        case '/': out->push_back('/'); break;
-        case 'b': out->push_back('\b'); break;
-        case 'f': out->push_back('\f'); break;
-        case 'n': out->push_back('\n'); break;
-        case 'r': out->push_back('\r'); break;
-        case 't': out->push_back('\t'); break;
+        case '"':
+          out->push_back('"');
+          break;
+        case '\\':
+          out->push_back('\\');
+          break;
+        case '/':
+          out->push_back('/');
+          break;
+        case 'b':
+          out->push_back('\b');
+          break;
+        case 'f':
+          out->push_back('\f');
+          break;
+        case 'n':
+          out->push_back('\n');
+          break;
+        case 'r':
+          out->push_back('\r');
+          break;
+        case 't':
+          out->push_back('\t');
+          break;
         case 'u': {
           uint32_t cp = 0;
           if (!hex4(&cp)) return false;
@@ -143,7 +159,8 @@ class Parser {
           put_utf8(cp, out);
           break;
         }
-        default: return fail("invalid escape");
+        default:
+          return fail("invalid escape");
       }
     }
   }
@@ -243,20 +260,29 @@ class Parser {
           return fail("expected ',' or ']'");
         }
       }
-      case '"': out->kind = Json::kString; return string(&out->str);
-      case 't': out->kind = Json::kBool; return literal("true");
-      case 'f': out->kind = Json::kBool; return literal("false");
-      case 'n': out->kind = Json::kNull; return literal("null");
-      default: return number(out);
+      case '"':
+        out->kind = Json::kString;
+        return string(&out->str);
+      case 't':
+        out->kind = Json::kBool;
+        return literal("true");
+      case 'f':
+        out->kind = Json::kBool;
+        return literal("false");
+      case 'n':
+        out->kind = Json::kNull;
+        return literal("null");
+      default:
+        return number(out);
     }
   }
 };
 
 bool parse_dtype(const std::string& s, DType* t) {
   static const std::pair<const char*, DType> kNames[] = {
-      {"F64", DType::kF64}, {"F32", DType::kF32}, {"F16", DType::kF16},  {"I64", DType::kI64},
-      {"I32", DType::kI32}, {"I16", DType::kI16}, {"I8", DType::kI8},    {"U64", DType::kU64},
-      {"U32", DType::kU32}, {"U16", DType::kU16}, {"U8", DType::kU8},    {"BOOL", DType::kBool}};
+      {"F64", DType::kF64}, {"F32", DType::kF32}, {"F16", DType::kF16}, {"I64", DType::kI64},
+      {"I32", DType::kI32}, {"I16", DType::kI16}, {"I8", DType::kI8},   {"U64", DType::kU64},
+      {"U32", DType::kU32}, {"U16", DType::kU16}, {"U8", DType::kU8},   {"BOOL", DType::kBool}};
   for (const auto& entry : kNames)
     if (s == entry.first) {
       *t = entry.second;
@@ -271,31 +297,47 @@ size_t dtype_size(DType t) {
   switch (t) {
     case DType::kF64:
     case DType::kI64:
-    case DType::kU64: return 8;
+    case DType::kU64:
+      return 8;
     case DType::kF32:
     case DType::kI32:
-    case DType::kU32: return 4;
+    case DType::kU32:
+      return 4;
     case DType::kF16:
     case DType::kI16:
-    case DType::kU16: return 2;
-    default: return 1;
+    case DType::kU16:
+      return 2;
+    default:
+      return 1;
   }
 }
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::kF64: return "F64";
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kI64: return "I64";
-    case DType::kI32: return "I32";
-    case DType::kI16: return "I16";
-    case DType::kI8: return "I8";
-    case DType::kU64: return "U64";
-    case DType::kU32: return "U32";
-    case DType::kU16: return "U16";
-    case DType::kU8: return "U8";
-    default: return "BOOL";
+    case DType::kF64:
+      return "F64";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kI64:
+      return "I64";
+    case DType::kI32:
+      return "I32";
+    case DType::kI16:
+      return "I16";
+    case DType::kI8:
+      return "I8";
+    case DType::kU64:
+      return "U64";
+    case DType::kU32:
+      return "U32";
+    case DType::kU16:
+      return "U16";
+    case DType::kU8:
+      return "U8";
+    default:
+      return "BOOL";
   }
 }
 
@@ -383,7 +425,8 @@ bool parse(const uint8_t* data, size_t size, File* out, std::string* error) {
     uint64_t count = 1;
     bool zero = false, too_big = false;
     for (const Json& s : shape->items) {
-      if (s.kind != Json::kNumber || !s.is_uint || s.uint_value > static_cast<uint64_t>(INT64_MAX)) {
+      if (s.kind != Json::kNumber || !s.is_uint ||
+          s.uint_value > static_cast<uint64_t>(INT64_MAX)) {
         *error = "entry '" + name + "' has an invalid shape";
         return false;
       }
@@ -413,8 +456,8 @@ bool parse(const uint8_t* data, size_t size, File* out, std::string* error) {
       return false;
     }
     if (count > data_len / item || end - begin != count * item) {
-      *error = "entry '" + name + "' holds " + std::to_string(end - begin) + " bytes, its shape needs " +
-               std::to_string(count) + " x " + std::to_string(item);
+      *error = "entry '" + name + "' holds " + std::to_string(end - begin) +
+               " bytes, its shape needs " + std::to_string(count) + " x " + std::to_string(item);
       return false;
     }
     t.nbytes = end - begin;
@@ -431,7 +474,8 @@ bool parse(const uint8_t* data, size_t size, File* out, std::string* error) {
   uint64_t pos = 0;
   for (const auto& span : spans) {
     if (std::get<0>(span) != pos) {
-      *error = "entry '" + std::get<2>(span) + "' overlaps or leaves a gap at byte " + std::to_string(pos);
+      *error = "entry '" + std::get<2>(span) + "' overlaps or leaves a gap at byte " +
+               std::to_string(pos);
       return false;
     }
     pos = std::get<1>(span);

@@ -85,16 +85,20 @@ void check_dualda(const std::string& dir, const st::File& expected) {
   CHECK(dc_dualda_topk(h, q.data(), n, d + 1, nullptr, k, v.data(), idx.data()) ==
         DC_ERR_INVALID_ARGUMENT);
   CHECK(std::strstr(dc_last_error(), "dc_dualda_topk") != nullptr);
-  CHECK(dc_dualda_topk(h, q.data(), n, d, nullptr, 0, v.data(), idx.data()) == DC_ERR_INVALID_ARGUMENT);
+  CHECK(dc_dualda_topk(h, q.data(), n, d, nullptr, 0, v.data(), idx.data()) ==
+        DC_ERR_INVALID_ARGUMENT);
   CHECK(dc_dualda_topk(h, q.data(), n, d, nullptr, n_train + 1, v.data(), idx.data()) ==
         DC_ERR_INVALID_ARGUMENT);
   std::vector<int32_t> bad(targets);
   bad[1] = static_cast<int32_t>(nc);
-  CHECK(dc_dualda_topk(h, q.data(), n, d, bad.data(), k, v.data(), idx.data()) == DC_ERR_INVALID_ARGUMENT);
+  CHECK(dc_dualda_topk(h, q.data(), n, d, bad.data(), k, v.data(), idx.data()) ==
+        DC_ERR_INVALID_ARGUMENT);
   std::vector<float> nanq(q);
   nanq[3] = std::nanf("");
-  CHECK(dc_dualda_topk(h, nanq.data(), n, d, nullptr, k, v.data(), idx.data()) == DC_ERR_INVALID_ARGUMENT);
-  CHECK(dc_dualda_topk(nullptr, q.data(), n, d, nullptr, k, v.data(), idx.data()) == DC_ERR_INVALID_ARGUMENT);
+  CHECK(dc_dualda_topk(h, nanq.data(), n, d, nullptr, k, v.data(), idx.data()) ==
+        DC_ERR_INVALID_ARGUMENT);
+  CHECK(dc_dualda_topk(nullptr, q.data(), n, d, nullptr, k, v.data(), idx.data()) ==
+        DC_ERR_INVALID_ARGUMENT);
   CHECK(v[0] == 7.0f && idx[0] == 7);
   dc_dualda_free(h);
 
@@ -181,7 +185,8 @@ void check_pq(const std::string& dir, const st::File& expected) {
   CHECK(dc_pq_index_load(cpath.c_str(), qpath.c_str(), &h) == DC_ERR_FORMAT && h == nullptr);
   const auto cbytes = read_file(cpath);
   for (size_t len = 0; len < cbytes.size(); len += 7) {
-    CHECK(dc_pq_index_load_buffer(qbytes.data(), qbytes.size(), cbytes.data(), len, &h) == DC_ERR_FORMAT);
+    CHECK(dc_pq_index_load_buffer(qbytes.data(), qbytes.size(), cbytes.data(), len, &h) ==
+          DC_ERR_FORMAT);
   }
 }
 

@@ -72,7 +72,8 @@ DC_API const char* dc_last_error(void);
 DC_API int dc_set_num_threads(int n_threads);
 DC_API int dc_get_num_threads(void);
 
-/* ------------------------------------------------------------------ kernels (caller-owned buffers) */
+/* ------------------------------------------------------------------ kernels (caller-owned buffers)
+ */
 
 /* Fused Gram top-k: score(i, j) = w * s(q_i, k_j) with s = inner product, cosine or squared
  * l2 (metric), w = 1 (weights NULL), weights[j] (n_weight_cols = 1, classes NULL) or
@@ -166,12 +167,11 @@ typedef struct dc_pq_index dc_pq_index;
 /* Loads a 4-bit fast-scan index: a quantizer (ProductQuantizer.save, nbits = 4) and its
  * packed codes (PackedCodes.save; packed with inverted lists for an IVF-PQ index, then the
  * quantizer must have the same nlist).  Both memory-mapped.  Thread-safe. */
-DC_API int dc_pq_index_load(const char* quantizer_path, const char* codes_path,
-                            dc_pq_index** out);
+DC_API int dc_pq_index_load(const char* quantizer_path, const char* codes_path, dc_pq_index** out);
 
 /* Same from two buffers (used in place; they must outlive the handle). */
-DC_API int dc_pq_index_load_buffer(const void* quantizer, size_t quantizer_size,
-                                   const void* codes, size_t codes_size, dc_pq_index** out);
+DC_API int dc_pq_index_load_buffer(const void* quantizer, size_t quantizer_size, const void* codes,
+                                   size_t codes_size, dc_pq_index** out);
 
 /* Dimension, number of codes and number of inverted lists (0: flat).  Thread-safe. */
 DC_API int dc_pq_index_dim(const dc_pq_index* h, int64_t* d, int64_t* n, int64_t* nlist);
