@@ -224,7 +224,8 @@ def test_c_api_agrees_with_python(vdir):
             )
             assert rc == 0
             pv, pi = ex.topk(q, k)
+            # The C library may link another BLAS build than the extension: float32 rounding.
             np.testing.assert_array_equal(i, pi)
-            np.testing.assert_array_equal(v, pv)
+            np.testing.assert_allclose(v, pv, rtol=0, atol=1e-6 * np.abs(pv).max())
     finally:
         lib.dc_dualda_free(h)
