@@ -6,9 +6,11 @@
 #if defined(DATACREDIT_BLAS_SCIPY_OPENBLAS)
 #include <cblas.h>  // from scipy_openblas32: symbols carry the scipy_ prefix
 #define DC_SGEMM scipy_cblas_sgemm
+#define DC_SGEMV scipy_cblas_sgemv
 #elif defined(DATACREDIT_BLAS_CBLAS)
 #include <cblas.h>
 #define DC_SGEMM cblas_sgemm
+#define DC_SGEMV cblas_sgemv
 #endif
 
 namespace datacredit {
@@ -18,6 +20,13 @@ namespace datacredit {
 void sgemm_nt(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
               int64_t ldb, float* C, int64_t ldc) {
   if (m == 0 || n == 0) return;
+  if (m == 1) {
+    // One query (the serving case): C = B a as a GEMV.  OpenBLAS's GEMM packs all of B
+    // for a single row; measured 1.5 ms against 0.35 ms for 10,000 x 512 keys.
+    DC_SGEMV(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f, B,
+             static_cast<int>(ldb), A, 1, 0.0f, C, 1);
+    return;
+  }
   DC_SGEMM(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
            static_cast<int>(k), 1.0f, A, static_cast<int>(lda), B, static_cast<int>(ldb), 0.0f, C,
            static_cast<int>(ldc));
