@@ -148,3 +148,33 @@ def test_load_bounded(server, explainer):
     for q, (status, body) in zip(queries, results):
         assert status == 200
         np.testing.assert_array_equal(np.array(body["indices"]), explainer.topk(q, 5)[1])
+
+
+def test_cli_serve_subcommand(tmp_path):
+    """`datacredit serve` starts the Python server on the given port and answers /health."""
+    import sys
+    import time
+
+    with socket.socket() as s:  # a free port (released just before the server binds it)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ)  # the datacredit under test (PYTHONPATH=python, or installed)
+    cmd = [sys.executable, "-m", "datacredit.cli", "serve", "--explainer", str(EXPLAINER)]
+    proc = subprocess.Popen(cmd + ["--port", str(port)], env=env, stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, body = request(("127.0.0.1", port), "GET", "/health")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        assert status == 200 and body["status"] == "ok"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    bad = subprocess.run(
+        cmd[:-1] + [str(tmp_path / "missing")], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "datacredit serve:" in bad.stderr, bad.stderr

@@ -329,7 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_serve(args: argparse.Namespace) -> None:
     from datacredit.serve import serve
 
-    serve(args.explainer, args.host, args.port)
+    try:
+        serve(args.explainer, args.host, args.port)
+    except (OSError, ValueError) as exc:  # unreadable or invalid explainer, port in use
+        print(f"datacredit serve: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     raise SystemExit(0)  # a server has no results file to report
 
 

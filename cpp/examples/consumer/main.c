@@ -51,8 +51,10 @@ int main(int argc, char** argv) {
     if (idx[j] != want_i) ++swaps;
     if (idx[j] != want_i && fabs(v[j] - want_v) > tol) ++mismatches;
   }
-  printf("consumer (datacredit %d.%d.%d): %ld queries, k = %ld, %ld value mismatches, %ld tied swaps\n",
-         major, minor, patch, n, k, mismatches, swaps);
+  printf(
+      "consumer (datacredit %d.%d.%d): %ld queries, k = %ld, %ld value mismatches, %ld tied "
+      "swaps\n",
+      major, minor, patch, n, k, mismatches, swaps);
   dc_dualda_free(h);
   free(q);
   free(v);
