@@ -12,6 +12,7 @@
 #include <iterator>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "check.hpp"
@@ -78,6 +79,26 @@ void check_dualda(const std::string& dir, const st::File& expected) {
         if (targets[i] == -1)
           for (int64_t j = 0; j < k; ++j) CHECK(i2[i * k + j] == idx[i * k + j]);
     }
+  }
+  // Concurrent queries on one handle (documented as thread-safe) give the serial answer.
+  {
+    std::vector<float> v0(n * k);
+    std::vector<int64_t> i0(n * k);
+    CHECK(dc_dualda_topk(h, q.data(), n, d, targets.data(), k, v0.data(), i0.data()) == DC_OK);
+    std::vector<int> ok(4, 1);
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 4; ++t)
+      pool.emplace_back([&, t] {
+        std::vector<float> v(n * k);
+        std::vector<int64_t> idx(n * k);
+        for (int rep = 0; rep < 25; ++rep) {
+          const int rc = dc_dualda_topk_ex(h, q.data(), n, d, targets.data(), k, 0, 1 + t % 2,
+                                           v.data(), idx.data());
+          if (rc != DC_OK || idx != i0 || v != v0) ok[t] = 0;
+        }
+      });
+    for (auto& th : pool) th.join();
+    for (int t = 0; t < 4; ++t) CHECK(ok[t] == 1);
   }
   // Argument errors: a code, a message naming the function, outputs untouched.
   std::vector<float> v(n * k, 7.0f);
