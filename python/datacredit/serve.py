@@ -115,6 +115,7 @@ def make_server(
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms ACK stall
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet by default
             pass

@@ -169,6 +169,7 @@ int main(int argc, char** argv) {
   httplib::Server svr;
   svr.set_payload_max_length(kMaxBody);  // larger bodies: 413 before they are read
   svr.set_keep_alive_max_count(1000);    // httplib closes after 5 requests by default
+  svr.set_tcp_nodelay(true);             // no Nagle / delayed-ACK stall on small replies
   svr.Get("/health",
           [&](const httplib::Request&, httplib::Response& res) { send(res, {200, health}); });
   svr.Post("/explain", [&](const httplib::Request& req, httplib::Response& res) {

@@ -108,12 +108,15 @@ class DualDAExplainer:
 
     Args:
         path: a file written by :meth:`DualDA.save_explainer`.
+        n_threads: threads of each :meth:`topk` (``None``: all cores; a server answering
+            requests in parallel wants 1).
 
     Raises:
         ValueError: not an explainer file, an unknown format version, or inconsistent tensors.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None) -> None:
+        self.n_threads = n_threads
         tensors, meta = load_safetensors(path, mmap=False)
         if meta.get("format") != EXPLAINER_FORMAT:
             raise ValueError(f"{path}: not a DualDA explainer (format {meta.get('format')!r})")
@@ -229,7 +232,13 @@ class DualDAExplainer:
         k_sv = min(k, self.n_support)
         if k_sv:
             sv_vals, sv_pos = gram_topk(
-                f, self.features, k_sv, weights=self.dual_coef, classes=t, largest=not opponents
+                f,
+                self.features,
+                k_sv,
+                weights=self.dual_coef,
+                classes=t,
+                largest=not opponents,
+                n_threads=self.n_threads,
             )
             sv_idx = self.support[sv_pos]
         else:
