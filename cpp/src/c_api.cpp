@@ -405,7 +405,9 @@ int dc_dualda_topk_ex(const dc_dualda* h, const float* features, int64_t n, int6
             "k = " + std::to_string(k) + " must be in [1, n_train = " + std::to_string(h->n_train) +
                 "]");
     require((flags & ~DC_DUALDA_OPPONENTS) == 0, where, "unknown flags");
-    require(n <= std::numeric_limits<int64_t>::max() / d, where, "n * d overflows");
+    require(n <= std::numeric_limits<int64_t>::max() / d &&
+                n <= std::numeric_limits<int64_t>::max() / k,
+            where, "n * d or n * k overflows");
     require(finite(features, n * d), where, "features contain NaN or inf");
     const bool opponents = (flags & DC_DUALDA_OPPONENTS) != 0;
     const int64_t nc = h->n_classes;
