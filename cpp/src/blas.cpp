@@ -6,9 +6,11 @@
 #if defined(DATACREDIT_BLAS_SCIPY_OPENBLAS)
 #include <cblas.h>  // from scipy_openblas32: symbols carry the scipy_ prefix
 #define DC_SGEMM scipy_cblas_sgemm
+#define DC_SGEMV scipy_cblas_sgemv
 #elif defined(DATACREDIT_BLAS_CBLAS)
 #include <cblas.h>
 #define DC_SGEMM cblas_sgemm
+#define DC_SGEMV cblas_sgemv
 #endif
 
 namespace datacredit {
@@ -18,6 +20,13 @@ namespace datacredit {
 void sgemm_nt(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
               int64_t ldb, float* C, int64_t ldc) {
   if (m == 0 || n == 0) return;
+  if (m == 1) {
+    // One query (the serving case): C = B a as a GEMV.  OpenBLAS's GEMM packs all of B
+    // for a single row; measured 1.5 ms against 0.35 ms for 10,000 x 512 keys.
+    DC_SGEMV(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f, B,
+             static_cast<int>(ldb), A, 1, 0.0f, C, 1);
+    return;
+  }
   DC_SGEMM(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
            static_cast<int>(k), 1.0f, A, static_cast<int>(lda), B, static_cast<int>(ldb), 0.0f, C,
            static_cast<int>(ldc));
@@ -45,8 +54,31 @@ SerialBlasScope::~SerialBlasScope() {
   if (--g_scope_holders == 0) scipy_openblas_set_num_threads(g_saved_threads);
 }
 #else
-SerialBlasScope::SerialBlasScope() = default;
-SerialBlasScope::~SerialBlasScope() = default;
+// A system CBLAS: when it is OpenBLAS (Debian's libopenblas, pthreads), its own threads
+// inside our OpenMP regions would oversubscribe the cores; the weak references resolve
+// to OpenBLAS's thread setters when it is the BLAS, and stay null otherwise.
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+extern "C" int openblas_get_num_threads(void) __attribute__((weak));
+namespace {
+std::mutex g_scope_mutex;
+int g_scope_holders = 0;
+int g_saved_threads = 0;
+}  // namespace
+
+SerialBlasScope::SerialBlasScope() {
+  if (openblas_set_num_threads == nullptr || openblas_get_num_threads == nullptr) return;
+  std::lock_guard<std::mutex> lock(g_scope_mutex);
+  if (g_scope_holders++ == 0) {
+    g_saved_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+  }
+}
+
+SerialBlasScope::~SerialBlasScope() {
+  if (openblas_set_num_threads == nullptr || openblas_get_num_threads == nullptr) return;
+  std::lock_guard<std::mutex> lock(g_scope_mutex);
+  if (--g_scope_holders == 0) openblas_set_num_threads(g_saved_threads);
+}
 #endif
 
 #else

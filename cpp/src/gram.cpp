@@ -31,18 +31,19 @@ constexpr int64_t kKeyTile = 512;
 enum class WeightMode { kNone, kVector, kPerClass };
 
 void validate(const char* where, const float* queries, int64_t n, const float* keys, int64_t n_keys,
-              int64_t dim, const KeyWeights& weights) {
+              int64_t dim, const KeyWeights& weights, bool keys_checked = false) {
   check(n >= 0 && n_keys >= 0 && dim >= 0, where, "negative size");
   check(n > 0, where, "queries is empty");
   check(n_keys > 0, where, "keys is empty");
   check(dim > 0, where, "feature dimension is 0");
   check(all_finite(queries, n * dim), where, "queries contains NaN or inf");
-  check(all_finite(keys, n_keys * dim), where, "keys contains NaN or inf");
+  check(keys_checked || all_finite(keys, n_keys * dim), where, "keys contains NaN or inf");
   if (weights.data != nullptr) {
     check(weights.n_cols >= 1, where, "weights has no columns");
     check(weights.classes != nullptr || weights.n_cols == 1, where,
           "a weight matrix needs classes (one column index per query)");
-    check(all_finite(weights.data, n_keys * weights.n_cols), where, "weights contains NaN or inf");
+    check(keys_checked || all_finite(weights.data, n_keys * weights.n_cols), where,
+          "weights contains NaN or inf");
     if (weights.classes != nullptr)
       for (int64_t i = 0; i < n; ++i)
         check(weights.classes[i] >= 0 && weights.classes[i] < weights.n_cols, where,
@@ -165,9 +166,9 @@ void scan_row(const float* row, int64_t cols, int64_t j0, float sign, TopKHeap& 
 
 void gram_topk(const float* queries, int64_t n, const float* keys, int64_t n_keys, int64_t dim,
                int64_t k, const KeyWeights& weights, Metric metric, bool largest, float* values,
-               int64_t* indices, int n_threads) {
+               int64_t* indices, int n_threads, bool keys_checked) {
   const char* where = "gram_topk";
-  validate(where, queries, n, keys, n_keys, dim, weights);
+  validate(where, queries, n, keys, n_keys, dim, weights, keys_checked);
   check(k >= 1 && k <= n_keys, where,
         "k = " + std::to_string(k) + " must be in [1, " + std::to_string(n_keys) + "]");
   const int threads = resolve_threads(n_threads);

@@ -432,7 +432,28 @@ def build_parser() -> argparse.ArgumentParser:
     _method_parser(sub, "dualda", DUALDA_SCHEMA, run_dualda)
     _method_parser(sub, "gmvaluator", GMVALUATOR_SCHEMA, run_gmvaluator)
     _method_parser(sub, "surrogateshap", SURROGATESHAP_SCHEMA, run_surrogateshap)
+    serve = sub.add_parser(
+        "serve",
+        help="answer POST /explain from a saved DualDA explainer (loopback HTTP)",
+        description="Serve top-k training samples (indices, scores) for posted penultimate "
+        "features from DualDA.save_explainer's file; protocol in datacredit/serve.py.",
+    )
+    serve.add_argument("--explainer", required=True, help="file from DualDA.save_explainer")
+    serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.set_defaults(handler=_run_serve)
     return parser
+
+
+def _run_serve(args: argparse.Namespace) -> None:
+    from datacredit.serve import serve
+
+    try:
+        serve(args.explainer, args.host, args.port)
+    except (OSError, ValueError) as exc:  # unreadable or invalid explainer, port in use
+        print(f"datacredit serve: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(0)  # a server has no results file to report
 
 
 def main(argv: list[str] | None = None) -> int:

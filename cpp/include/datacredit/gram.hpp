@@ -32,10 +32,13 @@ struct KeyWeights {
 // Memory: O(n * k + threads * tile); never n x n_keys.  Parallel over query blocks,
 // and over key ranges when there are few queries.
 // Throws std::invalid_argument on bad sizes, k outside [1, n_keys], non-finite
-// inputs or classes out of range.
+// inputs or classes out of range.  `keys_checked`: the caller has already checked that keys
+// and weights are finite (an artifact validated once at load, e.g. the C API's DualDA
+// explainer), so the O(n_keys * (dim + cols)) scans are skipped: a single query then reads
+// the keys once instead of twice.
 void gram_topk(const float* queries, int64_t n, const float* keys, int64_t n_keys, int64_t dim,
                int64_t k, const KeyWeights& weights, Metric metric, bool largest, float* values,
-               int64_t* indices, int n_threads = 0);
+               int64_t* indices, int n_threads = 0, bool keys_checked = false);
 
 // The dense score matrix out (n x n_keys), same definitions and checks.
 void gram_dense(const float* queries, int64_t n, const float* keys, int64_t n_keys, int64_t dim,

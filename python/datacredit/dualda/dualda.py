@@ -437,6 +437,31 @@ class DualDA:
         order = np.lexsort((idx, -vals), axis=1)[:, :top_k]
         return np.take_along_axis(vals, order, 1), np.take_along_axis(idx, order, 1)
 
+    def save_explainer(self, path: str | os.PathLike) -> None:
+        """Write what a server needs to explain predictions, readable without Python.
+
+        A safetensors file (format ``datacredit.dualda_explainer``, version 1; layout in
+        :mod:`datacredit.dualda.explainer`): support-vector features (float32), lambda
+        (float32, per class), the surrogate's weights and bias, the original training
+        indices and labels of the support vectors.  Load it with
+        :class:`datacredit.dualda.explainer.DualDAExplainer` or ``dc_dualda_load`` (C API).
+        Written atomically; ``O(n_sv * (d + K))`` bytes.
+        """
+        from datacredit.dualda.explainer import write_explainer
+
+        self._require_fit()
+        write_explainer(
+            path,
+            features=self.support_features,
+            dual_coef=self.support_dual_coef,
+            coef=self.coef,
+            bias=self._bias,
+            support=self.support,
+            labels=self.train_labels[self.support],
+            n_train=int(self.n_train),
+            extra_metadata={"layer": self.layer, "C": repr(self.C)},
+        )
+
     def surrogate_logits(self, inputs: Any) -> np.ndarray:
         """Surrogate outputs ``W f(x) + bias``, float64 ``(n, K)``."""
         self._require_fit()

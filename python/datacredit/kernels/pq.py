@@ -15,9 +15,10 @@ from datacredit._arrays import (
     resolve_threads,
     to_numpy,
 )
+from datacredit.safetensors_io import load_safetensors, save_safetensors
 
 PQ_METRICS = ("l2", "ip")
-_FORMAT = "datacredit.ProductQuantizer/1"
+_FORMAT = "datacredit.ProductQuantizer/1"  # the legacy .npz files (read only)
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -56,7 +57,34 @@ def kmeans(
 
 
 _FASTSCAN_ENV = "DATACREDIT_PQ_FASTSCAN"
-_PACKED_FORMAT = "datacredit.PackedCodes/1"
+_PACKED_FORMAT = "datacredit.PackedCodes/1"  # the legacy .npz files (read only)
+# Safetensors formats (written since 0.1; readable from C, see docs/c_api.md).
+_PQ_ST_FORMAT = "datacredit.product_quantizer"
+_PACKED_ST_FORMAT = "datacredit.packed_codes"
+_ST_VERSION = "1"
+
+
+def _is_npz(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a zip archive (the legacy ``.npz`` format) rather than safetensors."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _check_st_format(path: Any, meta: dict[str, str], fmt: str, what: str) -> None:
+    if meta.get("format") != fmt:
+        raise ValueError(f"{path} is not a datacredit {what} file (format {meta.get('format')!r})")
+    if meta.get("format_version") != _ST_VERSION:
+        raise ValueError(
+            f"{path}: {what} format version {meta.get('format_version')!r} is not supported "
+            f"(this version reads {_ST_VERSION!r})"
+        )
+
+
+def _meta_int(path: Any, meta: dict[str, str], key: str) -> int:
+    value = meta.get(key, "")
+    if not value.isdigit():
+        raise ValueError(f"{path}: metadata {key!r} must be a non-negative integer, got {value!r}")
+    return int(value)
 
 
 class PackedCodes:
@@ -77,7 +105,7 @@ class PackedCodes:
     position, which holds zero codes and only ends a list).  Extra memory: 8 bytes per
     position, plus at most 31 padding positions per list.
 
-    Persist with :meth:`save` / :meth:`load` (plain ``.npz``, no pickle).
+    Persist with :meth:`save` / :meth:`load` (safetensors, no pickle).
 
     Attributes:
         data: the packed bytes (read them, do not modify them).
@@ -140,29 +168,51 @@ class PackedCodes:
         return np.ascontiguousarray(allpos[self.positions()])
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the packed codes to an ``.npz`` file of plain arrays (no pickle)."""
-        np.savez(
-            path,
-            format=np.array(_PACKED_FORMAT),
-            data=self.data,
-            n=np.int64(self.n),
-            m=np.int64(self.m),
-            has_lists=np.bool_(self.list_blocks is not None),
-            list_blocks=self.list_blocks if self.list_blocks is not None else np.zeros(0, np.int64),
-            ids=self.ids if self.ids is not None else np.zeros(0, np.int64),
-        )
+        """Write the packed codes to a safetensors file at exactly ``path``, atomically.
+
+        Format ``datacredit.packed_codes`` version 1 (readable by the C API,
+        ``dc_pq_index_load``): tensors ``data`` (U8, as above), and with lists
+        ``list_blocks`` and ``ids`` (I64); metadata ``n``, ``m``.
+        """
+        tensors = {"data": self.data}
+        if self.list_blocks is not None:
+            tensors["list_blocks"] = self.list_blocks
+            tensors["ids"] = self.ids
+        meta = {
+            "format": _PACKED_ST_FORMAT,
+            "format_version": _ST_VERSION,
+            "n": str(self.n),
+            "m": str(self.m),
+        }
+        save_safetensors(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PackedCodes:
-        """Read packed codes written by :meth:`save`; the layout is checked (``O(n)``)."""
-        with np.load(path, allow_pickle=False) as f:
-            if "format" not in f or str(f["format"]) != _PACKED_FORMAT:
-                raise ValueError(f"{path} is not a datacredit PackedCodes file")
-            data = np.ascontiguousarray(f["data"])
-            n, m = int(f["n"]), int(f["m"])
-            has_lists = bool(f["has_lists"])
-            list_blocks = np.ascontiguousarray(f["list_blocks"], np.int64) if has_lists else None
-            ids = np.ascontiguousarray(f["ids"], np.int64) if has_lists else None
+        """Read packed codes written by :meth:`save` (or the ``.npz`` of datacredit <= 0.1's
+        format 1); the layout is checked (``O(n)``)."""
+        if _is_npz(path):
+            with np.load(path, allow_pickle=False) as f:
+                if "format" not in f or str(f["format"]) != _PACKED_FORMAT:
+                    raise ValueError(f"{path} is not a datacredit PackedCodes file")
+                data = np.ascontiguousarray(f["data"])
+                n, m = int(f["n"]), int(f["m"])
+                has_lists = bool(f["has_lists"])
+                list_blocks = (
+                    np.ascontiguousarray(f["list_blocks"], np.int64) if has_lists else None
+                )
+                ids = np.ascontiguousarray(f["ids"], np.int64) if has_lists else None
+        else:
+            tensors, meta = load_safetensors(path, mmap=False)
+            _check_st_format(path, meta, _PACKED_ST_FORMAT, "PackedCodes")
+            n, m = _meta_int(path, meta, "n"), _meta_int(path, meta, "m")
+            data = tensors.get("data")
+            list_blocks, ids = tensors.get("list_blocks"), tensors.get("ids")
+            if data is None or (list_blocks is None) != (ids is None):
+                raise ValueError(
+                    f"{path}: PackedCodes file lacks data, or has only one of list_blocks/ids"
+                )
+            if list_blocks is not None and (list_blocks.dtype != np.int64 or ids.dtype != np.int64):
+                raise ValueError(f"{path}: list_blocks and ids must be int64")
         n_blocks = data.shape[0] if data.ndim == 3 else -1
         if data.dtype != np.uint8 or data.shape[1:] != ((m + 1) // 2, 32) or n < 1:
             raise ValueError(f"{path}: packed data of shape {data.shape} does not fit n={n}, m={m}")
@@ -171,13 +221,14 @@ class PackedCodes:
                 raise ValueError(f"{path}: {n_blocks} blocks for n={n} codes")
         else:
             ok = (
-                len(list_blocks) >= 2
+                list_blocks.ndim == 1
+                and len(list_blocks) >= 2
                 and list_blocks[0] == 0
                 and list_blocks[-1] == n_blocks
                 and (np.diff(list_blocks) >= 0).all()
                 and ids.shape == (n_blocks * 32,)
             )
-            real = ids[ids >= 0]
+            real = ids[ids >= 0] if ok else ids
             if not ok or real.size != n or not np.array_equal(np.sort(real), np.arange(n)):
                 raise ValueError(f"{path}: inconsistent inverted-list layout")
         return cls(data, n, m, list_blocks, ids)
@@ -616,49 +667,80 @@ class ProductQuantizer:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
-        """Write the quantizer to an ``.npz`` file of plain arrays (no pickle)."""
+        """Write the quantizer to a safetensors file at exactly ``path``, atomically.
+
+        Format ``datacredit.product_quantizer`` version 1 (readable by the C API,
+        ``dc_pq_index_load``): tensors ``centroids`` (F32 ``(m, 2**nbits, d / m)``) and,
+        with ``nlist``, ``coarse_centroids`` (F32 ``(nlist, d)``); metadata ``d``, ``m``,
+        ``nbits``, ``metric``, ``seed``, ``nlist`` (0: none), ``nprobe``.
+        """
         cent = self._need_trained()
-        np.savez(
-            path,
-            format=np.array(_FORMAT),
-            d=np.int64(self.d),
-            m=np.int64(self.m),
-            nbits=np.int64(self.nbits),
-            metric=np.array(self.metric),
-            seed=np.int64(self.seed),
-            centroids=cent,
-            nlist=np.int64(self.nlist or 0),
-            nprobe=np.int64(self.nprobe),
-            coarse_centroids=(
-                self.coarse_centroids
-                if self.coarse_centroids is not None
-                else np.zeros((0, self.d), np.float32)
-            ),
-        )
+        tensors = {"centroids": cent}
+        if self.nlist is not None:
+            if self.coarse_centroids is None:
+                raise RuntimeError("the coarse quantizer is not trained: call train() first")
+            tensors["coarse_centroids"] = self.coarse_centroids
+        meta = {
+            "format": _PQ_ST_FORMAT,
+            "format_version": _ST_VERSION,
+            "d": str(self.d),
+            "m": str(self.m),
+            "nbits": str(self.nbits),
+            "metric": self.metric,
+            "seed": str(self.seed),
+            "nlist": str(self.nlist or 0),
+            "nprobe": str(self.nprobe),
+        }
+        save_safetensors(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, n_threads: int | None = None) -> ProductQuantizer:
-        """Read a quantizer written by :meth:`save` (``allow_pickle=False``)."""
-        with np.load(path, allow_pickle=False) as f:
-            if "format" not in f or str(f["format"]) != _FORMAT:
-                raise ValueError(f"{path} is not a datacredit ProductQuantizer file")
-            pq = cls(
-                int(f["d"]),
-                int(f["m"]),
-                int(f["nbits"]),
-                metric=str(f["metric"]),
-                seed=int(f["seed"]),
-                nlist=int(f["nlist"]) or None,
-                nprobe=int(f["nprobe"]),
-                n_threads=n_threads,
-            )
-            cent = np.ascontiguousarray(f["centroids"], dtype=np.float32)
-            if pq.nlist is not None:
-                pq.coarse_centroids = np.ascontiguousarray(f["coarse_centroids"], np.float32)
+        """Read a quantizer written by :meth:`save` (or the ``.npz`` of datacredit <= 0.1's
+        format 1, read with ``allow_pickle=False``)."""
+        if _is_npz(path):
+            with np.load(path, allow_pickle=False) as f:
+                if "format" not in f or str(f["format"]) != _FORMAT:
+                    raise ValueError(f"{path} is not a datacredit ProductQuantizer file")
+                params = {k: f[k].item() for k in ("d", "m", "nbits", "seed", "nlist", "nprobe")}
+                params["metric"] = str(f["metric"])
+                cent = np.ascontiguousarray(f["centroids"], dtype=np.float32)
+                coarse = np.ascontiguousarray(f["coarse_centroids"], np.float32)
+        else:
+            tensors, meta = load_safetensors(path, mmap=False)
+            _check_st_format(path, meta, _PQ_ST_FORMAT, "ProductQuantizer")
+            params = {k: _meta_int(path, meta, k) for k in ("d", "m", "nbits", "nlist", "nprobe")}
+            seed = meta.get("seed", "")
+            if not seed.lstrip("-").isdigit():
+                raise ValueError(f"{path}: metadata 'seed' must be an integer, got {seed!r}")
+            params["seed"] = int(seed)
+            params["metric"] = meta.get("metric")
+            cent = tensors.get("centroids")
+            coarse = tensors.get("coarse_centroids")
+            if cent is None or cent.dtype != np.float32:
+                raise ValueError(f"{path}: float32 tensor 'centroids' missing")
+            if params["nlist"] and (coarse is None or coarse.dtype != np.float32):
+                raise ValueError(f"{path}: float32 tensor 'coarse_centroids' missing")
+        pq = cls(
+            int(params["d"]),
+            int(params["m"]),
+            int(params["nbits"]),
+            metric=params["metric"],
+            seed=int(params["seed"]),
+            nlist=int(params["nlist"]) or None,
+            nprobe=int(params["nprobe"]),
+            n_threads=n_threads,
+        )
         if cent.shape != (pq.m, pq.ksub, pq.dsub):
             raise ValueError(
                 f"{path}: centroids have shape {cent.shape}, expected {(pq.m, pq.ksub, pq.dsub)}"
             )
+        if pq.nlist is not None:
+            if coarse.shape != (pq.nlist, pq.d):
+                raise ValueError(
+                    f"{path}: coarse centroids have shape {coarse.shape}, "
+                    f"expected {(pq.nlist, pq.d)}"
+                )
+            pq.coarse_centroids = coarse
         pq.centroids = cent
         return pq
 
