@@ -23,11 +23,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "python" / "datacredit"
 WRITER_MODULES = {"_io.py", "safetensors_io.py"}  # the writers themselves
 
 # Direct writes in files other helpers convert on their branches, by (file, function).
-# Converted on branches capi (pq.py), gmv (valuator.py, result.py) and shap (shapley/result.py);
+# Converted on branches gmv (valuator.py, result.py) and shap (shapley/result.py);
 # the lead empties this at merge.
 PENDING = {
-    ("kernels/pq.py", "PackedCodes.save"),
-    ("kernels/pq.py", "ProductQuantizer.save"),
     ("gmvaluator/valuator.py", "GMValuator.fit"),
     ("gmvaluator/result.py", "GMValuation.save"),
     ("shapley/result.py", "ShapleyValues.save"),
