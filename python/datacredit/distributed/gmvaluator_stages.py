@@ -34,12 +34,16 @@ from datacredit.models._data import data_len, take
 from datacredit.store import ShardStore
 
 DEFAULT_SHARD_ROWS = 262_144
+# Rows encoded per encoder call inside a shard (rounded to whole encoder batches).
+ENCODE_PIECE = 65_536
 # k-means sample: rows per coarse centroid (as the in-core kmeans' own cap).
 KMEANS_POINTS_PER_LIST = 64
 _INT64_MAX = np.iinfo(np.int64).max
 # Candidate slots (gen rows x probed lists x per-list k) searched at once per shard: bounds
-# the search buffers to about 36 bytes per slot (150 MB), whatever n_gen.
-CANDIDATE_SLOTS = 1 << 22
+# the search buffers to about 36 bytes per slot (300 MB), whatever n_gen.
+CANDIDATE_SLOTS = 1 << 23
+# Multiply-adds below which a per-list search runs on one thread.
+SMALL_GEMM = 1 << 24
 
 
 def _rows_of(data: Any, begin: int, end: int) -> Any:
@@ -49,13 +53,32 @@ def _rows_of(data: Any, begin: int, end: int) -> Any:
 
 
 def _embed_shard(encoder: Any, data: Any, shard: int, rows: tuple[int, int]) -> dict:
-    """Stage ``embeddings``: encoder(train_data[begin:end]) as float32 rows."""
-    emb = as_float_matrix(encoder.encode(_rows_of(data, *rows)), "training embeddings")
-    if emb.shape[0] != rows[1] - rows[0]:
-        raise ValueError(
-            f"the encoder returned {emb.shape[0]} rows for {rows[1] - rows[0]} training samples"
+    """Stage ``embeddings``: encoder(train_data[begin:end]) as float32 rows.
+
+    Encoded in pieces of whole encoder batches written into one output array, so the
+    shard's embeddings exist once in memory (not once per batch plus the concatenation).
+    """
+    b, e = rows
+    bs = int(getattr(encoder, "batch_size", 0) or 0)
+    step = bs * max(1, ENCODE_PIECE // bs) if bs > 0 else ENCODE_PIECE
+    out = None
+    for s in range(b, e, step):
+        part = as_float_matrix(
+            encoder.encode(_rows_of(data, s, min(e, s + step))), "training embeddings"
         )
-    return {"embeddings": emb}
+        if part.shape[0] != min(e, s + step) - s:
+            raise ValueError(
+                f"the encoder returned {part.shape[0]} rows for {min(e, s + step) - s} "
+                "training samples"
+            )
+        if out is None:
+            out = np.empty((e - b, part.shape[1]), np.float32)
+        elif part.shape[1] != out.shape[1]:
+            raise ValueError(
+                f"the encoder returned {part.shape[1]}-d embeddings, earlier {out.shape[1]}-d"
+            )
+        out[s - b : s - b + part.shape[0]] = part
+    return {"embeddings": out}
 
 
 def _fingerprint(gmv: Any, data: Any, n: int) -> str:
@@ -254,8 +277,16 @@ def _search_ivf_shard(emb, ivf, gen, probes, per_list, r, n_threads, shard: int)
             rows, slots = sel // nprobe, sel % nprobe
             kk = min(per_list, e - s)
             members = np.take(keys, order[s:e], axis=0, out=gather[: e - s])
+            # One list is a small GEMM: threads cost more than they save (and spin against
+            # other processes); parallelism comes from the shards.
+            small = len(rows) * (e - s) * keys.shape[1] < SMALL_GEMM
             d, i = gram_topk(
-                gen[c0 + rows], members, kk, metric="l2", largest=False, n_threads=n_threads
+                gen[c0 + rows],
+                members,
+                kk,
+                metric="l2",
+                largest=False,
+                n_threads=1 if small else n_threads,
             )
             buf_d[rows, slots, :kk] = d
             buf_i[rows, slots, :kk] = order[s + i] + begin
