@@ -22,7 +22,7 @@ from typing import Any
 from datacredit.models._data import progress as _progress_bar
 from datacredit.store import ShardStore, write_shard
 
-__all__ = ["RayExecutor", "map_shards", "run_stage", "iter_results"]
+__all__ = ["RayExecutor", "ShardRows", "map_shards", "run_stage", "iter_results"]
 
 
 class RayExecutor:
@@ -178,6 +178,22 @@ def map_shards(
     if bar is not None:
         bar.close()
     return out
+
+
+class ShardRows:
+    """``fn(shard, rows)`` as a one-argument stage ``shard -> fn(shard, (begin, end))`` over
+    ``n_rows`` rows in shards of ``shard_rows`` (picklable when ``fn`` is)."""
+
+    def __init__(self, fn: Callable[[int, tuple[int, int]], Any], n_rows: int, shard_rows: int):
+        self.fn, self.n_rows, self.shard_rows = fn, n_rows, shard_rows
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_rows // self.shard_rows)
+
+    def __call__(self, shard: int) -> Any:
+        b = shard * self.shard_rows
+        return self.fn(shard, (b, min(self.n_rows, b + self.shard_rows)))
 
 
 class _WriteShard:
