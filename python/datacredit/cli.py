@@ -4,6 +4,8 @@
     datacredit dualda --config FILE                 DualDA on your model and data
     datacredit gmvaluator --config FILE             GMValuator on your data
     datacredit surrogateshap --config FILE          SurrogateSHAP on your generator
+    datacredit shard run --store DIR --stage S --shard I   one shard of a stage (SLURM arrays)
+    datacredit shard status DIR                     progress of a shard store
 
 Configs are YAML or TOML; ``datacredit METHOD --help`` lists every key.  Values
 written ``"package.module:attribute"`` name Python objects; factories among them
@@ -313,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     _method_parser(sub, "dualda", DUALDA_SCHEMA, run_dualda)
     _method_parser(sub, "gmvaluator", GMVALUATOR_SCHEMA, run_gmvaluator)
     _method_parser(sub, "surrogateshap", SURROGATESHAP_SCHEMA, run_surrogateshap)
+    from datacredit.distributed.shard_cli import add_shard_parser
+
+    add_shard_parser(sub)  # datacredit shard run / status (exits by itself)
     return parser
 
 

@@ -147,11 +147,16 @@ class ShardStore:
         config: Mapping[str, Any],
         n_rows: int,
         shard_rows: int,
+        worker: str | None = None,
     ) -> ShardStore:
         """Create the store at ``path``, or reopen it if it was made by the same configuration.
 
-        Raises ``ValueError`` naming what differs (method, stage, config keys, rows) when
-        ``path`` holds a store of another configuration, so results are never mixed.
+        ``worker``: optional ``"package.module:function"`` computing one shard as
+        ``function(config, shard, (begin, end)) -> {name: array}``; it lets
+        ``datacredit shard run`` compute shards from the command line (SLURM arrays).
+
+        Raises ``ValueError`` naming what differs (method, stage, config keys, rows, worker)
+        when ``path`` holds a store of another configuration, so results are never mixed.
         """
         from datacredit import __version__
 
@@ -165,10 +170,17 @@ class ShardStore:
             raise ValueError(f"shard_rows must be a positive integer, got {shard_rows!r}")
         n_rows, shard_rows = int(n_rows), int(shard_rows)
         config = json.loads(_canonical(config))
+        if worker is not None and (not isinstance(worker, str) or ":" not in worker):
+            raise ValueError(f"worker must be 'package.module:function', got {worker!r}")
         path = Path(path)
         if (path / MANIFEST).exists():
             store = cls(path)
             store._check_same(method, stage, config, n_rows, shard_rows)
+            if store.manifest.get("worker") != worker:
+                raise ValueError(
+                    f"{path} holds a store of another configuration (worker: store has "
+                    f"{store.manifest.get('worker')!r}, requested {worker!r})"
+                )
             return store.refresh()
         path.mkdir(parents=True, exist_ok=True)
         n_shards = -(-n_rows // shard_rows) if n_rows else 0
@@ -181,6 +193,7 @@ class ShardStore:
             "config_hash": config_hash(config),
             "n_rows": n_rows,
             "shard_rows": shard_rows,
+            "worker": worker,
             "tensors": {},
             "shards": [
                 {
