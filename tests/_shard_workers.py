@@ -28,3 +28,19 @@ def square(config: dict, shard: int, rows: tuple[int, int]) -> dict:
     b, e = rows
     x = np.random.default_rng([config["seed"], shard]).standard_normal((e - b, 3))
     return {"x": x.astype(np.float32), "ids": np.arange(b, e, dtype=np.int64)}
+
+
+def square_dies_once(flag_dir: str, config: dict, shard: int, rows: tuple[int, int]) -> dict:
+    """As :func:`square`, but the process computing shard 2 SIGKILLs itself the first time."""
+    flag = os.path.join(flag_dir, f"killed-{shard}")
+    if shard == 2 and not os.path.exists(flag):
+        open(flag, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return square(config, shard, rows)
+
+
+def square_fails(config: dict, shard: int, rows: tuple[int, int]) -> dict:
+    """As :func:`square`, but shard 3 raises (an interrupted run)."""
+    if shard == 3:
+        raise RuntimeError("interrupted at shard 3")
+    return square(config, shard, rows)

@@ -64,7 +64,11 @@ def test_dualda_features_sharded_equal_serial(dualda_setup, pool, tmp_path):
     make, x, y, _ = dualda_setup
     dd = make()
     ref = dd.extract((x, y), desc="train")
-    for kw in ({"executor": pool}, {"store": tmp_path / "f"}, {"store": tmp_path / "g", "executor": pool}):
+    for kw in (
+        {"executor": pool},
+        {"store": tmp_path / "f"},
+        {"store": tmp_path / "g", "executor": pool},
+    ):
         got = dualda_stages.extract_features(dd, (x, y), shard_rows=48, **kw)
         for a, b in zip(got, ref):
             np.testing.assert_array_equal(a, b)
@@ -109,7 +113,9 @@ def test_dualda_fit_and_attribute_through_executor(dualda_setup, pool, tmp_path)
 
 def test_sample_bank_sharded_equal_serial(pool, tmp_path):
     ref = SampleBank.generate(_gen, [0, 1, 2], 10, seed=3, batch_size=4, progress=False)
-    mem = SampleBank.generate(_gen, [0, 1, 2], 10, seed=3, batch_size=4, progress=False, executor=pool)
+    mem = SampleBank.generate(
+        _gen, [0, 1, 2], 10, seed=3, batch_size=4, progress=False, executor=pool
+    )
     with cf.ProcessPoolExecutor(2) as procs:
         disk = SampleBank.generate(
             _gen, [0, 1, 2], 10, seed=3, batch_size=4, path=tmp_path / "b", executor=procs
@@ -119,7 +125,9 @@ def test_sample_bank_sharded_equal_serial(pool, tmp_path):
         np.testing.assert_array_equal(disk.samples(lab), ref.samples(lab))
     np.testing.assert_array_equal(SampleBank.load(tmp_path / "b").samples(1), ref.samples(1))
     with pytest.raises(ValueError, match="different bank"):
-        SampleBank.generate(_gen, [0, 1], 10, seed=3, path=tmp_path / "b", batch_size=4, executor=pool)
+        SampleBank.generate(
+            _gen, [0, 1], 10, seed=3, path=tmp_path / "b", batch_size=4, executor=pool
+        )
     # Resume: only the chunks without a part file are generated.
     calls = []
 

@@ -23,9 +23,7 @@ def _data(n=1500, n_gen=30, centres=10, seed=0):
     rng = np.random.default_rng(seed)
     c = rng.standard_normal((centres, 16)) * 3
     train = (c[rng.integers(0, centres, n)] + rng.standard_normal((n, 16))).astype(np.float32)
-    gen = (c[rng.integers(0, centres, n_gen)] + rng.standard_normal((n_gen, 16))).astype(
-        np.float32
-    )
+    gen = (c[rng.integers(0, centres, n_gen)] + rng.standard_normal((n_gen, 16))).astype(np.float32)
     return train, gen
 
 

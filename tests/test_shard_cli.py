@@ -26,7 +26,12 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, *sys.path])}
 
 def _create(path, worker="_shard_workers:square"):
     return ShardStore.create(
-        path, method="test", stage="square", config={"seed": 5}, n_rows=18, shard_rows=4,
+        path,
+        method="test",
+        stage="square",
+        config={"seed": 5},
+        n_rows=18,
+        shard_rows=4,
         worker=worker,
     )
 
@@ -34,7 +39,10 @@ def _create(path, worker="_shard_workers:square"):
 def _cli(*args, env=ENV, **kw):
     return subprocess.run(
         [sys.executable, "-m", "datacredit.cli", "shard", *args],
-        env=env, capture_output=True, text=True, **kw,
+        env=env,
+        capture_output=True,
+        text=True,
+        **kw,
     )
 
 
@@ -58,9 +66,21 @@ def test_shard_run_killed_worker_resumes(tmp_path):
         assert f"shard {i} of" in r.stdout and "done" in r.stdout
     # The array task of shard 2 is SIGKILLed while computing.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "datacredit.cli", "shard", "run", "--store", str(tmp_path / "s"),
-         "--stage", "square", "--shard", "2"],
-        env={**ENV, "DATACREDIT_TEST_HANG": "2"}, stdout=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "datacredit.cli",
+            "shard",
+            "run",
+            "--store",
+            str(tmp_path / "s"),
+            "--stage",
+            "square",
+            "--shard",
+            "2",
+        ],
+        env={**ENV, "DATACREDIT_TEST_HANG": "2"},
+        stdout=subprocess.PIPE,
     )
     assert proc.stdout.readline().strip() == b"hanging"
     proc.kill()
@@ -118,9 +138,7 @@ def test_shard_cli_errors(tmp_path):
     assert r.returncode == 2 and "out of range" in r.stderr
     r = _cli("status", str(tmp_path / "none"))
     assert r.returncode == 2 and "no shard store" in r.stderr
-    ShardStore.create(
-        tmp_path / "p", method="t", stage="square", config={}, n_rows=4, shard_rows=4
-    )
+    ShardStore.create(tmp_path / "p", method="t", stage="square", config={}, n_rows=4, shard_rows=4)
     r = _cli("run", "--store", str(tmp_path / "p"), "--stage", "square", "--shard", "0")
     assert r.returncode == 2 and "names no worker" in r.stderr
     with pytest.raises(ValueError, match="worker: store has"):

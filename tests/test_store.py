@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from functools import partial
 from pathlib import Path
 
@@ -156,12 +155,18 @@ def test_results_identical_whatever_the_executor(tmp_path):
     ref = _make(tmp_path / "serial", n_rows=50, shard_rows=7)
     run_stage(ref, partial(_square_shard, 3))
     with cf.ThreadPoolExecutor(2) as ex:
-        s = run_stage(_make(tmp_path / "threads", n_rows=50, shard_rows=7), partial(_square_shard, 3), executor=ex)
+        s = run_stage(
+            _make(tmp_path / "threads", n_rows=50, shard_rows=7),
+            partial(_square_shard, 3),
+            executor=ex,
+        )
         np.testing.assert_array_equal(s.concat("x"), ref.concat("x"))
         assert map_shards(lambda i: i * i, 5, executor=ex) == [0, 1, 4, 9, 16]
     with cf.ProcessPoolExecutor(2) as ex:
         s = run_stage(
-            _make(tmp_path / "procs", n_rows=50, shard_rows=7), partial(_square_shard, 3), executor=ex
+            _make(tmp_path / "procs", n_rows=50, shard_rows=7),
+            partial(_square_shard, 3),
+            executor=ex,
         )
         np.testing.assert_array_equal(s.concat("x"), ref.concat("x"))
     for i in range(ref.n_shards):
@@ -212,3 +217,11 @@ def test_driver_killed_mid_stage_resumes(tmp_path):
     assert calls == [2, 3, 4]
     np.testing.assert_array_equal(store.concat("x"), _reference(20, 4))
     assert not [p for p in os.listdir(path) if p.endswith(".tmp")]
+
+
+def test_ray_executor_without_ray_says_how_to_install(monkeypatch):
+    from datacredit.distributed import RayExecutor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ImportError, match=r"pip install 'datacredit\[ray\]'"):
+        RayExecutor()

@@ -332,7 +332,9 @@ class ShardStore:
             return self._maps[shard]
         if self._marker(shard) is None:
             raise ValueError(f"{self.path}: shard {shard} is not complete")
-        tensors, meta = load_safetensors((self.path / _shard_name(shard)).with_suffix(".safetensors"))
+        tensors, meta = load_safetensors(
+            (self.path / _shard_name(shard)).with_suffix(".safetensors")
+        )
         b, e = self.rows(shard)
         if meta.get("rows") != f"{b}:{e}":
             raise ValueError(f"{self.path}: shard {shard} file holds rows {meta.get('rows')}")

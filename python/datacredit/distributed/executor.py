@@ -54,9 +54,7 @@ class RayExecutor:
         try:
             import ray
         except ImportError as exc:
-            raise ImportError(
-                "RayExecutor needs Ray: pip install 'datacredit[ray]'"
-            ) from exc
+            raise ImportError("RayExecutor needs Ray: pip install 'datacredit[ray]'") from exc
         if actors is not None and (
             isinstance(actors, bool) or not isinstance(actors, int) or actors < 1
         ):
@@ -114,8 +112,7 @@ class RayExecutor:
 
     def __repr__(self) -> str:
         return (
-            f"RayExecutor(actors={self.actors}, num_cpus={self.num_cpus}, "
-            f"num_gpus={self.num_gpus})"
+            f"RayExecutor(actors={self.actors}, num_cpus={self.num_cpus}, num_gpus={self.num_gpus})"
         )
 
 

@@ -115,9 +115,9 @@ class ShardedEmbeddings:
 
 def _lists_shard(emb: ShardedEmbeddings, coarse: np.ndarray, n_threads: Any, shard: int, rows):
     """Stage ``lists``: nearest coarse centroid of each row; rows ordered by list."""
-    lists = gram_topk(
-        emb.shard(shard), coarse, 1, metric="l2", largest=False, n_threads=n_threads
-    )[1][:, 0].astype(np.int32)
+    lists = gram_topk(emb.shard(shard), coarse, 1, metric="l2", largest=False, n_threads=n_threads)[
+        1
+    ][:, 0].astype(np.int32)
     return {"lists": lists, "order": np.argsort(lists, kind="stable").astype(np.int32)}
 
 

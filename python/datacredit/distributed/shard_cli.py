@@ -51,9 +51,13 @@ def run_shard(path: str | Path, stage: str, shard: int, *, force: bool = False) 
 def status_lines(path: str | Path) -> list[str]:
     """One line per store at ``path`` (or in its sub-directories): stage, done/total, pending."""
     path = Path(path)
-    dirs = [path] if (path / MANIFEST).is_file() else sorted(
-        p for p in path.iterdir() if (p / MANIFEST).is_file()
-    ) if path.is_dir() else []
+    dirs = (
+        [path]
+        if (path / MANIFEST).is_file()
+        else sorted(p for p in path.iterdir() if (p / MANIFEST).is_file())
+        if path.is_dir()
+        else []
+    )
     if not dirs:
         raise FileNotFoundError(f"no shard store at {path} ({MANIFEST} missing)")
     lines = []

@@ -100,11 +100,20 @@ def generate_bank(
             and not (path / f"label{s // len(chunks)}.part{s % len(chunks)}.npy").exists()
         ]
     stage = partial(
-        _generate_chunk, generator, transform, labels, chunks, int(seed), None if path is None else str(path)
+        _generate_chunk,
+        generator,
+        transform,
+        labels,
+        chunks,
+        int(seed),
+        None if path is None else str(path),
     )
     results = _run(stage, todo, executor, progress)
     if path is None:
-        queue = {lab: [results[i * len(chunks) + k] for k in range(len(chunks))] for i, lab in enumerate(labels)}
+        queue = {
+            lab: [results[i * len(chunks) + k] for k in range(len(chunks))]
+            for i, lab in enumerate(labels)
+        }
 
         def replay(label: Any, size: int, _seed: int) -> np.ndarray:
             return queue[label].pop(0)
@@ -114,7 +123,9 @@ def generate_bank(
     def missing(label: Any, size: int, _seed: int) -> np.ndarray:  # pragma: no cover
         raise RuntimeError(f"chunk of label {label!r} was not generated")
 
-    return cls.generate(missing, labels, n_per_label, seed, path=path, batch_size=bs, progress=False)
+    return cls.generate(
+        missing, labels, n_per_label, seed, path=path, batch_size=bs, progress=False
+    )
 
 
 def _run(stage: Callable, todo: list, executor: Any, progress: bool) -> dict:
@@ -167,5 +178,7 @@ def utilities(game: Any, Z: Any, *, executor: Any, batch_size: int | None = None
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if Z.shape[0] == 0:
         return np.empty(0)
-    parts = map_shards(partial(_utilities, game, Z, batch), -(-Z.shape[0] // batch), executor=executor)
+    parts = map_shards(
+        partial(_utilities, game, Z, batch), -(-Z.shape[0] // batch), executor=executor
+    )
     return np.concatenate(parts)

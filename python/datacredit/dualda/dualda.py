@@ -241,9 +241,7 @@ class DualDA:
         return True
 
     # ------------------------------------------------------------------ fit
-    def fit(
-        self, *, executor: Any = None, store: str | os.PathLike | None = None
-    ) -> DualDA:
+    def fit(self, *, executor: Any = None, store: str | os.PathLike | None = None) -> DualDA:
         """Extract training features, fit the SVM, keep only the support vectors.
 
         ``executor`` / ``store``: extract the features shard by shard

@@ -103,9 +103,7 @@ class ProxyGame:
         if executor is not None:
             from datacredit.distributed import surrogateshap_stages
 
-            return surrogateshap_stages.utilities(
-                self, Z, executor=executor, batch_size=batch_size
-            )
+            return surrogateshap_stages.utilities(self, Z, executor=executor, batch_size=batch_size)
         W = self.weights(Z)
         empty = W.sum(1) == 0
         out = np.empty(W.shape[0])
