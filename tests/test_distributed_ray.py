@@ -97,7 +97,7 @@ def test_gmvaluator_on_ray_equals_serial(tmp_path):
     got = got.value(gen)
     np.testing.assert_array_equal(got.topk_indices, serial.topk_indices)
     np.testing.assert_array_equal(got.values, serial.values)
-    for name in ("embeddings", "lists"):
+    for name in ("embeddings", "ivf-nlist20-seed0/lists"):
         _same_files(tmp_path / "a" / name, tmp_path / "b" / name, 4)
 
 

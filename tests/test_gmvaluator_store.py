@@ -81,7 +81,7 @@ def test_ivf_probing_few_lists_recall_and_executors_identical(tmp_path):
     np.testing.assert_array_equal(threads.topk_indices, serial.topk_indices)
     np.testing.assert_array_equal(threads.values, serial.values)
     np.testing.assert_array_equal(threads.topk_weights, serial.topk_weights)
-    for name in ("embeddings", "coarse", "lists"):
+    for name in ("embeddings", "ivf-nlist30-seed0/coarse", "ivf-nlist30-seed0/lists"):
         for i in range(ShardStore(tmp_path / "a" / name).n_shards):
             f = f"{name}/shard-{i:05d}.safetensors"
             assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
@@ -112,6 +112,13 @@ def test_existing_store_skips_encoding_and_resumes(tmp_path):
     )
     assert sum(calls) == 3 + 200
     assert n_fit_calls > 0
+    # Another index on the same store reuses the embeddings.
+    calls.clear()
+    kw = dict(encoder=counting, k=5, recall=20, index="ivf", batch_size=1000)
+    GMValuator(**kw, pq_nlist=8).fit(train, store=tmp_path / "s", shard_rows=200)
+    GMValuator(**kw, pq_nlist=9).fit(train, store=tmp_path / "s", shard_rows=200)
+    assert sum(calls) == 6
+    assert (tmp_path / "s" / "ivf-nlist9-seed0" / "lists" / "manifest.json").exists()
     # Other training data: an error naming the difference.
     with pytest.raises(ValueError, match="fingerprint"):
         GMValuator(encoder=counting, k=5, recall=20, index="exact").fit(
@@ -132,3 +139,20 @@ def test_store_bad_input(tmp_path):
     gmv = GMValuator(encoder=project, k=5, recall=20).fit(train)
     with pytest.raises(ValueError, match="executor= needs"):
         gmv.value(train[:3], executor=cf.ThreadPoolExecutor(1))
+
+
+def test_merge_best_equals_full_sort():
+    """The partition-based merge keeps exactly the full lexsort's best r, ties included."""
+    from datacredit.distributed.gmvaluator_stages import _merge_best
+
+    rng = np.random.default_rng(0)
+    d = rng.integers(0, 6, (50, 300)).astype(np.float32)  # many ties
+    d[rng.random(d.shape) < 0.2] = np.inf
+    i = rng.permutation(50 * 300).reshape(50, 300).astype(np.int64)
+    i[np.isinf(d) & (rng.random(d.shape) < 0.5)] = -1
+    for r in (1, 7, 100, 299):
+        got_d, got_i = _merge_best(d, i, r)
+        key = np.where(i < 0, np.iinfo(np.int64).max, i)
+        order = np.lexsort((key, d), axis=-1)[:, :r]
+        np.testing.assert_array_equal(got_d, np.take_along_axis(d, order, 1))
+        np.testing.assert_array_equal(got_i, np.take_along_axis(i, order, 1))

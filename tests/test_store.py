@@ -131,6 +131,10 @@ def test_corruption_and_bad_input(tmp_path):
         _make(tmp_path / "t", config={"f": object()})
     with pytest.raises(ValueError, match="shard_rows"):
         _make(tmp_path / "t", shard_rows=0)
+    with pytest.raises(KeyError, match="no tensor 'y'"):
+        store.take("y", [0])
+    with pytest.raises(TypeError, match="must return a non-empty dict"):
+        write_shard(tmp_path / "s", 0, (0, 4), np.zeros(4))
     with pytest.raises(ValueError, match="expected 4 rows"):
         write_shard(tmp_path / "s", 0, (0, 4), {"x": np.zeros(3)})
     (tmp_path / "s" / "manifest.json").write_text("{")

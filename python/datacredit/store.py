@@ -77,6 +77,11 @@ def write_shard(
     """
     path = Path(path)
     n = rows[1] - rows[0]
+    if not isinstance(tensors, Mapping) or not tensors:
+        raise TypeError(
+            f"shard {shard}: a stage must return a non-empty dict name -> array, "
+            f"got {type(tensors).__name__}"
+        )
     arrays = {}
     for name, a in tensors.items():
         a = np.asarray(a)
@@ -352,9 +357,16 @@ class ShardStore:
             )
         self._all_done = True
 
+    def _check_tensor(self, name: str) -> None:
+        if name not in self.manifest.get("tensors", {}):
+            raise KeyError(
+                f"{self.path}: no tensor {name!r} (has {sorted(self.manifest.get('tensors', {}))})"
+            )
+
     def concat(self, name: str) -> np.ndarray:
         """Tensor ``name`` of all shards concatenated in row order (loaded into memory)."""
         self._require_complete()
+        self._check_tensor(name)
         if not self.n_shards:
             raise ValueError(f"{self.path}: the store is empty")
         return np.concatenate([self.shard(i)[name] for i in range(self.n_shards)])
@@ -365,6 +377,7 @@ class ShardStore:
         Reads only the touched rows of the memory maps: O(len(indices) * row bytes).
         """
         self._require_complete()
+        self._check_tensor(name)
         idx = np.asarray(indices)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"indices must be integers, got dtype {idx.dtype}")
