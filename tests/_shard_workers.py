@@ -44,3 +44,21 @@ def square_fails(config: dict, shard: int, rows: tuple[int, int]) -> dict:
     if shard == 3:
         raise RuntimeError("interrupted at shard 3")
     return square(config, shard, rows)
+
+
+P = np.random.default_rng(7).standard_normal((16, 24)).astype(np.float32)
+
+
+def project(batch):
+    """A deterministic encoder (fixed random projection 16 -> 24, tanh)."""
+    return np.tanh(np.asarray(batch, np.float32) @ P / 4)
+
+
+def gmv_encoder():
+    """Factory of the encoder, for `datacredit shard run` workers."""
+    return project
+
+
+def gmv_train():
+    """Factory of the training inputs, for `datacredit shard run` workers."""
+    return np.random.default_rng(11).standard_normal((700, 16)).astype(np.float32)

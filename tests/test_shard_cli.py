@@ -143,3 +143,31 @@ def test_shard_cli_errors(tmp_path):
     assert r.returncode == 2 and "names no worker" in r.stderr
     with pytest.raises(ValueError, match="worker: store has"):
         _create(tmp_path / "s", worker="_shard_workers:other")
+
+
+def test_gmvaluator_embeddings_from_the_command_line(tmp_path):
+    from datacredit.distributed.gmvaluator_stages import create_embedding_store
+    from datacredit.gmvaluator import GMValuator
+
+    st = create_embedding_store(
+        tmp_path / "g",
+        encoder="_shard_workers:gmv_encoder",
+        train_data="_shard_workers:gmv_train",
+        shard_rows=256,
+    )
+    assert st.n_shards == 3 and st.manifest["worker"].endswith(":embed_worker")
+    for i in range(3):  # three SLURM array tasks
+        r = _cli("run", "--store", str(tmp_path / "g"), "--stage", "embeddings", "--shard", str(i))
+        assert r.returncode == 0, r.stderr
+    shards = sorted((tmp_path / "g" / "embeddings").glob("shard-*"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in shards}
+    train = _shard_workers.gmv_train()
+    gen = train[:20] + 0.1
+    kw = dict(encoder=_shard_workers.project, k=5, recall=20, index="exact")
+    got = GMValuator(**kw).fit(train, store=tmp_path / "g", shard_rows=256).value(gen)
+    # Nothing was re-encoded: no shard file rewritten (the driver only updated the manifest).
+    assert {p.name: p.stat().st_mtime_ns for p in shards} == stamps
+    assert ShardStore(tmp_path / "g" / "embeddings").manifest["shards"][2]["status"] == "done"
+    ref = GMValuator(**kw).fit(train, store=tmp_path / "ref", shard_rows=256).value(gen)
+    np.testing.assert_array_equal(got.values, ref.values)
+    np.testing.assert_array_equal(got.topk_indices, ref.topk_indices)

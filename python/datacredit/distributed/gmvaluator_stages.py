@@ -82,6 +82,85 @@ def _embed_shard(encoder: Any, data: Any, shard: int, rows: tuple[int, int]) -> 
     return {"embeddings": out}
 
 
+EMBED_WORKER = "datacredit.distributed.gmvaluator_stages:embed_worker"
+_BUILT: dict[str, tuple[Any, Any]] = {}  # factories -> (encoder, data), once per process
+
+
+def _from_factories(factories: dict) -> tuple[Any, Any]:
+    import json
+
+    from datacredit.config import load_object
+    from datacredit.models.encoders import make_encoder
+
+    key = json.dumps(factories, sort_keys=True)
+    if key not in _BUILT:
+        spec = factories["encoder"]
+        enc = (
+            spec
+            if spec in ("pixels", "precomputed") or spec.startswith("open_clip")
+            else (load_object(spec, "encoder", call=True))
+        )
+        encoder = make_encoder(
+            enc, device=factories["device"], batch_size=int(factories["batch_size"])
+        )
+        _BUILT[key] = (encoder, load_object(factories["train_data"], "train_data", call=True))
+    return _BUILT[key]
+
+
+def embed_worker(config: dict, shard: int, rows: tuple[int, int]) -> dict:
+    """``datacredit shard run`` worker of an embeddings store made by
+    :func:`create_embedding_store`: builds the encoder and the training data from the
+    recorded factories (once per process) and encodes rows ``[begin, end)``."""
+    encoder, data = _from_factories(config["factories"])
+    return _embed_shard(encoder, data, shard, rows)
+
+
+def create_embedding_store(
+    path: str | os.PathLike,
+    *,
+    encoder: str,
+    train_data: str,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    batch_size: int = 256,
+    device: str = "cpu",
+) -> ShardStore:
+    """Make ``path/embeddings`` computable from the command line (one SLURM task per shard).
+
+    ``encoder``: ``"pixels"``, ``"open_clip:..."`` or a factory ``"pkg.mod:fn"`` returning
+    the encoder; ``train_data``: a factory returning the training samples (both imported by
+    every worker). Then run ``datacredit shard run --store PATH --stage embeddings --shard
+    I`` for each shard and ``GMValuator(encoder=<the same encoder>, batch_size=...)
+    .fit(train_data, store=PATH, shard_rows=...)``, which finds the shards done.
+    """
+    from types import SimpleNamespace
+
+    factories = {
+        "encoder": encoder,
+        "train_data": train_data,
+        "batch_size": int(batch_size),
+        "device": device,
+    }
+    enc, data = _from_factories(factories)
+    n = data_len(data, "train_data")
+    if n == 0:
+        raise ValueError("train_data is empty")
+    config = {
+        "n_train": n,
+        "encoder": repr(enc),
+        "fingerprint": _fingerprint(SimpleNamespace(encoder=enc), data, n),
+        "factories": factories,
+    }
+    return ShardStore.create(
+        Path(path) / "embeddings",
+        method="gmvaluator",
+        stage="embeddings",
+        config=config,
+        n_rows=n,
+        shard_rows=shard_rows,
+        worker=EMBED_WORKER,
+    )
+
+
 def _fingerprint(gmv: Any, data: Any, n: int) -> str:
     """Hash of three samples (first, middle, last) and their embeddings (rounded)."""
     h = hashlib.sha256()
@@ -148,6 +227,14 @@ def fit_out_of_core(
         "encoder": repr(gmv.encoder),
         "fingerprint": _fingerprint(gmv, train_data, n),
     }
+    worker = None
+    if (root / "embeddings" / "manifest.json").is_file():
+        # A store made by create_embedding_store (shards from the command line): the same
+        # configuration plus the factories its workers import.
+        old = ShardStore(root / "embeddings")
+        if "factories" in old.config:
+            config["factories"] = old.config["factories"]
+            worker = old.manifest.get("worker")
     emb_store = ShardStore.create(
         root / "embeddings",
         method="gmvaluator",
@@ -155,6 +242,7 @@ def fit_out_of_core(
         config=config,
         n_rows=n,
         shard_rows=shard_rows,
+        worker=worker,
     )
     run_stage(
         emb_store,
