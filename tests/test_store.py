@@ -142,6 +142,16 @@ def test_corruption_and_bad_input(tmp_path):
         ShardStore(tmp_path / "s")
 
 
+def test_shards_of_another_configuration_are_never_adopted(tmp_path):
+    run_stage(_make(tmp_path / "s"), partial(_square_shard, 3))
+    (tmp_path / "s" / "manifest.json").unlink()  # shards left behind, manifest lost
+    with pytest.raises(ValueError, match="written by another configuration"):
+        _make(tmp_path / "s", config={"seed": 4, "d": 4})
+    again = _make(tmp_path / "s")  # the same configuration adopts them
+    assert again.complete
+    np.testing.assert_array_equal(again.concat("x"), _reference())
+
+
 def test_inconsistent_shards_are_refused(tmp_path):
     store = _make(tmp_path / "s")
 

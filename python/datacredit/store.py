@@ -68,12 +68,18 @@ def _row_range(shard: int, n_rows: int, shard_rows: int) -> tuple[int, int]:
 
 
 def write_shard(
-    path: str | os.PathLike, shard: int, rows: tuple[int, int], tensors: Mapping[str, np.ndarray]
+    path: str | os.PathLike,
+    shard: int,
+    rows: tuple[int, int],
+    tensors: Mapping[str, np.ndarray],
+    config_hash: str | None = None,
 ) -> dict[str, Any]:
     """Worker side: write shard ``shard``'s tensors, then its done marker; returns the marker.
 
-    Every tensor's first axis must have ``rows[1] - rows[0]`` entries. Writes only the two
-    files of this shard (each atomically), never the manifest. O(shard bytes).
+    Every tensor's first axis must have ``rows[1] - rows[0]`` entries. ``config_hash`` (the
+    manifest's) is recorded in the marker, so a shard is never adopted by a store of another
+    configuration. Writes only the two files of this shard (each atomically), never the
+    manifest. O(shard bytes).
     """
     path = Path(path)
     n = rows[1] - rows[0]
@@ -97,6 +103,7 @@ def write_shard(
         "shard": shard,
         "rows": list(rows),
         "sha256": _sha256_file(file),
+        "config_hash": config_hash,
         "tensors": {
             k: {"dtype": v.dtype.str, "row_shape": list(v.shape[1:])} for k, v in arrays.items()
         },
@@ -188,6 +195,17 @@ class ShardStore:
                 )
             return store.refresh()
         path.mkdir(parents=True, exist_ok=True)
+        chash = config_hash(config)
+        for done in sorted(path.glob("shard-*.done")):  # left by a run whose manifest is gone
+            try:
+                other = json.loads(done.read_text()).get("config_hash")
+            except (json.JSONDecodeError, AttributeError):
+                other = None
+            if other != chash:
+                raise ValueError(
+                    f"{done}: written by another configuration (config_hash "
+                    f"{str(other)[:12]}..., requested {chash[:12]}...): delete the shard files"
+                )
         n_shards = -(-n_rows // shard_rows) if n_rows else 0
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -195,7 +213,7 @@ class ShardStore:
             "method": method,
             "stage": stage,
             "config": config,
-            "config_hash": config_hash(config),
+            "config_hash": chash,
             "n_rows": n_rows,
             "shard_rows": shard_rows,
             "worker": worker,
@@ -273,6 +291,12 @@ class ShardStore:
         if marker.get("rows") != list(self.rows(shard)):
             raise ValueError(
                 f"{done}: rows {marker.get('rows')} differ from the manifest's {self.rows(shard)}"
+            )
+        if marker.get("config_hash") != self.manifest["config_hash"]:
+            raise ValueError(
+                f"{done}: written by another configuration (config_hash "
+                f"{str(marker.get('config_hash'))[:12]}..., the manifest's "
+                f"{self.manifest['config_hash'][:12]}...): delete the shard files"
             )
         return marker
 

@@ -196,12 +196,14 @@ class ShardRows:
 class _WriteShard:
     """Worker side of :func:`run_stage`: compute one shard, write its files, return the marker."""
 
-    def __init__(self, path: str, fn: Callable[[int, tuple[int, int]], dict], rows: list) -> None:
-        self.path, self.fn, self.rows = path, fn, rows
+    def __init__(
+        self, path: str, fn: Callable[[int, tuple[int, int]], dict], rows: list, config_hash: str
+    ) -> None:
+        self.path, self.fn, self.rows, self.config_hash = path, fn, rows, config_hash
 
     def __call__(self, shard: int) -> dict:
         rows = tuple(self.rows[shard])
-        return write_shard(self.path, shard, rows, self.fn(shard, rows))
+        return write_shard(self.path, shard, rows, self.fn(shard, rows), self.config_hash)
 
 
 def run_stage(
@@ -221,7 +223,7 @@ def run_stage(
     """
     todo = store.missing()
     rows = [list(store.rows(i)) for i in range(store.n_shards)]
-    worker = _WriteShard(str(store.path), fn, rows)
+    worker = _WriteShard(str(store.path), fn, rows, store.manifest["config_hash"])
     bar = None
     if progress:
         bar = _progress_bar(None, True, store.n_shards, desc or store.manifest["stage"])

@@ -44,7 +44,9 @@ def run_shard(path: str | Path, stage: str, shard: int, *, force: bool = False) 
         )
     fn = load_object(spec, "worker")
     rows = store.rows(shard)
-    write_shard(store.path, shard, rows, fn(store.config, shard, rows))
+    write_shard(
+        store.path, shard, rows, fn(store.config, shard, rows), store.manifest["config_hash"]
+    )
     return f"shard {shard} of {store.path} done (rows {rows[0]}:{rows[1]})"
 
 
