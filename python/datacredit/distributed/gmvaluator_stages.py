@@ -184,9 +184,11 @@ class ShardedEmbeddings:
         self.dtype = np.dtype(spec["dtype"])
 
     def shard(self, s: int) -> np.ndarray:
+        """Shard ``s``'s embeddings ``(rows, d)`` float32, memory-mapped read-only."""
         return self.store.shard(s)["embeddings"]
 
     def take(self, indices: np.ndarray) -> np.ndarray:
+        """Rows ``indices`` (any shape) gathered across shards: ``(*indices.shape, d)``."""
         return self.store.take("embeddings", indices)
 
     def __repr__(self) -> str:
@@ -410,8 +412,11 @@ def _kway(parts: list[tuple[np.ndarray, np.ndarray]], r: int) -> tuple[np.ndarra
     return dist, idx
 
 
-def exact_topk(gmv: Any, gen: np.ndarray, r: int, executor: Any = None):
-    """Exact top-``r`` over all training shards (squared l2, ties to the lower index)."""
+def exact_topk(
+    gmv: Any, gen: np.ndarray, r: int, executor: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``r`` over all training shards (squared l2, ties to the lower index):
+    float32 distances and int64 indices ``(n_gen, r)``; ``O(n_gen * N * d)``."""
     emb = gmv._store
     parts = map_shards(
         partial(_search_exact_shard, emb, gen, r, gmv.n_threads),
@@ -421,8 +426,11 @@ def exact_topk(gmv: Any, gen: np.ndarray, r: int, executor: Any = None):
     return _kway(parts, r)
 
 
-def recall_candidates(gmv: Any, gen: np.ndarray, executor: Any = None):
-    """Candidates ``(n_gen, recall)`` and squared l2 distances, searched shard by shard."""
+def recall_candidates(
+    gmv: Any, gen: np.ndarray, executor: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Squared l2 distances (float32) and candidates (int64, -1 when unused), both
+    ``(n_gen, recall)``, searched shard by shard and merged in shard order."""
     r = gmv.recall
     if gmv.index_ == "exact":
         return exact_topk(gmv, gen, r, executor)
