@@ -128,8 +128,8 @@ def test_existing_store_skips_encoding_and_resumes(tmp_path):
 
 def test_store_bad_input(tmp_path):
     train, _ = _data(n=300)
-    with pytest.raises(ValueError, match="index='auto', 'ivf' or 'exact'"):
-        GMValuator(encoder=project, index="pq", k=5, recall=20).fit(train, store=tmp_path / "s")
+    with pytest.raises(ValueError, match="index='auto', 'ivf', 'pq' or 'exact'"):
+        GMValuator(encoder=project, index="faiss", k=5, recall=20).fit(train, store=tmp_path / "s")
     with pytest.raises(ValueError, match="either cache= or store="):
         GMValuator(encoder=project, k=5, recall=20).fit(
             train, store=tmp_path / "s", cache=tmp_path / "c.npy"
@@ -156,3 +156,26 @@ def test_merge_best_equals_full_sort():
         order = np.lexsort((key, d), axis=-1)[:, :r]
         np.testing.assert_array_equal(got_d, np.take_along_axis(d, order, 1))
         np.testing.assert_array_equal(got_i, np.take_along_axis(i, order, 1))
+
+
+@pytest.mark.parametrize("ivf", [False, True])
+def test_store_pq_equals_in_core_pq(tmp_path, ivf):
+    """PQ out of core: codebooks trained on the same rows, codes per shard, ADC search per
+    shard merged by (distance, index): the in-core PQ result exactly; recall vs exact."""
+    train, gen = _data(n=1500, n_gen=40)
+    kw = dict(encoder=project, k=10, recall=60, index="pq", pq_m=6)
+    if ivf:
+        kw.update(pq_nlist=10, pq_nprobe=4)
+    core = GMValuator(**kw).fit(train).value(gen)
+    with cf.ThreadPoolExecutor(2) as ex:
+        out = GMValuator(**kw).fit(train, store=tmp_path / "s", shard_rows=256, executor=ex)
+        res = out.value(gen)
+    np.testing.assert_array_equal(res.topk_indices, core.topk_indices)
+    np.testing.assert_array_equal(res.values, core.values)
+    assert res.diagnostics["pq_m"] == 6 and res.diagnostics["final_recall_at_k"] >= 0.8
+    codes = ShardStore(next((tmp_path / "s").glob("pq-*")) / "codes")
+    assert codes.n_shards == 6 and codes.complete
+    assert ("lists" in codes.manifest["tensors"]) == ivf
+    # A second fit reuses the quantizer and the codes.
+    again = GMValuator(**kw).fit(train, store=tmp_path / "s", shard_rows=256).value(gen)
+    np.testing.assert_array_equal(again.values, res.values)

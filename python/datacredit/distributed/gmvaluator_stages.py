@@ -7,7 +7,9 @@
 * ``ivf-nlist{nlist}-seed{seed}/coarse/``: the IVF coarse quantizer (``index="ivf"``),
   k-means on a seeded sample of the shards;
 * ``ivf-nlist{nlist}-seed{seed}/lists/``: per training shard, each row's inverted list
-  (``lists`` int32) and the shard's rows ordered by list (``order`` int32, shard-local).
+  (``lists`` int32) and the shard's rows ordered by list (``order`` int32, shard-local);
+* ``pq-m{m}-nbits{b}-nlist{nlist}-seed{seed}/`` (``index="pq"``): ``quantizer.npz``
+  (trained on a seeded sample) and ``codes/`` (per shard: ``codes`` uint8, ``lists``).
 
 ``value()`` then searches every training shard (per-shard exact top-``r`` inside the probed
 lists, or over the whole shard for ``index="exact"``), merges the per-shard candidates in
@@ -215,9 +217,9 @@ def fit_out_of_core(
     n = data_len(train_data, "train_data")
     if n == 0:
         raise ValueError("train_data is empty")
-    if gmv.index not in ("auto", "ivf", "exact"):
+    if gmv.index not in ("auto", "ivf", "exact", "pq"):
         raise ValueError(
-            f"fit(store=...) supports index='auto', 'ivf' or 'exact', got index={gmv.index!r}"
+            f"fit(store=...) supports index='auto', 'ivf', 'pq' or 'exact', got index={gmv.index!r}"
         )
     if gmv.recall > n:
         raise ValueError(f"recall = {gmv.recall} exceeds the number of training samples {n}")
@@ -260,6 +262,7 @@ def fit_out_of_core(
     gmv._executor = executor
     gmv._train_data = train_data if gmv._distance is not None else None
     gmv._pq = gmv._codes = gmv._lists = gmv._faiss = gmv._ivf = None
+    gmv._pq_store = None
     gmv.index_ = gmv.index
     if gmv.index == "auto":
         from datacredit.gmvaluator.valuator import AUTO_IVF_MIN_TRAIN
@@ -267,6 +270,8 @@ def fit_out_of_core(
         gmv.index_ = "exact" if n < AUTO_IVF_MIN_TRAIN else "ivf"
     if gmv.index_ == "ivf":
         gmv._ivf = _build_ivf(gmv, emb, root, config, executor)
+    elif gmv.index_ == "pq":
+        gmv._pq, gmv._pq_store = _build_pq(gmv, emb, root, config, executor)
     gmv._fit_times = {"embed_train_s": t1 - t0, "build_index_s": time.perf_counter() - t1}
     return gmv
 
@@ -315,6 +320,89 @@ def _build_ivf(gmv: Any, emb: ShardedEmbeddings, root: Path, config: dict, execu
         desc="inverted lists (shards)",
     )
     return {"coarse": coarse, "nprobe": nprobe, "lists": lists_store}
+
+
+def _pq_codes_shard(emb: ShardedEmbeddings, pq: Any, shard: int, rows) -> dict:
+    """Stage ``pq-codes``: the shard's PQ codes (and coarse lists with an IVF)."""
+    x = emb.shard(shard)
+    out = {"codes": pq.encode(x)}
+    if pq.nlist is not None:
+        out["lists"] = pq.assign(x).astype(np.int64)
+    return out
+
+
+def _build_pq(gmv: Any, emb: ShardedEmbeddings, root: Path, config: dict, executor: Any):
+    """PQ (optionally IVF-PQ) trained on a seeded sample, codes encoded shard by shard."""
+    from datacredit._io import atomic_open
+    from datacredit.gmvaluator.valuator import _default_pq_m
+    from datacredit.kernels import ProductQuantizer
+
+    n, d = emb.shape
+    m = gmv.pq_m or _default_pq_m(d)
+    nbits = max(1, int(min(8, np.floor(np.log2(n)))))
+    nlist = gmv.pq_nlist
+    if gmv._auto_nlist:
+        nlist = int(round(np.sqrt(n))) if n >= 100_000 else None
+    if nlist is not None and nlist > n:
+        raise ValueError(f"pq_nlist = {nlist} exceeds the number of training samples {n}")
+    nprobe = gmv.pq_nprobe or (max(1, nlist // 16) if nlist else 1)
+    if nlist is not None and nprobe > nlist:
+        raise ValueError(f"pq_nprobe = {nprobe} must not exceed pq_nlist = {nlist}")
+    root = root / f"pq-m{m}-nbits{nbits}-nlist{nlist or 0}-seed{int(gmv.seed)}"
+    root.mkdir(parents=True, exist_ok=True)
+    file = root / "quantizer.npz"
+    if file.exists():
+        pq = ProductQuantizer.load(file, n_threads=gmv.n_threads)
+    else:
+        # The in-core training caps its samples the same way (256 per code, 64 per list).
+        cap = max(256 << nbits, 64 * (nlist or 0))
+        rows = np.sort(np.random.default_rng(gmv.seed).choice(n, min(n, cap), replace=False))
+        pq = ProductQuantizer(
+            d, m, nbits, nlist=nlist, nprobe=nprobe, seed=gmv.seed, n_threads=gmv.n_threads
+        )
+        pq.train(emb.take(rows))
+        with atomic_open(file) as f:
+            pq.save(f)
+    pq.nprobe = nprobe
+    codes = ShardStore.create(
+        root / "codes",
+        method="gmvaluator",
+        stage="pq-codes",
+        config={
+            **config,
+            "m": m,
+            "nbits": nbits,
+            "nlist": nlist,
+            "seed": int(gmv.seed),
+            "quantizer_sha256": hashlib.sha256(
+                pq.centroids.tobytes()
+                + (b"" if pq.coarse_centroids is None else pq.coarse_centroids.tobytes())
+            ).hexdigest(),
+        },
+        n_rows=n,
+        shard_rows=int(emb.store.manifest["shard_rows"]),
+    )
+    run_stage(
+        codes,
+        partial(_pq_codes_shard, emb, pq),
+        executor=executor,
+        progress=gmv.progress,
+        desc="PQ codes (shards)",
+    )
+    return pq, codes
+
+
+def _search_pq_shard(pq: Any, codes: ShardStore, gen: np.ndarray, r: int, nprobe: int, shard):
+    """ADC top-``r`` of one shard's codes (within its probed lists with an IVF)."""
+    begin = shard * int(codes.manifest["shard_rows"])
+    t = codes.shard(shard)
+    c = np.ascontiguousarray(t["codes"])
+    kk = min(r, c.shape[0])
+    if "lists" in t:
+        d, i = pq.search(gen, c, kk, lists=np.asarray(t["lists"]), nprobe=nprobe)
+    else:
+        d, i = pq.search(gen, c, kk)
+    return d, np.where(i < 0, -1, i + begin)
 
 
 # ---------------------------------------------------------------------- search
@@ -434,6 +522,19 @@ def recall_candidates(
     r = gmv.recall
     if gmv.index_ == "exact":
         return exact_topk(gmv, gen, r, executor)
+    if gmv.index_ == "pq":
+        parts = map_shards(
+            partial(_search_pq_shard, gmv._pq, gmv._pq_store, gen, r, gmv._pq.nprobe),
+            gmv._pq_store.n_shards,
+            executor=executor,
+            progress=gmv.progress,
+            desc="PQ search (training shards)",
+        )
+        out_d, out_i = _kway(parts, r)
+        missing = np.flatnonzero((out_i < 0).any(1))
+        if missing.size:  # probed lists held fewer than `recall` codes: exact candidates
+            out_d[missing], out_i[missing] = exact_topk(gmv, gen[missing], r, executor)
+        return out_d, out_i
     ivf, emb = gmv._ivf, gmv._store
     _, probes = gram_topk(
         gen, ivf["coarse"], ivf["nprobe"], metric="l2", largest=False, n_threads=gmv.n_threads
@@ -544,8 +645,12 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
         "rerank_and_values_s": t3 - t2,
         **getattr(gmv, "_fit_times", {}),
     }
+    if gmv._pq is not None:
+        diag["pq_m"], diag["pq_nbits"] = gmv._pq.m, gmv._pq.nbits
+        diag["pq_nlist"], diag["pq_nprobe"] = gmv._pq.nlist, gmv._pq.nprobe
     if gmv._ivf is not None:
         diag["pq_nlist"], diag["pq_nprobe"] = len(gmv._ivf["coarse"]), gmv._ivf["nprobe"]
+    if gmv.index_ != "exact":
         if gmv.diagnostics_sample > 0:
             rows = np.random.default_rng(0).choice(
                 n_gen, min(n_gen, gmv.diagnostics_sample), replace=False

@@ -182,7 +182,7 @@ class GMValuator:
                 gmvaluator_stages``): the embeddings are written shard by shard into a
                 ``ShardStore`` there (resumable; skipped when complete for the same
                 configuration) and used memory-mapped; the index is built shard by shard.
-                ``index`` must be ``"auto"``, ``"ivf"`` or ``"exact"``.
+                ``index`` must be ``"auto"``, ``"ivf"``, ``"pq"`` or ``"exact"``.
             executor: with ``store``: runs the shards (``None`` serial, a
                 ``concurrent.futures.Executor`` or ``datacredit.distributed.RayExecutor``);
                 also used by ``value``. Results do not depend on it.
