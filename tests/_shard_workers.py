@@ -62,3 +62,18 @@ def gmv_encoder():
 def gmv_train():
     """Factory of the training inputs, for `datacredit shard run` workers."""
     return np.random.default_rng(11).standard_normal((700, 16)).astype(np.float32)
+
+
+def project_hanging_at(row: int):
+    """`project`, but it announces itself and hangs on a batch starting with training row
+    ``row`` of :func:`gmv_train` (recognised by content)."""
+    marker = gmv_train()[row]
+
+    def encode(batch):
+        if len(batch) > 1 and np.array_equal(np.asarray(batch)[0], marker):
+            print("hanging", flush=True)
+            time.sleep(120)
+        return project(batch)
+
+    encode.__name__ = "project"  # the same encoder description as `project`
+    return encode

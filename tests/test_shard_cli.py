@@ -171,3 +171,42 @@ def test_gmvaluator_embeddings_from_the_command_line(tmp_path):
     ref = GMValuator(**kw).fit(train, store=tmp_path / "ref", shard_rows=256).value(gen)
     np.testing.assert_array_equal(got.values, ref.values)
     np.testing.assert_array_equal(got.topk_indices, ref.topk_indices)
+
+
+_GMV_DRIVER = """
+import sys
+sys.path.insert(0, {tests!r})
+import _shard_workers as w
+from datacredit.gmvaluator import GMValuator
+train = w.gmv_train()
+gmv = GMValuator(encoder=w.project_hanging_at(512), k=5, recall=20, index="exact", batch_size=256)
+gmv.fit(train, store={path!r}, shard_rows=256)
+"""
+
+
+def test_gmvaluator_fit_killed_mid_stage_resumes(tmp_path):
+    """SIGKILL of the driver while GMValuator.fit(store=) encodes shard 2 of 3: the rerun
+    encodes only shard 2, and the values equal an uninterrupted run's."""
+    from datacredit.gmvaluator import GMValuator
+
+    script = _GMV_DRIVER.format(tests=TESTS, path=str(tmp_path / "g"))
+    proc = subprocess.Popen([sys.executable, "-c", script], env=ENV, stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"hanging"
+    proc.kill()
+    proc.wait()
+    assert ShardStore(tmp_path / "g" / "embeddings").missing() == [2]
+    seen = []
+
+    def project(batch):
+        seen.append(len(batch))
+        return _shard_workers.project(batch)
+
+    train = _shard_workers.gmv_train()
+    gen = train[:15] + 0.05
+    kw = dict(k=5, recall=20, index="exact", batch_size=256)
+    got = GMValuator(encoder=project, **kw).fit(train, store=tmp_path / "g", shard_rows=256)
+    assert sum(seen) == 3 + (700 - 512)  # the fingerprint's three samples + shard 2
+    ref = GMValuator(encoder=_shard_workers.project, **kw).fit(train).value(gen)
+    res = got.value(gen)
+    np.testing.assert_array_equal(res.values, ref.values)
+    np.testing.assert_array_equal(res.topk_indices, ref.topk_indices)
