@@ -5,6 +5,7 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 TORCH   := torch==2.14.1 torchvision==0.29.1
 STAMP   := $(VENV)/.datacredit-installed
+EXTRAS  ?= all,test
 
 .PHONY: venv install test test-python test-cpp lint format demo bench clean
 
@@ -15,7 +16,7 @@ $(VPY):
 
 # Reinstalls the project whenever its sources change.
 $(STAMP): $(VPY) pyproject.toml CMakeLists.txt $(shell find cpp cuda python cmake -type f 2>/dev/null)
-	$(VPY) -m pip install ".[all,test]"
+	$(VPY) -m pip install ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 venv install: $(STAMP)

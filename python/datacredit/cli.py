@@ -4,6 +4,8 @@
     datacredit dualda --config FILE                 DualDA on your model and data
     datacredit gmvaluator --config FILE             GMValuator on your data
     datacredit surrogateshap --config FILE          SurrogateSHAP on your generator
+    datacredit shard run --store DIR --stage S --shard I   one shard of a stage (SLURM arrays)
+    datacredit shard status DIR                     progress of a shard store
 
 Configs are YAML or TOML; ``datacredit METHOD --help`` lists every key.  Values
 written ``"package.module:attribute"`` name Python objects; factories among them
@@ -442,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     serve.set_defaults(handler=_run_serve)
+    from datacredit.distributed.shard_cli import add_shard_parser
+
+    add_shard_parser(sub)  # datacredit shard run / status (exits by itself)
     return parser
 
 

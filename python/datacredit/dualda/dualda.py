@@ -258,8 +258,13 @@ class DualDA:
         return True
 
     # ------------------------------------------------------------------ fit
-    def fit(self) -> DualDA:
+    def fit(self, *, executor: Any = None, store: str | os.PathLike | None = None) -> DualDA:
         """Extract training features, fit the SVM, keep only the support vectors.
+
+        ``executor`` / ``store``: extract the features shard by shard
+        (:func:`datacredit.distributed.dualda_stages.extract_features`: any
+        ``concurrent.futures.Executor`` or ``RayExecutor``; ``store`` a directory for a
+        resumable ``ShardStore`` of the features). Identical features either way.
 
         Time: one forward pass over the training data plus the solver
         (see :func:`~datacredit.kernels.crammer_singer_fit`).  Memory after fitting:
@@ -276,7 +281,14 @@ class DualDA:
                 self._fitted = True
                 self.loaded_from_cache = True
                 return self
-        feats, labels, preds = self.extract(self.train_data, desc="train")
+        if executor is not None or store is not None:
+            from datacredit.distributed import dualda_stages
+
+            feats, labels, preds = dualda_stages.extract_features(
+                self, self.train_data, desc="train", store=store, executor=executor
+            )
+        else:
+            feats, labels, preds = self.extract(self.train_data, desc="train")
         if self.n_classes is None:  # layer without out_features: infer from the outputs
             self.n_classes = int(self._forward(self._first_input())[1].shape[1])
         k = self.n_classes
@@ -377,7 +389,13 @@ class DualDA:
         return t.astype(np.int64)
 
     def attribute(
-        self, inputs: Any, targets: Any = None, *, top_k: int | None = None
+        self,
+        inputs: Any,
+        targets: Any = None,
+        *,
+        top_k: int | None = None,
+        executor: Any = None,
+        shard_rows: int | None = None,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Local attributions ``tau_c(x, i) = lambda_ic * f_i . f_x`` of test inputs.
 
@@ -385,6 +403,11 @@ class DualDA:
             inputs: a batch of model inputs ``(n, ...)`` on ``device``.
             targets: class ``c`` per input (int or ``(n,)``); default: model prediction.
             top_k: ``None`` for the dense matrix, else the ``top_k`` largest per input.
+            executor, shard_rows: attribute the inputs in shards of ``shard_rows`` (default
+                ``batch_size``) on ``executor`` (``None``: serially)
+                (:func:`datacredit.distributed.dualda_stages.attribute`); the result does
+                not depend on the executor (float32 rounding may differ from one unsharded
+                call, whose forward pass sees another batch size).
 
         Returns:
             Dense float32 ``(n, N)`` (zeros for non-support samples), or ``(values,
@@ -403,6 +426,12 @@ class DualDA:
             TypeError: non-integer ``targets`` (1.7 is not a class) or ``top_k``.
             ValueError: ``targets`` of the wrong length or outside ``[0, K)``.
         """
+        if executor is not None or shard_rows is not None:
+            from datacredit.distributed import dualda_stages
+
+            return dualda_stages.attribute(
+                self, inputs, targets, top_k=top_k, executor=executor, shard_rows=shard_rows
+            )
         self._require_fit()
         f, out = self._features(inputs)
         t = self._targets(targets, out)

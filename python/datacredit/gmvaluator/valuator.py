@@ -162,7 +162,15 @@ class GMValuator:
         self._faiss: Any = None
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train_data: Any, *, cache: str | os.PathLike | None = None) -> GMValuator:
+    def fit(
+        self,
+        train_data: Any,
+        *,
+        cache: str | os.PathLike | None = None,
+        store: str | os.PathLike | None = None,
+        executor: Any = None,
+        shard_rows: int | None = None,
+    ) -> GMValuator:
         """Embed the training set (in its own, stable order) and build the index.
 
         Args:
@@ -170,9 +178,29 @@ class GMValuator:
                 embeddings ``(N, d)`` when ``encoder=None``.
             cache: optional ``.npy`` path: embeddings are loaded from it when it exists
                 (and has N rows), written to it otherwise.
+            store: optional directory: out of core (``datacredit.distributed.
+                gmvaluator_stages``): the embeddings are written shard by shard into a
+                ``ShardStore`` there (resumable; skipped when complete for the same
+                configuration) and used memory-mapped; the index is built shard by shard.
+                ``index`` must be ``"auto"``, ``"ivf"``, ``"pq"`` or ``"exact"``.
+            executor: with ``store``: runs the shards (``None`` serial, a
+                ``concurrent.futures.Executor`` or ``datacredit.distributed.RayExecutor``);
+                also used by ``value``. Results do not depend on it.
+            shard_rows: with ``store``: training rows per shard (default 262,144).
 
         Returns ``self``.
         """
+        if store is not None:
+            if cache is not None:
+                raise ValueError("pass either cache= or store=, not both")
+            from datacredit.distributed import gmvaluator_stages
+
+            return gmvaluator_stages.fit_out_of_core(
+                self, train_data, store, executor=executor, shard_rows=shard_rows
+            )
+        if executor is not None or shard_rows is not None:
+            raise ValueError("executor= and shard_rows= need store=")
+        self._store = None
         n = data_len(train_data, "train_data")
         if n == 0:
             raise ValueError("train_data is empty")
@@ -405,7 +433,9 @@ class GMValuator:
             raise ValueError(f"{name} must lie in [0, 1], got {bad}")
         return q
 
-    def value(self, generated: Any, *, quality_scores: Any = None) -> GMValuation:
+    def value(
+        self, generated: Any, *, quality_scores: Any = None, executor: Any = None
+    ) -> GMValuation:
         """Values of the training samples for the ``generated`` samples.
 
         Args:
@@ -413,10 +443,18 @@ class GMValuator:
                 ``encoder=None``).
             quality_scores: optional precomputed ``q_j`` ``(n_gen,)`` in [0, 1], used
                 instead of the quality model.
+            executor: after ``fit(store=...)``: runs the search over training shards
+                (default: the executor given to ``fit``). Results do not depend on it.
 
         Returns:
             A :class:`GMValuation`.
         """
+        if getattr(self, "_store", None) is not None:
+            from datacredit.distributed import gmvaluator_stages
+
+            return gmvaluator_stages.value_out_of_core(self, generated, quality_scores, executor)
+        if executor is not None:
+            raise ValueError("executor= needs a GMValuator fitted with store=")
         if self.train_embeddings is None:
             raise RuntimeError("the GMValuator is not fitted: call .fit(train_data) first")
         n_gen = data_len(generated, "generated")

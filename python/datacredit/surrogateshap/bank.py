@@ -80,6 +80,7 @@ class SampleBank:
         batch_size: int | None = None,
         progress: bool = True,
         transform: Callable[[np.ndarray], Any] | None = None,
+        executor: Any = None,
     ) -> SampleBank:
         """Generate ``n_per_label`` samples for every label.
 
@@ -96,9 +97,27 @@ class SampleBank:
             progress: show a tqdm progress bar.
             transform: optional callable applied to each generated chunk before storing
                 (e.g. a feature extractor, so the bank holds utility features).
+            executor: runs the (label, chunk) shards (a ``concurrent.futures.Executor`` or
+                ``datacredit.distributed.RayExecutor``; see
+                ``datacredit.distributed.surrogateshap_stages``); the same bank as serial.
 
         Cost: n_labels · n_per_label generated samples, once.
         """
+        if executor is not None:
+            from datacredit.distributed import surrogateshap_stages
+
+            return surrogateshap_stages.generate_bank(
+                cls,
+                generator,
+                list(labels),
+                n_per_label,
+                seed,
+                path=path,
+                batch_size=batch_size,
+                progress=progress,
+                transform=transform,
+                executor=executor,
+            )
         if not callable(generator):
             raise TypeError(f"generator must be callable, got {type(generator).__name__}")
         labels = [_check_label(lab) for lab in labels]
@@ -229,8 +248,21 @@ class SampleBank:
     def n_samples(self, label: Any) -> int:
         return int(self.samples(label).shape[0])
 
-    def map(self, fn: Callable[[np.ndarray], Any], *, batch_size: int | None = None) -> SampleBank:
-        """A new in-memory bank with ``fn`` applied to every label's samples (e.g. features)."""
+    def map(
+        self,
+        fn: Callable[[np.ndarray], Any],
+        *,
+        batch_size: int | None = None,
+        executor: Any = None,
+    ) -> SampleBank:
+        """A new in-memory bank with ``fn`` applied to every label's samples (e.g. features).
+
+        ``executor``: one shard per label (``datacredit.distributed.surrogateshap_stages``).
+        """
+        if executor is not None:
+            from datacredit.distributed import surrogateshap_stages
+
+            return surrogateshap_stages.map_bank(self, fn, batch_size=batch_size, executor=executor)
         data = {}
         for label in self._labels:
             x = self.samples(label)

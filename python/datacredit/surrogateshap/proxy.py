@@ -95,7 +95,15 @@ class ProxyGame:
         tot = W.sum(1, keepdims=True)
         return np.divide(W, tot, out=np.zeros_like(W), where=tot > 0)
 
-    def __call__(self, Z: Any) -> np.ndarray:
+    def __call__(
+        self, Z: Any, *, executor: Any = None, batch_size: int | None = None
+    ) -> np.ndarray:
+        """Utilities float64 ``(m,)`` of coalitions ``Z``; with ``executor`` in batches of
+        ``batch_size`` coalitions (``datacredit.distributed.surrogateshap_stages``)."""
+        if executor is not None:
+            from datacredit.distributed import surrogateshap_stages
+
+            return surrogateshap_stages.utilities(self, Z, executor=executor, batch_size=batch_size)
         W = self.weights(Z)
         empty = W.sum(1) == 0
         out = np.empty(W.shape[0])

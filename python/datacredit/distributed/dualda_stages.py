@@ -1,0 +1,193 @@
+"""DualDA's heavy stages shard by shard: feature extraction (training and test data) and
+attribution over test shards.
+
+The Crammer–Singer fit itself stays on one node (it needs all N training features and
+keeps α, N × K); see ``docs/distributed.md`` for the sizes that covers. Shards are whole
+multiples of ``DualDA.batch_size`` rows, so every forward pass sees the same batches as the
+serial extraction and the features are identical to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from datacredit.distributed.executor import ShardRows, map_shards, run_stage
+from datacredit.store import ShardStore
+
+DEFAULT_SHARD_BATCHES = 64  # forward batches per shard
+# The feature hook of a DualDA lives on its model, so two threads must not run forward
+# passes of it at once: threads take turns (processes and Ray workers hold their own copy).
+_FORWARD = threading.Lock()
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _length(data: Any) -> int:
+    torch = _torch()
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(data, DataLoader):
+        return len(data.dataset)
+    if isinstance(data, Dataset):
+        return len(data)
+    if isinstance(data, (tuple, list)) and len(data) in (1, 2):
+        return int(data[0].shape[0])
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        return int(data.shape[0])
+    raise TypeError(
+        "data must be a torch Dataset, a DataLoader, an (X, y) pair or a tensor, "
+        f"got {type(data).__name__}"
+    )
+
+
+def subset(data: Any, begin: int, end: int) -> Any:
+    """Rows ``[begin, end)`` of DualDA input data, in the same form (no copy of arrays)."""
+    from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+
+    if isinstance(data, DataLoader):
+        if isinstance(data.sampler, RandomSampler):
+            raise ValueError("the DataLoader shuffles (RandomSampler); pass one with shuffle=False")
+        return Subset(data.dataset, range(begin, end))
+    if isinstance(data, Dataset):
+        return Subset(data, range(begin, end))
+    if isinstance(data, (tuple, list)):
+        return type(data)(part[begin:end] for part in data)
+    return data[begin:end]
+
+
+def _extract_shard(dualda: Any, data: Any, desc: str, shard: int, rows: tuple[int, int]) -> dict:
+    """Stage ``features``: features, labels and predictions of rows ``[begin, end)``."""
+    with _FORWARD:
+        feats, labels, preds = dualda.extract(subset(data, *rows), desc=f"{desc} shard {shard}")
+    return {
+        "features": feats,
+        "labels": labels,
+        "predictions": np.asarray(preds, dtype=np.int64),
+    }
+
+
+def _fingerprint(dualda: Any, data: Any) -> str:
+    """SHA-256 of the model weights, the layer, the batch size and the data."""
+    from datacredit.models.features import iterate_batches
+
+    torch = _torch()
+    h = hashlib.sha256()
+    for name, tensor in dualda.model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.float().numpy().tobytes() if t.dtype == torch.bfloat16 else t.numpy().tobytes())
+    h.update(f"{dualda.layer}|{dualda.batch_size}".encode())
+    for inputs, lab in iterate_batches(data, dualda.batch_size, with_labels=False):
+        x = inputs.detach().cpu().contiguous() if isinstance(inputs, torch.Tensor) else inputs
+        h.update(np.ascontiguousarray(np.asarray(x)).tobytes())
+        if lab is not None:
+            h.update(np.ascontiguousarray(lab.cpu().numpy()).tobytes())
+    return h.hexdigest()
+
+
+def extract_features(
+    dualda: Any,
+    data: Any,
+    *,
+    desc: str = "train",
+    store: str | os.PathLike | None = None,
+    executor: Any = None,
+    shard_rows: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``DualDA.extract(data)`` shard by shard: features ``(N, d)`` float32, labels ``(N,)``
+    int64 (-1 when absent), predictions ``(N,)`` int64 — identical to the serial extraction.
+
+    With ``store`` the shards are written to a :class:`ShardStore` there (resumable; a
+    complete store of the same model, layer and data is read back, nothing recomputed).
+    ``shard_rows`` must be a multiple of ``dualda.batch_size`` (default 64 batches).
+    """
+    n = _length(data)
+    if n == 0:
+        raise ValueError("the data is empty")
+    bs = dualda.batch_size
+    shard_rows = bs * DEFAULT_SHARD_BATCHES if shard_rows is None else int(shard_rows)
+    if shard_rows < 1 or shard_rows % bs:
+        raise ValueError(
+            f"shard_rows = {shard_rows} must be a positive multiple of batch_size = {bs} "
+            "(so each shard's forward batches are the serial ones)"
+        )
+    fn = partial(_extract_shard, dualda, data, desc)
+    if store is None:
+        stage = ShardRows(fn, n, shard_rows)
+        parts = map_shards(
+            stage,
+            stage.n_shards,
+            executor=executor,
+            progress=dualda.progress,
+            desc=f"DualDA {desc} (shards)",
+        )
+        return tuple(np.concatenate([p[name] for p in parts]) for name in _NAMES)  # type: ignore[return-value]
+    st = ShardStore.create(
+        store,
+        method="dualda",
+        stage=f"features-{desc}",
+        config={"n": n, "fingerprint": _fingerprint(dualda, data)},
+        n_rows=n,
+        shard_rows=shard_rows,
+    )
+    run_stage(st, fn, executor=executor, progress=dualda.progress, desc=f"DualDA {desc}")
+    return tuple(st.concat(name) for name in _NAMES)  # type: ignore[return-value]
+
+
+_NAMES = ("features", "labels", "predictions")
+
+
+def _attribute_shard(dualda: Any, inputs: Any, targets: Any, top_k: Any, n: int, rows, shard):
+    b, e = shard * rows, min(n, (shard + 1) * rows)
+    t = targets if targets is None or np.ndim(targets) == 0 else targets[b:e]
+    with _FORWARD:
+        return dualda.attribute(subset(inputs, b, e), t, top_k=top_k)
+
+
+def attribute(
+    dualda: Any,
+    inputs: Any,
+    targets: Any = None,
+    *,
+    top_k: int | None = None,
+    executor: Any = None,
+    shard_rows: int | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """``DualDA.attribute`` over test shards of ``shard_rows`` inputs, concatenated in order.
+
+    The fitted surrogate (support vectors, λ) travels once per worker (Ray puts it in the
+    object store once). Each shard's result is the serial one for those rows (the kernels
+    compute every test row independently), so the output does not depend on the executor.
+    """
+    dualda._require_fit()
+    n = _length(inputs)
+    if n == 0:
+        raise ValueError("inputs is empty")
+    rows = dualda.batch_size if shard_rows is None else int(shard_rows)
+    if rows < 1:
+        raise ValueError(f"shard_rows must be a positive integer, got {shard_rows!r}")
+    if targets is not None and np.ndim(targets) > 0:
+        targets = np.asarray(targets.cpu() if hasattr(targets, "cpu") else targets)
+        if targets.shape != (n,):
+            raise ValueError(f"targets must be {n} integer class indices, got {targets.shape}")
+    parts = map_shards(
+        partial(_attribute_shard, dualda, inputs, targets, top_k, n, rows),
+        -(-n // rows),
+        executor=executor,
+        progress=dualda.progress,
+        desc="DualDA attribution (shards)",
+    )
+    if top_k is None:
+        return np.concatenate(parts)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

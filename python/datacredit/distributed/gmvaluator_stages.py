@@ -1,0 +1,671 @@
+"""GMValuator out of core: embeddings, inverted lists and search, shard by shard.
+
+``GMValuator.fit(train_data, store=DIR)`` lands here. Under ``DIR``:
+
+* ``embeddings/``: the training embeddings, one shard of ``shard_rows`` rows per file
+  (tensors ``embeddings`` float32 ``(rows, d)``); resumable, skipped when complete;
+* ``ivf-nlist{nlist}-seed{seed}/coarse/``: the IVF coarse quantizer (``index="ivf"``),
+  k-means on a seeded sample of the shards;
+* ``ivf-nlist{nlist}-seed{seed}/lists/``: per training shard, each row's inverted list
+  (``lists`` int32) and the shard's rows ordered by list (``order`` int32, shard-local);
+* ``pq-m{m}-nbits{b}-nlist{nlist}-seed{seed}/`` (``index="pq"``): ``quantizer.npz``
+  (trained on a seeded sample) and ``codes/`` (per shard: ``codes`` uint8, ``lists``).
+
+``value()`` then searches every training shard (per-shard exact top-``r`` inside the probed
+lists, or over the whole shard for ``index="exact"``), merges the per-shard candidates in
+shard order with ties to the lower training index (one k-way merge, so the result does not
+depend on the executor), re-ranks with rows read from the shards' memory maps, and sums
+the values per training shard (each shard owns its samples' sums). Anonymous memory stays
+``O(n_gen * recall + shard_rows * 8 + nlist * d)``; the embeddings are file-backed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datacredit._arrays import as_float_matrix
+from datacredit.distributed.executor import map_shards, run_stage
+from datacredit.kernels import gram_topk, kmeans
+from datacredit.models._data import data_len, take
+from datacredit.store import ShardStore
+
+DEFAULT_SHARD_ROWS = 262_144
+# Rows encoded per encoder call inside a shard (rounded to whole encoder batches).
+ENCODE_PIECE = 65_536
+# k-means sample: rows per coarse centroid (as the in-core kmeans' own cap).
+KMEANS_POINTS_PER_LIST = 64
+_INT64_MAX = np.iinfo(np.int64).max
+# Candidate slots (gen rows x probed lists x per-list k) searched at once per shard: bounds
+# the search buffers to about 36 bytes per slot (300 MB), whatever n_gen.
+CANDIDATE_SLOTS = 1 << 23
+# Multiply-adds below which a per-list search runs on one thread.
+SMALL_GEMM = 1 << 24
+
+
+def _rows_of(data: Any, begin: int, end: int) -> Any:
+    if isinstance(data, np.ndarray) or hasattr(data, "detach"):
+        return data[begin:end]  # a slice: a view of memory-mapped inputs, no copy
+    return take(data, np.arange(begin, end))
+
+
+def _embed_shard(encoder: Any, data: Any, shard: int, rows: tuple[int, int]) -> dict:
+    """Stage ``embeddings``: encoder(train_data[begin:end]) as float32 rows.
+
+    Encoded in pieces of whole encoder batches written into one output array, so the
+    shard's embeddings exist once in memory (not once per batch plus the concatenation).
+    """
+    b, e = rows
+    bs = int(getattr(encoder, "batch_size", 0) or 0)
+    step = bs * max(1, ENCODE_PIECE // bs) if bs > 0 else ENCODE_PIECE
+    out = None
+    for s in range(b, e, step):
+        part = as_float_matrix(
+            encoder.encode(_rows_of(data, s, min(e, s + step))), "training embeddings"
+        )
+        if part.shape[0] != min(e, s + step) - s:
+            raise ValueError(
+                f"the encoder returned {part.shape[0]} rows for {min(e, s + step) - s} "
+                "training samples"
+            )
+        if out is None:
+            out = np.empty((e - b, part.shape[1]), np.float32)
+        elif part.shape[1] != out.shape[1]:
+            raise ValueError(
+                f"the encoder returned {part.shape[1]}-d embeddings, earlier {out.shape[1]}-d"
+            )
+        out[s - b : s - b + part.shape[0]] = part
+    return {"embeddings": out}
+
+
+EMBED_WORKER = "datacredit.distributed.gmvaluator_stages:embed_worker"
+_BUILT: dict[str, tuple[Any, Any]] = {}  # factories -> (encoder, data), once per process
+
+
+def _from_factories(factories: dict) -> tuple[Any, Any]:
+    import json
+
+    from datacredit.config import load_object
+    from datacredit.models.encoders import make_encoder
+
+    key = json.dumps(factories, sort_keys=True)
+    if key not in _BUILT:
+        spec = factories["encoder"]
+        enc = (
+            spec
+            if spec in ("pixels", "precomputed") or spec.startswith("open_clip")
+            else (load_object(spec, "encoder", call=True))
+        )
+        encoder = make_encoder(
+            enc, device=factories["device"], batch_size=int(factories["batch_size"])
+        )
+        _BUILT[key] = (encoder, load_object(factories["train_data"], "train_data", call=True))
+    return _BUILT[key]
+
+
+def embed_worker(config: dict, shard: int, rows: tuple[int, int]) -> dict:
+    """``datacredit shard run`` worker of an embeddings store made by
+    :func:`create_embedding_store`: builds the encoder and the training data from the
+    recorded factories (once per process) and encodes rows ``[begin, end)``."""
+    encoder, data = _from_factories(config["factories"])
+    return _embed_shard(encoder, data, shard, rows)
+
+
+def create_embedding_store(
+    path: str | os.PathLike,
+    *,
+    encoder: str,
+    train_data: str,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    batch_size: int = 256,
+    device: str = "cpu",
+) -> ShardStore:
+    """Make ``path/embeddings`` computable from the command line (one SLURM task per shard).
+
+    ``encoder``: ``"pixels"``, ``"open_clip:..."`` or a factory ``"pkg.mod:fn"`` returning
+    the encoder; ``train_data``: a factory returning the training samples (both imported by
+    every worker). Then run ``datacredit shard run --store PATH --stage embeddings --shard
+    I`` for each shard and ``GMValuator(encoder=<the same encoder>, batch_size=...)
+    .fit(train_data, store=PATH, shard_rows=...)``, which finds the shards done.
+    """
+    from types import SimpleNamespace
+
+    factories = {
+        "encoder": encoder,
+        "train_data": train_data,
+        "batch_size": int(batch_size),
+        "device": device,
+    }
+    enc, data = _from_factories(factories)
+    n = data_len(data, "train_data")
+    if n == 0:
+        raise ValueError("train_data is empty")
+    config = {
+        "n_train": n,
+        "encoder": repr(enc),
+        "fingerprint": _fingerprint(SimpleNamespace(encoder=enc), data, n),
+        "factories": factories,
+    }
+    return ShardStore.create(
+        Path(path) / "embeddings",
+        method="gmvaluator",
+        stage="embeddings",
+        config=config,
+        n_rows=n,
+        shard_rows=shard_rows,
+        worker=EMBED_WORKER,
+    )
+
+
+def _fingerprint(gmv: Any, data: Any, n: int) -> str:
+    """Hash of three samples (first, middle, last) and their embeddings (rounded)."""
+    h = hashlib.sha256()
+    idx = np.unique([0, n // 2, n - 1])
+    sample = take(data, idx)
+    arr = sample.detach().cpu().numpy() if hasattr(sample, "detach") else np.asarray(sample)
+    if arr.dtype != object:
+        h.update(np.ascontiguousarray(arr).tobytes())
+    emb = as_float_matrix(gmv.encoder.encode(sample), "training embeddings")
+    h.update(np.round(emb.astype(np.float64), 4).tobytes())
+    return h.hexdigest()
+
+
+class ShardedEmbeddings:
+    """The training embeddings of an ``embeddings/`` store: shape, rows, memory-mapped shards."""
+
+    def __init__(self, store: ShardStore) -> None:
+        self.store = store
+        spec = store.manifest["tensors"]["embeddings"]
+        self.shape = (store.n_rows, int(spec["row_shape"][0]))
+        self.dtype = np.dtype(spec["dtype"])
+
+    def shard(self, s: int) -> np.ndarray:
+        """Shard ``s``'s embeddings ``(rows, d)`` float32, memory-mapped read-only."""
+        return self.store.shard(s)["embeddings"]
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """Rows ``indices`` (any shape) gathered across shards: ``(*indices.shape, d)``."""
+        return self.store.take("embeddings", indices)
+
+    def __repr__(self) -> str:
+        return f"ShardedEmbeddings({self.shape}, {self.store.n_shards} shards)"
+
+
+def _lists_shard(emb: ShardedEmbeddings, coarse: np.ndarray, n_threads: Any, shard: int, rows):
+    """Stage ``lists``: nearest coarse centroid of each row; rows ordered by list."""
+    lists = gram_topk(emb.shard(shard), coarse, 1, metric="l2", largest=False, n_threads=n_threads)[
+        1
+    ][:, 0].astype(np.int32)
+    return {"lists": lists, "order": np.argsort(lists, kind="stable").astype(np.int32)}
+
+
+def fit_out_of_core(
+    gmv: Any,
+    train_data: Any,
+    store: str | os.PathLike,
+    *,
+    executor: Any = None,
+    shard_rows: int | None = None,
+) -> Any:
+    """``GMValuator.fit(train_data, store=...)``: see the module docstring. Returns ``gmv``."""
+    n = data_len(train_data, "train_data")
+    if n == 0:
+        raise ValueError("train_data is empty")
+    if gmv.index not in ("auto", "ivf", "exact", "pq"):
+        raise ValueError(
+            f"fit(store=...) supports index='auto', 'ivf', 'pq' or 'exact', got index={gmv.index!r}"
+        )
+    if gmv.recall > n:
+        raise ValueError(f"recall = {gmv.recall} exceeds the number of training samples {n}")
+    shard_rows = DEFAULT_SHARD_ROWS if shard_rows is None else shard_rows
+    root = Path(store)
+    t0 = time.perf_counter()
+    config = {
+        "n_train": n,
+        "encoder": repr(gmv.encoder),
+        "fingerprint": _fingerprint(gmv, train_data, n),
+    }
+    worker = None
+    if (root / "embeddings" / "manifest.json").is_file():
+        # A store made by create_embedding_store (shards from the command line): the same
+        # configuration plus the factories its workers import.
+        old = ShardStore(root / "embeddings")
+        if "factories" in old.config:
+            config["factories"] = old.config["factories"]
+            worker = old.manifest.get("worker")
+    emb_store = ShardStore.create(
+        root / "embeddings",
+        method="gmvaluator",
+        stage="embeddings",
+        config=config,
+        n_rows=n,
+        shard_rows=shard_rows,
+        worker=worker,
+    )
+    run_stage(
+        emb_store,
+        partial(_embed_shard, gmv.encoder, train_data),
+        executor=executor,
+        progress=gmv.progress,
+        desc="embedding (shards)",
+    )
+    emb = ShardedEmbeddings(emb_store)
+    t1 = time.perf_counter()
+    gmv.train_embeddings = None
+    gmv._store = emb
+    gmv._executor = executor
+    gmv._train_data = train_data if gmv._distance is not None else None
+    gmv._pq = gmv._codes = gmv._lists = gmv._faiss = gmv._ivf = None
+    gmv._pq_store = None
+    gmv.index_ = gmv.index
+    if gmv.index == "auto":
+        from datacredit.gmvaluator.valuator import AUTO_IVF_MIN_TRAIN
+
+        gmv.index_ = "exact" if n < AUTO_IVF_MIN_TRAIN else "ivf"
+    if gmv.index_ == "ivf":
+        gmv._ivf = _build_ivf(gmv, emb, root, config, executor)
+    elif gmv.index_ == "pq":
+        gmv._pq, gmv._pq_store = _build_pq(gmv, emb, root, config, executor)
+    gmv._fit_times = {"embed_train_s": t1 - t0, "build_index_s": time.perf_counter() - t1}
+    return gmv
+
+
+def _build_ivf(gmv: Any, emb: ShardedEmbeddings, root: Path, config: dict, executor: Any):
+    n = emb.shape[0]
+    nlist = gmv.pq_nlist or max(1, int(round(np.sqrt(n))))
+    if nlist > n:
+        raise ValueError(f"pq_nlist = {nlist} exceeds the number of training samples {n}")
+    nprobe = gmv.pq_nprobe or max(1, nlist // 16)
+    if nprobe > nlist:
+        raise ValueError(f"pq_nprobe = {nprobe} must not exceed pq_nlist = {nlist}")
+    coarse_cfg = {**config, "nlist": nlist, "seed": int(gmv.seed)}
+    # One index directory per (nlist, seed): another index reuses the same embeddings.
+    root = root / f"ivf-nlist{nlist}-seed{int(gmv.seed)}"
+    coarse_store = ShardStore.create(
+        root / "coarse",
+        method="gmvaluator",
+        stage="coarse",
+        config=coarse_cfg,
+        n_rows=nlist,
+        shard_rows=nlist,
+    )
+
+    def train(_shard: int, _rows: tuple[int, int]) -> dict:
+        # Trained on a seeded sample gathered from the shards (never all N in memory).
+        m = min(n, KMEANS_POINTS_PER_LIST * nlist)
+        rows = np.sort(np.random.default_rng(gmv.seed).choice(n, m, replace=False))
+        return {"centroids": kmeans(emb.take(rows), nlist, seed=gmv.seed)}
+
+    run_stage(coarse_store, train)  # one shard, on the driver
+    coarse = np.ascontiguousarray(coarse_store.shard(0)["centroids"])
+    lists_store = ShardStore.create(
+        root / "lists",
+        method="gmvaluator",
+        stage="lists",
+        config={**coarse_cfg, "coarse_sha256": hashlib.sha256(coarse.tobytes()).hexdigest()},
+        n_rows=n,
+        shard_rows=int(emb.store.manifest["shard_rows"]),
+    )
+    run_stage(
+        lists_store,
+        partial(_lists_shard, emb, coarse, gmv.n_threads),
+        executor=executor,
+        progress=gmv.progress,
+        desc="inverted lists (shards)",
+    )
+    return {"coarse": coarse, "nprobe": nprobe, "lists": lists_store}
+
+
+def _pq_codes_shard(emb: ShardedEmbeddings, pq: Any, shard: int, rows) -> dict:
+    """Stage ``pq-codes``: the shard's PQ codes (and coarse lists with an IVF)."""
+    x = emb.shard(shard)
+    out = {"codes": pq.encode(x)}
+    if pq.nlist is not None:
+        out["lists"] = pq.assign(x).astype(np.int64)
+    return out
+
+
+def _build_pq(gmv: Any, emb: ShardedEmbeddings, root: Path, config: dict, executor: Any):
+    """PQ (optionally IVF-PQ) trained on a seeded sample, codes encoded shard by shard."""
+    from datacredit._io import atomic_open
+    from datacredit.gmvaluator.valuator import _default_pq_m
+    from datacredit.kernels import ProductQuantizer
+
+    n, d = emb.shape
+    m = gmv.pq_m or _default_pq_m(d)
+    nbits = max(1, int(min(8, np.floor(np.log2(n)))))
+    nlist = gmv.pq_nlist
+    if gmv._auto_nlist:
+        nlist = int(round(np.sqrt(n))) if n >= 100_000 else None
+    if nlist is not None and nlist > n:
+        raise ValueError(f"pq_nlist = {nlist} exceeds the number of training samples {n}")
+    nprobe = gmv.pq_nprobe or (max(1, nlist // 16) if nlist else 1)
+    if nlist is not None and nprobe > nlist:
+        raise ValueError(f"pq_nprobe = {nprobe} must not exceed pq_nlist = {nlist}")
+    root = root / f"pq-m{m}-nbits{nbits}-nlist{nlist or 0}-seed{int(gmv.seed)}"
+    root.mkdir(parents=True, exist_ok=True)
+    file = root / "quantizer.npz"
+    if file.exists():
+        pq = ProductQuantizer.load(file, n_threads=gmv.n_threads)
+    else:
+        # The in-core training caps its samples the same way (256 per code, 64 per list).
+        cap = max(256 << nbits, 64 * (nlist or 0))
+        rows = np.sort(np.random.default_rng(gmv.seed).choice(n, min(n, cap), replace=False))
+        pq = ProductQuantizer(
+            d, m, nbits, nlist=nlist, nprobe=nprobe, seed=gmv.seed, n_threads=gmv.n_threads
+        )
+        pq.train(emb.take(rows))
+        with atomic_open(file) as f:
+            pq.save(f)
+    pq.nprobe = nprobe
+    codes = ShardStore.create(
+        root / "codes",
+        method="gmvaluator",
+        stage="pq-codes",
+        config={
+            **config,
+            "m": m,
+            "nbits": nbits,
+            "nlist": nlist,
+            "seed": int(gmv.seed),
+            "quantizer_sha256": hashlib.sha256(
+                pq.centroids.tobytes()
+                + (b"" if pq.coarse_centroids is None else pq.coarse_centroids.tobytes())
+            ).hexdigest(),
+        },
+        n_rows=n,
+        shard_rows=int(emb.store.manifest["shard_rows"]),
+    )
+    run_stage(
+        codes,
+        partial(_pq_codes_shard, emb, pq),
+        executor=executor,
+        progress=gmv.progress,
+        desc="PQ codes (shards)",
+    )
+    return pq, codes
+
+
+def _search_pq_shard(pq: Any, codes: ShardStore, gen: np.ndarray, r: int, nprobe: int, shard):
+    """ADC top-``r`` of one shard's codes (within its probed lists with an IVF)."""
+    begin = shard * int(codes.manifest["shard_rows"])
+    t = codes.shard(shard)
+    c = np.ascontiguousarray(t["codes"])
+    kk = min(r, c.shape[0])
+    if "lists" in t:
+        d, i = pq.search(gen, c, kk, lists=np.asarray(t["lists"]), nprobe=nprobe)
+    else:
+        d, i = pq.search(gen, c, kk)
+    return d, np.where(i < 0, -1, i + begin)
+
+
+# ---------------------------------------------------------------------- search
+def _merge_best(dist: np.ndarray, idx: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``r`` per row by (distance, training index); invalid slots (-1) sort last.
+
+    The same as a full lexsort of each row, in O(slots) instead of O(slots log slots): a
+    partition finds each row's r-th distance, every slot at or below it (ties included) is
+    kept, and only those are sorted.
+    """
+    if dist.shape[1] < r:
+        pad = r - dist.shape[1]
+        dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
+        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=-1)
+    if dist.shape[1] > 2 * r:
+        kth = np.partition(dist, r - 1, axis=1)[:, r - 1 : r]
+        keep = dist <= kth
+        width = int(keep.sum(1).max())
+        # Kept slots first, in slot order (a stable sort of booleans is a radix pass).
+        sel = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+        valid = np.take_along_axis(keep, sel, 1)
+        dist = np.where(valid, np.take_along_axis(dist, sel, 1), np.inf)
+        idx = np.where(valid, np.take_along_axis(idx, sel, 1), -1)
+    key = np.where(idx < 0, _INT64_MAX, idx)
+    order = np.lexsort((key, dist), axis=-1)[:, :r]
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def _search_exact_shard(emb, gen, r, n_threads, shard: int):
+    """Exact top-``r`` (squared l2) of ``gen`` in one training shard; global indices."""
+    begin = shard * int(emb.store.manifest["shard_rows"])
+    keys = emb.shard(shard)
+    kk = min(r, keys.shape[0])
+    d, i = gram_topk(gen, keys, kk, metric="l2", largest=False, n_threads=n_threads)
+    return d, i + begin
+
+
+def _search_ivf_shard(emb, ivf, gen, probes, per_list, r, n_threads, shard: int):
+    """Exact top-``per_list`` per probed list in one shard, reduced to the shard's best ``r``.
+
+    Global training indices, ties to the lower index; -1 / inf where the shard's probed
+    lists hold fewer than ``r`` rows. Memory O(chunk * nprobe * per_list), chunk bounded.
+    """
+    begin = shard * int(emb.store.manifest["shard_rows"])
+    keys = emb.shard(shard)
+    lt = ivf["lists"].shard(shard)
+    order = np.asarray(lt["order"], dtype=np.int64)
+    starts = np.searchsorted(np.asarray(lt["lists"])[order], np.arange(len(ivf["coarse"]) + 1))
+    n_gen, nprobe = probes.shape
+    out_d = np.empty((n_gen, r), np.float32)
+    out_i = np.empty((n_gen, r), np.int64)
+    chunk = max(1, CANDIDATE_SLOTS // (nprobe * per_list))
+    gather = np.empty((int(np.diff(starts).max(initial=0)), keys.shape[1]), keys.dtype)
+    for c0 in range(0, n_gen, chunk):
+        pc = probes[c0 : c0 + chunk]
+        nc = pc.shape[0]
+        buf_d = np.full((nc, nprobe, per_list), np.inf, np.float32)
+        buf_i = np.full((nc, nprobe, per_list), -1, np.int64)
+        flat = pc.ravel()
+        by_list = np.argsort(flat, kind="stable")
+        bounds = np.searchsorted(flat[by_list], np.arange(len(starts)))
+        for lst in np.unique(flat):
+            s, e = starts[lst], starts[lst + 1]
+            if e == s:
+                continue
+            sel = by_list[bounds[lst] : bounds[lst + 1]]
+            rows, slots = sel // nprobe, sel % nprobe
+            kk = min(per_list, e - s)
+            members = np.take(keys, order[s:e], axis=0, out=gather[: e - s])
+            # One list is a small GEMM: threads cost more than they save (and spin against
+            # other processes); parallelism comes from the shards.
+            small = len(rows) * (e - s) * keys.shape[1] < SMALL_GEMM
+            d, i = gram_topk(
+                gen[c0 + rows],
+                members,
+                kk,
+                metric="l2",
+                largest=False,
+                n_threads=1 if small else n_threads,
+            )
+            buf_d[rows, slots, :kk] = d
+            buf_i[rows, slots, :kk] = order[s + i] + begin
+        out_d[c0 : c0 + nc], out_i[c0 : c0 + nc] = _merge_best(
+            buf_d.reshape(nc, -1), buf_i.reshape(nc, -1), r
+        )
+    return out_d, out_i
+
+
+def _kway(parts: list[tuple[np.ndarray, np.ndarray]], r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard candidate lists in shard order (deterministic)."""
+    dist, idx = parts[0]
+    dist, idx = _merge_best(dist, idx, r)
+    for d, i in parts[1:]:
+        dist, idx = _merge_best(np.concatenate([dist, d], 1), np.concatenate([idx, i], 1), r)
+    return dist, idx
+
+
+def exact_topk(
+    gmv: Any, gen: np.ndarray, r: int, executor: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``r`` over all training shards (squared l2, ties to the lower index):
+    float32 distances and int64 indices ``(n_gen, r)``; ``O(n_gen * N * d)``."""
+    emb = gmv._store
+    parts = map_shards(
+        partial(_search_exact_shard, emb, gen, r, gmv.n_threads),
+        emb.store.n_shards,
+        executor=executor,
+    )
+    return _kway(parts, r)
+
+
+def recall_candidates(
+    gmv: Any, gen: np.ndarray, executor: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Squared l2 distances (float32) and candidates (int64, -1 when unused), both
+    ``(n_gen, recall)``, searched shard by shard and merged in shard order."""
+    r = gmv.recall
+    if gmv.index_ == "exact":
+        return exact_topk(gmv, gen, r, executor)
+    if gmv.index_ == "pq":
+        parts = map_shards(
+            partial(_search_pq_shard, gmv._pq, gmv._pq_store, gen, r, gmv._pq.nprobe),
+            gmv._pq_store.n_shards,
+            executor=executor,
+            progress=gmv.progress,
+            desc="PQ search (training shards)",
+        )
+        out_d, out_i = _kway(parts, r)
+        missing = np.flatnonzero((out_i < 0).any(1))
+        if missing.size:  # probed lists held fewer than `recall` codes: exact candidates
+            out_d[missing], out_i[missing] = exact_topk(gmv, gen[missing], r, executor)
+        return out_d, out_i
+    ivf, emb = gmv._ivf, gmv._store
+    _, probes = gram_topk(
+        gen, ivf["coarse"], ivf["nprobe"], metric="l2", largest=False, n_threads=gmv.n_threads
+    )
+    # As in-core: with an l2 (or no) re-rank only the top k matters, so each list gives k.
+    per_list = gmv.k if gmv.rerank in ("l2", None) else r
+    parts = map_shards(
+        partial(_search_ivf_shard, emb, ivf, gen, probes, per_list, r, gmv.n_threads),
+        emb.store.n_shards,
+        executor=executor,
+        progress=gmv.progress,
+        desc="search (training shards)",
+    )
+    out_d, out_i = _kway(parts, r)
+    need = gmv.k if per_list == gmv.k else r
+    missing = np.flatnonzero((out_i >= 0).sum(1) < need)
+    if missing.size:  # probed lists held too few samples: exact fallback for those rows
+        out_d[missing], out_i[missing] = exact_topk(gmv, gen[missing], r, executor)
+    return out_d, out_i
+
+
+def embedding_distances(gmv: Any, gen: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Exact distances (n_gen, recall) float64; candidates' rows read from the shards."""
+    emb = gmv._store
+    out = np.empty(cand.shape, np.float64)
+    step = max(1, (1 << 22) // max(1, cand.shape[1] * emb.shape[1]))
+    for s in range(0, gen.shape[0], step):
+        g = gen[s : s + step].astype(np.float64)[:, None, :]
+        t = emb.take(cand[s : s + step]).astype(np.float64)
+        if gmv.rerank == "cosine":
+            num = np.einsum("brd,brd->br", np.broadcast_to(g, t.shape), t)
+            den = np.linalg.norm(g, axis=-1) * np.linalg.norm(t, axis=-1)
+            out[s : s + step] = 1.0 - np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        else:
+            diff = t - g
+            out[s : s + step] = np.sqrt(np.einsum("brd,brd->br", diff, diff))
+    return out
+
+
+def _shard_values(shard_rows: int, n: int, top_idx, weights, shard: int) -> np.ndarray:
+    """Stage ``values``: the sums of the training samples this shard owns."""
+    b, e = shard * shard_rows, min(n, (shard + 1) * shard_rows)
+    flat = top_idx.ravel()
+    mask = (flat >= b) & (flat < e)
+    return np.bincount(flat[mask] - b, weights=weights.ravel()[mask], minlength=e - b)
+
+
+def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: Any) -> Any:
+    """``GMValuator.value`` on a store-backed fit (see the module docstring)."""
+    from datacredit.gmvaluator.result import GMValuation
+    from datacredit.gmvaluator.valuator import softmax_weights
+
+    executor = gmv._executor if executor is None else executor
+    emb = gmv._store
+    n_gen = data_len(generated, "generated")
+    if n_gen == 0:
+        raise ValueError("generated is empty")
+    t0 = time.perf_counter()
+    gen = as_float_matrix(
+        gmv.encoder.encode(generated, progress=gmv.progress), "generated embeddings"
+    )
+    if gen.shape[0] != n_gen:
+        raise ValueError(f"the encoder returned {gen.shape[0]} rows for {n_gen} generated samples")
+    if gen.shape[1] != emb.shape[1]:
+        raise ValueError(
+            f"generated embeddings have dimension {gen.shape[1]}, training embeddings "
+            f"{emb.shape[1]}"
+        )
+    q = gmv._quality_scores(generated, n_gen, quality_scores)
+    t1 = time.perf_counter()
+    rec_dist, cand = recall_candidates(gmv, gen, executor)
+    invalid = cand < 0
+    if invalid.any():
+        cand = np.where(invalid, 0, cand)
+    t2 = time.perf_counter()
+    if gmv.rerank is None:
+        dist = np.sqrt(np.maximum(rec_dist.astype(np.float64), 0.0))
+    elif gmv._distance is None:
+        dist = embedding_distances(gmv, gen, cand)
+    else:
+        dist = gmv._image_distances(generated, cand)
+    if invalid.any():
+        dist = np.where(invalid, np.inf, dist)
+    order = np.lexsort((cand, dist), axis=-1)[:, : gmv.k]
+    top_idx = np.take_along_axis(cand, order, 1)
+    top_dist = np.take_along_axis(dist, order, 1)
+    weights = softmax_weights(top_dist, gmv.temperature) * q[:, None]
+    shard_rows = int(emb.store.manifest["shard_rows"])
+    values = np.concatenate(
+        map_shards(
+            partial(_shard_values, shard_rows, emb.shape[0], top_idx, weights),
+            emb.store.n_shards,
+            executor=executor,
+        )
+    )
+    t3 = time.perf_counter()
+    diag: dict[str, Any] = {
+        "index": gmv.index_,
+        "rerank": gmv.rerank,
+        "k": gmv.k,
+        "recall": gmv.recall,
+        "n_train": int(emb.shape[0]),
+        "n_generated": n_gen,
+        "store": str(emb.store.path.parent),
+        "n_shards": emb.store.n_shards,
+        "embed_generated_s": t1 - t0,
+        "recall_s": t2 - t1,
+        "rerank_and_values_s": t3 - t2,
+        **getattr(gmv, "_fit_times", {}),
+    }
+    if gmv._pq is not None:
+        diag["pq_m"], diag["pq_nbits"] = gmv._pq.m, gmv._pq.nbits
+        diag["pq_nlist"], diag["pq_nprobe"] = gmv._pq.nlist, gmv._pq.nprobe
+    if gmv._ivf is not None:
+        diag["pq_nlist"], diag["pq_nprobe"] = len(gmv._ivf["coarse"]), gmv._ivf["nprobe"]
+    if gmv.index_ != "exact":
+        if gmv.diagnostics_sample > 0:
+            rows = np.random.default_rng(0).choice(
+                n_gen, min(n_gen, gmv.diagnostics_sample), replace=False
+            )
+            rows.sort()
+            exact = exact_topk(gmv, gen[rows], gmv.k, executor)[1]
+            k = gmv.k
+            diag["diagnostics_rows"] = int(len(rows))
+            diag["recall_stage_recall_at_k"] = float(
+                np.mean([len(np.intersect1d(exact[i], cand[r])) / k for i, r in enumerate(rows)])
+            )
+            if gmv.rerank in ("l2", None):
+                diag["final_recall_at_k"] = float(
+                    np.mean(
+                        [len(np.intersect1d(exact[i], top_idx[r])) / k for i, r in enumerate(rows)]
+                    )
+                )
+    return GMValuation(values, top_idx, weights, top_dist, q, diag)
