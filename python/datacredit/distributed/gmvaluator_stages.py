@@ -333,7 +333,6 @@ def _pq_codes_shard(emb: ShardedEmbeddings, pq: Any, shard: int, rows) -> dict:
 
 def _build_pq(gmv: Any, emb: ShardedEmbeddings, root: Path, config: dict, executor: Any):
     """PQ (optionally IVF-PQ) trained on a seeded sample, codes encoded shard by shard."""
-    from datacredit._io import atomic_open
     from datacredit.gmvaluator.valuator import _default_pq_m
     from datacredit.kernels import ProductQuantizer
 
@@ -350,7 +349,7 @@ def _build_pq(gmv: Any, emb: ShardedEmbeddings, root: Path, config: dict, execut
         raise ValueError(f"pq_nprobe = {nprobe} must not exceed pq_nlist = {nlist}")
     root = root / f"pq-m{m}-nbits{nbits}-nlist{nlist or 0}-seed{int(gmv.seed)}"
     root.mkdir(parents=True, exist_ok=True)
-    file = root / "quantizer.npz"
+    file = root / "quantizer.safetensors"
     if file.exists():
         pq = ProductQuantizer.load(file, n_threads=gmv.n_threads)
     else:
@@ -361,8 +360,7 @@ def _build_pq(gmv: Any, emb: ShardedEmbeddings, root: Path, config: dict, execut
             d, m, nbits, nlist=nlist, nprobe=nprobe, seed=gmv.seed, n_threads=gmv.n_threads
         )
         pq.train(emb.take(rows))
-        with atomic_open(file) as f:
-            pq.save(f)
+        pq.save(file)  # atomic: a killed driver leaves no torn quantizer
     pq.nprobe = nprobe
     codes = ShardStore.create(
         root / "codes",
