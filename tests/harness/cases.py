@@ -64,7 +64,12 @@ mutations(
         "n_threads": V.n_threads(),
         "largest": V.flag(),
         "weights": [
-            ("matrix_without_classes", lambda kw: np.ones((30, 3), np.float32), "raises", "weight|classes"),
+            (
+                "matrix_without_classes",
+                lambda kw: np.ones((30, 3), np.float32),
+                "raises",
+                "weight|classes",
+            ),
             ("wrong_rows", lambda kw: np.ones((29, 3), np.float32), "raises"),
             ("3d", lambda kw: np.ones((30, 3, 1), np.float32), "raises"),
         ],
@@ -101,7 +106,10 @@ mutations(
 
 def _gram_vecw_base():
     return dict(
-        queries=_X(5, 8, 1), keys=_X(30, 8, 2), k=3, weights=np.linspace(0.1, 2, 30, dtype=np.float32)
+        queries=_X(5, 8, 1),
+        keys=_X(30, 8, 2),
+        k=3,
+        weights=np.linspace(0.1, 2, 30, dtype=np.float32),
     )
 
 
@@ -139,7 +147,9 @@ def _gram_metrics_agree_with_numpy():
         v, i = gram_topk(q, k, 3, metric=metric, largest=largest)
         want = np.sort(s, axis=1)[:, ::-1][:, :3] if largest else np.sort(s, axis=1)[:, :3]
         np.testing.assert_allclose(v, want, rtol=1e-4, atol=1e-4 * np.abs(s).max())
-        np.testing.assert_allclose(np.take_along_axis(s, i, 1), want, rtol=1e-4, atol=1e-4 * np.abs(s).max())
+        np.testing.assert_allclose(
+            np.take_along_axis(s, i, 1), want, rtol=1e-4, atol=1e-4 * np.abs(s).max()
+        )
 
 
 @case("gram_topk.huge.queries_times_k", timeout=120, address_space=3 * GiB)
@@ -267,7 +277,7 @@ mutations(
 # ================================================================================ kernels: PQ
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pq(nbits: int = 8, nlist: int | None = None, metric: str = "l2"):
     from datacredit.kernels import ProductQuantizer
 
@@ -808,7 +818,7 @@ mutations(
     {
         "budget": V.positive_int() + [("below_n_plus_2", lambda kw: 3, "raises")],
         "seed": [("negative", lambda kw: -1, "raises"), ("string", lambda kw: "0", "raises")],
-        "game": [("plain_callable_without_n", lambda kw: (lambda Z: Z.sum(1)), "raises")],
+        "game": [("plain_callable_without_n", lambda kw: lambda Z: Z.sum(1), "raises")],
     },
 )
 
@@ -842,9 +852,14 @@ def _sfunc(name):
     return call
 
 
-mutations("shapley.all_coalitions", _sfunc("all_coalitions"), lambda: dict(n=3), {"n": V.positive_int()})
 mutations(
-    "shapley.shapley_size_probs", _sfunc("shapley_size_probs"), lambda: dict(n=3), {"n": V.positive_int()}
+    "shapley.all_coalitions", _sfunc("all_coalitions"), lambda: dict(n=3), {"n": V.positive_int()}
+)
+mutations(
+    "shapley.shapley_size_probs",
+    _sfunc("shapley_size_probs"),
+    lambda: dict(n=3),
+    {"n": V.positive_int()},
 )
 mutations(
     "shapley.shapley_from_table",
@@ -951,7 +966,6 @@ mutations(
 
 def _sshap_coal(**kw):
     from datacredit import SurrogateSHAP
-    from datacredit.shapley import sample_coalitions
 
     return SurrogateSHAP(16, cv=False).explain_coalitions(**kw)
 
@@ -1087,13 +1101,15 @@ def _generate(**kw):
 mutations(
     "SampleBank.generate",
     _generate,
-    lambda: dict(generator=lambda lab, n, s: np.full((n, 2), float(lab)), labels=[0, 1], n_per_label=4),
+    lambda: dict(
+        generator=lambda lab, n, s: np.full((n, 2), float(lab)), labels=[0, 1], n_per_label=4
+    ),
     {
         "generator": [
             ("not_callable", lambda kw: 42, "raises"),
-            ("returns_wrong_count", lambda kw: (lambda lab, n, s: np.ones((n + 1, 2))), "raises"),
-            ("returns_scalar", lambda kw: (lambda lab, n, s: 1.0), "raises"),
-            ("returns_none", lambda kw: (lambda lab, n, s: None), "raises"),
+            ("returns_wrong_count", lambda kw: lambda lab, n, s: np.ones((n + 1, 2)), "raises"),
+            ("returns_scalar", lambda kw: lambda lab, n, s: 1.0, "raises"),
+            ("returns_none", lambda kw: lambda lab, n, s: None, "raises"),
         ],
         "labels": [
             ("empty", lambda kw: [], "raises"),
@@ -1251,7 +1267,10 @@ mutations(
     "metrics.identical_class",
     _metric("identical_class"),
     lambda: dict(
-        attributions_or_topk=_attr(), train_labels=np.arange(10) % 3, test_predictions=np.arange(4) % 3, k=3
+        attributions_or_topk=_attr(),
+        train_labels=np.arange(10) % 3,
+        test_predictions=np.arange(4) % 3,
+        k=3,
     ),
     {
         "attributions_or_topk": [
@@ -1276,7 +1295,10 @@ mutations(
     "metrics.identical_subclass",
     _metric("identical_subclass"),
     lambda: dict(
-        attributions_or_topk=_attr(), train_subclasses=np.arange(10) % 3, test_subclasses=np.arange(4) % 3, k=3
+        attributions_or_topk=_attr(),
+        train_subclasses=np.arange(10) % 3,
+        test_subclasses=np.arange(4) % 3,
+        k=3,
     ),
     {
         "train_subclasses": [("fractional", lambda kw: np.arange(10) % 3 + 0.5, "raises")],
@@ -1300,7 +1322,11 @@ for _name, _a, _b in [
         _base,
         {
             _a: [
-                ("nan", lambda kw, _a=_a: np.full_like(np.asarray(kw[_a], float), np.nan), "raises"),
+                (
+                    "nan",
+                    lambda kw, _a=_a: np.full_like(np.asarray(kw[_a], float), np.nan),
+                    "raises",
+                ),
                 ("string", lambda kw: "x", "raises"),
             ],
             _b: [
@@ -1316,7 +1342,11 @@ for _name, _a, _b in [
 
 def _lds_base():
     rng = RNG(2)
-    return dict(scores=rng.standard_normal((3, 10)), subsets=rng.random((6, 10)) < 0.5, subset_outputs=rng.standard_normal((6, 3)))
+    return dict(
+        scores=rng.standard_normal((3, 10)),
+        subsets=rng.random((6, 10)) < 0.5,
+        subset_outputs=rng.standard_normal((6, 3)),
+    )
 
 
 mutations(
@@ -1367,7 +1397,12 @@ mutations(
     "metrics.coreset_ranking",
     _metric("coreset_ranking"),
     lambda: dict(attributions=_attr()),
-    {"attributions": [("nan", lambda kw: np.full((4, 10), np.nan), "raises"), ("string", lambda kw: "a", "raises")]},
+    {
+        "attributions": [
+            ("nan", lambda kw: np.full((4, 10), np.nan), "raises"),
+            ("string", lambda kw: "a", "raises"),
+        ]
+    },
 )
 
 mutations(
@@ -1388,7 +1423,11 @@ mutations(
 mutations(
     "metrics.identical_class_ratio",
     _metric("identical_class_ratio"),
-    lambda: dict(topk_indices=np.tile(np.arange(3), (4, 1)), train_labels=np.arange(10) % 3, gen_labels=np.arange(4) % 3),
+    lambda: dict(
+        topk_indices=np.tile(np.arange(3), (4, 1)),
+        train_labels=np.arange(10) % 3,
+        gen_labels=np.arange(4) % 3,
+    ),
     {
         "topk_indices": [
             ("negative", lambda kw: -np.ones((4, 3), np.int64), "raises"),
@@ -1409,7 +1448,10 @@ mutations(
     _metric("ood_rank"),
     lambda: dict(values=RNG(0).standard_normal(10), is_noisy=np.arange(10) % 4 == 0),
     {
-        "values": [("nan", lambda kw: np.r_[np.nan, np.zeros(9)], "raises"), ("matrix", lambda kw: np.ones((2, 5)), "raises")],
+        "values": [
+            ("nan", lambda kw: np.r_[np.nan, np.zeros(9)], "raises"),
+            ("matrix", lambda kw: np.ones((2, 5)), "raises"),
+        ],
         "is_noisy": [
             ("short", lambda kw: np.zeros(9, bool), "raises"),
             ("none_noisy", lambda kw: np.zeros(10, bool), "raises"),
@@ -1422,7 +1464,11 @@ mutations(
 
 def _lds_groups_base():
     rng = RNG(3)
-    return dict(values=rng.standard_normal(5), coalitions=rng.random((8, 5)) < 0.5, utilities=rng.standard_normal(8))
+    return dict(
+        values=rng.standard_normal(5),
+        coalitions=rng.random((8, 5)) < 0.5,
+        utilities=rng.standard_normal(8),
+    )
 
 
 mutations(
@@ -1430,7 +1476,10 @@ mutations(
     _metric("lds_groups"),
     _lds_groups_base,
     {
-        "values": [("nan", lambda kw: np.r_[np.nan, np.zeros(4)], "raises"), ("short", lambda kw: np.zeros(4), "raises")],
+        "values": [
+            ("nan", lambda kw: np.r_[np.nan, np.zeros(4)], "raises"),
+            ("short", lambda kw: np.zeros(4), "raises"),
+        ],
         "coalitions": [
             ("wrong_width", lambda kw: np.ones((8, 4), bool), "raises"),
             ("values_2", lambda kw: kw["coalitions"] * 2, "raises"),
@@ -1464,7 +1513,10 @@ mutations(
     _metric("counterfactual_ranking"),
     lambda: dict(values=RNG(0).standard_normal(20)),
     {
-        "values": [("nan", lambda kw: np.r_[np.nan, np.zeros(19)], "raises"), ("empty", lambda kw: np.zeros(0), "raises")],
+        "values": [
+            ("nan", lambda kw: np.r_[np.nan, np.zeros(19)], "raises"),
+            ("empty", lambda kw: np.zeros(0), "raises"),
+        ],
         "k_fracs": [
             ("above_one", lambda kw: (1.5,), "raises"),
             ("negative", lambda kw: (-0.1,), "raises"),
@@ -1504,12 +1556,18 @@ mutations(
         "index": V.choice("exact") + [("hnsw", lambda kw: "hnsw", "raises")],
         "temperature": V.positive_float()
         + [("subnormal", lambda kw: 1e-320, "either"), ("tiny", lambda kw: 1e-30, "either")],  # r17
-        "rerank": [("unknown", lambda kw: "no-such-distance", "raises"), ("int", lambda kw: 3, "raises")],
+        "rerank": [
+            ("unknown", lambda kw: "no-such-distance", "raises"),
+            ("int", lambda kw: 3, "raises"),
+        ],
         "batch_size": V.positive_int(huge="either", overflow="either"),
         "seed": [("negative", lambda kw: -1, "either"), ("string", lambda kw: "0", "raises")],
         "n_threads": V.n_threads(),
         "pq_m": [("zero", lambda kw: 0, "raises"), ("bool", lambda kw: True, "raises")],
-        "diagnostics_sample": [("negative", lambda kw: -1, "raises"), ("string", lambda kw: "x", "raises")],
+        "diagnostics_sample": [
+            ("negative", lambda kw: -1, "raises"),
+            ("string", lambda kw: "x", "raises"),
+        ],
         "device": [("unknown", lambda kw: "tpu:9", "either")],  # unused by the pixel encoder
     },
 )
@@ -1537,7 +1595,9 @@ mutations(
     lambda **kw: _gmv(value=kw),
     lambda: dict(generated=_X(7, 8, 1)),
     {
-        "generated": [e for e in V.matrix("generated", empty_rows="raises") if e[0] not in ("col_strided",)],
+        "generated": [
+            e for e in V.matrix("generated", empty_rows="raises") if e[0] not in ("col_strided",)
+        ],
         "quality_scores": [
             ("nan", lambda kw: np.r_[np.nan, np.ones(6)], "raises"),
             ("negative", lambda kw: -np.ones(7), "raises"),
@@ -1593,14 +1653,16 @@ def _gmv_save_path():
 # ============================================================================ DualDA and XDA
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _torch_setup():
     import torch
 
     torch.manual_seed(0)
     X = torch.randn(60, 4)
     y = (X[:, 0] > 0).long() + (X[:, 1] > 0).long()
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+    ).eval()
     return model, X, y
 
 
@@ -1631,12 +1693,28 @@ mutations(
         "seed": [("negative", lambda kw: -1, "raises"), ("string", lambda kw: "0", "raises")],
         "n_threads": [("zero", lambda kw: 0, "raises"), ("huge", lambda kw: 2**31, "either")],
         "device": [("unknown", lambda kw: "tpu:9", "raises")],
-        "model": [("not_a_module", lambda kw: (lambda x: x), "raises"), ("none", lambda kw: None, "raises")],
+        "model": [
+            ("not_a_module", lambda kw: lambda x: x, "raises"),
+            ("none", lambda kw: None, "raises"),
+        ],
         "train_data": [
-            ("labels_fractional", lambda kw: (_torch_setup()[1], _torch_setup()[2].double() + 0.5), "raises"),
+            (
+                "labels_fractional",
+                lambda kw: (_torch_setup()[1], _torch_setup()[2].double() + 0.5),
+                "raises",
+            ),
             ("labels_short", lambda kw: (_torch_setup()[1], _torch_setup()[2][:-1]), "raises"),
-            ("inputs_nan", lambda kw: (_torch_setup()[1] * float("nan"), _torch_setup()[2]), "raises"),
-            ("wrong_input_width", lambda kw: (_torch_setup()[1][:, :3], _torch_setup()[2]), "raises", None),
+            (
+                "inputs_nan",
+                lambda kw: (_torch_setup()[1] * float("nan"), _torch_setup()[2]),
+                "raises",
+            ),
+            (
+                "wrong_input_width",
+                lambda kw: (_torch_setup()[1][:, :3], _torch_setup()[2]),
+                "raises",
+                None,
+            ),
             ("labels_negative", lambda kw: (_torch_setup()[1], _torch_setup()[2] - 1), "raises"),
             ("none", lambda kw: None, "raises"),
             ("empty", lambda kw: (_torch_setup()[1][:0], _torch_setup()[2][:0]), "raises", None),
@@ -1702,7 +1780,10 @@ mutations(
     lambda **kw: _xda(init=kw),
     lambda: dict(batch_size=4),
     {
-        "composite": [("unknown", lambda kw: "NoSuchComposite", "raises"), ("int", lambda kw: 3, "raises")],
+        "composite": [
+            ("unknown", lambda kw: "NoSuchComposite", "raises"),
+            ("int", lambda kw: 3, "raises"),
+        ],
         "batch_size": [("zero", lambda kw: 0, "raises"), ("string", lambda kw: "4", "raises")],
     },
 )
@@ -1756,7 +1837,9 @@ def _cli(cfg: dict, method: str = "gmvaluator", fmt: str = "yaml") -> None:
     with contextlib.redirect_stderr(err):
         rc = main([method, "--config", path])
     if rc != 2 or "config error" not in err.getvalue():
-        raise AssertionError(f"exit status {rc}, stderr {err.getvalue()[-300:]!r}: not a config error")
+        raise AssertionError(
+            f"exit status {rc}, stderr {err.getvalue()[-300:]!r}: not a config error"
+        )
 
 
 _GMV_CFG = dict(

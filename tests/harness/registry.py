@@ -119,7 +119,9 @@ def judge(c: Case, outcome: dict) -> str | None:
     if kind in ("crashed", "hung"):
         return f"{kind}: {outcome.get('detail', '')}"
     if kind == "returned":
-        return None if c.expect in ("returns", "either") else "returned, but must raise a clear error"
+        return (
+            None if c.expect in ("returns", "either") else "returned, but must raise a clear error"
+        )
     name, msg = outcome["type"], outcome["message"]
     shown = f"raised {outcome['module']}.{name}: {msg}"
     if c.expect == "returns":

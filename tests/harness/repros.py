@@ -246,9 +246,7 @@ def r13():
     from datacredit.kernels import gram_topk
 
     def ob():
-        return [
-            i["num_threads"] for i in threadpool_info() if "libscipy_openblas" in i["filepath"]
-        ]
+        return [i["num_threads"] for i in threadpool_info() if "libscipy_openblas" in i["filepath"]]
 
     rng = np.random.default_rng(0)
     Q = rng.standard_normal((2000, 128)).astype(np.float32)

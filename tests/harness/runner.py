@@ -197,9 +197,9 @@ def _child(ids: list[str]) -> None:
                 "module": type(exc).__module__,
                 "mro": [k.__name__ for k in type(exc).__mro__],
                 "message": str(exc),
-                "detail": "".join(
-                    traceback.format_exception(type(exc), exc, exc.__traceback__)
-                )[-3000:],
+                "detail": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[
+                    -3000:
+                ],
             }
         finally:
             if c.address_space is not None:

@@ -56,9 +56,7 @@ def matrix(arg: str, *, empty_rows: str = "raises", extra_col: str | None = "rai
         ("list", lambda kw: v(kw).tolist(), "returns"),
     ]
     if extra_col is not None:
-        out.append(
-            ("extra_col", lambda kw: np.hstack([v(kw), v(kw)[:, :1]]), extra_col, None)
-        )
+        out.append(("extra_col", lambda kw: np.hstack([v(kw), v(kw)[:, :1]]), extra_col, None))
     return out
 
 
