@@ -3,7 +3,9 @@
 The cases live in ``tests/harness/cases.py`` (and ``repros.py`` for issue 11's
 reproducers); ``tests/harness/runner.py`` runs them two children at a time, so a
 segfault, an abort or a hang fails the case that caused it instead of killing pytest.
-Run one case with ``pytest tests/test_bad_inputs.py -k 'gram_topk.k.zero'``.
+Run one case with ``pytest tests/test_bad_inputs.py -k 'gram_topk.k.zero'``;
+``DATACREDIT_HARNESS_JOBS`` sets the number of children (default 2) and
+``DATACREDIT_HARNESS_AS_GIB`` their address-space cap (default 8 GiB).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ KNOWN_UNFIXED: dict[str, str] = {
     "repro.r07_core_binding_oob": "h-core",
     "repro.r07_core_binding_weights": "h-core",
     "repro.r08_l2_cancellation": "h-core",
+    "repro.r13_blas_threads_race": "h-core",
     "repro.r10_cs_large_C": "h-core",
     "repro.r20a_xgboost_early_stopping": "h-core",
     "repro.r20b_xgboost_missing_sentinel": "h-core",

@@ -43,7 +43,7 @@ def r02():
 
     q = np.ones((2, 2**23), np.float32)
     k = np.ones((3, 2**23), np.float32)
-    v, _ = gram_topk(q, k, 2, metric="cosine")
+    v, _ = gram_topk(q, k, 2, metric="cosine", n_threads=2)
     np.testing.assert_allclose(v, 1.0, rtol=1e-5)
 
 
@@ -53,7 +53,9 @@ def r03():
 
     q = np.ones((2, 1), np.float32)
     k = np.ones((50_000_000, 1), np.float32)
-    gram_topk(q, k, 50_000_000)
+    gram_topk(
+        q, k, 50_000_000, n_threads=1
+    )  # fails inside the OpenMP region: SIGABRT before the fix
 
 
 @case("repro.r04_treeshap_deep_chain", "either", timeout=180)

@@ -80,7 +80,6 @@ def _run_child(ids: list[str], timeouts: dict[str, float]) -> dict[str, dict]:
     """Run ``ids`` in one child until it finishes, dies or hangs; returns the outcomes
     known (the culprit of a death or hang included)."""
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
-    env.setdefault("OMP_NUM_THREADS", "1")  # cases are about validation, not speed
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "runner.py"), "--child", *ids],
@@ -96,6 +95,7 @@ def _run_child(ids: list[str], timeouts: dict[str, float]) -> dict[str, dict]:
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         eof = False
+        any_started = False
         while not eof:
             limit = timeouts[current] if current else 600.0  # import time is bounded too
             wait = started + limit - time.monotonic()
@@ -119,6 +119,7 @@ def _run_child(ids: list[str], timeouts: dict[str, float]) -> dict[str, dict]:
                 tag, _, rest = line.decode("utf-8", "replace").partition(" ")
                 if tag == "S":
                     current, started = rest, time.monotonic()
+                    any_started = True
                 elif tag == "R":
                     out = json.loads(rest)
                     results[out.pop("id")] = out
@@ -126,6 +127,11 @@ def _run_child(ids: list[str], timeouts: dict[str, float]) -> dict[str, dict]:
         sel.close()
         rc = proc.wait()
         missing = [i for i in ids if i not in results]
+        if missing and not any_started:
+            # died before its first case (an import failed): blame the batch, not one
+            # case at a time, which would restart a child per case
+            detail = f"child process {_describe(rc)} before running any case\n" + _tail(err)
+            return {i: {"kind": "crashed", "detail": detail} for i in missing}
         if missing:
             culprit = current if current in missing else missing[0]
             results[culprit] = {
