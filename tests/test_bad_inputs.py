@@ -275,3 +275,32 @@ def test_bad_input(case_id, outcomes):
 
 def test_known_unfixed_are_cases():
     assert not set(KNOWN_UNFIXED) - set(CASES), set(KNOWN_UNFIXED) - set(CASES)
+
+
+def test_runner_isolates_crashes_and_hangs():
+    # The runner on cases that crash, abort, exit and hang in one batch: each gets its own
+    # outcome and the cases after them still run (in a fresh child).
+    from harness import selftest  # noqa: F401  (registers the selftest cases)
+
+    ids = [c for c in CASES if c.startswith("selftest.")]
+    out = run_cases(ids, jobs=1, module="harness.selftest")
+    kinds = {c: out[c]["kind"] for c in ids}
+    assert kinds == {
+        "selftest.returns": "returned",
+        "selftest.value_error": "raised",
+        "selftest.pybind_dump": "raised",
+        "selftest.index_error": "raised",
+        "selftest.segfault": "crashed",
+        "selftest.abort": "crashed",
+        "selftest.exit": "crashed",
+        "selftest.hang": "hung",
+        "selftest.after_the_crashes": "returned",
+    }, kinds
+    assert "SIGSEGV" in out["selftest.segfault"]["detail"]
+    assert "SIGABRT" in out["selftest.abort"]["detail"]
+    assert "status 3" in out["selftest.exit"]["detail"]
+    verdicts = {c: judge(CASES[c], out[c]) for c in ids}
+    assert verdicts["selftest.returns"] is None and verdicts["selftest.value_error"] is None
+    assert verdicts["selftest.after_the_crashes"] is None
+    for c in ids[2:-1]:  # pybind dump, IndexError, crashes, hang: all failures
+        assert verdicts[c] is not None, c

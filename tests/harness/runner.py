@@ -8,13 +8,14 @@ timeout, the case that was started and not reported is the culprit: it gets the 
 hang outcome, the child is replaced, and the rest of the batch goes on in the new child.
 Cases marked ``alone`` get a child of their own.
 
-Child side (``python runner.py --child ID...``): imports :mod:`harness.cases` and runs the
-given ids.  Everything the library prints goes to stderr; the protocol uses a duplicate
+Child side (``python runner.py --child MODULE ID...``): imports ``MODULE`` (which
+registers the cases, :mod:`harness.cases` by default) and runs the given ids.  Everything the library prints goes to stderr; the protocol uses a duplicate
 of the original stdout.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import selectors
@@ -27,18 +28,23 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # `harness` importable in the child too
+from harness.registry import CASES  # noqa: E402
 
 # One outcome per case: {"kind": "returned" | "raised" | "crashed" | "hung",
 #  "type": exception class, "module": its module, "message": str, "detail": str}
 
 
-def run_cases(ids: list[str], *, jobs: int = 2, batch: int = 120) -> dict[str, dict]:
+def run_cases(
+    ids: list[str], *, jobs: int = 2, batch: int = 120, module: str = "harness.cases"
+) -> dict[str, dict]:
     """Outcome of every case in ``ids`` (in child processes; ``jobs`` at a time).
 
     Batches of ``batch`` consecutive cases (one entry point's cases share imports) are
     handed to whichever child is free, the ``alone`` cases (the slow ones) first.
+    ``module`` is the module whose import registers the cases.
     """
-    from harness.cases import CASES
+    importlib.import_module(module)
 
     alone = [i for i in ids if CASES[i].alone]
     shared = [i for i in ids if not CASES[i].alone]
@@ -55,7 +61,7 @@ def run_cases(ids: list[str], *, jobs: int = 2, batch: int = 120) -> dict[str, d
                 if not queue:
                     return
                 batch = queue.pop(0)
-            out = _run_batch(batch, timeouts)
+            out = _run_batch(batch, timeouts, module)
             with lock:
                 results.update(out)
 
@@ -67,22 +73,22 @@ def run_cases(ids: list[str], *, jobs: int = 2, batch: int = 120) -> dict[str, d
     return results
 
 
-def _run_batch(batch: list[str], timeouts: dict[str, float]) -> dict[str, dict]:
+def _run_batch(batch: list[str], timeouts: dict[str, float], module: str) -> dict[str, dict]:
     results: dict[str, dict] = {}
     pending = list(batch)
     while pending:
-        results.update(_run_child(pending, timeouts))
+        results.update(_run_child(pending, timeouts, module))
         pending = [i for i in pending if i not in results]
     return results
 
 
-def _run_child(ids: list[str], timeouts: dict[str, float]) -> dict[str, dict]:
+def _run_child(ids: list[str], timeouts: dict[str, float], module: str) -> dict[str, dict]:
     """Run ``ids`` in one child until it finishes, dies or hangs; returns the outcomes
     known (the culprit of a death or hang included)."""
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            [sys.executable, str(HERE / "runner.py"), "--child", *ids],
+            [sys.executable, str(HERE / "runner.py"), "--child", module, *ids],
             stdout=subprocess.PIPE,
             stderr=err,
             stdin=subprocess.DEVNULL,
@@ -168,7 +174,7 @@ def _tail(f, n: int = 3000) -> str:
 # ----------------------------------------------------------------------------- child side
 
 
-def _child(ids: list[str]) -> None:
+def _child(module: str, ids: list[str]) -> None:
     import resource
     import traceback
     import warnings
@@ -177,8 +183,7 @@ def _child(ids: list[str]) -> None:
     os.dup2(2, 1)  # library output goes to stderr
     sys.stdout = sys.stderr
     warnings.simplefilter("ignore")
-    sys.path.insert(0, str(HERE.parent))
-    from harness.cases import CASES
+    importlib.import_module(module)
 
     # A runaway allocation must not take the (shared) machine down: cap the child's
     # address space (torch and friends map about 4 GiB).  A case may lower it further.
@@ -217,6 +222,6 @@ def _child(ids: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] != "--child":
-        sys.exit("usage: runner.py --child CASE_ID...")
-    _child(sys.argv[2:])
+    if len(sys.argv) < 3 or sys.argv[1] != "--child":
+        sys.exit("usage: runner.py --child MODULE CASE_ID...")
+    _child(sys.argv[2], sys.argv[3:])
