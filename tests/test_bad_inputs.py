@@ -244,7 +244,9 @@ def _selected(session) -> list[str]:
     return [
         item.callspec.params["case_id"]
         for item in session.items
-        if item.originalname == "test_bad_input" and hasattr(item, "callspec")
+        if item.originalname == "test_bad_input"
+        and item.module.__name__ == __name__
+        and hasattr(item, "callspec")
     ]
 
 
