@@ -40,19 +40,18 @@ test-cpp: $(STAMP)
 # (pytest -s: uncaptured, so the report is not lost with the process).  The package is
 # staged in build/sanitize/python so the installed/in-place extension is not touched.
 SAN_BUILD := build/sanitize
-SAN_ENV   := ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0:strict_init_order=1 \
-             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-             OMP_NUM_THREADS=2
+SAN_ASAN  := halt_on_error=1:abort_on_error=1:strict_init_order=1
+SAN_ENV   := UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 OMP_NUM_THREADS=2
 test-sanitize: $(STAMP)
 	$(VPY) -m pip install -q "pybind11>=2.12"  # a build requirement; here for CMake's find_package
 	cmake -S . -B $(SAN_BUILD) -DDATACREDIT_SANITIZE=ON -DDATACREDIT_PYTHON=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DPython_EXECUTABLE=$(abspath $(VPY)) -Dpybind11_DIR="$$($(VPY) -m pybind11 --cmakedir)" >/dev/null
 	cmake --build $(SAN_BUILD) -j2
-	$(SAN_ENV) ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1 ctest --test-dir $(SAN_BUILD) --output-on-failure
+	$(SAN_ENV) ASAN_OPTIONS=$(SAN_ASAN):detect_leaks=1 ctest --test-dir $(SAN_BUILD) --output-on-failure
 	rm -rf $(SAN_BUILD)/python && mkdir -p $(SAN_BUILD)/python
 	cp -r python/datacredit $(SAN_BUILD)/python/ && rm -f $(SAN_BUILD)/python/datacredit/_core*.so
 	cp $(SAN_BUILD)/_core*.so $(SAN_BUILD)/python/datacredit/
-	$(SAN_ENV) LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" \
+	$(SAN_ENV) ASAN_OPTIONS=$(SAN_ASAN):detect_leaks=0 LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" \
 	  PYTHONPATH=$(SAN_BUILD)/python $(VPY) -m pytest -q -s -p no:cacheprovider tests/test_kernels_*.py
 
 # The bad-input harness alone (also part of `make test`): every case in a child process.
