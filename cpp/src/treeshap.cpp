@@ -19,8 +19,9 @@ constexpr int kMaxPathFeatures = 63;
 // leaves); beyond it, references are grouped per leaf.
 constexpr int64_t kPairwiseMaxRefs = 4;
 
-// One root-to-leaf path: per distinct feature, the interval [lo, hi) a finite value must
-// fall in and whether NaN follows the path.
+// One root-to-leaf path: per distinct feature, the interval [lo, hi) a value must fall in
+// (hi = NaN: no upper bound, so +inf is inside; hi = +inf from a split at +inf excludes it)
+// and whether NaN follows the path.
 struct LeafPath {
   double value = 0;
   int32_t begin = 0;  // into the flat feature arrays
@@ -43,6 +44,9 @@ void validate(const TreeEnsembleView& m, int64_t n_features) {
   for (int64_t t = 0; t < m.n_trees; ++t)
     check(m.roots[t] >= 0 && m.roots[t] < m.n_nodes, fn,
           "roots[" + std::to_string(t) + "] is outside [0, n_nodes)");
+  // Each node has at most one parent and a root none: shared children (a DAG) would
+  // pass the ordering check below and make 2^depth root-to-leaf paths.
+  std::vector<uint8_t> has_parent(static_cast<size_t>(m.n_nodes), 0);
   for (int64_t k = 0; k < m.n_nodes; ++k) {
     if (m.left[k] < 0) {
       check(std::isfinite(m.value[k]), fn, "value of leaf " + std::to_string(k) + " is not finite");
@@ -56,10 +60,24 @@ void validate(const TreeEnsembleView& m, int64_t n_features) {
     check(m.feature[k] >= 0 && m.feature[k] < n_features, fn,
           "feature of node " + std::to_string(k) + " is outside [0, n_features)");
     check(!std::isnan(m.threshold[k]), fn, "threshold of node " + std::to_string(k) + " is NaN");
+    for (const int32_t c : {m.left[k], m.right[k]}) {
+      check(!has_parent[static_cast<size_t>(c)], fn,
+            "node " + std::to_string(c) +
+                " has two parents (left and right children must be distinct, each node "
+                "the child of one node only: a tree, not a DAG)");
+      has_parent[static_cast<size_t>(c)] = 1;
+    }
+  }
+  for (int64_t t = 0; t < m.n_trees; ++t) {
+    check(!has_parent[static_cast<size_t>(m.roots[t])], fn,
+          "roots[" + std::to_string(t) + "] = " + std::to_string(m.roots[t]) +
+              " is the child of another node (or the root of two trees)");
+    has_parent[static_cast<size_t>(m.roots[t])] = 1;
   }
 }
 
-// Depth-first walk that merges the splits on each feature into one interval.
+// Depth-first walk that merges the splits on each feature into one interval.  Iterative
+// (an explicit stack): a hand-built chain 80k nodes deep must not overflow the C stack.
 struct PathBuilder {
   const TreeEnsembleView& m;
   Paths& out;
@@ -67,50 +85,80 @@ struct PathBuilder {
   std::vector<float> lo, hi;
   std::vector<uint8_t> nan_ok;
 
-  void walk(int64_t k) {
-    if (m.left[k] < 0) {
-      check(static_cast<int>(feat.size()) <= kMaxPathFeatures, "tree_shap_interventional",
-            "a path tests more than 63 distinct features; not supported");
-      LeafPath leaf;
-      leaf.value = m.value[k];
-      leaf.begin = static_cast<int32_t>(out.feat.size());
-      leaf.d = static_cast<int32_t>(feat.size());
-      out.leaves.push_back(leaf);
-      out.feat.insert(out.feat.end(), feat.begin(), feat.end());
-      out.lo.insert(out.lo.end(), lo.begin(), lo.end());
-      out.hi.insert(out.hi.end(), hi.begin(), hi.end());
-      out.nan_ok.insert(out.nan_ok.end(), nan_ok.begin(), nan_ok.end());
-      return;
-    }
-    const int32_t f = m.feature[k];
-    const float t = m.threshold[k];
-    const bool dl = m.default_left[k] != 0;
-    size_t pos = std::find(feat.begin(), feat.end(), f) - feat.begin();
-    const bool fresh = pos == feat.size();
-    if (fresh) {
-      feat.push_back(f);
-      lo.push_back(-std::numeric_limits<float>::infinity());
-      hi.push_back(std::numeric_limits<float>::infinity());
-      nan_ok.push_back(1);
-    }
-    const float old_lo = lo[pos], old_hi = hi[pos];
-    const uint8_t old_nan = nan_ok[pos];
-    // left: v < t
-    hi[pos] = std::min(old_hi, t);
-    nan_ok[pos] = old_nan && dl;
-    walk(m.left[k]);
-    hi[pos] = old_hi;
-    // right: v >= t
-    lo[pos] = std::max(old_lo, t);
-    nan_ok[pos] = old_nan && !dl;
-    walk(m.right[k]);
-    lo[pos] = old_lo;
-    nan_ok[pos] = old_nan;
-    if (fresh) {
-      feat.pop_back();
-      lo.pop_back();
-      hi.pop_back();
-      nan_ok.pop_back();
+  struct Frame {
+    int64_t node;
+    int stage;  // 0: not entered, 1: left subtree done, 2: right subtree done
+    size_t pos;
+    bool fresh;
+    float old_lo, old_hi;
+    uint8_t old_nan;
+  };
+  std::vector<Frame> stack;
+
+  void emit_leaf(int64_t k) {
+    check(static_cast<int>(feat.size()) <= kMaxPathFeatures, "tree_shap_interventional",
+          "a path tests more than 63 distinct features; not supported");
+    LeafPath leaf;
+    leaf.value = m.value[k];
+    leaf.begin = static_cast<int32_t>(out.feat.size());
+    leaf.d = static_cast<int32_t>(feat.size());
+    out.leaves.push_back(leaf);
+    out.feat.insert(out.feat.end(), feat.begin(), feat.end());
+    out.lo.insert(out.lo.end(), lo.begin(), lo.end());
+    out.hi.insert(out.hi.end(), hi.begin(), hi.end());
+    out.nan_ok.insert(out.nan_ok.end(), nan_ok.begin(), nan_ok.end());
+  }
+
+  void walk(int64_t root) {
+    stack.push_back(Frame{root, 0, 0, false, 0.0f, 0.0f, 0});
+    while (!stack.empty()) {
+      Frame& fr = stack.back();
+      const int64_t k = fr.node;
+      if (m.left[k] < 0) {
+        emit_leaf(k);
+        stack.pop_back();
+        continue;
+      }
+      const float t = m.threshold[k];
+      const bool dl = m.default_left[k] != 0;
+      if (fr.stage == 0) {
+        const int32_t f = m.feature[k];
+        fr.pos = std::find(feat.begin(), feat.end(), f) - feat.begin();
+        fr.fresh = fr.pos == feat.size();
+        if (fr.fresh) {
+          feat.push_back(f);
+          lo.push_back(-std::numeric_limits<float>::infinity());
+          hi.push_back(std::numeric_limits<float>::quiet_NaN());  // no upper bound yet
+          nan_ok.push_back(1);
+        }
+        fr.old_lo = lo[fr.pos];
+        fr.old_hi = hi[fr.pos];
+        fr.old_nan = nan_ok[fr.pos];
+        // left: v < t
+        hi[fr.pos] = std::isnan(fr.old_hi) ? t : std::min(fr.old_hi, t);
+        nan_ok[fr.pos] = fr.old_nan && dl;
+        fr.stage = 1;
+        const int64_t child = m.left[k];
+        stack.push_back(Frame{child, 0, 0, false, 0.0f, 0.0f, 0});  // invalidates fr
+      } else if (fr.stage == 1) {
+        // right: v >= t
+        hi[fr.pos] = fr.old_hi;
+        lo[fr.pos] = std::max(fr.old_lo, t);
+        nan_ok[fr.pos] = fr.old_nan && !dl;
+        fr.stage = 2;
+        const int64_t child = m.right[k];
+        stack.push_back(Frame{child, 0, 0, false, 0.0f, 0.0f, 0});
+      } else {
+        lo[fr.pos] = fr.old_lo;
+        nan_ok[fr.pos] = fr.old_nan;
+        if (fr.fresh) {
+          feat.pop_back();
+          lo.pop_back();
+          hi.pop_back();
+          nan_ok.pop_back();
+        }
+        stack.pop_back();
+      }
     }
   }
 };
@@ -118,7 +166,7 @@ struct PathBuilder {
 Paths build_paths(const TreeEnsembleView& m) {
   Paths p;
   for (int64_t t = 0; t < m.n_trees; ++t) {
-    PathBuilder b{m, p, {}, {}, {}, {}};
+    PathBuilder b{m, p, {}, {}, {}, {}, {}};
     b.walk(m.roots[t]);
   }
   return p;
@@ -129,7 +177,9 @@ inline uint64_t point_mask(const Paths& p, const LeafPath& leaf, const float* ro
   for (int32_t k = 0; k < leaf.d; ++k) {
     const int32_t q = leaf.begin + k;
     const float v = row[p.feat[q]];
-    const bool ok = std::isnan(v) ? p.nan_ok[q] != 0 : (v >= p.lo[q] && v < p.hi[q]);
+    // !(v >= hi) is v < hi, and true when hi is NaN (no upper bound): +inf goes right
+    // at every finite split, as in XGBoost.
+    const bool ok = std::isnan(v) ? p.nan_ok[q] != 0 : (v >= p.lo[q] && !(v >= p.hi[q]));
     mask |= static_cast<uint64_t>(ok) << k;
   }
   return mask;
@@ -232,32 +282,64 @@ struct PairWalker {
   std::vector<int32_t>& owned;  // features currently assigned
   int a = 0, b = 0;
 
-  void walk(int64_t k) {
-    if (m.left[k] < 0) {
-      if (a + b == 0) return;
-      const double v = m.value[k] * scale;
-      const double pos = a > 0 ? v * W[size_t(a - 1) * wn + b] : 0.0;
-      const double neg = b > 0 ? v * W[size_t(a) * wn + (b - 1)] : 0.0;
-      for (int32_t f : owned) phi[f] += state[f] == 1 ? pos : -neg;
-      return;
+  struct Frame {
+    int64_t node;  // a node where x and r disagree on a free feature
+    int stage;     // 0: x's branch next, 1: r's branch next, 2: both done
+  };
+  std::vector<Frame>& stack;
+
+  void leaf(int64_t k) {
+    if (a + b == 0) return;
+    const double v = m.value[k] * scale;
+    const double pos = a > 0 ? v * W[size_t(a - 1) * wn + b] : 0.0;
+    const double neg = b > 0 ? v * W[size_t(a) * wn + (b - 1)] : 0.0;
+    for (int32_t f : owned) phi[f] += state[f] == 1 ? pos : -neg;
+  }
+
+  // Follows the branch of node k until a leaf (handled) or a node where x and r disagree
+  // on a free feature (pushed on the stack).  Iterative: trees may be very deep.
+  void descend(int64_t k) {
+    for (;;) {
+      if (m.left[k] < 0) return leaf(k);
+      const int32_t f = m.feature[k];
+      const bool xl = goes_left(m, k, x[f]);
+      const bool rl = goes_left(m, k, r[f]);
+      if (state[f] == 1 || (state[f] == 0 && xl == rl)) {
+        k = xl ? m.left[k] : m.right[k];
+      } else if (state[f] == 2) {
+        k = rl ? m.left[k] : m.right[k];
+      } else {
+        stack.push_back(Frame{k, 0});
+        return;
+      }
     }
-    const int32_t f = m.feature[k];
-    const bool xl = goes_left(m, k, x[f]);
-    const bool rl = goes_left(m, k, r[f]);
-    if (state[f] == 1) return walk(xl ? m.left[k] : m.right[k]);
-    if (state[f] == 2) return walk(rl ? m.left[k] : m.right[k]);
-    if (xl == rl) return walk(xl ? m.left[k] : m.right[k]);
-    owned.push_back(f);
-    state[f] = 1;
-    ++a;
-    walk(xl ? m.left[k] : m.right[k]);
-    --a;
-    state[f] = 2;
-    ++b;
-    walk(rl ? m.left[k] : m.right[k]);
-    --b;
-    state[f] = 0;
-    owned.pop_back();
+  }
+
+  void walk(int64_t root) {
+    descend(root);
+    while (!stack.empty()) {
+      const Frame fr = stack.back();
+      const int64_t k = fr.node;
+      const int32_t f = m.feature[k];
+      if (fr.stage == 0) {
+        stack.back().stage = 1;
+        owned.push_back(f);
+        state[f] = 1;
+        ++a;
+        descend(goes_left(m, k, x[f]) ? m.left[k] : m.right[k]);
+      } else if (fr.stage == 1) {
+        stack.back().stage = 2;
+        --a;
+        state[f] = 2;
+        ++b;
+        descend(goes_left(m, k, r[f]) ? m.left[k] : m.right[k]);
+      } else {
+        --b;
+        state[f] = 0;
+        owned.pop_back();
+        stack.pop_back();
+      }
+    }
   }
 };
 
@@ -272,12 +354,13 @@ void pairwise_shap(const TreeEnsembleView& m, const float* X, int64_t n_x, const
   {
     std::vector<int8_t> state(n_features, 0);
     std::vector<int32_t> owned;
+    std::vector<PairWalker::Frame> stack;
 #pragma omp for schedule(dynamic, 8)
     for (int64_t i = 0; i < n_x; ++i) {
       const float* x = X + i * n_features;
       double* row = phi + i * n_features;
       for (int64_t q = 0; q < n_refs; ++q) {
-        PairWalker w{m, W, wn, x, R + q * n_features, scale, row, state, owned};
+        PairWalker w{m, W, wn, x, R + q * n_features, scale, row, state, owned, 0, 0, stack};
         for (int64_t t = 0; t < m.n_trees; ++t) w.walk(m.roots[t]);
       }
       base[i] = mean_fr;
