@@ -525,11 +525,19 @@ void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const ui
   check_ivf_search(where, nq, n, nlist, nprobe, k);
   check(all_finite(tables, nq * m * kKsub), where, "tables contains NaN or inf");
   check(list_blocks[0] == 0, where, "list_blocks[0] must be 0");
+  // The whole of list_blocks first (non-decreasing, so every entry <= list_blocks[nlist],
+  // the number of blocks that packed and ids hold): only then are ids read.
+  for (int64_t l = 0; l < nlist; ++l)
+    check(list_blocks[l + 1] >= list_blocks[l], where,
+          "list_blocks must be non-decreasing (list_blocks[" + std::to_string(l + 1) +
+              "] = " + std::to_string(list_blocks[l + 1]) + " < list_blocks[" +
+              std::to_string(l) + "] = " + std::to_string(list_blocks[l]) + ")");
+  check(list_blocks[nlist] <= (std::numeric_limits<int64_t>::max() / kBlock), where,
+        "list_blocks[nlist] is too large");
   // End (exclusive position) of the real codes of each list; checks the layout: ids in
   // [0, n) before it, -1 after it, less than one block of padding.
   std::vector<int64_t> list_end(static_cast<size_t>(nlist));
   for (int64_t l = 0; l < nlist; ++l) {
-    check(list_blocks[l + 1] >= list_blocks[l], where, "list_blocks must be non-decreasing");
     const int64_t p0 = list_blocks[l] * kBlock, p1 = list_blocks[l + 1] * kBlock;
     int64_t end = p1;
     while (end > p0 && ids[end - 1] == -1) --end;

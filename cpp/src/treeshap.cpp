@@ -350,13 +350,15 @@ void pairwise_shap(const TreeEnsembleView& m, const float* X, int64_t n_x, const
   for (int64_t q = 0; q < n_refs; ++q) mean_fr += predict_row(m, R + q * n_features);
   mean_fr /= static_cast<double>(n_refs);
   const double scale = 1.0 / static_cast<double>(n_refs);
+  ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<int8_t> state(n_features, 0);
+    std::vector<int8_t> state;
     std::vector<int32_t> owned;
     std::vector<PairWalker::Frame> stack;
+    errors.run([&] { state.assign(static_cast<size_t>(n_features), 0); });
 #pragma omp for schedule(dynamic, 8)
-    for (int64_t i = 0; i < n_x; ++i) {
+    for (int64_t i = 0; i < n_x; ++i) errors.run([&] {
       const float* x = X + i * n_features;
       double* row = phi + i * n_features;
       for (int64_t q = 0; q < n_refs; ++q) {
@@ -365,8 +367,9 @@ void pairwise_shap(const TreeEnsembleView& m, const float* X, int64_t n_x, const
       }
       base[i] = mean_fr;
       if (fx) fx[i] = predict_row(m, x);
-    }
+    });
   }
+  errors.rethrow();
 }
 }  // namespace
 
@@ -401,12 +404,18 @@ void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int
   const int64_t block =
       std::max<int64_t>(1, std::min<int64_t>(n_x, (int64_t(1) << 21) / n_features));
 
+  ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<double> acc(size_t(block) * n_features);
-    std::vector<double> fx_acc(block);
-    std::vector<uint64_t> xmask(block);
-    std::vector<int32_t> xslot(block);
+    std::vector<double> acc, fx_acc;
+    std::vector<uint64_t> xmask;
+    std::vector<int32_t> xslot;
+    errors.run([&] {
+      acc.resize(size_t(block) * n_features);
+      fx_acc.resize(block);
+      xmask.resize(block);
+      xslot.resize(block);
+    });
     std::vector<uint64_t> ref_masks;
     std::vector<double> ref_counts;
     std::vector<uint64_t> slot_mask;
@@ -417,10 +426,12 @@ void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int
 
     for (int64_t b0 = 0; b0 < n_x; b0 += block) {
       const int64_t nb = std::min(block, n_x - b0);
-      std::fill(acc.begin(), acc.begin() + nb * n_features, 0.0);
-      std::fill(fx_acc.begin(), fx_acc.begin() + nb, 0.0);
+      errors.run([&] {
+        std::fill(acc.begin(), acc.begin() + nb * n_features, 0.0);
+        std::fill(fx_acc.begin(), fx_acc.begin() + nb, 0.0);
+      });
 #pragma omp for schedule(dynamic, 16)
-      for (int64_t li = 0; li < n_leaves; ++li) {
+      for (int64_t li = 0; li < n_leaves; ++li) errors.run([&] {
         const LeafPath& leaf = paths.leaves[li];
         const int d = leaf.d;
         const uint64_t full = d == 64 ? ~uint64_t(0) : ((uint64_t(1) << d) - 1);
@@ -479,25 +490,26 @@ void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int
         for (int64_t i = 0; i < nb; ++i) {
           if (xmask[i] == full) fx_acc[i] += leaf.value;
         }
-        if (!any_live) continue;
+        if (!any_live) return;
         for (int64_t i = 0; i < nb; ++i) {
           if (!live[xslot[i]]) continue;
           const double* c = contrib.data() + size_t(xslot[i]) * d;
           double* row = acc.data() + i * n_features;
           for (int k = 0; k < d; ++k) row[feat[k]] += c[k];
         }
-      }
+      });
 #pragma omp critical(datacredit_treeshap_reduce)
-      {
+      errors.run([&] {
         double* out = phi + b0 * n_features;
         for (int64_t q = 0; q < nb * n_features; ++q) out[q] += acc[q];
         for (int64_t i = 0; i < nb; ++i) fx_total[b0 + i] += fx_acc[i];
-      }
+      });
 #pragma omp barrier
     }
 #pragma omp critical(datacredit_treeshap_base)
     base_total += base_acc;
   }
+  errors.rethrow();
   for (int64_t i = 0; i < n_x; ++i) base[i] = base_total;
   if (fx)
     for (int64_t i = 0; i < n_x; ++i) fx[i] = fx_total[i];
