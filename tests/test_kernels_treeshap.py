@@ -101,9 +101,11 @@ def test_errors(rng):
         tree_shap_interventional(model, X[:2], X[:2, :3])
     with pytest.raises(TypeError, match="Booster"):
         tree_shap_interventional(object(), X[:2], X[:2])
-    clf = xgb.XGBClassifier(n_estimators=2, max_depth=2, nthread=1).fit(X, rng.integers(0, 3, 200))
-    with pytest.raises(ValueError, match="multi-class"):
-        from_xgboost(clf)
+    vector_leaf = xgb.XGBRegressor(
+        n_estimators=2, max_depth=2, nthread=1, tree_method="hist", multi_strategy="multi_output_tree"
+    ).fit(X, np.c_[y, -y])
+    with pytest.raises(ValueError, match="vector-leaf"):
+        from_xgboost(vector_leaf)
     Xc = np.column_stack([rng.integers(0, 4, 200), X[:, 0]]).astype(np.float32)
     import pandas as pd
 

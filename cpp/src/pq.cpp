@@ -12,6 +12,10 @@
 #include "datacredit/common.hpp"
 #include "datacredit/topk.hpp"
 
+#ifdef DATACREDIT_HAVE_OPENMP
+#include <omp.h>
+#endif
+
 namespace datacredit {
 
 PQMetric parse_pq_metric(const std::string& name) {
@@ -165,10 +169,9 @@ std::vector<int64_t> sample_rows(int64_t n, int64_t count, uint64_t seed) {
   return rows;
 }
 
-// Lloyd's k-means on xs (n x dsub, contiguous) into cent (ksub x dsub), initialised
-// from the rows init_rows (ksub distinct indices into xs).
-void kmeans_subspace(const float* xs, int64_t n, int64_t dsub, int64_t ksub, int n_iter,
-                     const std::vector<int64_t>& init_rows, float* cent) {
+// Lloyd's k-means on centred rows xs (n x dsub) into cent; see kmeans_subspace.
+void kmeans_centred(const float* xs, int64_t n, int64_t dsub, int64_t ksub, int n_iter,
+                    const std::vector<int64_t>& init_rows, float* cent) {
   for (int64_t j = 0; j < ksub; ++j) {
     const int64_t r = init_rows[static_cast<size_t>(j)];
     std::copy(xs + r * dsub, xs + (r + 1) * dsub, cent + j * dsub);
@@ -214,6 +217,31 @@ void kmeans_subspace(const float* xs, int64_t n, int64_t dsub, int64_t ksub, int
       counts[static_cast<size_t>(big)] -= counts[static_cast<size_t>(j)];
     }
   }
+}
+
+// Mean of the rows (double accumulation, rounded to float).
+std::vector<float> mean_rows(const float* x, int64_t rows, int64_t dim) {
+  std::vector<double> acc(static_cast<size_t>(dim), 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t t = 0; t < dim; ++t) acc[static_cast<size_t>(t)] += x[r * dim + t];
+  std::vector<float> mean(static_cast<size_t>(dim));
+  for (int64_t t = 0; t < dim; ++t)
+    mean[static_cast<size_t>(t)] = static_cast<float>(acc[static_cast<size_t>(t)] / rows);
+  return mean;
+}
+
+// Lloyd's k-means on xs (n x dsub, contiguous; overwritten: centred) into cent (ksub x
+// dsub), initialised from the rows init_rows (ksub distinct indices into xs).  The rows
+// are centred on their mean first (k-means is translation invariant): the assignment's
+// |c|^2 - 2 x.c would otherwise cancel away a large common offset of the data.
+void kmeans_subspace(float* xs, int64_t n, int64_t dsub, int64_t ksub, int n_iter,
+                     const std::vector<int64_t>& init_rows, float* cent) {
+  const std::vector<float> mean = mean_rows(xs, n, dsub);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t t = 0; t < dsub; ++t) xs[i * dsub + t] -= mean[static_cast<size_t>(t)];
+  kmeans_centred(xs, n, dsub, ksub, n_iter, init_rows, cent);
+  for (int64_t j = 0; j < ksub; ++j)
+    for (int64_t t = 0; t < dsub; ++t) cent[j * dsub + t] += mean[static_cast<size_t>(t)];
 }
 
 // Plane layout used by the scan: sub-spaces are grouped into planes of kPlane columns,
@@ -468,28 +496,55 @@ void pq_encode(const PQShape& shape, const float* centroids, const float* x, int
   const int64_t ksub = shape.ksub(), dsub = shape.dsub(), m = shape.m, dim = shape.dim;
   check(all_finite(x, n * dim), where, "x contains NaN or inf");
   const int threads = resolve_threads(n_threads);
+  // Centroids and rows are centred on each sub-space's centroid mean, so that |c|^2 - 2 x.c
+  // keeps its precision for data with a large common offset.
+  std::vector<float> mu(static_cast<size_t>(dim));
+  std::vector<float> cc(static_cast<size_t>(m * ksub * dsub));
+  for (int64_t s = 0; s < m; ++s) {
+    const float* c = centroids + s * ksub * dsub;
+    const std::vector<float> mean = mean_rows(c, ksub, dsub);
+    std::copy(mean.begin(), mean.end(), mu.begin() + s * dsub);
+    for (int64_t j = 0; j < ksub; ++j)
+      for (int64_t t = 0; t < dsub; ++t)
+        cc[static_cast<size_t>((s * ksub + j) * dsub + t)] = c[j * dsub + t] - mean[t];
+  }
   std::vector<float> cnorm(static_cast<size_t>(m * ksub));
   std::vector<float> ct(static_cast<size_t>(m * ksub * dsub));
   for (int64_t s = 0; s < m; ++s) {
-    centroid_norms(centroids + s * ksub * dsub, ksub, dsub, cnorm.data() + s * ksub);
-    transpose_centroids(centroids + s * ksub * dsub, ksub, dsub, ct.data() + s * ksub * dsub);
+    centroid_norms(cc.data() + s * ksub * dsub, ksub, dsub, cnorm.data() + s * ksub);
+    transpose_centroids(cc.data() + s * ksub * dsub, ksub, dsub, ct.data() + s * ksub * dsub);
   }
   constexpr int64_t kRows = 4096;
   const int64_t n_blocks = (n + kRows - 1) / kRows;
+  const int64_t team = std::max<int64_t>(1, std::min<int64_t>(threads, n_blocks));
+  const int64_t block_rows = std::min(kRows, std::max<int64_t>(n, 1));
+  // Per-thread buffers allocated here (a failure is a clean std::bad_alloc).
+  std::vector<float> dots(static_cast<size_t>(team * kAssignChunk * ksub));
+  std::vector<int32_t> assign(static_cast<size_t>(team * block_rows));
+  std::vector<float> centred(static_cast<size_t>(team * block_rows * dim));
   SerialBlasScope serial;
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(static_cast<int>(team))
   {
-    std::vector<float> dots(static_cast<size_t>(kAssignChunk * ksub));
-    std::vector<int32_t> assign(static_cast<size_t>(kRows));
+#ifdef DATACREDIT_HAVE_OPENMP
+    const int64_t tid = omp_get_thread_num();
+#else
+    const int64_t tid = 0;
+#endif
+    float* my_dots = dots.data() + tid * kAssignChunk * ksub;
+    int32_t* my_assign = assign.data() + tid * block_rows;
+    float* xb = centred.data() + tid * block_rows * dim;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t r0 = b * kRows, nr = std::min(kRows, n - r0);
+      for (int64_t r = 0; r < nr; ++r)
+        for (int64_t t = 0; t < dim; ++t)
+          xb[r * dim + t] = x[(r0 + r) * dim + t] - mu[static_cast<size_t>(t)];
       for (int64_t s = 0; s < m; ++s) {
-        assign_rows(x + r0 * dim + s * dsub, nr, dim, centroids + s * ksub * dsub,
-                    ct.data() + s * ksub * dsub, cnorm.data() + s * ksub, ksub, dsub, dots.data(),
-                    assign.data());
+        assign_rows(xb + s * dsub, nr, dim, cc.data() + s * ksub * dsub,
+                    ct.data() + s * ksub * dsub, cnorm.data() + s * ksub, ksub, dsub, my_dots,
+                    my_assign);
         for (int64_t r = 0; r < nr; ++r)
-          codes[(r0 + r) * m + s] = static_cast<uint8_t>(assign[static_cast<size_t>(r)]);
+          codes[(r0 + r) * m + s] = static_cast<uint8_t>(my_assign[r]);
       }
     }
   }

@@ -221,7 +221,7 @@ class PackedCodes:
         try:
             return cls(data, n, m, list_blocks, ids)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+            raise ValueError(f"{path}: inconsistent layout: {exc}") from exc
 
     def __repr__(self) -> str:
         lists = "" if self.list_blocks is None else f", nlist={self.nlist}"
