@@ -79,8 +79,7 @@ void bind_crammer_singer(py::module_& m) {
         double out;
         {
           py::gil_scoped_release release;
-          out =
-              crammer_singer_primal(X.data(), n, d, y.data(), k, coef.data(), pb, C, threads, pw);
+          out = crammer_singer_primal(X.data(), n, d, y.data(), k, coef.data(), pb, C, threads, pw);
         }
         return out;
       },

@@ -56,8 +56,8 @@ void check_codes(const PQShape& s, const ByteArray& codes) {
 void bind_pq(py::module_& m) {
   m.def(
       "pq_train",
-      [](const FloatArray& x, int64_t m_sub, int64_t nbits, int64_t n_iter, int64_t mppc, int64_t seed,
-         int64_t n_threads_arg) {
+      [](const FloatArray& x, int64_t m_sub, int64_t nbits, int64_t n_iter, int64_t mppc,
+         int64_t seed, int64_t n_threads_arg) {
         const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
         const PQShape s = make_shape(matrix(x, "x").shape(1), m_sub, nbits);
         const int iters = int_arg(n_iter, 1, std::numeric_limits<int>::max(), "pq_train", "n_iter");
@@ -92,7 +92,8 @@ void bind_pq(py::module_& m) {
 
   m.def(
       "pq_decode",
-      [](const FloatArray& cent, const ByteArray& codes, int64_t dim, int64_t nbits, int64_t n_threads_arg) {
+      [](const FloatArray& cent, const ByteArray& codes, int64_t dim, int64_t nbits,
+         int64_t n_threads_arg) {
         const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
         const PQShape s = make_shape(dim, cube(cent).shape(0), nbits);
         check_array(codes, "ProductQuantizer", "codes", 2);
@@ -111,10 +112,11 @@ void bind_pq(py::module_& m) {
 
   m.def(
       "pq_compute_tables",
-      [](const FloatArray& cent, const FloatArray& queries, int64_t nbits, const std::string& metric,
-         int64_t n_threads_arg) {
+      [](const FloatArray& cent, const FloatArray& queries, int64_t nbits,
+         const std::string& metric, int64_t n_threads_arg) {
         const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
-        const PQShape s = make_shape(matrix(queries, "queries").shape(1), cube(cent).shape(0), nbits);
+        const PQShape s =
+            make_shape(matrix(queries, "queries").shape(1), cube(cent).shape(0), nbits);
         check_centroids(s, cent);
         const PQMetric met = parse_pq_metric(metric);
         FloatArray out({queries.shape(0), s.m, s.ksub()});
@@ -133,7 +135,8 @@ void bind_pq(py::module_& m) {
       [](const FloatArray& cent, const FloatArray& queries, const ByteArray& codes, int64_t k,
          int64_t nbits, const std::string& metric, int64_t n_threads_arg) {
         const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
-        const PQShape s = make_shape(matrix(queries, "queries").shape(1), cube(cent).shape(0), nbits);
+        const PQShape s =
+            make_shape(matrix(queries, "queries").shape(1), cube(cent).shape(0), nbits);
         check_centroids(s, cent);
         check_codes(s, codes);
         const PQMetric met = parse_pq_metric(metric);
@@ -155,11 +158,13 @@ void bind_pq(py::module_& m) {
 
   m.def(
       "kmeans",
-      [](const FloatArray& x, int64_t k, int64_t n_iter, int64_t mppc, int64_t seed, int64_t n_threads_arg) {
+      [](const FloatArray& x, int64_t k, int64_t n_iter, int64_t mppc, int64_t seed,
+         int64_t n_threads_arg) {
         const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
         check(x.ndim() == 2, "kmeans", "x must be a matrix");
-        check(k >= 1 && k <= x.shape(0), "kmeans",
-              "k = " + std::to_string(k) + " must be in [1, n = " + std::to_string(x.shape(0)) + "]");
+        check(
+            k >= 1 && k <= x.shape(0), "kmeans",
+            "k = " + std::to_string(k) + " must be in [1, n = " + std::to_string(x.shape(0)) + "]");
         const int iters = int_arg(n_iter, 1, std::numeric_limits<int>::max(), "kmeans", "n_iter");
         const uint64_t seed_u = seed_arg(seed, "kmeans");
         FloatArray cent({k, static_cast<int64_t>(x.shape(1))});
@@ -179,7 +184,8 @@ void bind_pq(py::module_& m) {
          const Int64Array& lists, int64_t nlist, const Int64Array& probes, int64_t k, int64_t nbits,
          const std::string& metric, int64_t n_threads_arg) {
         const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
-        const PQShape s = make_shape(matrix(queries, "queries").shape(1), cube(cent).shape(0), nbits);
+        const PQShape s =
+            make_shape(matrix(queries, "queries").shape(1), cube(cent).shape(0), nbits);
         check_centroids(s, cent);
         check_codes(s, codes);
         const PQMetric met = parse_pq_metric(metric);

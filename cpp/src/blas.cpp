@@ -22,8 +22,8 @@ namespace {
 
 // Portable serial GEMM: a plain blocked loop.  The whole GEMM of a build without any BLAS
 // (install scipy-openblas32 for speed), and the guaranteed-serial path of the others.
-void builtin_sgemm_nt(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
-                      const float* B, int64_t ldb, float* C, int64_t ldc) {
+void builtin_sgemm_nt(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
+                      int64_t ldb, float* C, int64_t ldc) {
   for (int64_t i0 = 0; i0 < m; i0 += 4) {
     const int64_t i1 = std::min(i0 + 4, m);
     for (int64_t j0 = 0; j0 < n; j0 += 4) {

@@ -377,8 +377,8 @@ void gram_topk(const float* queries, int64_t n, const float* keys, int64_t n_key
         }
         bool certified = all_kept;
         if (!certified) {
-          const double slack = slack_coef * (static_cast<double>(q_sq[static_cast<size_t>(i)]) +
-                                               max_k_sq);
+          const double slack =
+              slack_coef * (static_cast<double>(q_sq[static_cast<size_t>(i)]) + max_k_sq);
           const double bound = static_cast<double>(worst_kept) + slack +
                                4 * kUnit * std::abs(static_cast<double>(worst_kept));
           certified = static_cast<double>(exact.threshold()) > bound;

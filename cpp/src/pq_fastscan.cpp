@@ -530,8 +530,8 @@ void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const ui
   for (int64_t l = 0; l < nlist; ++l)
     check(list_blocks[l + 1] >= list_blocks[l], where,
           "list_blocks must be non-decreasing (list_blocks[" + std::to_string(l + 1) +
-              "] = " + std::to_string(list_blocks[l + 1]) + " < list_blocks[" +
-              std::to_string(l) + "] = " + std::to_string(list_blocks[l]) + ")");
+              "] = " + std::to_string(list_blocks[l + 1]) + " < list_blocks[" + std::to_string(l) +
+              "] = " + std::to_string(list_blocks[l]) + ")");
   check(list_blocks[nlist] <= (std::numeric_limits<int64_t>::max() / kBlock), where,
         "list_blocks[nlist] is too large");
   // End (exclusive position) of the real codes of each list; checks the layout: ids in

@@ -358,16 +358,17 @@ void pairwise_shap(const TreeEnsembleView& m, const float* X, int64_t n_x, const
     std::vector<PairWalker::Frame> stack;
     errors.run([&] { state.assign(static_cast<size_t>(n_features), 0); });
 #pragma omp for schedule(dynamic, 8)
-    for (int64_t i = 0; i < n_x; ++i) errors.run([&] {
-      const float* x = X + i * n_features;
-      double* row = phi + i * n_features;
-      for (int64_t q = 0; q < n_refs; ++q) {
-        PairWalker w{m, W, wn, x, R + q * n_features, scale, row, state, owned, 0, 0, stack};
-        for (int64_t t = 0; t < m.n_trees; ++t) w.walk(m.roots[t]);
-      }
-      base[i] = mean_fr;
-      if (fx) fx[i] = predict_row(m, x);
-    });
+    for (int64_t i = 0; i < n_x; ++i)
+      errors.run([&] {
+        const float* x = X + i * n_features;
+        double* row = phi + i * n_features;
+        for (int64_t q = 0; q < n_refs; ++q) {
+          PairWalker w{m, W, wn, x, R + q * n_features, scale, row, state, owned, 0, 0, stack};
+          for (int64_t t = 0; t < m.n_trees; ++t) w.walk(m.roots[t]);
+        }
+        base[i] = mean_fr;
+        if (fx) fx[i] = predict_row(m, x);
+      });
   }
   errors.rethrow();
 }
@@ -431,73 +432,74 @@ void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int
         std::fill(fx_acc.begin(), fx_acc.begin() + nb, 0.0);
       });
 #pragma omp for schedule(dynamic, 16)
-      for (int64_t li = 0; li < n_leaves; ++li) errors.run([&] {
-        const LeafPath& leaf = paths.leaves[li];
-        const int d = leaf.d;
-        const uint64_t full = d == 64 ? ~uint64_t(0) : ((uint64_t(1) << d) - 1);
-        // group references by mask
-        rslots.reset(d);
-        ref_masks.clear();
-        ref_counts.clear();
-        for (int64_t r = 0; r < n_refs; ++r) {
-          const uint64_t m = point_mask(paths, leaf, R + r * n_features);
-          bool created;
-          const int32_t s = rslots.get(m, created);
-          if (created) {
-            ref_masks.push_back(m);
-            ref_counts.push_back(0.0);
+      for (int64_t li = 0; li < n_leaves; ++li)
+        errors.run([&] {
+          const LeafPath& leaf = paths.leaves[li];
+          const int d = leaf.d;
+          const uint64_t full = d == 64 ? ~uint64_t(0) : ((uint64_t(1) << d) - 1);
+          // group references by mask
+          rslots.reset(d);
+          ref_masks.clear();
+          ref_counts.clear();
+          for (int64_t r = 0; r < n_refs; ++r) {
+            const uint64_t m = point_mask(paths, leaf, R + r * n_features);
+            bool created;
+            const int32_t s = rslots.get(m, created);
+            if (created) {
+              ref_masks.push_back(m);
+              ref_counts.push_back(0.0);
+            }
+            ref_counts[s] += 1.0;
           }
-          ref_counts[s] += 1.0;
-        }
-        if (b0 == 0) {
-          for (size_t s = 0; s < ref_masks.size(); ++s)
-            if (ref_masks[s] == full) base_acc += leaf.value * ref_counts[s] * inv_r;
-        }
-        // one contribution vector per distinct explain-point mask
-        slots.reset(d);
-        slot_mask.clear();
-        for (int64_t i = 0; i < nb; ++i) {
-          const uint64_t m = point_mask(paths, leaf, X + (b0 + i) * n_features);
-          xmask[i] = m;
-          bool created;
-          xslot[i] = slots.get(m, created);
-          if (created) slot_mask.push_back(m);
-        }
-        const int32_t ns = slots.size();
-        contrib.assign(size_t(ns) * d, 0.0);
-        live.assign(ns, 0);
-        bool any_live = false;
-        for (int32_t s = 0; s < ns; ++s) {
-          const uint64_t mx = slot_mask[s];
-          const uint64_t need = full & ~mx;  // features the reference must satisfy
-          double* c = contrib.data() + size_t(s) * d;
-          for (size_t q = 0; q < ref_masks.size(); ++q) {
-            const uint64_t mr = ref_masks[q];
-            if ((mr & need) != need) continue;
-            const uint64_t ux = mx & ~mr, ur = mr & ~mx;
-            if ((ux | ur) == 0) continue;
-            live[s] = 1;
-            any_live = true;
-            const int a = __builtin_popcountll(ux), b = __builtin_popcountll(ur);
-            const double scale = leaf.value * ref_counts[q] * inv_r;
-            const double pos = a > 0 ? scale * W[size_t(a - 1) * wn + b] : 0.0;
-            const double neg = b > 0 ? scale * W[size_t(a) * wn + (b - 1)] : 0.0;
-            for (uint64_t bits = ux; bits; bits &= bits - 1) c[__builtin_ctzll(bits)] += pos;
-            for (uint64_t bits = ur; bits; bits &= bits - 1) c[__builtin_ctzll(bits)] -= neg;
+          if (b0 == 0) {
+            for (size_t s = 0; s < ref_masks.size(); ++s)
+              if (ref_masks[s] == full) base_acc += leaf.value * ref_counts[s] * inv_r;
           }
-        }
-        const int32_t* feat = paths.feat.data() + leaf.begin;
-        for (int64_t i = 0; i < nb; ++i) {
-          if (xmask[i] == full) fx_acc[i] += leaf.value;
-        }
-        if (!any_live) return;
-        for (int64_t i = 0; i < nb; ++i) {
-          if (!live[xslot[i]]) continue;
-          const double* c = contrib.data() + size_t(xslot[i]) * d;
-          double* row = acc.data() + i * n_features;
-          for (int k = 0; k < d; ++k) row[feat[k]] += c[k];
-        }
-      });
+          // one contribution vector per distinct explain-point mask
+          slots.reset(d);
+          slot_mask.clear();
+          for (int64_t i = 0; i < nb; ++i) {
+            const uint64_t m = point_mask(paths, leaf, X + (b0 + i) * n_features);
+            xmask[i] = m;
+            bool created;
+            xslot[i] = slots.get(m, created);
+            if (created) slot_mask.push_back(m);
+          }
+          const int32_t ns = slots.size();
+          contrib.assign(size_t(ns) * d, 0.0);
+          live.assign(ns, 0);
+          bool any_live = false;
+          for (int32_t s = 0; s < ns; ++s) {
+            const uint64_t mx = slot_mask[s];
+            const uint64_t need = full & ~mx;  // features the reference must satisfy
+            double* c = contrib.data() + size_t(s) * d;
+            for (size_t q = 0; q < ref_masks.size(); ++q) {
+              const uint64_t mr = ref_masks[q];
+              if ((mr & need) != need) continue;
+              const uint64_t ux = mx & ~mr, ur = mr & ~mx;
+              if ((ux | ur) == 0) continue;
+              live[s] = 1;
+              any_live = true;
+              const int a = __builtin_popcountll(ux), b = __builtin_popcountll(ur);
+              const double scale = leaf.value * ref_counts[q] * inv_r;
+              const double pos = a > 0 ? scale * W[size_t(a - 1) * wn + b] : 0.0;
+              const double neg = b > 0 ? scale * W[size_t(a) * wn + (b - 1)] : 0.0;
+              for (uint64_t bits = ux; bits; bits &= bits - 1) c[__builtin_ctzll(bits)] += pos;
+              for (uint64_t bits = ur; bits; bits &= bits - 1) c[__builtin_ctzll(bits)] -= neg;
+            }
+          }
+          const int32_t* feat = paths.feat.data() + leaf.begin;
+          for (int64_t i = 0; i < nb; ++i) {
+            if (xmask[i] == full) fx_acc[i] += leaf.value;
+          }
+          if (!any_live) return;
+          for (int64_t i = 0; i < nb; ++i) {
+            if (!live[xslot[i]]) continue;
+            const double* c = contrib.data() + size_t(xslot[i]) * d;
+            double* row = acc.data() + i * n_features;
+            for (int k = 0; k < d; ++k) row[feat[k]] += c[k];
+          }
+        });
 #pragma omp critical(datacredit_treeshap_reduce)
       errors.run([&] {
         double* out = phi + b0 * n_features;
