@@ -21,7 +21,11 @@ _FORMAT = "datacredit.ProductQuantizer/1"
 
 
 def _positive_int(value: Any, name: str, upper: int = 2**63 - 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= upper:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not 1 <= value <= upper
+    ):
         raise ValueError(f"{name} must be an integer in [1, {upper}], got {value!r}")
     return int(value)
 
@@ -89,14 +93,22 @@ def _check_packed(data: Any, n: Any, m: Any, list_blocks: Any, ids: Any):
         raise ValueError("PackedCodes: list_blocks and ids go together (both or neither)")
     if list_blocks is None:
         if n_blocks != (n + 31) // 32:
-            raise ValueError(f"PackedCodes: {n_blocks} blocks for n={n} codes (expected {(n + 31) // 32})")
+            raise ValueError(
+                f"PackedCodes: {n_blocks} blocks for n={n} codes (expected {(n + 31) // 32})"
+            )
         return data, n, m, None, None
     lb, ids = np.asarray(list_blocks), np.asarray(ids)
     if lb.dtype.kind not in "iu" or ids.dtype.kind not in "iu":
         raise TypeError("PackedCodes: list_blocks and ids must be integer arrays")
     lb = np.ascontiguousarray(lb, dtype=np.int64)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    if lb.ndim != 1 or lb.shape[0] < 2 or lb[0] != 0 or lb[-1] != n_blocks or (np.diff(lb) < 0).any():
+    if (
+        lb.ndim != 1
+        or lb.shape[0] < 2
+        or lb[0] != 0
+        or lb[-1] != n_blocks
+        or (np.diff(lb) < 0).any()
+    ):
         raise ValueError(
             "PackedCodes: list_blocks must be a non-decreasing (nlist + 1,) vector from 0 to "
             f"the number of blocks ({n_blocks})"

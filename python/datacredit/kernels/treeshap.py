@@ -78,7 +78,9 @@ class TreeEnsemble:
         try:
             missing = float(self.missing)
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"TreeEnsemble: missing must be a number, got {self.missing!r}") from exc
+            raise TypeError(
+                f"TreeEnsemble: missing must be a number, got {self.missing!r}"
+            ) from exc
         object.__setattr__(self, "missing", missing)
         if self.tree_output is None:
             base = np.asarray(self.base_score, dtype=np.float64)
@@ -232,7 +234,9 @@ def from_xgboost(model: Any, *, iteration_range: tuple[int, int] | None = None) 
     try:
         begin, end = (int(v) for v in iteration_range)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"iteration_range must be a pair of integers, got {iteration_range!r}") from exc
+        raise TypeError(
+            f"iteration_range must be a pair of integers, got {iteration_range!r}"
+        ) from exc
     missing = float("nan")
     if hasattr(model, "get_booster") and getattr(model, "missing", None) is not None:
         missing = float(model.missing)
