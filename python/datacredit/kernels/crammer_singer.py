@@ -10,7 +10,6 @@ import numpy as np
 from datacredit import _core
 from datacredit._arrays import as_float_matrix, positive_float, resolve_threads, to_numpy
 
-
 # Above this C * max ||x||^2 a solve that did not converge is called ill-conditioned.
 _ILL_CONDITIONED = 1e10
 
