@@ -477,15 +477,19 @@ void pq_train(const PQShape& shape, const float* x, int64_t n, int n_iter,
       distinct_rows(n_sample, ksub, seed * 0x9E3779B97F4A7C15ULL + 1);
 
   SerialBlasScope serial;
+  ParallelErrors errors;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t s = 0; s < m; ++s) {
-    std::vector<float> xs(static_cast<size_t>(n_sample * dsub));
-    for (int64_t i = 0; i < n_sample; ++i)
-      std::copy(x + rows[static_cast<size_t>(i)] * dim + s * dsub,
-                x + rows[static_cast<size_t>(i)] * dim + (s + 1) * dsub, xs.data() + i * dsub);
-    kmeans_subspace(xs.data(), n_sample, dsub, ksub, n_iter, init_rows,
-                    centroids + s * ksub * dsub);
+    errors.run([&] {
+      std::vector<float> xs(static_cast<size_t>(n_sample * dsub));
+      for (int64_t i = 0; i < n_sample; ++i)
+        std::copy(x + rows[static_cast<size_t>(i)] * dim + s * dsub,
+                  x + rows[static_cast<size_t>(i)] * dim + (s + 1) * dsub, xs.data() + i * dsub);
+      kmeans_subspace(xs.data(), n_sample, dsub, ksub, n_iter, init_rows,
+                      centroids + s * ksub * dsub);
+    });
   }
+  errors.rethrow();
 }
 
 void pq_encode(const PQShape& shape, const float* centroids, const float* x, int64_t n,
@@ -636,47 +640,53 @@ void pq_search_tables(const PQShape& shape, const float* tables, int64_t nq, con
   std::vector<int64_t> heap_ids(static_cast<size_t>(nq * parts * k));
   std::vector<int64_t> heap_size(static_cast<size_t>(nq * parts), 0);
 
+  ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> neg;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < n_groups * parts; ++task) {
-      const int64_t g = task / parts, part = task % parts;
-      const int64_t q0 = g * kGroup, q1 = std::min(nq, q0 + kGroup);
-      const int64_t c0 = part * part_len, c1 = std::min(n_codes, c0 + part_len);
-      if (negate) neg.resize(static_cast<size_t>((q1 - q0) * m * ksub));
-      std::vector<QueryState> states;
-      states.reserve(static_cast<size_t>(q1 - q0));
-      for (int64_t q = q0; q < q1; ++q) {
-        const float* t = tables + q * m * ksub;
-        if (negate) {
-          float* dst = neg.data() + (q - q0) * m * ksub;
-          for (int64_t j = 0; j < m * ksub; ++j) dst[j] = -t[j];
-          t = dst;
+    for (int64_t task = 0; task < n_groups * parts; ++task)
+      errors.run([&] {
+        const int64_t g = task / parts, part = task % parts;
+        const int64_t q0 = g * kGroup, q1 = std::min(nq, q0 + kGroup);
+        const int64_t c0 = part * part_len, c1 = std::min(n_codes, c0 + part_len);
+        if (negate) neg.resize(static_cast<size_t>((q1 - q0) * m * ksub));
+        std::vector<QueryState> states;
+        states.reserve(static_cast<size_t>(q1 - q0));
+        for (int64_t q = q0; q < q1; ++q) {
+          const float* t = tables + q * m * ksub;
+          if (negate) {
+            float* dst = neg.data() + (q - q0) * m * ksub;
+            for (int64_t j = 0; j < m * ksub; ++j) dst[j] = -t[j];
+            t = dst;
+          }
+          const size_t slot = static_cast<size_t>((q * parts + part) * k);
+          states.emplace_back(t, heap_keys.data() + slot, heap_ids.data() + slot, k);
+          prepare_bounds(states.back(), pl, m, ksub);
         }
-        const size_t slot = static_cast<size_t>((q * parts + part) * k);
-        states.emplace_back(t, heap_keys.data() + slot, heap_ids.data() + slot, k);
-        prepare_bounds(states.back(), pl, m, ksub);
-      }
-      for (int64_t b0 = c0; b0 < c1; b0 += kBlock) {
-        const int64_t b1 = std::min(c1, b0 + kBlock);
-        for (auto& st : states) scan_block_any(st, pl, ksub, b0, b1);
-      }
-      for (int64_t q = q0; q < q1; ++q)
-        heap_size[static_cast<size_t>(q * parts + part)] =
-            states[static_cast<size_t>(q - q0)].heap.size();
-    }
+        for (int64_t b0 = c0; b0 < c1; b0 += kBlock) {
+          const int64_t b1 = std::min(c1, b0 + kBlock);
+          for (auto& st : states) scan_block_any(st, pl, ksub, b0, b1);
+        }
+        for (int64_t q = q0; q < q1; ++q)
+          heap_size[static_cast<size_t>(q * parts + part)] =
+              states[static_cast<size_t>(q - q0)].heap.size();
+      });
   }
+  errors.rethrow();
 
   // Merge the parts of each query and write best-first.
   const float sign = negate ? 1.0f : -1.0f;  // key = -dist (l2) or -(-ip) = ip
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t q = 0; q < nq; ++q) {
-    const size_t base = static_cast<size_t>(q * parts * k);
-    write_merged_sorted(heap_keys.data() + base, heap_ids.data() + base,
-                        heap_size.data() + q * parts, parts, k, distances + q * k, indices + q * k,
-                        sign);
+    errors.run([&] {
+      const size_t base = static_cast<size_t>(q * parts * k);
+      write_merged_sorted(heap_keys.data() + base, heap_ids.data() + base,
+                          heap_size.data() + q * parts, parts, k, distances + q * k,
+                          indices + q * k, sign);
+    });
   }
+  errors.rethrow();
 }
 
 void pq_search(const PQShape& shape, const float* centroids, const float* queries, int64_t nq,
@@ -748,36 +758,43 @@ void pq_search_ivf(const PQShape& shape, const float* tables, int64_t nq, const 
 
   const bool negate = metric == PQMetric::kInnerProduct;
   const float sign = negate ? 1.0f : -1.0f;
+  ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> neg, keys(static_cast<size_t>(k));
-    std::vector<int64_t> ids(static_cast<size_t>(k));
+    std::vector<float> neg, keys;
+    std::vector<int64_t> ids;
+    errors.run([&] {
+      keys.resize(static_cast<size_t>(k));
+      ids.resize(static_cast<size_t>(k));
+    });
 #pragma omp for schedule(dynamic, 4)
-    for (int64_t q = 0; q < nq; ++q) {
-      const float* t = tables + q * m * ksub;
-      if (negate) {
-        neg.resize(static_cast<size_t>(m * ksub));
-        for (int64_t j = 0; j < m * ksub; ++j) neg[static_cast<size_t>(j)] = -t[j];
-        t = neg.data();
-      }
-      QueryState st(t, keys.data(), ids.data(), k);
-      st.id_map = order.data();
-      prepare_bounds(st, pl, m, ksub);
-      for (int64_t pr = 0; pr < nprobe; ++pr) {
-        const int64_t l = probes[q * nprobe + pr];
-        scan_block_any(st, pl, ksub, start[static_cast<size_t>(l)],
-                       start[static_cast<size_t>(l + 1)]);
-      }
-      // Fewer than k codes in the probed lists: pad with +inf distances and index -1.
-      const int64_t got = st.heap.size();
-      st.heap.write_sorted(distances + q * k, indices + q * k, sign);
-      for (int64_t j = got; j < k; ++j) {
-        distances[q * k + j] = negate ? -std::numeric_limits<float>::infinity()
-                                      : std::numeric_limits<float>::infinity();
-        indices[q * k + j] = -1;
-      }
-    }
+    for (int64_t q = 0; q < nq; ++q)
+      errors.run([&] {
+        const float* t = tables + q * m * ksub;
+        if (negate) {
+          neg.resize(static_cast<size_t>(m * ksub));
+          for (int64_t j = 0; j < m * ksub; ++j) neg[static_cast<size_t>(j)] = -t[j];
+          t = neg.data();
+        }
+        QueryState st(t, keys.data(), ids.data(), k);
+        st.id_map = order.data();
+        prepare_bounds(st, pl, m, ksub);
+        for (int64_t pr = 0; pr < nprobe; ++pr) {
+          const int64_t l = probes[q * nprobe + pr];
+          scan_block_any(st, pl, ksub, start[static_cast<size_t>(l)],
+                         start[static_cast<size_t>(l + 1)]);
+        }
+        // Fewer than k codes in the probed lists: pad with +inf distances and index -1.
+        const int64_t got = st.heap.size();
+        st.heap.write_sorted(distances + q * k, indices + q * k, sign);
+        for (int64_t j = got; j < k; ++j) {
+          distances[q * k + j] = negate ? -std::numeric_limits<float>::infinity()
+                                        : std::numeric_limits<float>::infinity();
+          indices[q * k + j] = -1;
+        }
+      });
   }
+  errors.rethrow();
 }
 
 void kmeans(const float* x, int64_t n, int64_t dim, int64_t k, int n_iter,
