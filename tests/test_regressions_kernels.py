@@ -385,6 +385,19 @@ def test_r08_self_distance_is_zero_and_near_duplicates_are_resolved():
     )
 
 
+def test_r08_l2_distances_that_overflow_float32_rank_as_inf():
+    q = np.zeros((1, 4), np.float32)
+    keys = np.array([[1e20] * 4, [1.0] * 4, [3e19] * 4, [2.0] * 4], np.float32)
+    with np.errstate(over="ignore"):
+        true = _exact_l2(q, keys).astype(np.float32)  # [inf, 4, inf, 16]
+    d, i = gram_topk(q, keys, 3, metric="l2", largest=True)
+    np.testing.assert_array_equal(i, [[0, 2, 3]])
+    np.testing.assert_array_equal(d, true[:, [0, 2, 3]])
+    d, i = gram_topk(q, keys, 2, metric="l2", largest=False)
+    np.testing.assert_array_equal(i, [[1, 3]])
+    np.testing.assert_array_equal(d, [[4.0, 16.0]])
+
+
 def test_r08_weighted_l2_and_dense_gram_are_exact():
     q, k = _offset_data(4, 700, seed=1)
     w = np.random.default_rng(2).uniform(0.5, 2.0, 700).astype(np.float32)

@@ -381,7 +381,8 @@ void gram_topk(const float* queries, int64_t n, const float* keys, int64_t n_key
               slack_coef * (static_cast<double>(q_sq[static_cast<size_t>(i)]) + max_k_sq);
           const double bound = static_cast<double>(worst_kept) + slack +
                                4 * kUnit * std::abs(static_cast<double>(worst_kept));
-          certified = static_cast<double>(exact.threshold()) > bound;
+          // (a non-finite bound, e.g. from scores that overflowed, certifies nothing)
+          certified = std::isfinite(bound) && static_cast<double>(exact.threshold()) > bound;
         }
         if (!certified) {  // scan every key exactly
           exact = TopKHeap(ek.data(), ei.data(), k);
