@@ -345,6 +345,13 @@ def test_seed_and_iteration_counts_out_of_range_name_the_argument():
         kmeans(x, 3, n_iter=2**40)
     with pytest.raises(ValueError, match="seed"):
         ProductQuantizer(4, 2, 4, seed=2**63 - 1)
+    y = np.arange(40) % 2
+    with pytest.raises(ValueError, match="max_iter"):
+        crammer_singer_fit(x, y, 1.0, max_iter=2**64)
+    with pytest.raises(ValueError, match="seed"):
+        crammer_singer_fit(x, y, 1.0, seed=2**64)
+    with pytest.raises(ValueError, match="n_classes"):
+        crammer_singer_fit(x, y, 1.0, n_classes=2**63)
 
 
 # --- r08: l2 cancellation ---------------------------------------------------------------------

@@ -95,6 +95,8 @@ def _labels(y: Any, n: int, n_classes: int | None) -> tuple[np.ndarray, int]:
     if n_classes is not None:
         if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
             raise TypeError(f"n_classes must be an integer, got {type(n_classes).__name__}")
+        if not 2 <= n_classes <= 2**31 - 1:
+            raise ValueError(f"n_classes = {n_classes} must be in [2, 2**31 - 1]")
         if lab.max() >= n_classes:
             raise ValueError(f"y holds {int(lab.max())}, outside [0, n_classes = {n_classes})")
     if k < 2:
@@ -169,12 +171,20 @@ def crammer_singer_fit(
     c_val = positive_float(C, "C")
     if not np.isfinite(float(tol)) or float(tol) <= 0:
         raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if (
+        isinstance(max_iter, bool)
+        or not isinstance(max_iter, (int, np.integer))
+        or not 1 <= max_iter <= 2**63 - 1
+    ):
+        raise ValueError(f"max_iter must be an integer in [1, 2**63 - 1], got {max_iter!r}")
     if not 0.0 < float(shrink_factor) < 1.0:
         raise ValueError(f"shrink_factor must be in (0, 1), got {shrink_factor!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, (int, np.integer))
+        or not 0 <= seed <= 2**63 - 1
+    ):
+        raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
     sw = _weights(sample_weight, x.shape[0])
     lam, coef, bias, stats = _core.crammer_singer_fit(
         x,
