@@ -30,11 +30,19 @@ from datacredit.kernels import (
 _PYTHON_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
 
 
-def run_child(code: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Runs `code` in a fresh interpreter (same datacredit as this one); fails on a signal."""
+def run_child(
+    code: str, timeout: float = 240, *, memory_limited: bool = False
+) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter (same datacredit as this one); fails on a signal.
+
+    ``memory_limited``: the child sets an address-space limit, so the BLAS libraries get
+    two threads each (their per-thread buffers would otherwise scale with the machine).
+    """
     import datacredit
 
     env = dict(os.environ)
+    if memory_limited:
+        env["OPENBLAS_NUM_THREADS"] = "2"
     pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(datacredit.__file__)))
     env["PYTHONPATH"] = os.pathsep.join([pkg_root, env.get("PYTHONPATH", "")])
     proc = subprocess.run(
@@ -118,7 +126,8 @@ def test_r02_cosine_buffers_sized_to_the_problem_under_memory_limit():
             print("computed")
         except MemoryError as e:
             print("MemoryError", e)
-        """
+        """,
+        memory_limited=True,
     )
     assert "computed" in proc.stdout or "MemoryError" in proc.stdout
 
@@ -135,7 +144,8 @@ def test_r03_large_k_raises_memory_error():
             print("computed")
         except MemoryError as e:
             print("MemoryError", e)
-        """
+        """,
+        memory_limited=True,
     )
     assert "MemoryError" in proc.stdout and "not enough memory" in proc.stdout
 
@@ -264,7 +274,8 @@ def test_r06_many_threads_under_memory_limit_do_not_kill_the_process():
         b = gram_topk(q, k, 5, n_threads=1)
         assert all((x == y).all() for x, y in zip(a, b))
         print("ok")
-        """
+        """,
+        memory_limited=True,
     )
     assert "ok" in proc.stdout
 
