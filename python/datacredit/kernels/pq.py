@@ -71,63 +71,6 @@ _FASTSCAN_ENV = "DATACREDIT_PQ_FASTSCAN"
 _PACKED_FORMAT = "datacredit.PackedCodes/1"
 
 
-def _check_packed(data: Any, n: Any, m: Any, list_blocks: Any, ids: Any):
-    """Validated ``(data, n, m, list_blocks, ids)`` of a :class:`PackedCodes` (``O(n)``).
-
-    The compiled searches read ``data`` and ``ids`` through ``list_blocks``: an
-    inconsistent layout would read out of bounds, so it is refused here (and again in C++).
-    """
-    for name, v in (("n", n), ("m", m)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"PackedCodes: {name} must be a positive integer, got {v!r}")
-    n, m = int(n), int(m)
-    data = np.asarray(data)
-    if data.dtype != np.uint8 or data.ndim != 3 or data.shape[1:] != ((m + 1) // 2, 32):
-        raise ValueError(
-            f"PackedCodes: data must be uint8 of shape (n_blocks, {(m + 1) // 2}, 32) for m={m}, "
-            f"got {data.dtype} {data.shape}"
-        )
-    data = np.ascontiguousarray(data)
-    n_blocks = data.shape[0]
-    if (list_blocks is None) != (ids is None):
-        raise ValueError("PackedCodes: list_blocks and ids go together (both or neither)")
-    if list_blocks is None:
-        if n_blocks != (n + 31) // 32:
-            raise ValueError(
-                f"PackedCodes: {n_blocks} blocks for n={n} codes (expected {(n + 31) // 32})"
-            )
-        return data, n, m, None, None
-    lb, ids = np.asarray(list_blocks), np.asarray(ids)
-    if lb.dtype.kind not in "iu" or ids.dtype.kind not in "iu":
-        raise TypeError("PackedCodes: list_blocks and ids must be integer arrays")
-    lb = np.ascontiguousarray(lb, dtype=np.int64)
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    if (
-        lb.ndim != 1
-        or lb.shape[0] < 2
-        or lb[0] != 0
-        or lb[-1] != n_blocks
-        or (np.diff(lb) < 0).any()
-    ):
-        raise ValueError(
-            "PackedCodes: list_blocks must be a non-decreasing (nlist + 1,) vector from 0 to "
-            f"the number of blocks ({n_blocks})"
-        )
-    if ids.shape != (n_blocks * 32,):
-        raise ValueError(f"PackedCodes: ids must have shape ({n_blocks * 32},), got {ids.shape}")
-    real = ids[ids >= 0]
-    if (
-        (ids < -1).any()
-        or real.size != n
-        or (real >= n).any()
-        or np.bincount(real, minlength=n).max(initial=0) > 1
-    ):
-        raise ValueError(
-            f"PackedCodes: ids must hold each code index 0..{n - 1} once (-1 for padding)"
-        )
-    return data, n, m, lb, ids
-
-
 class PackedCodes:
     """4-bit PQ codes packed for the fast-scan search (from :meth:`ProductQuantizer.pack`).
 
@@ -230,14 +173,85 @@ class PackedCodes:
             has_lists = bool(f["has_lists"])
             list_blocks = np.ascontiguousarray(f["list_blocks"], np.int64) if has_lists else None
             ids = np.ascontiguousarray(f["ids"], np.int64) if has_lists else None
-        try:
-            return cls(data, n, m, list_blocks, ids)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: inconsistent layout: {exc}") from exc
+        n_blocks = data.shape[0] if data.ndim == 3 else -1
+        if data.dtype != np.uint8 or data.shape[1:] != ((m + 1) // 2, 32) or n < 1:
+            raise ValueError(f"{path}: packed data of shape {data.shape} does not fit n={n}, m={m}")
+        if list_blocks is None:
+            if n_blocks != (n + 31) // 32:
+                raise ValueError(f"{path}: {n_blocks} blocks for n={n} codes")
+        else:
+            ok = (
+                len(list_blocks) >= 2
+                and list_blocks[0] == 0
+                and list_blocks[-1] == n_blocks
+                and (np.diff(list_blocks) >= 0).all()
+                and ids.shape == (n_blocks * 32,)
+            )
+            real = ids[ids >= 0]
+            if not ok or real.size != n or not np.array_equal(np.sort(real), np.arange(n)):
+                raise ValueError(f"{path}: inconsistent inverted-list layout")
+        return cls(data, n, m, list_blocks, ids)
 
     def __repr__(self) -> str:
         lists = "" if self.list_blocks is None else f", nlist={self.nlist}"
         return f"PackedCodes(n={self.n}, m={self.m}{lists}, {self.data.nbytes} bytes)"
+
+
+def _check_packed(data: Any, n: Any, m: Any, list_blocks: Any, ids: Any):
+    """Validated ``(data, n, m, list_blocks, ids)`` of a :class:`PackedCodes` (``O(n)``).
+
+    The compiled searches read ``data`` and ``ids`` through ``list_blocks``: an
+    inconsistent layout would read out of bounds, so it is refused here (and again in C++).
+    """
+    for name, v in (("n", n), ("m", m)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"PackedCodes: {name} must be a positive integer, got {v!r}")
+    n, m = int(n), int(m)
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.ndim != 3 or data.shape[1:] != ((m + 1) // 2, 32):
+        raise ValueError(
+            f"PackedCodes: data must be uint8 of shape (n_blocks, {(m + 1) // 2}, 32) for m={m}, "
+            f"got {data.dtype} {data.shape}"
+        )
+    data = np.ascontiguousarray(data)
+    n_blocks = data.shape[0]
+    if (list_blocks is None) != (ids is None):
+        raise ValueError("PackedCodes: list_blocks and ids go together (both or neither)")
+    if list_blocks is None:
+        if n_blocks != (n + 31) // 32:
+            raise ValueError(
+                f"PackedCodes: {n_blocks} blocks for n={n} codes (expected {(n + 31) // 32})"
+            )
+        return data, n, m, None, None
+    lb, ids = np.asarray(list_blocks), np.asarray(ids)
+    if lb.dtype.kind not in "iu" or ids.dtype.kind not in "iu":
+        raise TypeError("PackedCodes: list_blocks and ids must be integer arrays")
+    lb = np.ascontiguousarray(lb, dtype=np.int64)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if (
+        lb.ndim != 1
+        or lb.shape[0] < 2
+        or lb[0] != 0
+        or lb[-1] != n_blocks
+        or (np.diff(lb) < 0).any()
+    ):
+        raise ValueError(
+            "PackedCodes: list_blocks must be a non-decreasing (nlist + 1,) vector from 0 to "
+            f"the number of blocks ({n_blocks})"
+        )
+    if ids.shape != (n_blocks * 32,):
+        raise ValueError(f"PackedCodes: ids must have shape ({n_blocks * 32},), got {ids.shape}")
+    real = ids[ids >= 0]
+    if (
+        (ids < -1).any()
+        or real.size != n
+        or (real >= n).any()
+        or np.bincount(real, minlength=n).max(initial=0) > 1
+    ):
+        raise ValueError(
+            f"PackedCodes: ids must hold each code index 0..{n - 1} once (-1 for padding)"
+        )
+    return data, n, m, lb, ids
 
 
 class ProductQuantizer:
