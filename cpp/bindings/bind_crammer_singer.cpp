@@ -1,3 +1,4 @@
+#include <limits>
 #include <optional>
 
 #include "bindings.hpp"
@@ -11,7 +12,7 @@ void bind_crammer_singer(py::module_& m) {
   m.def(
       "crammer_singer_fit",
       [](const FloatArray& X, const Int64Array& y, int64_t n_classes, double C, double tol,
-         int64_t max_iter, uint64_t seed, bool fit_bias, int n_threads,
+         int64_t max_iter, int64_t seed, bool fit_bias, int64_t n_threads,
          const std::optional<DoubleArray>& sample_weight, double shrink_factor) {
         if (X.ndim() != 2) throw py::value_error("crammer_singer_fit: X must be 2-D");
         if (y.ndim() != 1 || y.shape(0) != X.shape(0))
@@ -21,9 +22,11 @@ void bind_crammer_singer(py::module_& m) {
         opt.C = C;
         opt.tol = tol;
         opt.max_iter = max_iter;
-        opt.seed = seed;
+        opt.seed = seed_arg(seed, "crammer_singer_fit");
         opt.fit_bias = fit_bias;
-        opt.n_threads = n_threads;
+        opt.n_threads = threads_arg(n_threads, "crammer_singer_fit");
+        int_arg(n_classes, 2, std::numeric_limits<int32_t>::max(), "crammer_singer_fit",
+                "n_classes");
         opt.shrink_factor = shrink_factor;
         if (sample_weight) {
           if (sample_weight->ndim() != 1 || sample_weight->shape(0) != X.shape(0))
@@ -56,11 +59,12 @@ void bind_crammer_singer(py::module_& m) {
   m.def(
       "crammer_singer_primal",
       [](const FloatArray& X, const Int64Array& y, const DoubleArray& coef,
-         const std::optional<DoubleArray>& bias, double C, int n_threads,
+         const std::optional<DoubleArray>& bias, double C, int64_t n_threads,
          const std::optional<DoubleArray>& sample_weight) {
+        check_array(X, "crammer_singer_primal", "X", 2);
+        check_array(coef, "crammer_singer_primal", "coef", 2, {-1, X.shape(1)});
+        const int threads = threads_arg(n_threads, "crammer_singer_primal");
         const int64_t n = X.shape(0), d = X.shape(1), k = coef.shape(0);
-        if (coef.ndim() != 2 || coef.shape(1) != d)
-          throw py::value_error("crammer_singer_primal: coef must be (K, d)");
         if (y.ndim() != 1 || y.shape(0) != n)
           throw py::value_error("crammer_singer_primal: y must have one label per row of X");
         if (bias && (bias->ndim() != 1 || bias->shape(0) != k))
@@ -75,8 +79,7 @@ void bind_crammer_singer(py::module_& m) {
         double out;
         {
           py::gil_scoped_release release;
-          out =
-              crammer_singer_primal(X.data(), n, d, y.data(), k, coef.data(), pb, C, n_threads, pw);
+          out = crammer_singer_primal(X.data(), n, d, y.data(), k, coef.data(), pb, C, threads, pw);
         }
         return out;
       },

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "bindings.hpp"
@@ -11,13 +12,28 @@ namespace {
 
 using ByteArray = py::array_t<uint8_t, py::array::c_style>;
 
-PQShape make_shape(int64_t dim, int64_t m, int nbits) {
+PQShape make_shape(int64_t dim, int64_t m, int64_t nbits) {
   PQShape s;
   s.dim = dim;
   s.m = m;
-  s.nbits = nbits;
+  s.nbits = int_arg(nbits, 1, 8, "ProductQuantizer", "nbits");
   check_pq_shape(s, "ProductQuantizer");
   return s;
+}
+
+// Rows (n, d) and centroids (m, ksub, dsub) are checked before any of their shapes is read.
+const FloatArray& matrix(const FloatArray& x, const char* name) {
+  check_array(x, "ProductQuantizer", name, 2);
+  return x;
+}
+const FloatArray& cube(const FloatArray& c) {
+  check_array(c, "ProductQuantizer", "centroids", 3);
+  return c;
+}
+
+void check_k(int64_t k, int64_t n) {
+  check(k >= 1 && k <= n, "ProductQuantizer",
+        "k = " + std::to_string(k) + " must be in [1, " + std::to_string(n) + "]");
 }
 
 void check_centroids(const PQShape& s, const FloatArray& c) {
@@ -40,14 +56,17 @@ void check_codes(const PQShape& s, const ByteArray& codes) {
 void bind_pq(py::module_& m) {
   m.def(
       "pq_train",
-      [](const FloatArray& x, int64_t m_sub, int nbits, int n_iter, int64_t mppc, uint64_t seed,
-         int n_threads) {
-        const PQShape s = make_shape(x.shape(1), m_sub, nbits);
+      [](const FloatArray& x, int64_t m_sub, int64_t nbits, int64_t n_iter, int64_t mppc,
+         int64_t seed, int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
+        const PQShape s = make_shape(matrix(x, "x").shape(1), m_sub, nbits);
+        const int iters = int_arg(n_iter, 1, std::numeric_limits<int>::max(), "pq_train", "n_iter");
+        const uint64_t seed_u = seed_arg(seed, "pq_train");
         FloatArray cent({s.m, s.ksub(), s.dsub()});
         float* pc = cent.mutable_data();
         {
           py::gil_scoped_release release;
-          pq_train(s, x.data(), x.shape(0), n_iter, mppc, seed, pc, n_threads);
+          pq_train(s, x.data(), x.shape(0), iters, mppc, seed_u, pc, n_threads);
         }
         return cent;
       },
@@ -56,8 +75,9 @@ void bind_pq(py::module_& m) {
 
   m.def(
       "pq_encode",
-      [](const FloatArray& cent, const FloatArray& x, int nbits, int n_threads) {
-        const PQShape s = make_shape(x.shape(1), cent.shape(0), nbits);
+      [](const FloatArray& cent, const FloatArray& x, int64_t nbits, int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
+        const PQShape s = make_shape(matrix(x, "x").shape(1), cube(cent).shape(0), nbits);
         check_centroids(s, cent);
         check_rows(s, x, "x");
         ByteArray codes({x.shape(0), s.m});
@@ -72,8 +92,11 @@ void bind_pq(py::module_& m) {
 
   m.def(
       "pq_decode",
-      [](const FloatArray& cent, const ByteArray& codes, int64_t dim, int nbits, int n_threads) {
-        const PQShape s = make_shape(dim, cent.shape(0), nbits);
+      [](const FloatArray& cent, const ByteArray& codes, int64_t dim, int64_t nbits,
+         int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
+        const PQShape s = make_shape(dim, cube(cent).shape(0), nbits);
+        check_array(codes, "ProductQuantizer", "codes", 2);
         check_centroids(s, cent);
         check_codes(s, codes);
         FloatArray out({codes.shape(0), dim});
@@ -89,9 +112,11 @@ void bind_pq(py::module_& m) {
 
   m.def(
       "pq_compute_tables",
-      [](const FloatArray& cent, const FloatArray& queries, int nbits, const std::string& metric,
-         int n_threads) {
-        const PQShape s = make_shape(queries.shape(1), cent.shape(0), nbits);
+      [](const FloatArray& cent, const FloatArray& queries, int64_t nbits,
+         const std::string& metric, int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
+        const PQShape s =
+            make_shape(matrix(queries, "queries").shape(1), cube(cent).shape(0), nbits);
         check_centroids(s, cent);
         const PQMetric met = parse_pq_metric(metric);
         FloatArray out({queries.shape(0), s.m, s.ksub()});
@@ -108,12 +133,15 @@ void bind_pq(py::module_& m) {
   m.def(
       "pq_search",
       [](const FloatArray& cent, const FloatArray& queries, const ByteArray& codes, int64_t k,
-         int nbits, const std::string& metric, int n_threads) {
-        const PQShape s = make_shape(queries.shape(1), cent.shape(0), nbits);
+         int64_t nbits, const std::string& metric, int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
+        const PQShape s =
+            make_shape(matrix(queries, "queries").shape(1), cube(cent).shape(0), nbits);
         check_centroids(s, cent);
         check_codes(s, codes);
         const PQMetric met = parse_pq_metric(metric);
         const int64_t nq = queries.shape(0);
+        check_k(k, codes.shape(0));
         FloatArray dist({nq, k});
         Int64Array idx({nq, k});
         float* pd = dist.mutable_data();
@@ -130,13 +158,20 @@ void bind_pq(py::module_& m) {
 
   m.def(
       "kmeans",
-      [](const FloatArray& x, int64_t k, int n_iter, int64_t mppc, uint64_t seed, int n_threads) {
+      [](const FloatArray& x, int64_t k, int64_t n_iter, int64_t mppc, int64_t seed,
+         int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
         check(x.ndim() == 2, "kmeans", "x must be a matrix");
+        check(
+            k >= 1 && k <= x.shape(0), "kmeans",
+            "k = " + std::to_string(k) + " must be in [1, n = " + std::to_string(x.shape(0)) + "]");
+        const int iters = int_arg(n_iter, 1, std::numeric_limits<int>::max(), "kmeans", "n_iter");
+        const uint64_t seed_u = seed_arg(seed, "kmeans");
         FloatArray cent({k, static_cast<int64_t>(x.shape(1))});
         float* pc = cent.mutable_data();
         {
           py::gil_scoped_release release;
-          kmeans(x.data(), x.shape(0), x.shape(1), k, n_iter, mppc, seed, pc, n_threads);
+          kmeans(x.data(), x.shape(0), x.shape(1), k, iters, mppc, seed_u, pc, n_threads);
         }
         return cent;
       },
@@ -146,9 +181,11 @@ void bind_pq(py::module_& m) {
   m.def(
       "pq_search_ivf",
       [](const FloatArray& cent, const FloatArray& queries, const ByteArray& codes,
-         const Int64Array& lists, int64_t nlist, const Int64Array& probes, int64_t k, int nbits,
-         const std::string& metric, int n_threads) {
-        const PQShape s = make_shape(queries.shape(1), cent.shape(0), nbits);
+         const Int64Array& lists, int64_t nlist, const Int64Array& probes, int64_t k, int64_t nbits,
+         const std::string& metric, int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, "ProductQuantizer");
+        const PQShape s =
+            make_shape(matrix(queries, "queries").shape(1), cube(cent).shape(0), nbits);
         check_centroids(s, cent);
         check_codes(s, codes);
         const PQMetric met = parse_pq_metric(metric);
@@ -157,6 +194,7 @@ void bind_pq(py::module_& m) {
               "lists must have one entry per code");
         check(probes.ndim() == 2 && probes.shape(0) == nq, "ProductQuantizer",
               "probes must have shape (nq, nprobe)");
+        check_k(k, codes.shape(0));
         FloatArray dist({nq, k});
         Int64Array idx({nq, k});
         float* pd = dist.mutable_data();

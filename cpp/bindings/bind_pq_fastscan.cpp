@@ -65,7 +65,8 @@ void bind_pq_fastscan(py::module_& m) {
 
   m.def(
       "pq_fastscan_pack",
-      [](const ByteArray& codes, int n_threads) {
+      [](const ByteArray& codes, int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, kWhere);
         check(codes.ndim() == 2 && codes.shape(0) > 0 && codes.shape(1) > 0, kWhere,
               "codes must be a non-empty (n, m) matrix");
         const int64_t n = codes.shape(0), ms = codes.shape(1);
@@ -81,7 +82,8 @@ void bind_pq_fastscan(py::module_& m) {
 
   m.def(
       "pq_fastscan_pack_ivf",
-      [](const ByteArray& codes, const Int64Array& lists, int64_t nlist, int n_threads) {
+      [](const ByteArray& codes, const Int64Array& lists, int64_t nlist, int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, kWhere);
         check(codes.ndim() == 2 && codes.shape(0) > 0 && codes.shape(1) > 0, kWhere,
               "codes must be a non-empty (n, m) matrix");
         const int64_t n = codes.shape(0), ms = codes.shape(1);
@@ -108,7 +110,8 @@ void bind_pq_fastscan(py::module_& m) {
       "pq_fastscan_search_ivf",
       [](const FloatArray& tables, const ByteArray& packed, const Int64Array& list_blocks,
          const Int64Array& ids, int64_t n, const Int64Array& probes, int64_t k,
-         const std::string& metric, int n_threads, bool force_scalar) {
+         const std::string& metric, int64_t n_threads_arg, bool force_scalar) {
+        const int n_threads = threads_arg(n_threads_arg, kWhere);
         check_tables(tables);
         const int64_t nq = tables.shape(0), ms = tables.shape(1);
         check_packed_ivf(packed, list_blocks, ids, ms);
@@ -135,7 +138,8 @@ void bind_pq_fastscan(py::module_& m) {
   m.def(
       "pq_fastscan_rerank_ivf",
       [](const FloatArray& tables, const ByteArray& packed, const Int64Array& positions,
-         const Int64Array& cand, int64_t k, const std::string& metric, int n_threads) {
+         const Int64Array& cand, int64_t k, const std::string& metric, int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, kWhere);
         check_tables(tables);
         const int64_t nq = tables.shape(0), ms = tables.shape(1);
         check(packed.ndim() == 3 && packed.shape(1) == fastscan_m_pad(ms) / 2 &&
@@ -172,7 +176,8 @@ void bind_pq_fastscan(py::module_& m) {
 
   m.def(
       "pq_fastscan_quantize_tables",
-      [](const FloatArray& tables, const std::string& metric, int n_threads) {
+      [](const FloatArray& tables, const std::string& metric, int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, kWhere);
         check_tables(tables);
         const PQMetric met = parse_pq_metric(metric);
         const int64_t nq = tables.shape(0), ms = tables.shape(1);
@@ -192,7 +197,8 @@ void bind_pq_fastscan(py::module_& m) {
   m.def(
       "pq_fastscan_search",
       [](const FloatArray& tables, const ByteArray& packed, int64_t n, int64_t k,
-         const std::string& metric, int n_threads, bool force_scalar) {
+         const std::string& metric, int64_t n_threads_arg, bool force_scalar) {
+        const int n_threads = threads_arg(n_threads_arg, kWhere);
         check_tables(tables);
         const int64_t nq = tables.shape(0), ms = tables.shape(1);
         check_packed(packed, n, ms);
@@ -215,7 +221,8 @@ void bind_pq_fastscan(py::module_& m) {
   m.def(
       "pq_fastscan_rerank",
       [](const FloatArray& tables, const ByteArray& packed, int64_t n, const Int64Array& cand,
-         int64_t k, const std::string& metric, int n_threads) {
+         int64_t k, const std::string& metric, int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, kWhere);
         check_tables(tables);
         const int64_t nq = tables.shape(0), ms = tables.shape(1);
         check_packed(packed, n, ms);

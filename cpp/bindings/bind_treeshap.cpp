@@ -13,7 +13,15 @@ TreeEnsembleView make_view(const Int32Array& left, const Int32Array& right,
                            const Int32Array& feature, const FloatArray& threshold,
                            const UInt8Array& default_left, const FloatArray& value,
                            const Int64Array& roots) {
+  const char* where = "tree_shap_interventional";
+  check_array(left, where, "left", 1);
   const int64_t n = left.shape(0);
+  check_array(right, where, "right", 1, {n});
+  check_array(feature, where, "feature", 1, {n});
+  check_array(threshold, where, "threshold", 1, {n});
+  check_array(default_left, where, "default_left", 1, {n});
+  check_array(value, where, "value", 1, {n});
+  check_array(roots, where, "roots", 1);
   if (right.shape(0) != n || feature.shape(0) != n || threshold.shape(0) != n ||
       default_left.shape(0) != n || value.shape(0) != n)
     throw std::invalid_argument("tree arrays must all have the same length");
@@ -37,13 +45,13 @@ void bind_treeshap(py::module_& m) {
       "tree_shap_interventional",
       [](const Int32Array& left, const Int32Array& right, const Int32Array& feature,
          const FloatArray& threshold, const UInt8Array& default_left, const FloatArray& value,
-         const Int64Array& roots, const FloatArray& X, const FloatArray& R, int n_threads) {
+         const Int64Array& roots, const FloatArray& X, const FloatArray& R, int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, "tree_shap_interventional");
         const TreeEnsembleView view =
             make_view(left, right, feature, threshold, default_left, value, roots);
+        check_array(X, "tree_shap_interventional", "X", 2);
+        check_array(R, "tree_shap_interventional", "references", 2, {-1, X.shape(1)});
         const int64_t n_x = X.shape(0), n_refs = R.shape(0), n_features = X.shape(1);
-        if (R.shape(1) != n_features)
-          throw std::invalid_argument(
-              "tree_shap_interventional: references must have as many columns as X");
         DoubleArray phi({n_x, n_features});
         DoubleArray base(n_x), fx(n_x);
         double* pp = phi.mutable_data();
@@ -64,9 +72,11 @@ void bind_treeshap(py::module_& m) {
       "tree_ensemble_predict",
       [](const Int32Array& left, const Int32Array& right, const Int32Array& feature,
          const FloatArray& threshold, const UInt8Array& default_left, const FloatArray& value,
-         const Int64Array& roots, const FloatArray& X, int n_threads) {
+         const Int64Array& roots, const FloatArray& X, int64_t n_threads_arg) {
+        const int n_threads = threads_arg(n_threads_arg, "tree_shap_interventional");
         const TreeEnsembleView view =
             make_view(left, right, feature, threshold, default_left, value, roots);
+        check_array(X, "tree_ensemble_predict", "X", 2);
         const int64_t n = X.shape(0);
         DoubleArray out(n);
         double* po = out.mutable_data();

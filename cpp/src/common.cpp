@@ -1,5 +1,6 @@
 #include "datacredit/common.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #ifdef DATACREDIT_HAVE_OPENMP
@@ -15,12 +16,14 @@ bool all_finite(const float* values, int64_t count) {
   return acc == 0.0f;
 }
 
-int resolve_threads(int n_threads) {
+int resolve_threads(int64_t n_threads) {
+  check(n_threads <= kMaxThreads, "n_threads",
+        "n_threads = " + std::to_string(n_threads) + " is above the limit of " +
+            std::to_string(kMaxThreads) + " (use <= 0 or None for all cores)");
 #ifdef DATACREDIT_HAVE_OPENMP
   if (n_threads <= 0) return omp_get_max_threads();
-  return n_threads;
+  return static_cast<int>(std::min<int64_t>(n_threads, std::max(1, omp_get_num_procs())));
 #else
-  (void)n_threads;
   return 1;
 #endif
 }

@@ -349,14 +349,17 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
       const double beta = subproblem_beta(B.data(), na, y_pos, A, C, D.data());
       // New values, written over B.  The true class's value is also clamped at 0 from below
       // (it is >= 0 in exact arithmetic), so rounding cannot make it negative.
-      double largest_change = 0.0;
+      double largest_change = 0.0, largest_value = 0.0;
       for (int a = 0; a < na; ++a) {
         const int m = cls_i[a];
         const double v = (beta - B[a]) / A;
         B[a] = m == yi ? std::min(C, std::max(0.0, v)) : std::min(0.0, v);
         largest_change = std::max(largest_change, std::abs(B[a] - lam_i[m]));
+        largest_value = std::max({largest_value, std::abs(B[a]), std::abs(lam_i[m])});
       }
-      if (largest_change <= 1e-15 * C) continue;  // nothing moves
+      // Nothing moves: relative to the lambdas themselves, not to C (with a huge C or huge
+      // features every useful step is far below 1e-15 * C).
+      if (largest_change <= 1e-15 * largest_value) continue;
       for (int a = 0; a < na; ++a) {
         const int m = cls_i[a];
         const double delta = B[a] - lam_i[m];

@@ -12,6 +12,10 @@
 #include "datacredit/common.hpp"
 #include "datacredit/topk.hpp"
 
+#ifdef DATACREDIT_HAVE_OPENMP
+#include <omp.h>
+#endif
+
 namespace datacredit {
 
 PQMetric parse_pq_metric(const std::string& name) {
@@ -165,10 +169,9 @@ std::vector<int64_t> sample_rows(int64_t n, int64_t count, uint64_t seed) {
   return rows;
 }
 
-// Lloyd's k-means on xs (n x dsub, contiguous) into cent (ksub x dsub), initialised
-// from the rows init_rows (ksub distinct indices into xs).
-void kmeans_subspace(const float* xs, int64_t n, int64_t dsub, int64_t ksub, int n_iter,
-                     const std::vector<int64_t>& init_rows, float* cent) {
+// Lloyd's k-means on centred rows xs (n x dsub) into cent; see kmeans_subspace.
+void kmeans_centred(const float* xs, int64_t n, int64_t dsub, int64_t ksub, int n_iter,
+                    const std::vector<int64_t>& init_rows, float* cent) {
   for (int64_t j = 0; j < ksub; ++j) {
     const int64_t r = init_rows[static_cast<size_t>(j)];
     std::copy(xs + r * dsub, xs + (r + 1) * dsub, cent + j * dsub);
@@ -214,6 +217,31 @@ void kmeans_subspace(const float* xs, int64_t n, int64_t dsub, int64_t ksub, int
       counts[static_cast<size_t>(big)] -= counts[static_cast<size_t>(j)];
     }
   }
+}
+
+// Mean of the rows (double accumulation, rounded to float).
+std::vector<float> mean_rows(const float* x, int64_t rows, int64_t dim) {
+  std::vector<double> acc(static_cast<size_t>(dim), 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t t = 0; t < dim; ++t) acc[static_cast<size_t>(t)] += x[r * dim + t];
+  std::vector<float> mean(static_cast<size_t>(dim));
+  for (int64_t t = 0; t < dim; ++t)
+    mean[static_cast<size_t>(t)] = static_cast<float>(acc[static_cast<size_t>(t)] / rows);
+  return mean;
+}
+
+// Lloyd's k-means on xs (n x dsub, contiguous; overwritten: centred) into cent (ksub x
+// dsub), initialised from the rows init_rows (ksub distinct indices into xs).  The rows
+// are centred on their mean first (k-means is translation invariant): the assignment's
+// |c|^2 - 2 x.c would otherwise cancel away a large common offset of the data.
+void kmeans_subspace(float* xs, int64_t n, int64_t dsub, int64_t ksub, int n_iter,
+                     const std::vector<int64_t>& init_rows, float* cent) {
+  const std::vector<float> mean = mean_rows(xs, n, dsub);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t t = 0; t < dsub; ++t) xs[i * dsub + t] -= mean[static_cast<size_t>(t)];
+  kmeans_centred(xs, n, dsub, ksub, n_iter, init_rows, cent);
+  for (int64_t j = 0; j < ksub; ++j)
+    for (int64_t t = 0; t < dsub; ++t) cent[j * dsub + t] += mean[static_cast<size_t>(t)];
 }
 
 // Plane layout used by the scan: sub-spaces are grouped into planes of kPlane columns,
@@ -449,15 +477,19 @@ void pq_train(const PQShape& shape, const float* x, int64_t n, int n_iter,
       distinct_rows(n_sample, ksub, seed * 0x9E3779B97F4A7C15ULL + 1);
 
   SerialBlasScope serial;
+  ParallelErrors errors;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t s = 0; s < m; ++s) {
-    std::vector<float> xs(static_cast<size_t>(n_sample * dsub));
-    for (int64_t i = 0; i < n_sample; ++i)
-      std::copy(x + rows[static_cast<size_t>(i)] * dim + s * dsub,
-                x + rows[static_cast<size_t>(i)] * dim + (s + 1) * dsub, xs.data() + i * dsub);
-    kmeans_subspace(xs.data(), n_sample, dsub, ksub, n_iter, init_rows,
-                    centroids + s * ksub * dsub);
+    errors.run([&] {
+      std::vector<float> xs(static_cast<size_t>(n_sample * dsub));
+      for (int64_t i = 0; i < n_sample; ++i)
+        std::copy(x + rows[static_cast<size_t>(i)] * dim + s * dsub,
+                  x + rows[static_cast<size_t>(i)] * dim + (s + 1) * dsub, xs.data() + i * dsub);
+      kmeans_subspace(xs.data(), n_sample, dsub, ksub, n_iter, init_rows,
+                      centroids + s * ksub * dsub);
+    });
   }
+  errors.rethrow();
 }
 
 void pq_encode(const PQShape& shape, const float* centroids, const float* x, int64_t n,
@@ -468,28 +500,55 @@ void pq_encode(const PQShape& shape, const float* centroids, const float* x, int
   const int64_t ksub = shape.ksub(), dsub = shape.dsub(), m = shape.m, dim = shape.dim;
   check(all_finite(x, n * dim), where, "x contains NaN or inf");
   const int threads = resolve_threads(n_threads);
+  // Centroids and rows are centred on each sub-space's centroid mean, so that |c|^2 - 2 x.c
+  // keeps its precision for data with a large common offset.
+  std::vector<float> mu(static_cast<size_t>(dim));
+  std::vector<float> cc(static_cast<size_t>(m * ksub * dsub));
+  for (int64_t s = 0; s < m; ++s) {
+    const float* c = centroids + s * ksub * dsub;
+    const std::vector<float> mean = mean_rows(c, ksub, dsub);
+    std::copy(mean.begin(), mean.end(), mu.begin() + s * dsub);
+    for (int64_t j = 0; j < ksub; ++j)
+      for (int64_t t = 0; t < dsub; ++t)
+        cc[static_cast<size_t>((s * ksub + j) * dsub + t)] = c[j * dsub + t] - mean[t];
+  }
   std::vector<float> cnorm(static_cast<size_t>(m * ksub));
   std::vector<float> ct(static_cast<size_t>(m * ksub * dsub));
   for (int64_t s = 0; s < m; ++s) {
-    centroid_norms(centroids + s * ksub * dsub, ksub, dsub, cnorm.data() + s * ksub);
-    transpose_centroids(centroids + s * ksub * dsub, ksub, dsub, ct.data() + s * ksub * dsub);
+    centroid_norms(cc.data() + s * ksub * dsub, ksub, dsub, cnorm.data() + s * ksub);
+    transpose_centroids(cc.data() + s * ksub * dsub, ksub, dsub, ct.data() + s * ksub * dsub);
   }
   constexpr int64_t kRows = 4096;
   const int64_t n_blocks = (n + kRows - 1) / kRows;
+  const int64_t team = std::max<int64_t>(1, std::min<int64_t>(threads, n_blocks));
+  const int64_t block_rows = std::min(kRows, std::max<int64_t>(n, 1));
+  // Per-thread buffers allocated here (a failure is a clean std::bad_alloc).
+  std::vector<float> dots(static_cast<size_t>(team * kAssignChunk * ksub));
+  std::vector<int32_t> assign(static_cast<size_t>(team * block_rows));
+  std::vector<float> centred(static_cast<size_t>(team * block_rows * dim));
   SerialBlasScope serial;
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(static_cast<int>(team))
   {
-    std::vector<float> dots(static_cast<size_t>(kAssignChunk * ksub));
-    std::vector<int32_t> assign(static_cast<size_t>(kRows));
+#ifdef DATACREDIT_HAVE_OPENMP
+    const int64_t tid = omp_get_thread_num();
+#else
+    const int64_t tid = 0;
+#endif
+    float* my_dots = dots.data() + tid * kAssignChunk * ksub;
+    int32_t* my_assign = assign.data() + tid * block_rows;
+    float* xb = centred.data() + tid * block_rows * dim;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t r0 = b * kRows, nr = std::min(kRows, n - r0);
+      for (int64_t r = 0; r < nr; ++r)
+        for (int64_t t = 0; t < dim; ++t)
+          xb[r * dim + t] = x[(r0 + r) * dim + t] - mu[static_cast<size_t>(t)];
       for (int64_t s = 0; s < m; ++s) {
-        assign_rows(x + r0 * dim + s * dsub, nr, dim, centroids + s * ksub * dsub,
-                    ct.data() + s * ksub * dsub, cnorm.data() + s * ksub, ksub, dsub, dots.data(),
-                    assign.data());
+        assign_rows(xb + s * dsub, nr, dim, cc.data() + s * ksub * dsub,
+                    ct.data() + s * ksub * dsub, cnorm.data() + s * ksub, ksub, dsub, my_dots,
+                    my_assign);
         for (int64_t r = 0; r < nr; ++r)
-          codes[(r0 + r) * m + s] = static_cast<uint8_t>(assign[static_cast<size_t>(r)]);
+          codes[(r0 + r) * m + s] = static_cast<uint8_t>(my_assign[r]);
       }
     }
   }
@@ -581,47 +640,53 @@ void pq_search_tables(const PQShape& shape, const float* tables, int64_t nq, con
   std::vector<int64_t> heap_ids(static_cast<size_t>(nq * parts * k));
   std::vector<int64_t> heap_size(static_cast<size_t>(nq * parts), 0);
 
+  ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> neg;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < n_groups * parts; ++task) {
-      const int64_t g = task / parts, part = task % parts;
-      const int64_t q0 = g * kGroup, q1 = std::min(nq, q0 + kGroup);
-      const int64_t c0 = part * part_len, c1 = std::min(n_codes, c0 + part_len);
-      if (negate) neg.resize(static_cast<size_t>((q1 - q0) * m * ksub));
-      std::vector<QueryState> states;
-      states.reserve(static_cast<size_t>(q1 - q0));
-      for (int64_t q = q0; q < q1; ++q) {
-        const float* t = tables + q * m * ksub;
-        if (negate) {
-          float* dst = neg.data() + (q - q0) * m * ksub;
-          for (int64_t j = 0; j < m * ksub; ++j) dst[j] = -t[j];
-          t = dst;
+    for (int64_t task = 0; task < n_groups * parts; ++task)
+      errors.run([&] {
+        const int64_t g = task / parts, part = task % parts;
+        const int64_t q0 = g * kGroup, q1 = std::min(nq, q0 + kGroup);
+        const int64_t c0 = part * part_len, c1 = std::min(n_codes, c0 + part_len);
+        if (negate) neg.resize(static_cast<size_t>((q1 - q0) * m * ksub));
+        std::vector<QueryState> states;
+        states.reserve(static_cast<size_t>(q1 - q0));
+        for (int64_t q = q0; q < q1; ++q) {
+          const float* t = tables + q * m * ksub;
+          if (negate) {
+            float* dst = neg.data() + (q - q0) * m * ksub;
+            for (int64_t j = 0; j < m * ksub; ++j) dst[j] = -t[j];
+            t = dst;
+          }
+          const size_t slot = static_cast<size_t>((q * parts + part) * k);
+          states.emplace_back(t, heap_keys.data() + slot, heap_ids.data() + slot, k);
+          prepare_bounds(states.back(), pl, m, ksub);
         }
-        const size_t slot = static_cast<size_t>((q * parts + part) * k);
-        states.emplace_back(t, heap_keys.data() + slot, heap_ids.data() + slot, k);
-        prepare_bounds(states.back(), pl, m, ksub);
-      }
-      for (int64_t b0 = c0; b0 < c1; b0 += kBlock) {
-        const int64_t b1 = std::min(c1, b0 + kBlock);
-        for (auto& st : states) scan_block_any(st, pl, ksub, b0, b1);
-      }
-      for (int64_t q = q0; q < q1; ++q)
-        heap_size[static_cast<size_t>(q * parts + part)] =
-            states[static_cast<size_t>(q - q0)].heap.size();
-    }
+        for (int64_t b0 = c0; b0 < c1; b0 += kBlock) {
+          const int64_t b1 = std::min(c1, b0 + kBlock);
+          for (auto& st : states) scan_block_any(st, pl, ksub, b0, b1);
+        }
+        for (int64_t q = q0; q < q1; ++q)
+          heap_size[static_cast<size_t>(q * parts + part)] =
+              states[static_cast<size_t>(q - q0)].heap.size();
+      });
   }
+  errors.rethrow();
 
   // Merge the parts of each query and write best-first.
   const float sign = negate ? 1.0f : -1.0f;  // key = -dist (l2) or -(-ip) = ip
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t q = 0; q < nq; ++q) {
-    const size_t base = static_cast<size_t>(q * parts * k);
-    write_merged_sorted(heap_keys.data() + base, heap_ids.data() + base,
-                        heap_size.data() + q * parts, parts, k, distances + q * k, indices + q * k,
-                        sign);
+    errors.run([&] {
+      const size_t base = static_cast<size_t>(q * parts * k);
+      write_merged_sorted(heap_keys.data() + base, heap_ids.data() + base,
+                          heap_size.data() + q * parts, parts, k, distances + q * k,
+                          indices + q * k, sign);
+    });
   }
+  errors.rethrow();
 }
 
 void pq_search(const PQShape& shape, const float* centroids, const float* queries, int64_t nq,
@@ -693,36 +758,43 @@ void pq_search_ivf(const PQShape& shape, const float* tables, int64_t nq, const 
 
   const bool negate = metric == PQMetric::kInnerProduct;
   const float sign = negate ? 1.0f : -1.0f;
+  ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> neg, keys(static_cast<size_t>(k));
-    std::vector<int64_t> ids(static_cast<size_t>(k));
+    std::vector<float> neg, keys;
+    std::vector<int64_t> ids;
+    errors.run([&] {
+      keys.resize(static_cast<size_t>(k));
+      ids.resize(static_cast<size_t>(k));
+    });
 #pragma omp for schedule(dynamic, 4)
-    for (int64_t q = 0; q < nq; ++q) {
-      const float* t = tables + q * m * ksub;
-      if (negate) {
-        neg.resize(static_cast<size_t>(m * ksub));
-        for (int64_t j = 0; j < m * ksub; ++j) neg[static_cast<size_t>(j)] = -t[j];
-        t = neg.data();
-      }
-      QueryState st(t, keys.data(), ids.data(), k);
-      st.id_map = order.data();
-      prepare_bounds(st, pl, m, ksub);
-      for (int64_t pr = 0; pr < nprobe; ++pr) {
-        const int64_t l = probes[q * nprobe + pr];
-        scan_block_any(st, pl, ksub, start[static_cast<size_t>(l)],
-                       start[static_cast<size_t>(l + 1)]);
-      }
-      // Fewer than k codes in the probed lists: pad with +inf distances and index -1.
-      const int64_t got = st.heap.size();
-      st.heap.write_sorted(distances + q * k, indices + q * k, sign);
-      for (int64_t j = got; j < k; ++j) {
-        distances[q * k + j] = negate ? -std::numeric_limits<float>::infinity()
-                                      : std::numeric_limits<float>::infinity();
-        indices[q * k + j] = -1;
-      }
-    }
+    for (int64_t q = 0; q < nq; ++q)
+      errors.run([&] {
+        const float* t = tables + q * m * ksub;
+        if (negate) {
+          neg.resize(static_cast<size_t>(m * ksub));
+          for (int64_t j = 0; j < m * ksub; ++j) neg[static_cast<size_t>(j)] = -t[j];
+          t = neg.data();
+        }
+        QueryState st(t, keys.data(), ids.data(), k);
+        st.id_map = order.data();
+        prepare_bounds(st, pl, m, ksub);
+        for (int64_t pr = 0; pr < nprobe; ++pr) {
+          const int64_t l = probes[q * nprobe + pr];
+          scan_block_any(st, pl, ksub, start[static_cast<size_t>(l)],
+                         start[static_cast<size_t>(l + 1)]);
+        }
+        // Fewer than k codes in the probed lists: pad with +inf distances and index -1.
+        const int64_t got = st.heap.size();
+        st.heap.write_sorted(distances + q * k, indices + q * k, sign);
+        for (int64_t j = got; j < k; ++j) {
+          distances[q * k + j] = negate ? -std::numeric_limits<float>::infinity()
+                                        : std::numeric_limits<float>::infinity();
+          indices[q * k + j] = -1;
+        }
+      });
   }
+  errors.rethrow();
 }
 
 void kmeans(const float* x, int64_t n, int64_t dim, int64_t k, int n_iter,

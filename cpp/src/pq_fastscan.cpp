@@ -402,41 +402,47 @@ void pq_fastscan_search(const float* tables, int64_t nq, int64_t m, const uint8_
   std::vector<int64_t> heap_ids(static_cast<size_t>(nq * parts * k));
   std::vector<int64_t> heap_size(static_cast<size_t>(nq * parts), 0);
 
+  ParallelErrors errors;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (int64_t task = 0; task < n_groups * parts; ++task) {
-    const int64_t g = task / parts, part = task % parts;
-    const int64_t q0 = g * kGroup, q1 = std::min(nq, q0 + kGroup);
-    const int64_t b0 = part * part_len, b1 = std::min(n_blocks, b0 + part_len);
-    std::vector<TopKHeap> heaps;
-    heaps.reserve(static_cast<size_t>(q1 - q0));
-    for (int64_t q = q0; q < q1; ++q) {
-      const size_t slot = static_cast<size_t>((q * parts + part) * k);
-      heaps.emplace_back(heap_keys.data() + slot, heap_ids.data() + slot, k);
-    }
-    for (int64_t c0 = b0; c0 < b1; c0 += chunk) {
-      const int64_t c1 = std::min(b1, c0 + chunk);
-      for (int64_t qb = q0; qb < q1; qb += kBatch) {
-        const int nb = static_cast<int>(std::min<int64_t>(kBatch, q1 - qb));
-        const uint8_t* l[kBatch];
-        for (int t = 0; t < nb; ++t) l[t] = qt.luts.data() + (qb + t) * m_pad * kKsub;
-        scan_any(simd, packed, npairs, c0, c1, n, l, nb, heaps.data() + (qb - q0), nullptr, 0);
+  for (int64_t task = 0; task < n_groups * parts; ++task)
+    errors.run([&] {
+      const int64_t g = task / parts, part = task % parts;
+      const int64_t q0 = g * kGroup, q1 = std::min(nq, q0 + kGroup);
+      const int64_t b0 = part * part_len, b1 = std::min(n_blocks, b0 + part_len);
+      std::vector<TopKHeap> heaps;
+      heaps.reserve(static_cast<size_t>(q1 - q0));
+      for (int64_t q = q0; q < q1; ++q) {
+        const size_t slot = static_cast<size_t>((q * parts + part) * k);
+        heaps.emplace_back(heap_keys.data() + slot, heap_ids.data() + slot, k);
       }
-    }
-    for (int64_t q = q0; q < q1; ++q)
-      heap_size[static_cast<size_t>(q * parts + part)] = heaps[static_cast<size_t>(q - q0)].size();
-  }
+      for (int64_t c0 = b0; c0 < b1; c0 += chunk) {
+        const int64_t c1 = std::min(b1, c0 + chunk);
+        for (int64_t qb = q0; qb < q1; qb += kBatch) {
+          const int nb = static_cast<int>(std::min<int64_t>(kBatch, q1 - qb));
+          const uint8_t* l[kBatch];
+          for (int t = 0; t < nb; ++t) l[t] = qt.luts.data() + (qb + t) * m_pad * kKsub;
+          scan_any(simd, packed, npairs, c0, c1, n, l, nb, heaps.data() + (qb - q0), nullptr, 0);
+        }
+      }
+      for (int64_t q = q0; q < q1; ++q)
+        heap_size[static_cast<size_t>(q * parts + part)] =
+            heaps[static_cast<size_t>(q - q0)].size();
+    });
+  errors.rethrow();
 
   // Merge the parts of each query, write best-first, dequantize.
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t q = 0; q < nq; ++q) {
-    const size_t base = static_cast<size_t>(q * parts * k);
-    float* d = distances + q * k;
-    write_merged_sorted(heap_keys.data() + base, heap_ids.data() + base,
-                        heap_size.data() + q * parts, parts, k, d, indices + q * k, -1.0f);
-    for (int64_t j = 0; j < k; ++j)
-      d[j] = dequantize(d[j], qt.scale[static_cast<size_t>(q)], qt.bias[static_cast<size_t>(q)],
-                        negate);
-  }
+  for (int64_t q = 0; q < nq; ++q)
+    errors.run([&] {
+      const size_t base = static_cast<size_t>(q * parts * k);
+      float* d = distances + q * k;
+      write_merged_sorted(heap_keys.data() + base, heap_ids.data() + base,
+                          heap_size.data() + q * parts, parts, k, d, indices + q * k, -1.0f);
+      for (int64_t j = 0; j < k; ++j)
+        d[j] = dequantize(d[j], qt.scale[static_cast<size_t>(q)], qt.bias[static_cast<size_t>(q)],
+                          negate);
+    });
+  errors.rethrow();
 }
 
 namespace {
@@ -467,35 +473,42 @@ void rerank_impl(const char* where, const float* tables, int64_t nq, int64_t m,
   const bool negate = metric == PQMetric::kInnerProduct;
   const int64_t npairs = fastscan_m_pad(m) / 2;
   const int threads = resolve_threads(n_threads);
+  ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> keys(static_cast<size_t>(k));
-    std::vector<int64_t> ids(static_cast<size_t>(k));
+    std::vector<float> keys;
+    std::vector<int64_t> ids;
+    errors.run([&] {
+      keys.resize(static_cast<size_t>(k));
+      ids.resize(static_cast<size_t>(k));
+    });
 #pragma omp for schedule(static)
-    for (int64_t q = 0; q < nq; ++q) {
-      const float* t = tables + q * m * kKsub;
-      TopKHeap h(keys.data(), ids.data(), k);
-      for (int64_t c = 0; c < kc; ++c) {
-        const int64_t i = cand[q * kc + c];
-        if (i < 0) continue;
-        const int64_t pos = positions ? positions[i] : i;
-        const uint8_t* blk = packed + (pos / kBlock) * npairs * kBlock + pos % kBlock;
-        float acc = 0.0f;
-        for (int64_t s = 0; s < m; ++s) {
-          const uint8_t byte = blk[(s / 2) * kBlock];
-          acc += t[s * kKsub + (s % 2 == 0 ? byte & 15 : byte >> 4)];
+    for (int64_t q = 0; q < nq; ++q)
+      errors.run([&] {
+        const float* t = tables + q * m * kKsub;
+        TopKHeap h(keys.data(), ids.data(), k);
+        for (int64_t c = 0; c < kc; ++c) {
+          const int64_t i = cand[q * kc + c];
+          if (i < 0) continue;
+          const int64_t pos = positions ? positions[i] : i;
+          const uint8_t* blk = packed + (pos / kBlock) * npairs * kBlock + pos % kBlock;
+          float acc = 0.0f;
+          for (int64_t s = 0; s < m; ++s) {
+            const uint8_t byte = blk[(s / 2) * kBlock];
+            acc += t[s * kKsub + (s % 2 == 0 ? byte & 15 : byte >> 4)];
+          }
+          h.push(negate ? acc : -acc, i);
         }
-        h.push(negate ? acc : -acc, i);
-      }
-      const int64_t got = h.size();
-      h.write_sorted(distances + q * k, indices + q * k, negate ? 1.0f : -1.0f);
-      for (int64_t j = got; j < k; ++j) {
-        distances[q * k + j] = negate ? -std::numeric_limits<float>::infinity()
-                                      : std::numeric_limits<float>::infinity();
-        indices[q * k + j] = -1;
-      }
-    }
+        const int64_t got = h.size();
+        h.write_sorted(distances + q * k, indices + q * k, negate ? 1.0f : -1.0f);
+        for (int64_t j = got; j < k; ++j) {
+          distances[q * k + j] = negate ? -std::numeric_limits<float>::infinity()
+                                        : std::numeric_limits<float>::infinity();
+          indices[q * k + j] = -1;
+        }
+      });
   }
+  errors.rethrow();
 }
 
 }  // namespace
@@ -525,11 +538,19 @@ void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const ui
   check_ivf_search(where, nq, n, nlist, nprobe, k);
   check(all_finite(tables, nq * m * kKsub), where, "tables contains NaN or inf");
   check(list_blocks[0] == 0, where, "list_blocks[0] must be 0");
+  // The whole of list_blocks first (non-decreasing, so every entry <= list_blocks[nlist],
+  // the number of blocks that packed and ids hold): only then are ids read.
+  for (int64_t l = 0; l < nlist; ++l)
+    check(list_blocks[l + 1] >= list_blocks[l], where,
+          "list_blocks must be non-decreasing (list_blocks[" + std::to_string(l + 1) +
+              "] = " + std::to_string(list_blocks[l + 1]) + " < list_blocks[" + std::to_string(l) +
+              "] = " + std::to_string(list_blocks[l]) + ")");
+  check(list_blocks[nlist] <= (std::numeric_limits<int64_t>::max() / kBlock), where,
+        "list_blocks[nlist] is too large");
   // End (exclusive position) of the real codes of each list; checks the layout: ids in
   // [0, n) before it, -1 after it, less than one block of padding.
   std::vector<int64_t> list_end(static_cast<size_t>(nlist));
   for (int64_t l = 0; l < nlist; ++l) {
-    check(list_blocks[l + 1] >= list_blocks[l], where, "list_blocks must be non-decreasing");
     const int64_t p0 = list_blocks[l] * kBlock, p1 = list_blocks[l + 1] * kBlock;
     int64_t end = p1;
     while (end > p0 && ids[end - 1] == -1) --end;
@@ -571,67 +592,75 @@ void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const ui
   const int64_t n_groups = (nq + group - 1) / group;
   std::vector<float> heap_keys(static_cast<size_t>(nq * k));
   std::vector<int64_t> heap_ids(static_cast<size_t>(nq * k));
+  ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<int64_t> start(static_cast<size_t>(nlist + 1)), fill(static_cast<size_t>(nlist));
-    std::vector<int64_t> by_list(static_cast<size_t>(group * nprobe));
-    std::vector<int64_t> heap_size(static_cast<size_t>(group));
+    std::vector<int64_t> start, fill, by_list, heap_size;
     std::vector<TopKHeap> batch;
-    batch.reserve(kBatch);
+    errors.run([&] {
+      start.resize(static_cast<size_t>(nlist + 1));
+      fill.resize(static_cast<size_t>(nlist));
+      by_list.resize(static_cast<size_t>(group * nprobe));
+      heap_size.resize(static_cast<size_t>(group));
+      batch.reserve(kBatch);
+    });
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t g = 0; g < n_groups; ++g) {
-      const int64_t q0 = g * group, q1 = std::min(nq, q0 + group);
-      std::fill(heap_size.begin(), heap_size.end(), int64_t{0});
-      for (int phase = 0; phase < 2; ++phase) {
-        const int64_t r0 = phase == 0 ? 0 : 1, r1 = phase == 0 ? 1 : nprobe;
-        // The group's queries of each list, in query order (counting sort of the probes).
-        std::fill(start.begin(), start.end(), int64_t{0});
-        for (int64_t q = q0; q < q1; ++q)
-          for (int64_t pr = r0; pr < r1; ++pr)
-            ++start[static_cast<size_t>(probes[q * nprobe + pr] + 1)];
-        for (int64_t l = 0; l < nlist; ++l) {
-          start[static_cast<size_t>(l + 1)] += start[static_cast<size_t>(l)];
-          fill[static_cast<size_t>(l)] = start[static_cast<size_t>(l)];
-        }
-        for (int64_t q = q0; q < q1; ++q)
-          for (int64_t pr = r0; pr < r1; ++pr)
-            by_list[static_cast<size_t>(fill[static_cast<size_t>(probes[q * nprobe + pr])]++)] = q;
-        for (int64_t l = 0; l < nlist; ++l) {
-          if (list_blocks[l + 1] == list_blocks[l]) continue;
-          const int64_t a = start[static_cast<size_t>(l)], b = start[static_cast<size_t>(l + 1)];
-          for (int64_t c = a; c < b; c += kBatch) {
-            const int nb = static_cast<int>(std::min<int64_t>(kBatch, b - c));
-            const uint8_t* batch_lut[kBatch];
-            batch.clear();
-            for (int t = 0; t < nb; ++t) {
-              const int64_t q = by_list[static_cast<size_t>(c + t)];
-              batch_lut[t] = qt.luts.data() + q * m_pad * kKsub;
-              batch.emplace_back(heap_keys.data() + q * k, heap_ids.data() + q * k, k,
-                                 heap_size[static_cast<size_t>(q - q0)]);
+    for (int64_t g = 0; g < n_groups; ++g)
+      errors.run([&] {
+        const int64_t q0 = g * group, q1 = std::min(nq, q0 + group);
+        std::fill(heap_size.begin(), heap_size.end(), int64_t{0});
+        for (int phase = 0; phase < 2; ++phase) {
+          const int64_t r0 = phase == 0 ? 0 : 1, r1 = phase == 0 ? 1 : nprobe;
+          // The group's queries of each list, in query order (counting sort of the probes).
+          std::fill(start.begin(), start.end(), int64_t{0});
+          for (int64_t q = q0; q < q1; ++q)
+            for (int64_t pr = r0; pr < r1; ++pr)
+              ++start[static_cast<size_t>(probes[q * nprobe + pr] + 1)];
+          for (int64_t l = 0; l < nlist; ++l) {
+            start[static_cast<size_t>(l + 1)] += start[static_cast<size_t>(l)];
+            fill[static_cast<size_t>(l)] = start[static_cast<size_t>(l)];
+          }
+          for (int64_t q = q0; q < q1; ++q)
+            for (int64_t pr = r0; pr < r1; ++pr)
+              by_list[static_cast<size_t>(fill[static_cast<size_t>(probes[q * nprobe + pr])]++)] =
+                  q;
+          for (int64_t l = 0; l < nlist; ++l) {
+            if (list_blocks[l + 1] == list_blocks[l]) continue;
+            const int64_t a = start[static_cast<size_t>(l)], b = start[static_cast<size_t>(l + 1)];
+            for (int64_t c = a; c < b; c += kBatch) {
+              const int nb = static_cast<int>(std::min<int64_t>(kBatch, b - c));
+              const uint8_t* batch_lut[kBatch];
+              batch.clear();
+              for (int t = 0; t < nb; ++t) {
+                const int64_t q = by_list[static_cast<size_t>(c + t)];
+                batch_lut[t] = qt.luts.data() + q * m_pad * kKsub;
+                batch.emplace_back(heap_keys.data() + q * k, heap_ids.data() + q * k, k,
+                                   heap_size[static_cast<size_t>(q - q0)]);
+              }
+              scan_any(simd, packed, npairs, list_blocks[l], list_blocks[l + 1],
+                       list_end[static_cast<size_t>(l)], batch_lut, nb, batch.data(), ids, 1);
+              for (int t = 0; t < nb; ++t)
+                heap_size[static_cast<size_t>(by_list[static_cast<size_t>(c + t)] - q0)] =
+                    batch[static_cast<size_t>(t)].size();
             }
-            scan_any(simd, packed, npairs, list_blocks[l], list_blocks[l + 1],
-                     list_end[static_cast<size_t>(l)], batch_lut, nb, batch.data(), ids, 1);
-            for (int t = 0; t < nb; ++t)
-              heap_size[static_cast<size_t>(by_list[static_cast<size_t>(c + t)] - q0)] =
-                  batch[static_cast<size_t>(t)].size();
           }
         }
-      }
-      for (int64_t q = q0; q < q1; ++q) {
-        const int64_t got = heap_size[static_cast<size_t>(q - q0)];
-        float* d = distances + q * k;
-        TopKHeap(heap_keys.data() + q * k, heap_ids.data() + q * k, k, got)
-            .write_sorted(d, indices + q * k, -1.0f);
-        for (int64_t j = 0; j < got; ++j)
-          d[j] = dequantize(d[j], qt.scale[static_cast<size_t>(q)], qt.bias[static_cast<size_t>(q)],
-                            negate);
-        for (int64_t j = got; j < k; ++j) {
-          d[j] = negate ? -inf : inf;
-          indices[q * k + j] = -1;
+        for (int64_t q = q0; q < q1; ++q) {
+          const int64_t got = heap_size[static_cast<size_t>(q - q0)];
+          float* d = distances + q * k;
+          TopKHeap(heap_keys.data() + q * k, heap_ids.data() + q * k, k, got)
+              .write_sorted(d, indices + q * k, -1.0f);
+          for (int64_t j = 0; j < got; ++j)
+            d[j] = dequantize(d[j], qt.scale[static_cast<size_t>(q)],
+                              qt.bias[static_cast<size_t>(q)], negate);
+          for (int64_t j = got; j < k; ++j) {
+            d[j] = negate ? -inf : inf;
+            indices[q * k + j] = -1;
+          }
         }
-      }
-    }
+      });
   }
+  errors.rethrow();
 }
 
 }  // namespace datacredit

@@ -19,8 +19,9 @@ constexpr int kMaxPathFeatures = 63;
 // leaves); beyond it, references are grouped per leaf.
 constexpr int64_t kPairwiseMaxRefs = 4;
 
-// One root-to-leaf path: per distinct feature, the interval [lo, hi) a finite value must
-// fall in and whether NaN follows the path.
+// One root-to-leaf path: per distinct feature, the interval [lo, hi) a value must fall in
+// (hi = NaN: no upper bound, so +inf is inside; hi = +inf from a split at +inf excludes it)
+// and whether NaN follows the path.
 struct LeafPath {
   double value = 0;
   int32_t begin = 0;  // into the flat feature arrays
@@ -43,6 +44,9 @@ void validate(const TreeEnsembleView& m, int64_t n_features) {
   for (int64_t t = 0; t < m.n_trees; ++t)
     check(m.roots[t] >= 0 && m.roots[t] < m.n_nodes, fn,
           "roots[" + std::to_string(t) + "] is outside [0, n_nodes)");
+  // Each node has at most one parent and a root none: shared children (a DAG) would
+  // pass the ordering check below and make 2^depth root-to-leaf paths.
+  std::vector<uint8_t> has_parent(static_cast<size_t>(m.n_nodes), 0);
   for (int64_t k = 0; k < m.n_nodes; ++k) {
     if (m.left[k] < 0) {
       check(std::isfinite(m.value[k]), fn, "value of leaf " + std::to_string(k) + " is not finite");
@@ -56,10 +60,24 @@ void validate(const TreeEnsembleView& m, int64_t n_features) {
     check(m.feature[k] >= 0 && m.feature[k] < n_features, fn,
           "feature of node " + std::to_string(k) + " is outside [0, n_features)");
     check(!std::isnan(m.threshold[k]), fn, "threshold of node " + std::to_string(k) + " is NaN");
+    for (const int32_t c : {m.left[k], m.right[k]}) {
+      check(!has_parent[static_cast<size_t>(c)], fn,
+            "node " + std::to_string(c) +
+                " has two parents (left and right children must be distinct, each node "
+                "the child of one node only: a tree, not a DAG)");
+      has_parent[static_cast<size_t>(c)] = 1;
+    }
+  }
+  for (int64_t t = 0; t < m.n_trees; ++t) {
+    check(!has_parent[static_cast<size_t>(m.roots[t])], fn,
+          "roots[" + std::to_string(t) + "] = " + std::to_string(m.roots[t]) +
+              " is the child of another node (or the root of two trees)");
+    has_parent[static_cast<size_t>(m.roots[t])] = 1;
   }
 }
 
-// Depth-first walk that merges the splits on each feature into one interval.
+// Depth-first walk that merges the splits on each feature into one interval.  Iterative
+// (an explicit stack): a hand-built chain 80k nodes deep must not overflow the C stack.
 struct PathBuilder {
   const TreeEnsembleView& m;
   Paths& out;
@@ -67,50 +85,80 @@ struct PathBuilder {
   std::vector<float> lo, hi;
   std::vector<uint8_t> nan_ok;
 
-  void walk(int64_t k) {
-    if (m.left[k] < 0) {
-      check(static_cast<int>(feat.size()) <= kMaxPathFeatures, "tree_shap_interventional",
-            "a path tests more than 63 distinct features; not supported");
-      LeafPath leaf;
-      leaf.value = m.value[k];
-      leaf.begin = static_cast<int32_t>(out.feat.size());
-      leaf.d = static_cast<int32_t>(feat.size());
-      out.leaves.push_back(leaf);
-      out.feat.insert(out.feat.end(), feat.begin(), feat.end());
-      out.lo.insert(out.lo.end(), lo.begin(), lo.end());
-      out.hi.insert(out.hi.end(), hi.begin(), hi.end());
-      out.nan_ok.insert(out.nan_ok.end(), nan_ok.begin(), nan_ok.end());
-      return;
-    }
-    const int32_t f = m.feature[k];
-    const float t = m.threshold[k];
-    const bool dl = m.default_left[k] != 0;
-    size_t pos = std::find(feat.begin(), feat.end(), f) - feat.begin();
-    const bool fresh = pos == feat.size();
-    if (fresh) {
-      feat.push_back(f);
-      lo.push_back(-std::numeric_limits<float>::infinity());
-      hi.push_back(std::numeric_limits<float>::infinity());
-      nan_ok.push_back(1);
-    }
-    const float old_lo = lo[pos], old_hi = hi[pos];
-    const uint8_t old_nan = nan_ok[pos];
-    // left: v < t
-    hi[pos] = std::min(old_hi, t);
-    nan_ok[pos] = old_nan && dl;
-    walk(m.left[k]);
-    hi[pos] = old_hi;
-    // right: v >= t
-    lo[pos] = std::max(old_lo, t);
-    nan_ok[pos] = old_nan && !dl;
-    walk(m.right[k]);
-    lo[pos] = old_lo;
-    nan_ok[pos] = old_nan;
-    if (fresh) {
-      feat.pop_back();
-      lo.pop_back();
-      hi.pop_back();
-      nan_ok.pop_back();
+  struct Frame {
+    int64_t node;
+    int stage;  // 0: not entered, 1: left subtree done, 2: right subtree done
+    size_t pos;
+    bool fresh;
+    float old_lo, old_hi;
+    uint8_t old_nan;
+  };
+  std::vector<Frame> stack;
+
+  void emit_leaf(int64_t k) {
+    check(static_cast<int>(feat.size()) <= kMaxPathFeatures, "tree_shap_interventional",
+          "a path tests more than 63 distinct features; not supported");
+    LeafPath leaf;
+    leaf.value = m.value[k];
+    leaf.begin = static_cast<int32_t>(out.feat.size());
+    leaf.d = static_cast<int32_t>(feat.size());
+    out.leaves.push_back(leaf);
+    out.feat.insert(out.feat.end(), feat.begin(), feat.end());
+    out.lo.insert(out.lo.end(), lo.begin(), lo.end());
+    out.hi.insert(out.hi.end(), hi.begin(), hi.end());
+    out.nan_ok.insert(out.nan_ok.end(), nan_ok.begin(), nan_ok.end());
+  }
+
+  void walk(int64_t root) {
+    stack.push_back(Frame{root, 0, 0, false, 0.0f, 0.0f, 0});
+    while (!stack.empty()) {
+      Frame& fr = stack.back();
+      const int64_t k = fr.node;
+      if (m.left[k] < 0) {
+        emit_leaf(k);
+        stack.pop_back();
+        continue;
+      }
+      const float t = m.threshold[k];
+      const bool dl = m.default_left[k] != 0;
+      if (fr.stage == 0) {
+        const int32_t f = m.feature[k];
+        fr.pos = std::find(feat.begin(), feat.end(), f) - feat.begin();
+        fr.fresh = fr.pos == feat.size();
+        if (fr.fresh) {
+          feat.push_back(f);
+          lo.push_back(-std::numeric_limits<float>::infinity());
+          hi.push_back(std::numeric_limits<float>::quiet_NaN());  // no upper bound yet
+          nan_ok.push_back(1);
+        }
+        fr.old_lo = lo[fr.pos];
+        fr.old_hi = hi[fr.pos];
+        fr.old_nan = nan_ok[fr.pos];
+        // left: v < t
+        hi[fr.pos] = std::isnan(fr.old_hi) ? t : std::min(fr.old_hi, t);
+        nan_ok[fr.pos] = fr.old_nan && dl;
+        fr.stage = 1;
+        const int64_t child = m.left[k];
+        stack.push_back(Frame{child, 0, 0, false, 0.0f, 0.0f, 0});  // invalidates fr
+      } else if (fr.stage == 1) {
+        // right: v >= t
+        hi[fr.pos] = fr.old_hi;
+        lo[fr.pos] = std::max(fr.old_lo, t);
+        nan_ok[fr.pos] = fr.old_nan && !dl;
+        fr.stage = 2;
+        const int64_t child = m.right[k];
+        stack.push_back(Frame{child, 0, 0, false, 0.0f, 0.0f, 0});
+      } else {
+        lo[fr.pos] = fr.old_lo;
+        nan_ok[fr.pos] = fr.old_nan;
+        if (fr.fresh) {
+          feat.pop_back();
+          lo.pop_back();
+          hi.pop_back();
+          nan_ok.pop_back();
+        }
+        stack.pop_back();
+      }
     }
   }
 };
@@ -118,7 +166,7 @@ struct PathBuilder {
 Paths build_paths(const TreeEnsembleView& m) {
   Paths p;
   for (int64_t t = 0; t < m.n_trees; ++t) {
-    PathBuilder b{m, p, {}, {}, {}, {}};
+    PathBuilder b{m, p, {}, {}, {}, {}, {}};
     b.walk(m.roots[t]);
   }
   return p;
@@ -129,7 +177,9 @@ inline uint64_t point_mask(const Paths& p, const LeafPath& leaf, const float* ro
   for (int32_t k = 0; k < leaf.d; ++k) {
     const int32_t q = leaf.begin + k;
     const float v = row[p.feat[q]];
-    const bool ok = std::isnan(v) ? p.nan_ok[q] != 0 : (v >= p.lo[q] && v < p.hi[q]);
+    // !(v >= hi) is v < hi, and true when hi is NaN (no upper bound): +inf goes right
+    // at every finite split, as in XGBoost.
+    const bool ok = std::isnan(v) ? p.nan_ok[q] != 0 : (v >= p.lo[q] && !(v >= p.hi[q]));
     mask |= static_cast<uint64_t>(ok) << k;
   }
   return mask;
@@ -232,32 +282,64 @@ struct PairWalker {
   std::vector<int32_t>& owned;  // features currently assigned
   int a = 0, b = 0;
 
-  void walk(int64_t k) {
-    if (m.left[k] < 0) {
-      if (a + b == 0) return;
-      const double v = m.value[k] * scale;
-      const double pos = a > 0 ? v * W[size_t(a - 1) * wn + b] : 0.0;
-      const double neg = b > 0 ? v * W[size_t(a) * wn + (b - 1)] : 0.0;
-      for (int32_t f : owned) phi[f] += state[f] == 1 ? pos : -neg;
-      return;
+  struct Frame {
+    int64_t node;  // a node where x and r disagree on a free feature
+    int stage;     // 0: x's branch next, 1: r's branch next, 2: both done
+  };
+  std::vector<Frame>& stack;
+
+  void leaf(int64_t k) {
+    if (a + b == 0) return;
+    const double v = m.value[k] * scale;
+    const double pos = a > 0 ? v * W[size_t(a - 1) * wn + b] : 0.0;
+    const double neg = b > 0 ? v * W[size_t(a) * wn + (b - 1)] : 0.0;
+    for (int32_t f : owned) phi[f] += state[f] == 1 ? pos : -neg;
+  }
+
+  // Follows the branch of node k until a leaf (handled) or a node where x and r disagree
+  // on a free feature (pushed on the stack).  Iterative: trees may be very deep.
+  void descend(int64_t k) {
+    for (;;) {
+      if (m.left[k] < 0) return leaf(k);
+      const int32_t f = m.feature[k];
+      const bool xl = goes_left(m, k, x[f]);
+      const bool rl = goes_left(m, k, r[f]);
+      if (state[f] == 1 || (state[f] == 0 && xl == rl)) {
+        k = xl ? m.left[k] : m.right[k];
+      } else if (state[f] == 2) {
+        k = rl ? m.left[k] : m.right[k];
+      } else {
+        stack.push_back(Frame{k, 0});
+        return;
+      }
     }
-    const int32_t f = m.feature[k];
-    const bool xl = goes_left(m, k, x[f]);
-    const bool rl = goes_left(m, k, r[f]);
-    if (state[f] == 1) return walk(xl ? m.left[k] : m.right[k]);
-    if (state[f] == 2) return walk(rl ? m.left[k] : m.right[k]);
-    if (xl == rl) return walk(xl ? m.left[k] : m.right[k]);
-    owned.push_back(f);
-    state[f] = 1;
-    ++a;
-    walk(xl ? m.left[k] : m.right[k]);
-    --a;
-    state[f] = 2;
-    ++b;
-    walk(rl ? m.left[k] : m.right[k]);
-    --b;
-    state[f] = 0;
-    owned.pop_back();
+  }
+
+  void walk(int64_t root) {
+    descend(root);
+    while (!stack.empty()) {
+      const Frame fr = stack.back();
+      const int64_t k = fr.node;
+      const int32_t f = m.feature[k];
+      if (fr.stage == 0) {
+        stack.back().stage = 1;
+        owned.push_back(f);
+        state[f] = 1;
+        ++a;
+        descend(goes_left(m, k, x[f]) ? m.left[k] : m.right[k]);
+      } else if (fr.stage == 1) {
+        stack.back().stage = 2;
+        --a;
+        state[f] = 2;
+        ++b;
+        descend(goes_left(m, k, r[f]) ? m.left[k] : m.right[k]);
+      } else {
+        --b;
+        state[f] = 0;
+        owned.pop_back();
+        stack.pop_back();
+      }
+    }
   }
 };
 
@@ -268,22 +350,27 @@ void pairwise_shap(const TreeEnsembleView& m, const float* X, int64_t n_x, const
   for (int64_t q = 0; q < n_refs; ++q) mean_fr += predict_row(m, R + q * n_features);
   mean_fr /= static_cast<double>(n_refs);
   const double scale = 1.0 / static_cast<double>(n_refs);
+  ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<int8_t> state(n_features, 0);
+    std::vector<int8_t> state;
     std::vector<int32_t> owned;
+    std::vector<PairWalker::Frame> stack;
+    errors.run([&] { state.assign(static_cast<size_t>(n_features), 0); });
 #pragma omp for schedule(dynamic, 8)
-    for (int64_t i = 0; i < n_x; ++i) {
-      const float* x = X + i * n_features;
-      double* row = phi + i * n_features;
-      for (int64_t q = 0; q < n_refs; ++q) {
-        PairWalker w{m, W, wn, x, R + q * n_features, scale, row, state, owned};
-        for (int64_t t = 0; t < m.n_trees; ++t) w.walk(m.roots[t]);
-      }
-      base[i] = mean_fr;
-      if (fx) fx[i] = predict_row(m, x);
-    }
+    for (int64_t i = 0; i < n_x; ++i)
+      errors.run([&] {
+        const float* x = X + i * n_features;
+        double* row = phi + i * n_features;
+        for (int64_t q = 0; q < n_refs; ++q) {
+          PairWalker w{m, W, wn, x, R + q * n_features, scale, row, state, owned, 0, 0, stack};
+          for (int64_t t = 0; t < m.n_trees; ++t) w.walk(m.roots[t]);
+        }
+        base[i] = mean_fr;
+        if (fx) fx[i] = predict_row(m, x);
+      });
   }
+  errors.rethrow();
 }
 }  // namespace
 
@@ -318,12 +405,18 @@ void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int
   const int64_t block =
       std::max<int64_t>(1, std::min<int64_t>(n_x, (int64_t(1) << 21) / n_features));
 
+  ParallelErrors errors;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<double> acc(size_t(block) * n_features);
-    std::vector<double> fx_acc(block);
-    std::vector<uint64_t> xmask(block);
-    std::vector<int32_t> xslot(block);
+    std::vector<double> acc, fx_acc;
+    std::vector<uint64_t> xmask;
+    std::vector<int32_t> xslot;
+    errors.run([&] {
+      acc.resize(size_t(block) * n_features);
+      fx_acc.resize(block);
+      xmask.resize(block);
+      xslot.resize(block);
+    });
     std::vector<uint64_t> ref_masks;
     std::vector<double> ref_counts;
     std::vector<uint64_t> slot_mask;
@@ -334,87 +427,91 @@ void tree_shap_interventional(const TreeEnsembleView& model, const float* X, int
 
     for (int64_t b0 = 0; b0 < n_x; b0 += block) {
       const int64_t nb = std::min(block, n_x - b0);
-      std::fill(acc.begin(), acc.begin() + nb * n_features, 0.0);
-      std::fill(fx_acc.begin(), fx_acc.begin() + nb, 0.0);
+      errors.run([&] {
+        std::fill(acc.begin(), acc.begin() + nb * n_features, 0.0);
+        std::fill(fx_acc.begin(), fx_acc.begin() + nb, 0.0);
+      });
 #pragma omp for schedule(dynamic, 16)
-      for (int64_t li = 0; li < n_leaves; ++li) {
-        const LeafPath& leaf = paths.leaves[li];
-        const int d = leaf.d;
-        const uint64_t full = d == 64 ? ~uint64_t(0) : ((uint64_t(1) << d) - 1);
-        // group references by mask
-        rslots.reset(d);
-        ref_masks.clear();
-        ref_counts.clear();
-        for (int64_t r = 0; r < n_refs; ++r) {
-          const uint64_t m = point_mask(paths, leaf, R + r * n_features);
-          bool created;
-          const int32_t s = rslots.get(m, created);
-          if (created) {
-            ref_masks.push_back(m);
-            ref_counts.push_back(0.0);
+      for (int64_t li = 0; li < n_leaves; ++li)
+        errors.run([&] {
+          const LeafPath& leaf = paths.leaves[li];
+          const int d = leaf.d;
+          const uint64_t full = d == 64 ? ~uint64_t(0) : ((uint64_t(1) << d) - 1);
+          // group references by mask
+          rslots.reset(d);
+          ref_masks.clear();
+          ref_counts.clear();
+          for (int64_t r = 0; r < n_refs; ++r) {
+            const uint64_t m = point_mask(paths, leaf, R + r * n_features);
+            bool created;
+            const int32_t s = rslots.get(m, created);
+            if (created) {
+              ref_masks.push_back(m);
+              ref_counts.push_back(0.0);
+            }
+            ref_counts[s] += 1.0;
           }
-          ref_counts[s] += 1.0;
-        }
-        if (b0 == 0) {
-          for (size_t s = 0; s < ref_masks.size(); ++s)
-            if (ref_masks[s] == full) base_acc += leaf.value * ref_counts[s] * inv_r;
-        }
-        // one contribution vector per distinct explain-point mask
-        slots.reset(d);
-        slot_mask.clear();
-        for (int64_t i = 0; i < nb; ++i) {
-          const uint64_t m = point_mask(paths, leaf, X + (b0 + i) * n_features);
-          xmask[i] = m;
-          bool created;
-          xslot[i] = slots.get(m, created);
-          if (created) slot_mask.push_back(m);
-        }
-        const int32_t ns = slots.size();
-        contrib.assign(size_t(ns) * d, 0.0);
-        live.assign(ns, 0);
-        bool any_live = false;
-        for (int32_t s = 0; s < ns; ++s) {
-          const uint64_t mx = slot_mask[s];
-          const uint64_t need = full & ~mx;  // features the reference must satisfy
-          double* c = contrib.data() + size_t(s) * d;
-          for (size_t q = 0; q < ref_masks.size(); ++q) {
-            const uint64_t mr = ref_masks[q];
-            if ((mr & need) != need) continue;
-            const uint64_t ux = mx & ~mr, ur = mr & ~mx;
-            if ((ux | ur) == 0) continue;
-            live[s] = 1;
-            any_live = true;
-            const int a = __builtin_popcountll(ux), b = __builtin_popcountll(ur);
-            const double scale = leaf.value * ref_counts[q] * inv_r;
-            const double pos = a > 0 ? scale * W[size_t(a - 1) * wn + b] : 0.0;
-            const double neg = b > 0 ? scale * W[size_t(a) * wn + (b - 1)] : 0.0;
-            for (uint64_t bits = ux; bits; bits &= bits - 1) c[__builtin_ctzll(bits)] += pos;
-            for (uint64_t bits = ur; bits; bits &= bits - 1) c[__builtin_ctzll(bits)] -= neg;
+          if (b0 == 0) {
+            for (size_t s = 0; s < ref_masks.size(); ++s)
+              if (ref_masks[s] == full) base_acc += leaf.value * ref_counts[s] * inv_r;
           }
-        }
-        const int32_t* feat = paths.feat.data() + leaf.begin;
-        for (int64_t i = 0; i < nb; ++i) {
-          if (xmask[i] == full) fx_acc[i] += leaf.value;
-        }
-        if (!any_live) continue;
-        for (int64_t i = 0; i < nb; ++i) {
-          if (!live[xslot[i]]) continue;
-          const double* c = contrib.data() + size_t(xslot[i]) * d;
-          double* row = acc.data() + i * n_features;
-          for (int k = 0; k < d; ++k) row[feat[k]] += c[k];
-        }
-      }
+          // one contribution vector per distinct explain-point mask
+          slots.reset(d);
+          slot_mask.clear();
+          for (int64_t i = 0; i < nb; ++i) {
+            const uint64_t m = point_mask(paths, leaf, X + (b0 + i) * n_features);
+            xmask[i] = m;
+            bool created;
+            xslot[i] = slots.get(m, created);
+            if (created) slot_mask.push_back(m);
+          }
+          const int32_t ns = slots.size();
+          contrib.assign(size_t(ns) * d, 0.0);
+          live.assign(ns, 0);
+          bool any_live = false;
+          for (int32_t s = 0; s < ns; ++s) {
+            const uint64_t mx = slot_mask[s];
+            const uint64_t need = full & ~mx;  // features the reference must satisfy
+            double* c = contrib.data() + size_t(s) * d;
+            for (size_t q = 0; q < ref_masks.size(); ++q) {
+              const uint64_t mr = ref_masks[q];
+              if ((mr & need) != need) continue;
+              const uint64_t ux = mx & ~mr, ur = mr & ~mx;
+              if ((ux | ur) == 0) continue;
+              live[s] = 1;
+              any_live = true;
+              const int a = __builtin_popcountll(ux), b = __builtin_popcountll(ur);
+              const double scale = leaf.value * ref_counts[q] * inv_r;
+              const double pos = a > 0 ? scale * W[size_t(a - 1) * wn + b] : 0.0;
+              const double neg = b > 0 ? scale * W[size_t(a) * wn + (b - 1)] : 0.0;
+              for (uint64_t bits = ux; bits; bits &= bits - 1) c[__builtin_ctzll(bits)] += pos;
+              for (uint64_t bits = ur; bits; bits &= bits - 1) c[__builtin_ctzll(bits)] -= neg;
+            }
+          }
+          const int32_t* feat = paths.feat.data() + leaf.begin;
+          for (int64_t i = 0; i < nb; ++i) {
+            if (xmask[i] == full) fx_acc[i] += leaf.value;
+          }
+          if (!any_live) return;
+          for (int64_t i = 0; i < nb; ++i) {
+            if (!live[xslot[i]]) continue;
+            const double* c = contrib.data() + size_t(xslot[i]) * d;
+            double* row = acc.data() + i * n_features;
+            for (int k = 0; k < d; ++k) row[feat[k]] += c[k];
+          }
+        });
 #pragma omp critical(datacredit_treeshap_reduce)
-      {
+      errors.run([&] {
         double* out = phi + b0 * n_features;
         for (int64_t q = 0; q < nb * n_features; ++q) out[q] += acc[q];
         for (int64_t i = 0; i < nb; ++i) fx_total[b0 + i] += fx_acc[i];
-      }
+      });
 #pragma omp barrier
     }
 #pragma omp critical(datacredit_treeshap_base)
     base_total += base_acc;
   }
+  errors.rethrow();
   for (int64_t i = 0; i < n_x; ++i) base[i] = base_total;
   if (fx)
     for (int64_t i = 0; i < n_x; ++i) fx[i] = fx_total[i];

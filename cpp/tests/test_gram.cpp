@@ -13,6 +13,11 @@ using datacredit::Metric;
 
 namespace {
 
+float normal_sample(std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  return normal(rng);
+}
+
 double score(const float* q, const float* key, int64_t dim, Metric m) {
   double dot = 0, qq = 0, kk = 0;
   for (int64_t p = 0; p < dim; ++p) {
@@ -82,5 +87,48 @@ int main() {
   DC_EXPECT(dctest::throws_invalid(call(b.data(), 1, KeyWeights{wm.data(), 2, classes.data()}),
                                    "classes[2] = 2"));
   DC_EXPECT(dctest::throws_invalid([] { datacredit::parse_metric("dot"); }, "unknown metric"));
+  DC_EXPECT(dctest::throws_invalid(
+      [&] {
+        datacredit::gram_topk(a.data(), 4, b.data(), 3, 2, 1, {}, Metric::kInnerProduct, true,
+                              v.data(), ix.data(), 5000);
+      },
+      "n_threads = 5000"));
+
+  // l2 on data with a large common offset (1000 + N(0, 1), d = 64): every value is the
+  // float32 rounding of the exact distance, the order is the exact one, and a key equal to
+  // the query is at distance 0.
+  {
+    const int64_t n = 7, N = 300, d = 64, k = 12;
+    std::vector<float> q(n * d), keys(N * d);
+    for (auto& x : q) x = 1000.0f + normal_sample(rng);
+    for (auto& x : keys) x = 1000.0f + normal_sample(rng);
+    std::copy(q.begin(), q.begin() + d, keys.begin() + 17 * d);  // key 17 == query 0
+    for (int threads : {1, 2}) {
+      std::vector<float> val(n * k);
+      std::vector<int64_t> ids(n * k);
+      datacredit::gram_topk(q.data(), n, keys.data(), N, d, k, {}, Metric::kSquaredL2, false,
+                            val.data(), ids.data(), threads);
+      for (int64_t i = 0; i < n; ++i) {
+        std::vector<double> exact(N);
+        for (int64_t j = 0; j < N; ++j) {
+          double s = 0;
+          for (int64_t p = 0; p < d; ++p) {
+            const double t = double(q[i * d + p]) - keys[j * d + p];
+            s += t * t;
+          }
+          exact[j] = s;
+        }
+        std::vector<int64_t> order(N);
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int64_t x, int64_t y) { return float(exact[x]) < float(exact[y]); });
+        for (int64_t r = 0; r < k; ++r) {
+          DC_EXPECT(ids[i * k + r] == order[r]);
+          DC_EXPECT(val[i * k + r] == float(exact[order[r]]));
+        }
+      }
+      DC_EXPECT(ids[0] == 17 && val[0] == 0.0f);
+    }
+  }
   return dctest::finish("test_gram");
 }

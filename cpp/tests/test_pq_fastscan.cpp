@@ -257,6 +257,19 @@ void check_ivf(int64_t n, int64_t m, int64_t nlist, int64_t nprobe, int64_t nq, 
         },
         "repeat list"));
   }
+  // An interior list_blocks entry beyond list_blocks[nlist] (the blocks ids and packed
+  // hold) is refused before any id is read.
+  if (nlist >= 3) {
+    std::vector<int64_t> lb(list_blocks);
+    lb[2] = int64_t{1} << 40;
+    DC_EXPECT(dctest::throws_invalid(
+        [&] {
+          pq_fastscan_search_ivf(tables.data(), 1, m, packed.data(), lb.data(), nlist, ids.data(),
+                                 n, probes.data(), nprobe, 1, metric, d_simd.data(), i_simd.data(),
+                                 1);
+        },
+        "non-decreasing"));
+  }
   lists[3] = nlist;
   DC_EXPECT(dctest::throws_invalid(
       [&] { pq_fastscan_ivf_blocks(lists.data(), n, nlist, list_blocks.data()); }, "lists[3]"));

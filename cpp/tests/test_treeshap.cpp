@@ -1,5 +1,6 @@
 // Interventional TreeSHAP against brute-force Shapley enumeration, plus argument errors.
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -134,5 +135,100 @@ int main() {
                                              base.data(), nullptr, 1);
       },
       "must come after it"));
+  // Shared children (a DAG: 2^depth paths) are refused; so is a root that is a child.
+  {
+    const int D = 40;
+    Ensemble dag;
+    for (int k = 0; k < D; ++k) {
+      dag.left.push_back(k + 1);
+      dag.right.push_back(k + 1);
+      dag.feature.push_back(0);
+      dag.threshold.push_back(0.5f);
+      dag.default_left.push_back(1);
+      dag.value.push_back(0.f);
+    }
+    dag.left.push_back(-1);
+    dag.right.push_back(-1);
+    dag.feature.push_back(0);
+    dag.threshold.push_back(0.f);
+    dag.default_left.push_back(1);
+    dag.value.push_back(1.f);
+    dag.roots.push_back(0);
+    std::vector<float> Z(2, 0.f);
+    std::vector<double> p2(2), b1(1);
+    DC_EXPECT(dctest::throws_invalid(
+        [&] {
+          datacredit::tree_shap_interventional(dag.view(), Z.data(), 1, Z.data(), 1, 2, p2.data(),
+                                               b1.data(), nullptr, 1);
+        },
+        "two parents"));
+    Ensemble twice = e;
+    twice.roots.push_back(twice.roots[0]);
+    DC_EXPECT(dctest::throws_invalid(
+        [&] {
+          datacredit::tree_shap_interventional(twice.view(), X.data(), 1, X.data(), 1, 3,
+                                               phi.data(), base.data(), nullptr, 1);
+        },
+        "roots[1]"));
+  }
+  // A chain 100k splits deep (left: leaf, right: next split) is walked without recursion,
+  // on the per-pair path (2 references) and the grouped path (6): phi_0 = f(x) - mean f(r).
+  {
+    const int D = 100000;
+    Ensemble chain;
+    for (int k = 0; k < D; ++k) {
+      const int32_t node = static_cast<int32_t>(chain.left.size());
+      chain.left.push_back(node + 1);  // leaf
+      chain.right.push_back(node + 2);
+      chain.feature.push_back(0);
+      chain.threshold.push_back(static_cast<float>(k));
+      chain.default_left.push_back(1);
+      chain.value.push_back(0.f);
+      chain.left.push_back(-1);
+      chain.right.push_back(-1);
+      chain.feature.push_back(0);
+      chain.threshold.push_back(0.f);
+      chain.default_left.push_back(1);
+      chain.value.push_back(static_cast<float>(k));
+    }
+    chain.left.push_back(-1);
+    chain.right.push_back(-1);
+    chain.feature.push_back(0);
+    chain.threshold.push_back(0.f);
+    chain.default_left.push_back(1);
+    chain.value.push_back(-1.f);
+    chain.roots.push_back(0);
+    for (int n_refs : {2, 6}) {
+      std::vector<float> x = {99998.5f, 3.f}, refs;
+      for (int r = 0; r < n_refs; ++r) refs.insert(refs.end(), {static_cast<float>(r), 0.f});
+      std::vector<double> p(2), b(1), f(1);
+      datacredit::tree_shap_interventional(chain.view(), x.data(), 1, refs.data(), n_refs, 2,
+                                           p.data(), b.data(), f.data(), 2);
+      // x reaches the leaf of split k = 99999 (value 99999); reference r the one of split
+      // r + 1 (value r + 1).
+      double mean_fr = 0;
+      for (int r = 0; r < n_refs; ++r) mean_fr += (r + 1.0) / n_refs;
+      DC_EXPECT(std::abs(f[0] - 99999.0) < 1e-9);
+      DC_EXPECT(std::abs(b[0] - mean_fr) < 1e-9);
+      DC_EXPECT(std::abs(p[0] - (99999.0 - mean_fr)) < 1e-6);
+      DC_EXPECT(p[1] == 0.0);
+    }
+  }
+  // +inf goes right at every finite split, on the grouped path too (> 4 references).
+  {
+    Ensemble stump;
+    stump.left = {1, -1, -1};
+    stump.right = {2, -1, -1};
+    stump.feature = {0, 0, 0};
+    stump.threshold = {0.5f, 0.f, 0.f};
+    stump.default_left = {1, 1, 1};
+    stump.value = {0.f, 1.f, 10.f};
+    stump.roots = {0};
+    std::vector<float> x = {std::numeric_limits<float>::infinity()}, refs(6, 0.f);
+    std::vector<double> p(1), b(1), f(1);
+    datacredit::tree_shap_interventional(stump.view(), x.data(), 1, refs.data(), 6, 1, p.data(),
+                                         b.data(), f.data(), 1);
+    DC_EXPECT(f[0] == 10.0 && b[0] == 1.0 && p[0] == 9.0);
+  }
   return dctest::finish("test_treeshap");
 }

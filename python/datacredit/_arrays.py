@@ -102,12 +102,21 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+# The compiled core's limit (kMaxThreads in cpp/include/datacredit/common.hpp).
+MAX_THREADS = 1024
+
+
 def resolve_threads(n_threads: int | None) -> int:
     """``None`` (all cores) becomes 0 for the core; negative values are rejected."""
     if n_threads is None:
         return 0
-    if not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
         raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+    if not 1 <= n_threads <= MAX_THREADS:
+        raise ValueError(
+            f"n_threads = {n_threads} must be in [1, {MAX_THREADS}] or None (all cores); "
+            "counts above the processors available are clamped to them"
+        )
     return int(n_threads)
 
 

@@ -1,7 +1,10 @@
 // Small shared helpers of the C++ core: argument checks and thread counts.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <exception>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -20,7 +23,41 @@ inline void check(bool ok, const char* where, const std::string& what) {
 // True when all `count` values are finite (no NaN, no +-inf).
 bool all_finite(const float* values, int64_t count);
 
-// Resolves a user thread count: <= 0 means "all hardware threads OpenMP offers".
-int resolve_threads(int n_threads);
+// Largest thread count any entry point accepts: beyond it is a mistake (and asking the
+// OpenMP runtime for that many threads can end the process when creation fails).
+constexpr int64_t kMaxThreads = 1024;
+
+// Resolves a user thread count: <= 0 means "all hardware threads OpenMP offers"; more
+// than the processors available is clamped to them (extra threads only oversubscribe).
+// Throws std::invalid_argument above kMaxThreads.
+int resolve_threads(int64_t n_threads);
+
+// Exceptions thrown inside an OpenMP region must not leave it (std::terminate): each
+// thread runs its work through run(), which records the first exception and makes later
+// work a no-op; rethrow() after the region raises it on the calling thread (so a
+// std::bad_alloc becomes Python's MemoryError).
+class ParallelErrors {
+ public:
+  template <class F>
+  void run(F&& f) noexcept {
+    if (failed_.load(std::memory_order_relaxed)) return;
+    try {
+      f();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!first_) first_ = std::current_exception();
+      failed_.store(true);
+    }
+  }
+  bool failed() const { return failed_.load(std::memory_order_relaxed); }
+  void rethrow() {
+    if (first_) std::rethrow_exception(first_);
+  }
+
+ private:
+  std::atomic<bool> failed_{false};
+  std::mutex mutex_;
+  std::exception_ptr first_;
+};
 
 }  // namespace datacredit

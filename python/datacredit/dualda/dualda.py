@@ -324,7 +324,7 @@ class DualDA:
             warnings.warn(
                 f"the SVM solver stopped after max_iter={self.max_iter} epochs with max KKT "
                 f"violation {res.max_violation:.3g} > tol={self.tol:g}; attributions are "
-                "approximate (raise max_iter for an exact surrogate)",
+                f"approximate ({res.extras.get('advice', 'raise max_iter for an exact surrogate')})",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -10,6 +10,9 @@ import numpy as np
 from datacredit import _core
 from datacredit._arrays import as_float_matrix, positive_float, resolve_threads, to_numpy
 
+# Above this C * max ||x||^2 a solve that did not converge is called ill-conditioned.
+_ILL_CONDITIONED = 1e10
+
 
 @dataclass(frozen=True)
 class CSResult:
@@ -33,6 +36,8 @@ class CSResult:
         primal_objective: ``1/2 (||W||^2 + ||bias||^2) + C * sum_i hinge_i`` for ``(coef, bias)``.
         dual_objective: ``sum_i lambda[i, y_i] - 1/2 (||W||^2 + ||bias||^2)`` (<= primal).
         C: the regularization the model was fitted with.
+        extras: ``{"advice": str}`` when the solve did not converge because the problem is
+            ill-conditioned (``C * max ||x||^2`` huge): what to change instead of max_iter.
     """
 
     dual_coef: np.ndarray
@@ -90,6 +95,8 @@ def _labels(y: Any, n: int, n_classes: int | None) -> tuple[np.ndarray, int]:
     if n_classes is not None:
         if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
             raise TypeError(f"n_classes must be an integer, got {type(n_classes).__name__}")
+        if not 2 <= n_classes <= 2**31 - 1:
+            raise ValueError(f"n_classes = {n_classes} must be in [2, 2**31 - 1]")
         if lab.max() >= n_classes:
             raise ValueError(f"y holds {int(lab.max())}, outside [0, n_classes = {n_classes})")
     if k < 2:
@@ -149,8 +156,13 @@ def crammer_singer_fit(
     K_active * d)``, with shrinking removing samples and classes that sit at their bounds.
     Memory ``O(N * K + K * d)`` besides ``X``.  The GIL is released while it runs.
 
+    Warns:
+        RuntimeWarning: not converged and ``C * max ||x||^2 > 1e10``: the dual is
+            ill-conditioned; scale the features or lower C (``extras["advice"]``).
+
     Raises:
-        ValueError: empty ``X``, NaN/inf, ``C <= 0``, ``tol <= 0``, ``max_iter < 1``, labels
+        ValueError: no progress at all (every lambda 0 without convergence: features or
+            C far out of range), empty ``X``, NaN/inf, ``C <= 0``, ``tol <= 0``, ``max_iter < 1``, labels
             out of range, fewer than 2 classes, mismatched lengths.
         TypeError: non-numeric ``X`` or non-integer ``y``.
     """
@@ -159,12 +171,20 @@ def crammer_singer_fit(
     c_val = positive_float(C, "C")
     if not np.isfinite(float(tol)) or float(tol) <= 0:
         raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if (
+        isinstance(max_iter, bool)
+        or not isinstance(max_iter, (int, np.integer))
+        or not 1 <= max_iter <= 2**63 - 1
+    ):
+        raise ValueError(f"max_iter must be an integer in [1, 2**63 - 1], got {max_iter!r}")
     if not 0.0 < float(shrink_factor) < 1.0:
         raise ValueError(f"shrink_factor must be in (0, 1), got {shrink_factor!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, (int, np.integer))
+        or not 0 <= seed <= 2**63 - 1
+    ):
+        raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
     sw = _weights(sample_weight, x.shape[0])
     lam, coef, bias, stats = _core.crammer_singer_fit(
         x,
@@ -179,6 +199,34 @@ def crammer_singer_fit(
         sw,
         float(shrink_factor),
     )
+    extras: dict = {}
+    if not stats["converged"]:
+        # The dual is invariant under X -> s X, C -> C s^2: what limits coordinate descent is
+        # C * max ||x||^2 (the largest diagonal of the scaled kernel); far above 1 it is
+        # hopelessly ill-conditioned and more epochs barely help.
+        c_max = c_val * (float(sw.max()) if sw is not None else 1.0)
+        sq = float(np.max(np.einsum("ij,ij->i", x, x, dtype=np.float64))) + float(bool(fit_bias))
+        conditioning = c_max * sq
+        if not np.any(lam):
+            raise ValueError(
+                "crammer_singer_fit made no progress (every lambda is still 0): "
+                f"C * max ||x||^2 = {conditioning:.3g} is out of the range the solver can "
+                "resolve; scale the features (e.g. standardise them) or lower C"
+            )
+        if conditioning > _ILL_CONDITIONED:
+            extras["advice"] = (
+                f"C * max ||x||^2 = {conditioning:.3g} makes the dual ill-conditioned, so raising "
+                "max_iter hardly helps: scale the features (e.g. standardise them) or lower C"
+            )
+            import warnings
+
+            warnings.warn(
+                f"crammer_singer_fit did not converge in {int(stats['n_iter'])} epochs "
+                f"(max KKT violation {float(stats['max_violation']):.3g} > tol={float(tol):g}); "
+                + extras["advice"],
+                RuntimeWarning,
+                stacklevel=2,
+            )
     alpha = -lam
     alpha[np.arange(lab.shape[0]), lab] += c_val if sw is None else c_val * sw
     support = np.flatnonzero(np.any(lam != 0.0, axis=1)).astype(np.int64)
@@ -194,6 +242,7 @@ def crammer_singer_fit(
         primal_objective=float(stats["primal_objective"]),
         dual_objective=float(stats["dual_objective"]),
         C=c_val,
+        extras=extras,
     )
 
 

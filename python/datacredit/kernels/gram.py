@@ -72,11 +72,19 @@ def gram_topk(
         classes: ``(n,)`` integer column of ``weights`` per query (matrix weights only).
         metric: ``"ip"``, ``"cosine"`` or ``"l2"``.
         largest: keep the largest scores (default) or the smallest.
-        n_threads: threads to use; ``None`` uses all cores.
+        n_threads: threads to use, ``1..1024``; ``None`` uses all cores (more than the
+            processors available are clamped to them).
 
     Returns:
         ``(values, indices)``: float32 ``(n, k)`` scores and int64 ``(n, k)`` key
         indices, best first; ties go to the lower key index.
+
+    ``"l2"`` is exact: every value is the float32 rounding of the true (weighted) squared
+    distance and the selection is the float64 brute force's, whatever the offset of the
+    data (the GEMM runs on rows centred by the key mean; ``k + max(16, k // 4)``
+    candidates per query are re-ranked by distances recomputed in double, with a
+    rounding-error bound certifying that no other key can enter, else that query is
+    scanned exactly).
 
     Complexity: ``O(n * N * d)`` time through BLAS GEMM tiles with the selection fused
     into the scan (``O(n * N)`` compares); memory ``O(n * k + threads * tile)``.
@@ -84,8 +92,9 @@ def gram_topk(
 
     Raises:
         ValueError: mismatched dimensions, ``k`` outside ``[1, N]``, NaN/inf, wrong
-            ``ndim``, ``classes`` out of range, unknown ``metric``.
+            ``ndim``, ``classes`` out of range, unknown ``metric``, ``n_threads`` out of range.
         TypeError: non-numeric input.
+        MemoryError: the ``n * k`` results and heaps (or per-thread tiles) do not fit.
     """
     q, kk, w, cls = _prepare(queries, keys, weights, classes, metric)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -106,7 +115,9 @@ def gram(
 ) -> np.ndarray:
     """The dense ``(n, N)`` float32 score matrix, same definitions as :func:`gram_topk`.
 
-    For callers that truly need every score; memory is ``O(n * N)``.
+    For callers that truly need every score; memory is ``O(n * N)``.  ``"l2"`` is computed
+    from the differences in double (exact up to the final rounding; ``O(n N d)`` without
+    the GEMM).
     """
     q, kk, w, cls = _prepare(queries, keys, weights, classes, metric)
     return _core.gram_dense(q, kk, w, cls, metric, resolve_threads(n_threads))

@@ -21,9 +21,21 @@ PQ_METRICS = ("l2", "ip")
 _FORMAT = "datacredit.ProductQuantizer/1"  # the legacy .npz files (read only)
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def _positive_int(value: Any, name: str, upper: int = 2**63 - 1) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not 1 <= value <= upper
+    ):
+        raise ValueError(f"{name} must be an integer in [1, {upper}], got {value!r}")
+    return int(value)
+
+
+def _seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {type(value).__name__}")
+    if not 0 <= value <= 2**63 - 1:
+        raise ValueError(f"seed = {value} must be in [0, 2**63 - 1]")
     return int(value)
 
 
@@ -49,9 +61,9 @@ def kmeans(
     return _core.kmeans(
         arr,
         k,
-        _positive_int(n_iter, "n_iter"),
+        _positive_int(n_iter, "n_iter", 2**31 - 1),
         _positive_int(max_points_per_centroid, "max_points_per_centroid"),
-        int(seed),
+        _seed(seed),
         0,
     )
 
@@ -125,11 +137,9 @@ class PackedCodes:
         list_blocks: np.ndarray | None = None,
         ids: np.ndarray | None = None,
     ) -> None:
-        self.data = data
-        self.n = int(n)
-        self.m = int(m)
-        self.list_blocks = list_blocks
-        self.ids = ids
+        self.data, self.n, self.m, self.list_blocks, self.ids = _check_packed(
+            data, n, m, list_blocks, ids
+        )
         self._positions: np.ndarray | None = None
 
     @property
@@ -238,6 +248,63 @@ class PackedCodes:
         return f"PackedCodes(n={self.n}, m={self.m}{lists}, {self.data.nbytes} bytes)"
 
 
+def _check_packed(data: Any, n: Any, m: Any, list_blocks: Any, ids: Any):
+    """Validated ``(data, n, m, list_blocks, ids)`` of a :class:`PackedCodes` (``O(n)``).
+
+    The compiled searches read ``data`` and ``ids`` through ``list_blocks``: an
+    inconsistent layout would read out of bounds, so it is refused here (and again in C++).
+    """
+    for name, v in (("n", n), ("m", m)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"PackedCodes: {name} must be a positive integer, got {v!r}")
+    n, m = int(n), int(m)
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.ndim != 3 or data.shape[1:] != ((m + 1) // 2, 32):
+        raise ValueError(
+            f"PackedCodes: data must be uint8 of shape (n_blocks, {(m + 1) // 2}, 32) for m={m}, "
+            f"got {data.dtype} {data.shape}"
+        )
+    data = np.ascontiguousarray(data)
+    n_blocks = data.shape[0]
+    if (list_blocks is None) != (ids is None):
+        raise ValueError("PackedCodes: list_blocks and ids go together (both or neither)")
+    if list_blocks is None:
+        if n_blocks != (n + 31) // 32:
+            raise ValueError(
+                f"PackedCodes: {n_blocks} blocks for n={n} codes (expected {(n + 31) // 32})"
+            )
+        return data, n, m, None, None
+    lb, ids = np.asarray(list_blocks), np.asarray(ids)
+    if lb.dtype.kind not in "iu" or ids.dtype.kind not in "iu":
+        raise TypeError("PackedCodes: list_blocks and ids must be integer arrays")
+    lb = np.ascontiguousarray(lb, dtype=np.int64)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if (
+        lb.ndim != 1
+        or lb.shape[0] < 2
+        or lb[0] != 0
+        or lb[-1] != n_blocks
+        or (np.diff(lb) < 0).any()
+    ):
+        raise ValueError(
+            "PackedCodes: list_blocks must be a non-decreasing (nlist + 1,) vector from 0 to "
+            f"the number of blocks ({n_blocks})"
+        )
+    if ids.shape != (n_blocks * 32,):
+        raise ValueError(f"PackedCodes: ids must have shape ({n_blocks * 32},), got {ids.shape}")
+    real = ids[ids >= 0]
+    if (
+        (ids < -1).any()
+        or real.size != n
+        or (real >= n).any()
+        or np.bincount(real, minlength=n).max(initial=0) > 1
+    ):
+        raise ValueError(
+            f"PackedCodes: ids must hold each code index 0..{n - 1} once (-1 for padding)"
+        )
+    return data, n, m, lb, ids
+
+
 class ProductQuantizer:
     """Product quantizer with asymmetric-distance (ADC) search and fused top-k.
 
@@ -298,8 +365,12 @@ class ProductQuantizer:
             raise ValueError(f"nbits must be in [1, 8], got {nbits}")
         self.nbits = nbits
         self.metric = check_choice(metric, "metric", PQ_METRICS)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if (
+            isinstance(seed, bool)
+            or not isinstance(seed, (int, np.integer))
+            or not 0 <= seed < 2**63 - 1
+        ):
+            raise ValueError(f"seed must be a non-negative integer below 2**63 - 1, got {seed!r}")
         self.seed = int(seed)
         self.n_threads = n_threads
         resolve_threads(n_threads)
@@ -386,7 +457,7 @@ class ProductQuantizer:
             arr,
             self.m,
             self.nbits,
-            _positive_int(n_iter, "n_iter"),
+            _positive_int(n_iter, "n_iter", 2**31 - 1),
             _positive_int(max_points_per_centroid, "max_points_per_centroid"),
             self.seed,
             self._threads(),
