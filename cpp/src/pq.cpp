@@ -156,6 +156,12 @@ std::vector<int64_t> distinct_rows(int64_t n, int64_t count, uint64_t seed) {
   return perm;
 }
 
+// min(n, per_centroid * k) without overflowing int64 for a huge per_centroid (a caller's
+// "use every row").
+int64_t sample_size(int64_t n, int64_t per_centroid, int64_t k) {
+  return per_centroid >= (n + k - 1) / k ? n : per_centroid * k;
+}
+
 // A seeded sample of `count` distinct rows of [0, n), sorted (stable memory order); all
 // rows when count == n.
 std::vector<int64_t> sample_rows(int64_t n, int64_t count, uint64_t seed) {
@@ -466,7 +472,7 @@ void pq_train(const PQShape& shape, const float* x, int64_t n, int n_iter,
   const int threads = resolve_threads(n_threads);
 
   // One seeded sample of rows shared by all sub-spaces.
-  const int64_t n_sample = std::min(n, max_points_per_centroid * ksub);
+  const int64_t n_sample = sample_size(n, max_points_per_centroid, ksub);
   const std::vector<int64_t> rows = sample_rows(n, n_sample, seed);
 
   // Every sub-space starts from the same sample rows.  Aligned starts correlate the
@@ -808,7 +814,7 @@ void kmeans(const float* x, int64_t n, int64_t dim, int64_t k, int n_iter,
   check(max_points_per_centroid >= 1, where, "max_points_per_centroid must be >= 1");
   check(all_finite(x, n * dim), where, "x contains NaN or inf");
   (void)n_threads;  // the GEMM inside uses the BLAS's own threads
-  const int64_t n_sample = std::min(n, max_points_per_centroid * k);
+  const int64_t n_sample = sample_size(n, max_points_per_centroid, k);
   const std::vector<int64_t> rows = sample_rows(n, n_sample, seed);
   std::vector<float> xs(static_cast<size_t>(n_sample * dim));
   for (int64_t i = 0; i < n_sample; ++i)

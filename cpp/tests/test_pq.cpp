@@ -1,6 +1,7 @@
 // C++ checks of the product quantizer: ADC search equals a brute-force scan over the
 // same tables, encode/decode shapes, argument errors.
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -50,6 +51,20 @@ int main() {
   std::vector<float> xhat(static_cast<size_t>(n * s.dim));
   pq_decode(s, cent.data(), codes.data(), n, xhat.data(), 1);
   DC_EXPECT(std::equal(xhat.begin(), xhat.begin() + s.dsub(), cent.begin() + codes[0] * s.dsub()));
+
+  // A huge max_points_per_centroid means "every row": the sample size must not overflow
+  // int64 (max * ksub), so it trains exactly as with max = n.
+  {
+    const int64_t huge = std::numeric_limits<int64_t>::max();
+    std::vector<float> all_rows(cent.size()), huge_rows(cent.size());
+    pq_train(s, x.data(), n, 2, n, 3, all_rows.data(), 1);
+    pq_train(s, x.data(), n, 2, huge, 3, huge_rows.data(), 1);
+    DC_EXPECT(all_rows == huge_rows);
+    std::vector<float> km_all(static_cast<size_t>(7 * s.dim)), km_huge(km_all.size());
+    kmeans(x.data(), n, s.dim, 7, 2, n, 5, km_all.data(), 1);
+    kmeans(x.data(), n, s.dim, 7, 2, huge, 5, km_huge.data(), 1);
+    DC_EXPECT(km_all == km_huge);
+  }
 
   PQShape bad = s;
   bad.m = 5;

@@ -9,6 +9,7 @@ Nothing the user passed is ever modified.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -120,15 +121,79 @@ def resolve_threads(n_threads: int | None) -> int:
     return int(n_threads)
 
 
-def positive_float(value: Any, name: str) -> float:
-    """``value`` as a finite float > 0; TypeError for non-numbers, ValueError otherwise."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from exc
-    if not np.isfinite(out) or out <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def check_int(value: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as a Python int in ``[lo, hi]`` (either bound optional).
+
+    Python and numpy integers are accepted; bools (``True`` is not 1 here), floats (even
+    ``2.0``), strings and None raise ``TypeError``, an out-of-range value ``ValueError``
+    naming ``name`` and the allowed range.
+    """
+    if _is_bool(value) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer{_range(lo, hi)}, got {value!r}")
+    out = int(value)
+    if (lo is not None and out < lo) or (hi is not None and out > hi):
+        raise ValueError(f"{name} = {out} is out of range: it must be an integer{_range(lo, hi)}")
     return out
+
+
+def check_float(
+    value: Any,
+    name: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    allow_inf: bool = False,
+) -> float:
+    """``value`` as a Python float in ``[lo, hi]`` (``lo_open``/``hi_open``: exclusive bounds).
+
+    Python and numpy reals are accepted; bools, strings, None, complex numbers and arrays
+    raise ``TypeError``; NaN always, infinities unless ``allow_inf``, and values out of
+    range raise ``ValueError`` naming ``name`` and the allowed range.
+    """
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    out = float(value)
+    lo_bad = lo is not None and (out <= lo if lo_open else out < lo)
+    hi_bad = hi is not None and (out >= hi if hi_open else out > hi)
+    if np.isnan(out) or (np.isinf(out) and not allow_inf) or lo_bad or hi_bad:
+        what = "a number" if allow_inf else "a finite number"
+        parts = []
+        if lo is not None:
+            parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+        if hi is not None:
+            parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+        rng = (" " + " and ".join(parts)) if parts else ""
+        raise ValueError(f"{name} must be {what}{rng}, got {value!r}")
+    return out
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool: only ``True``/``False`` (and numpy bools) are accepted, so a
+    string such as ``"no"`` or a number is a ``TypeError`` instead of a truthy guess."""
+    if not _is_bool(value):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _range(lo: int | None, hi: int | None) -> str:
+    if lo is not None and hi is not None:
+        return f" in [{lo}, {hi}]"
+    if lo is not None:
+        return f" >= {lo}"
+    if hi is not None:
+        return f" <= {hi}"
+    return ""
+
+
+def positive_float(value: Any, name: str) -> float:
+    """``value`` as a finite float > 0 (:func:`check_float`); bools and strings raise."""
+    return check_float(value, name, 0.0, lo_open=True)
 
 
 def as_integer_array(x: Any, name: str) -> np.ndarray:

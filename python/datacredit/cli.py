@@ -82,7 +82,44 @@ def _label_weights_spec(v: Any) -> str | None:
         isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c >= 0
         for c in counts
     )
-    return None if ok else "a non-empty mapping or list of finite counts >= 0"
+    # 1e308 each is finite, but their sum is not: every mixture weight would be count/inf = 0
+    ok = ok and math.isfinite(sum(float(c) for c in counts))
+    return None if ok else "a non-empty mapping or list of finite counts >= 0 with a finite sum"
+
+
+def _out_dir(v: Any) -> str | None:
+    if not v.strip():
+        return "a non-empty string"
+    if Path(v).exists() and not Path(v).is_dir():
+        return "a directory (that path is an existing file)"
+    return None
+
+
+def _contributor_labels(contributors: dict) -> list:
+    """The distinct labels of a contributors mapping, in the order the sample bank uses."""
+    return sorted(
+        {
+            lab
+            for labs in contributors.values()
+            for lab in (labs if isinstance(labs, (list, tuple)) else [labs])
+        },
+        key=str,
+    )
+
+
+def _label_weights_cover_labels(cfg: dict[str, Any]) -> tuple[str, str] | None:
+    # With the contributors written in the file; a factory's are checked by ProxyGame.
+    weights, contributors = cfg["label_weights"], cfg["contributors"]
+    if not isinstance(contributors, dict) or weights is None:
+        return None
+    labels = _contributor_labels(contributors)
+    if isinstance(weights, dict):
+        absent = [lab for lab in labels if lab not in weights]
+        if absent:
+            return "label_weights", f"a count for every contributor label (none for {absent[:10]})"
+    elif len(weights) != len(labels):
+        return "label_weights", f"one count per contributor label ({len(labels)}: {labels[:10]})"
+    return None
 
 
 def _recall_at_least_k(cfg: dict[str, Any]) -> tuple[str, str] | None:
@@ -116,7 +153,7 @@ DUALDA_SCHEMA = {
     "cache_dir": Option(str, None, "directory for the support-vector cache", non_empty),
     "use_predictions": Option(bool, False, "fit on model predictions instead of labels"),
     "seed": Option(int, 0, "solver seed (0 .. 2**32-1)", _SEED),
-    "out": Option(str, "dualda-out", "output directory", non_empty),
+    "out": Option(str, "dualda-out", "output directory", _out_dir),
 }
 
 GMVALUATOR_SCHEMA = {
@@ -148,7 +185,7 @@ GMVALUATOR_SCHEMA = {
     "temperature": Option((int, float), 1.0, "softmax temperature T > 0", number(0, strict=True)),
     "device": Option(str, "cpu", "torch device of encoder and scorers", torch_device),
     "batch_size": Option(int, 256, "encoder batch size (>= 1)", integer(1)),
-    "out": Option(str, "gmvaluator-out", "output directory", non_empty),
+    "out": Option(str, "gmvaluator-out", "output directory", _out_dir),
 }
 
 SURROGATESHAP_SCHEMA = {
@@ -173,14 +210,25 @@ SURROGATESHAP_SCHEMA = {
     "budget": Option(int, 512, "coalitions evaluated (>= 4 and >= n_players + 2)", integer(4)),
     "cv": Option(bool, True, "choose the surrogate's hyperparameters by 5-fold CV"),
     "seed": Option(int, 0, "seed of generation and coalition sampling (0 .. 2**32-1)", _SEED),
-    "out": Option(str, "surrogateshap-out", "output directory", non_empty),
+    "out": Option(str, "surrogateshap-out", "output directory", _out_dir),
 }
 
 # Checks across keys, run after each key's own check.
 _RULES: dict[str, tuple[Callable[[dict[str, Any]], tuple[str, str] | None], ...]] = {
     "gmvaluator": (_recall_at_least_k,),
-    "surrogateshap": (_budget_covers_players,),
+    "surrogateshap": (_budget_covers_players, _label_weights_cover_labels),
 }
+
+
+def _load_data(spec: str, key: str) -> Any:
+    """Call the data factory ``spec``; what it returns must be data (have a length)."""
+    data = load_object(spec, key, call=True)
+    if not hasattr(data, "__len__"):
+        raise ConfigError(
+            f"key '{key}': the factory '{spec}' must return data (an array, a tensor, a "
+            f"dataset, a sequence or (X, y)), got {type(data).__name__} {data!r:.100}"
+        )
+    return data
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -198,21 +246,32 @@ def run_dualda(cfg: dict[str, Any]) -> Path:
     from datacredit import DualDA
 
     model = load_object(cfg["model"], "model", call=True)
-    train = load_object(cfg["train_data"], "train_data", call=True)
-    test = load_object(cfg["test_data"], "test_data", call=True)
+    train = _load_data(cfg["train_data"], "train_data")
+    test = _load_data(cfg["test_data"], "test_data")
     if isinstance(test, (tuple, list)) and len(test) == 2:
         test = test[0]
-    dd = DualDA(
-        model,
-        train,
-        layer=cfg["layer"],
-        C=float(cfg["C"]),
-        device=cfg["device"],
-        batch_size=cfg["batch_size"],
-        cache_dir=cfg["cache_dir"],
-        seed=cfg["seed"],
-        use_predictions=cfg["use_predictions"],
-    ).fit()
+    try:
+        dd = DualDA(
+            model,
+            train,
+            layer=cfg["layer"],
+            C=float(cfg["C"]),
+            device=cfg["device"],
+            batch_size=cfg["batch_size"],
+            cache_dir=cfg["cache_dir"],
+            seed=cfg["seed"],
+            use_predictions=cfg["use_predictions"],
+        )
+    except (TypeError, ValueError) as exc:
+        # Every argument comes from the config and no data was read yet: the model factory
+        # returned no torch module, or `layer` names none of its submodules.
+        raise ConfigError(str(exc)) from exc
+    dd.fit()
+    if cfg["top_k"] > dd.n_train:
+        raise ConfigError(
+            f"top_k: must be an integer in [1, N = {dd.n_train}] (the number of training "
+            f"samples), got int {cfg['top_k']}"
+        )
     vals, idx = dd.attribute(test, top_k=cfg["top_k"])
     si = np.asarray(dd.self_influence())
     out = Path(cfg["out"])
@@ -263,13 +322,13 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
         batch_size=cfg["batch_size"],
         progress=True,
     )
-    gmv.fit(load_object(cfg["train_data"], "train_data", call=True))
+    gmv.fit(_load_data(cfg["train_data"], "train_data"))
     q = (
         load_object(cfg["quality_scores"], "quality_scores", call=True)
         if cfg["quality_scores"]
         else None
     )
-    val = gmv.value(load_object(cfg["generated"], "generated", call=True), quality_scores=q)
+    val = gmv.value(_load_data(cfg["generated"], "generated"), quality_scores=q)
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     val.save(out / "valuation.npz")
@@ -309,18 +368,24 @@ def run_surrogateshap(cfg: dict[str, Any]) -> Path:
                 f"budget: must be an integer >= n_players + 2 = {len(contributors) + 2}, "
                 f"got {cfg['budget']}"
             )
-    labels = sorted(
-        {
-            lab
-            for labs in contributors.values()
-            for lab in (labs if isinstance(labs, (list, tuple)) else [labs])
-        },
-        key=str,
-    )
+    if cfg["empty_value"] is None:
+        # SurrogateSHAP always evaluates the empty coalition, which has no samples to score.
+        raise ConfigError(
+            "empty_value: must be set to v(∅), the utility of the empty coalition (e.g. the "
+            "utility of an untrained model): SurrogateSHAP evaluates it"
+        )
+    utility = load_object(cfg["utility"], "utility", call=True)
+    if not (
+        callable(getattr(utility, "prepare", None)) and callable(getattr(utility, "evaluate", None))
+    ):
+        raise ConfigError(
+            f"key 'utility': the factory '{cfg['utility']}' must return a datacredit.utilities "
+            f"object (with prepare(bank) and evaluate(weights)), got {type(utility).__name__}"
+        )
+    labels = _contributor_labels(contributors)
     bank = SampleBank.generate(
         generator, labels, cfg["n_per_label"], seed=cfg["seed"], path=cfg["bank_path"]
     )
-    utility = load_object(cfg["utility"], "utility", call=True)
     game = ProxyGame(
         bank,
         contributors,

@@ -1857,6 +1857,7 @@ _SSHAP_CFG = dict(
     n_per_label=8,
     budget=16,
     cv=False,
+    empty_value=0.0,  # SurrogateSHAP evaluates the empty coalition: the config must give v(∅)
 )
 _DUALDA_CFG = dict(
     model="harness.factories:tiny_classifier",
@@ -1896,7 +1897,12 @@ _CLI_BAD = {
             "n_per_label.zero": ("n_per_label", 0),
             "cv.string": ("cv", "yes"),
             "contributors.empty": ("contributors", {}),
-            "contributors.unknown_label": ("contributors", {"a": [0], "b": [7]}),
+            # label 7 has no training count in label_weights (the generator would make it)
+            "contributors.unknown_label": (
+                {"contributors": {"a": [0], "b": [7]}, "label_weights": {0: 1.0, 1: 1.0, 2: 1.0}},
+                None,
+            ),
+            "empty_value.missing": ("empty_value", None),
             "label_weights.huge": ("label_weights", [1e308, 1e308, 1e308]),
             "label_weights.negative": ("label_weights", [1.0, -1.0, 1.0]),
             "empty_value.string": ("empty_value", "none"),
@@ -1923,7 +1929,8 @@ for _method, (_good, _bad) in _CLI_BAD.items():
     for _label, (_key, _val) in _bad.items():
 
         def _fn(_method=_method, _good=_good, _key=_key, _val=_val):
-            _cli({**_good, _key: _val}, _method)
+            # _key: one key set to _val, or a dict of several keys' values
+            _cli({**_good, **(_key if isinstance(_key, dict) else {_key: _val})}, _method)
 
         case(f"cli.{_method}.{_label}", "returns")(_fn)
 
@@ -1975,6 +1982,28 @@ def _cli_valid():
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["gmvaluator", "--config", p]) == 0
     assert os.path.exists(os.path.join(d, "out", "results.json"))
+
+
+@case("cli.surrogateshap.valid", "returns", timeout=120)
+def _cli_sshap_valid():
+    # The base config of the surrogateshap cases runs, and its values are efficient.
+    import contextlib
+    import io
+
+    import yaml
+
+    from datacredit.cli import main
+
+    d = _tmp()
+    p = os.path.join(d, "c.yaml")
+    with open(p, "w") as f:
+        yaml.safe_dump({**_SSHAP_CFG, "out": os.path.join(d, "out")}, f)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["surrogateshap", "--config", p]) == 0
+    with open(os.path.join(d, "out", "results.json")) as f:
+        res = json.load(f)
+    gap = sum(res["values"]) - (res["v_full"] - res["v_empty"])
+    assert abs(gap) < 1e-9 * max(1.0, abs(res["v_full"] - res["v_empty"])), res
 
 
 from harness import repros  # noqa: E402,F401  (registers the issue-11 reproducer cases)

@@ -8,7 +8,15 @@ from typing import Any
 import numpy as np
 
 from datacredit import _core
-from datacredit._arrays import as_float_matrix, positive_float, resolve_threads, to_numpy
+from datacredit._arrays import (
+    as_float_matrix,
+    check_flag,
+    check_float,
+    check_int,
+    positive_float,
+    resolve_threads,
+    to_numpy,
+)
 
 # Above this C * max ||x||^2 a solve that did not converge is called ill-conditioned.
 _ILL_CONDITIONED = 1e10
@@ -134,8 +142,10 @@ def crammer_singer_fit(
         y: ``(N,)`` integer class indices in ``[0, K)``.
         C: regularization, ``> 0`` (larger C: fewer support vectors, harder margin).
         tol: bound on the max KKT violation of the final (full) pass.
-        max_iter: maximum number of epochs (``n_iter`` reports the true count).
-        seed: seeds the per-epoch permutation; the result is deterministic for a seed.
+        max_iter: maximum number of epochs, in ``[1, 2**31 - 1]`` (``n_iter`` reports the
+            true count).
+        seed: in ``[0, 2**63 - 1]``; seeds the per-epoch permutation; the result is
+            deterministic for a seed.
         fit_bias: append a constant-1 feature (regularized, as LIBLINEAR ``-B 1``), so
             ``bias[c] = sum_i lambda[i, c]``.
         n_threads: threads for the norm, ``W`` and objective passes (``None``: all cores).
@@ -162,42 +172,34 @@ def crammer_singer_fit(
 
     Raises:
         ValueError: no progress at all (every lambda 0 without convergence: features or
-            C far out of range), empty ``X``, NaN/inf, ``C <= 0``, ``tol <= 0``, ``max_iter < 1``, labels
-            out of range, fewer than 2 classes, mismatched lengths.
-        TypeError: non-numeric ``X`` or non-integer ``y``.
+            C far out of range), empty ``X``, NaN/inf, ``C <= 0``, ``tol <= 0``, ``max_iter`` outside
+            ``[1, 2**31 - 1]``, labels out of range, fewer than 2 classes, mismatched lengths.
+        TypeError: non-numeric ``X``, non-integer ``y``; a bool or a string for ``C``,
+            ``tol``, ``max_iter`` or ``seed``; anything but a bool for ``fit_bias``.
     """
     x = as_float_matrix(X, "X", check_finite=False)
     lab, k = _labels(y, x.shape[0], n_classes)
     c_val = positive_float(C, "C")
-    if not np.isfinite(float(tol)) or float(tol) <= 0:
-        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
-    if (
-        isinstance(max_iter, bool)
-        or not isinstance(max_iter, (int, np.integer))
-        or not 1 <= max_iter <= 2**63 - 1
-    ):
-        raise ValueError(f"max_iter must be an integer in [1, 2**63 - 1], got {max_iter!r}")
-    if not 0.0 < float(shrink_factor) < 1.0:
-        raise ValueError(f"shrink_factor must be in (0, 1), got {shrink_factor!r}")
-    if (
-        isinstance(seed, bool)
-        or not isinstance(seed, (int, np.integer))
-        or not 0 <= seed <= 2**63 - 1
-    ):
-        raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+    tol = check_float(tol, "tol", 0.0, lo_open=True)
+    max_iter = check_int(max_iter, "max_iter", 1, 2**31 - 1)
+    shrink_factor = check_float(
+        shrink_factor, "shrink_factor", 0.0, 1.0, lo_open=True, hi_open=True
+    )
+    seed = check_int(seed, "seed", 0, 2**63 - 1)
+    fit_bias = check_flag(fit_bias, "fit_bias")
     sw = _weights(sample_weight, x.shape[0])
     lam, coef, bias, stats = _core.crammer_singer_fit(
         x,
         lab,
         k,
         c_val,
-        float(tol),
-        int(max_iter),
-        int(seed),
-        bool(fit_bias),
+        tol,
+        max_iter,
+        seed,
+        fit_bias,
         resolve_threads(n_threads),
         sw,
-        float(shrink_factor),
+        shrink_factor,
     )
     extras: dict = {}
     if not stats["converged"]:
@@ -261,14 +263,22 @@ def crammer_singer_objective(
     ``1/2 (||coef||^2 + ||bias||^2) + C * sum_i w_i max_c ([c != y_i] + s_ic - s_{i,y_i})`` with
     ``s = X @ coef.T + bias``; ``bias=None`` means no bias.  Used to compare solvers on equal
     terms (e.g. LIBLINEAR's ``-s 4 -B 1`` model).  ``O(N * K * d)``, parallel over samples.
+
+    Raises:
+        ValueError: wrong shapes, NaN/inf in ``X``, ``coef`` or ``bias``, ``C`` not a
+            finite number ``>= 0``, labels outside ``[0, K)``.
+        TypeError: non-numeric arrays, non-integer ``y``, a bool or a string for ``C``.
     """
     x = as_float_matrix(X, "X")
     w = np.ascontiguousarray(to_numpy(coef, "coef"), dtype=np.float64)
     if w.ndim != 2 or w.shape[1] != x.shape[1]:
         raise ValueError(f"coef must have shape (K, {x.shape[1]}), got {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError("coef contains NaN or inf")
     lab, _ = _labels(y, x.shape[0], w.shape[0])
     b = None if bias is None else np.ascontiguousarray(to_numpy(bias, "bias"), dtype=np.float64)
+    if b is not None and not np.isfinite(b).all():
+        raise ValueError("bias contains NaN or inf")
+    c_val = check_float(C, "C", 0.0)  # C = 0 is allowed here: just the regulariser
     sw = _weights(sample_weight, x.shape[0])
-    return float(
-        _core.crammer_singer_primal(x, lab, w, b, float(C), resolve_threads(n_threads), sw)
-    )
+    return float(_core.crammer_singer_primal(x, lab, w, b, c_val, resolve_threads(n_threads), sw))

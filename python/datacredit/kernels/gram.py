@@ -7,7 +7,13 @@ from typing import Any
 import numpy as np
 
 from datacredit import _core
-from datacredit._arrays import as_float_matrix, as_index_vector, check_choice, resolve_threads
+from datacredit._arrays import (
+    as_float_matrix,
+    as_index_vector,
+    check_choice,
+    check_flag,
+    resolve_threads,
+)
 
 METRICS = ("ip", "cosine", "l2")
 
@@ -93,7 +99,7 @@ def gram_topk(
     Raises:
         ValueError: mismatched dimensions, ``k`` outside ``[1, N]``, NaN/inf, wrong
             ``ndim``, ``classes`` out of range, unknown ``metric``, ``n_threads`` out of range.
-        TypeError: non-numeric input.
+        TypeError: non-numeric input; ``largest`` not a bool.
         MemoryError: the ``n * k`` results and heaps (or per-thread tiles) do not fit.
     """
     q, kk, w, cls = _prepare(queries, keys, weights, classes, metric)
@@ -101,7 +107,9 @@ def gram_topk(
         raise TypeError(f"k must be an integer, got {type(k).__name__}")
     if not 1 <= k <= kk.shape[0]:
         raise ValueError(f"k = {k} must be in [1, N = {kk.shape[0]}]")
-    return _core.gram_topk(q, kk, int(k), w, cls, metric, bool(largest), resolve_threads(n_threads))
+    return _core.gram_topk(
+        q, kk, int(k), w, cls, metric, check_flag(largest, "largest"), resolve_threads(n_threads)
+    )
 
 
 def gram(

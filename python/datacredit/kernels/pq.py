@@ -52,7 +52,8 @@ def kmeans(
     Trained on a seeded sample of at most ``max_points_per_centroid * k`` rows, centroids
     initialised from distinct sample rows, empty clusters re-seeded by splitting the largest;
     deterministic for a given seed.  ``O(n_iter * sample * k * d)`` through GEMM (the
-    coarse quantizer of inverted-file indexes).
+    coarse quantizer of inverted-file indexes).  ``n_iter`` and ``max_points_per_centroid``
+    are integers in ``[1, 2**31 - 1]``, ``seed`` in ``[0, 2**63 - 1]``; others raise.
     """
     arr = as_float_matrix(x, "x")
     k = _positive_int(k, "k")
@@ -62,7 +63,7 @@ def kmeans(
         arr,
         k,
         _positive_int(n_iter, "n_iter", 2**31 - 1),
-        _positive_int(max_points_per_centroid, "max_points_per_centroid"),
+        _positive_int(max_points_per_centroid, "max_points_per_centroid", 2**31 - 1),
         _seed(seed),
         0,
     )
@@ -441,7 +442,8 @@ class ProductQuantizer:
             x: ``(n, d)`` training vectors, ``n >= 2**nbits``.
             n_iter: Lloyd iterations per sub-space.
             max_points_per_centroid: at most ``max_points_per_centroid * 2**nbits`` rows,
-                sampled with ``seed``, are used (keeps training of huge sets fast).
+                sampled with ``seed``, are used (keeps training of huge sets fast); an
+                integer in ``[1, 2**31 - 1]``, like ``n_iter``.
             coarse_iter, coarse_points_per_centroid: the same for the coarse quantizer
                 (only with ``nlist``; ``O(coarse_iter * sample * nlist * d)``).
 
@@ -458,7 +460,7 @@ class ProductQuantizer:
             self.m,
             self.nbits,
             _positive_int(n_iter, "n_iter", 2**31 - 1),
-            _positive_int(max_points_per_centroid, "max_points_per_centroid"),
+            _positive_int(max_points_per_centroid, "max_points_per_centroid", 2**31 - 1),
             self.seed,
             self._threads(),
         )
@@ -469,7 +471,7 @@ class ProductQuantizer:
                 arr,
                 self.nlist,
                 _positive_int(coarse_iter, "coarse_iter"),
-                _positive_int(coarse_points_per_centroid, "coarse_points_per_centroid"),
+                _positive_int(coarse_points_per_centroid, "coarse_points_per_centroid", 2**31 - 1),
                 self.seed + 1,
                 self._threads(),
             )

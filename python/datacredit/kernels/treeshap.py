@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,13 +76,15 @@ class TreeEnsemble:
         if not 1 <= self.n_features <= 2**31 - 1:
             raise ValueError(f"TreeEnsemble: n_features = {self.n_features} is outside [1, 2**31)")
         object.__setattr__(self, "n_features", int(self.n_features))
-        try:
-            missing = float(self.missing)
-        except (TypeError, ValueError) as exc:
+        if isinstance(self.missing, (bool, np.bool_)) or not isinstance(self.missing, numbers.Real):
+            raise TypeError(f"TreeEnsemble: missing must be a number, got {self.missing!r}")
+        object.__setattr__(self, "missing", float(self.missing))
+        # numpy would parse a string ("0") or take a bool as a number: refuse both.
+        if np.asarray(self.base_score).dtype.kind not in "fiu":
             raise TypeError(
-                f"TreeEnsemble: missing must be a number, got {self.missing!r}"
-            ) from exc
-        object.__setattr__(self, "missing", missing)
+                f"TreeEnsemble: base_score must be a real number (or a vector of them), "
+                f"got {self.base_score!r}"
+            )
         if self.tree_output is None:
             base = np.asarray(self.base_score, dtype=np.float64)
             if base.ndim != 0 or not np.isfinite(base):

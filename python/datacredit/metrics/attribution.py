@@ -33,6 +33,11 @@ def _top_indices(attributions_or_topk: Any, k: int, n_train: int | None) -> np.n
         if arr.dtype.kind in "iu":
             idx = arr
         else:
+            if n_train is not None and arr.shape[1] != n_train:
+                raise ValueError(
+                    f"attributions have {arr.shape[1]} columns (training samples) but "
+                    f"{n_train} training labels were given"
+                )
             if arr.shape[1] < k:
                 raise ValueError(f"k = {k} exceeds the number of training samples {arr.shape[1]}")
             if not np.isfinite(arr).all():
@@ -141,6 +146,9 @@ def shortcut_detection_auprc(attributions: Any, is_shortcut: Any) -> float:
         )
     if not pos.any():
         raise ValueError("is_shortcut marks no training sample")
+    if pos.all():
+        # every order has precision 1: the metric would say nothing about the attributions
+        raise ValueError("is_shortcut marks every training sample; some must be shortcut-free")
     if not np.isfinite(a).all():
         raise ValueError("attributions contain NaN or inf")
     return float(np.mean([_average_precision(row, pos) for row in a]))

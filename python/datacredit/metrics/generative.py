@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from datacredit._arrays import as_integer_array
+
 
 def _np(x: Any, name: str) -> np.ndarray:
     if hasattr(x, "detach"):
@@ -19,6 +21,20 @@ def _np(x: Any, name: str) -> np.ndarray:
     if x is None:
         raise TypeError(f"{name} must be an array, got None")
     return np.asarray(x)
+
+
+def _comparable_labels(tl: np.ndarray, gl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Numeric labels as int64 (``0.5`` raises instead of never matching); other labels
+    (e.g. strings) must be of one kind on both sides."""
+    numeric = "biuf"
+    if tl.dtype.kind in numeric and gl.dtype.kind in numeric:
+        return as_integer_array(tl, "train_labels"), as_integer_array(gl, "gen_labels")
+    if tl.dtype.kind != gl.dtype.kind:
+        raise TypeError(
+            f"train_labels ({tl.dtype}) and gen_labels ({gl.dtype}) are of different kinds: "
+            "no label could ever match"
+        )
+    return tl, gl
 
 
 def identical_class_ratio(
@@ -62,6 +78,7 @@ def identical_class_ratio(
         )
     if top.min() < 0 or top.max() >= tl.shape[0]:
         raise ValueError(f"topk_indices holds indices outside [0, {tl.shape[0]})")
+    tl, gl = _comparable_labels(tl, gl)
     matched = tl[top[:, :k]]  # (n_gen, k) or (n_gen, k, A)
     same = matched == gl[:, None]
     if same.ndim == 3:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from datacredit._arrays import as_mask
+from datacredit._arrays import as_mask, check_float, check_int
 
 
 def _values(values: Any) -> np.ndarray:
@@ -46,9 +46,13 @@ def lds_groups(values: Any, coalitions: Any, utilities: Any) -> float:
 
 
 def lds_coalitions(n: int, alpha: float = 0.5, m: int = 100, seed: int = 0) -> np.ndarray:
-    """m coalitions drawn uniformly among subsets of size round(αn) (the LDS test sets); bool (m × n)."""
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    """m coalitions drawn uniformly among subsets of size round(αn) (the LDS test sets); bool (m × n).
+
+    ``n`` and ``m`` are integers >= 1, ``alpha`` in ``(0, 1)``.
+    """
+    n = check_int(n, "n", 1)
+    m = check_int(m, "m", 1)
+    alpha = check_float(alpha, "alpha", 0.0, 1.0, lo_open=True, hi_open=True)
     k = max(1, int(round(alpha * n)))
     rng = np.random.default_rng(seed)
     Z = np.zeros((m, n), dtype=bool)

@@ -13,29 +13,42 @@ from typing import Any, Callable
 
 import numpy as np
 
+from datacredit._arrays import check_int
+
 
 class FunctionGame:
     """Wrap ``fn(Z) -> (m,)`` as a game with named players.
 
     Args:
         fn: callable taking a bool matrix (m × n) and returning m utilities.
-        players: player names (length n), or an int n (names ``"0".."n-1"``).
+        players: distinct player names (length n), or an int n >= 1 (names
+            ``"0".."n-1"``).  A bool is neither.
     """
 
     def __init__(self, fn: Callable[[np.ndarray], Any], players: Sequence[Any] | int):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-        if isinstance(players, (int, np.integer)):
-            if players < 1:
-                raise ValueError(f"players must be >= 1, got {players}")
-            players = [str(i) for i in range(int(players))]
+        if isinstance(players, (bool, np.bool_, int, np.integer)):
+            players = [str(i) for i in range(check_int(players, "players", 1))]
         self.players = list(players)
         if not self.players:
             raise ValueError("players is empty")
+        _check_distinct(self.players)
         self._fn = fn
 
     def __call__(self, Z: np.ndarray) -> np.ndarray:
         return np.asarray(self._fn(Z), dtype=np.float64)
+
+
+def _check_distinct(players: list) -> None:
+    try:
+        distinct = len(set(players))
+    except TypeError:  # unhashable names: nothing to compare cheaply
+        return
+    if distinct != len(players):
+        seen: set = set()
+        dup = next(p for p in players if p in seen or seen.add(p))
+        raise ValueError(f"players must be distinct, {dup!r} appears more than once")
 
 
 def game_players(game: Any, n_players: int | None = None) -> list:
@@ -54,21 +67,22 @@ def game_players(game: Any, n_players: int | None = None) -> list:
         raise TypeError(f"game must be callable, got {type(game).__name__}")
     if n_players is None:
         raise TypeError("game has no 'players' attribute: pass n_players")
-    if n_players < 1:
-        raise ValueError(f"n_players must be >= 1, got {n_players}")
-    return [str(i) for i in range(int(n_players))]
+    return [str(i) for i in range(check_int(n_players, "n_players", 1))]
 
 
 def evaluate(game: Any, Z: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
     """Evaluate ``game`` on the coalitions ``Z`` (m × n bool), in batches; returns float64 (m,).
 
+    ``batch_size``: coalitions per call, an integer in ``[1, 2**31 - 1]`` (``None``: one call).
     Raises a ValueError when the game returns the wrong shape or a non-finite value.
     """
     if not callable(game):
         raise TypeError(f"game must be callable, got {type(game).__name__}")
     Z = np.asarray(Z, dtype=bool)
     m = Z.shape[0]
-    bs = m if batch_size is None else max(1, int(batch_size))
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", 1, 2**31 - 1)
+    bs = max(1, m) if batch_size is None else batch_size
     out = np.empty(m, dtype=np.float64)
     for start in range(0, m, bs):
         chunk = Z[start : start + bs]

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from datacredit._arrays import check_int
 from datacredit.shapley._game import evaluate, game_players
 from datacredit.shapley.result import ShapleyValues
 from datacredit.shapley.sampling import all_coalitions
@@ -15,11 +16,15 @@ from datacredit.shapley.sampling import all_coalitions
 def shapley_from_table(v: np.ndarray, n: int) -> np.ndarray:
     """Shapley values from the full utility table ``v`` (2^n,), indexed by bitmask; (n,) float64.
 
-    φ_i = Σ_{S ∌ i} |S|!(n−|S|−1)!/n! · (v(S ∪ i) − v(S)).  O(n · 2^n).
+    φ_i = Σ_{S ∌ i} |S|!(n−|S|−1)!/n! · (v(S ∪ i) − v(S)).  O(n · 2^n).  ``n`` is an
+    integer in ``[1, 62]`` matching ``v``'s length; ``v`` must be finite.
     """
+    n = check_int(n, "n", 1, 62)
     v = np.asarray(v, dtype=np.float64)
     if v.shape != (1 << n,):
-        raise ValueError(f"v must have shape ({1 << n},), got {v.shape}")
+        raise ValueError(f"v must have shape (2**n,) = ({1 << n},) for n = {n}, got {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError("v contains NaN or inf")
     k = np.arange(1 << n, dtype=np.int64)
     size = np.zeros(1 << n, dtype=np.int64)
     for i in range(n):
@@ -40,7 +45,8 @@ def exact(
     Args:
         game: callable bool (m × n) → (m,) utilities, with a ``players`` attribute.
         n_players: number of players when ``game`` has no ``players``.
-        batch_size: coalitions per game call.
+        batch_size: coalitions per game call, an integer in ``[1, 2**31 - 1]`` (``None``:
+            all in one call).
 
     Returns:
         ShapleyValues with all 2^n coalitions (row k has player i iff bit i of k is set).

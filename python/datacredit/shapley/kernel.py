@@ -7,17 +7,29 @@ from typing import Any
 
 import numpy as np
 
+from datacredit._arrays import as_integer_array, check_int
 from datacredit.shapley._game import evaluate, game_players
 from datacredit.shapley.result import ShapleyValues
 from datacredit.shapley.sampling import sample_coalitions
 
 
-def kernel_weights(n: int, sizes: np.ndarray) -> np.ndarray:
-    """Shapley kernel weight (n−1)/(C(n,s)·s·(n−s)) of a coalition of each size (1..n−1)."""
-    sizes = np.asarray(sizes)
-    c = np.array([comb(n, int(s)) for s in range(n + 1)], dtype=np.float64)
-    s = sizes.astype(np.float64)
-    return (n - 1) / (c[sizes] * s * (n - s))
+def kernel_weights(n: int, sizes: Any) -> np.ndarray:
+    """Shapley kernel weight (n−1)/(C(n,s)·s·(n−s)) of a coalition of each size; float64.
+
+    ``n``: players, an integer in ``[2, 2**31 - 1]``; ``sizes``: integer array of coalition
+    sizes in ``[1, n − 1]`` (the empty and full coalitions have infinite weight: they enter
+    KernelSHAP as constraints).  Each distinct size costs one exact binomial (correctly
+    rounded; weights below the float64 range are 0).
+    """
+    n = check_int(n, "n", 2, 2**31 - 1)
+    sizes = as_integer_array(sizes, "sizes")
+    if sizes.size and (sizes.min() < 1 or sizes.max() > n - 1):
+        bad = int(sizes[(sizes < 1) | (sizes > n - 1)].flat[0])
+        raise ValueError(f"sizes holds {bad}, outside [1, n - 1 = {n - 1}]")
+    distinct, inverse = np.unique(sizes, return_inverse=True)
+    # Python's int / int is correctly rounded even when C(n, s) has no float64 value.
+    w = np.array([(n - 1) / (comb(n, s) * s * (n - s)) for s in distinct.tolist()], np.float64)
+    return w[inverse].reshape(sizes.shape)
 
 
 def kernel_shap_solve(

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from datacredit._arrays import check_int
+
 
 def shapley_size_probs(n: int) -> np.ndarray:
-    """p(s) ∝ (n−1)/(s(n−s)) for s = 1..n−1 (the Shapley kernel's size marginal); shape (n−1,)."""
-    if n < 2:
-        raise ValueError(f"need at least 2 players to sample interior coalitions, got {n}")
+    """p(s) ∝ (n−1)/(s(n−s)) for s = 1..n−1 (the Shapley kernel's size marginal); shape (n−1,).
+
+    ``n``: an integer in ``[2, 2**31 - 1]`` (at least 2 players have interior coalitions).
+    """
+    n = check_int(n, "n", 2, 2**31 - 1)
     s = np.arange(1, n)
     w = (n - 1) / (s * (n - s))
     return w / w.sum()
@@ -26,9 +30,11 @@ def _keys(Z: np.ndarray) -> np.ndarray:
 
 
 def all_coalitions(n: int) -> np.ndarray:
-    """All 2^n coalitions as a bool matrix (2^n × n); row k has player i iff bit i of k is set."""
-    if n > 24:
-        raise ValueError(f"enumerating 2^{n} coalitions is too large (n <= 24)")
+    """All 2^n coalitions as a bool matrix (2^n × n); row k has player i iff bit i of k is set.
+
+    ``n``: an integer in ``[1, 24]`` (2^24 rows is the enumeration limit).
+    """
+    n = check_int(n, "n", 1, 24)
     k = np.arange(1 << n, dtype=np.int64)
     return ((k[:, None] >> np.arange(n)) & 1).astype(bool)
 
