@@ -55,7 +55,9 @@ def test_bank_memory_disk_resume(tmp_path):
         SampleBank.load(tmp_path / "b")
     calls.clear()
     disk = SampleBank.generate(flaky, [0, 1, 2], 10, seed=3, path=tmp_path / "b", batch_size=4)
-    assert len(calls) == 5  # 9 chunks in all, 4 were kept from the interrupted run
+    # 9 chunks in all, 4 were kept from the interrupted run; +1 call regenerates the first
+    # chunk to check that the generator is the one that made the stored chunks
+    assert len(calls) == 6
     for lab in [0, 1, 2]:
         np.testing.assert_array_equal(disk.samples(lab), mem.samples(lab))
     back = SampleBank.load(tmp_path / "b")
@@ -167,13 +169,18 @@ def test_proxy_game_errors(rng):
     bank = SampleBank({0: rng.normal(size=(5, 2)), 1: rng.normal(size=(5, 2))})
     ms = U.MeanScore(lambda x: x[:, 0])
     with pytest.raises(ValueError, match="missing from the sample bank"):
-        ProxyGame(bank, {"a": [0, 5]}, ms)
+        ProxyGame(bank, {"a": [0, 5]}, ms, label_weights="uniform")
     with pytest.raises(ValueError, match="no labels"):
-        ProxyGame(bank, {"a": []}, ms)
-    g = ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms)
+        ProxyGame(bank, {"a": []}, ms, label_weights="uniform")
+    # π_S: required unless the bank knows the training counts; uniform only by name
+    with pytest.raises(ValueError, match="label_weights is required"):
+        ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms)
+    with pytest.raises(ValueError, match="'uniform'"):
+        ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms, label_weights="equal")
+    g = ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms, label_weights="uniform")
     with pytest.raises(ValueError, match="empty_value"):
         g(np.zeros((1, 2), bool))
-    g2 = ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms, empty_value=-1.0)
+    g2 = ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms, empty_value=-1.0, label_weights="uniform")
     out = g2(np.array([[0, 0], [1, 0], [1, 1], [0, 1]], bool))
     m0, m1 = bank.samples(0)[:, 0].mean(), bank.samples(1)[:, 0].mean()
     np.testing.assert_allclose(out, [-1.0, m0, (m0 + m1) / 2, (m0 + m1) / 2])
@@ -273,3 +280,47 @@ def test_fid_bias_correction_recovers_analytic_shapley_values():
                 rhos.append(stats.spearmanr(phi, exact)[0])
     assert np.mean(errs) <= 0.015 and min(rhos) >= 0.93
     assert np.mean(plug) > 1.5 * np.mean(errs)
+
+
+def test_label_weights_huge_and_from_training_labels(rng):
+    """label_weights=1e308 overflowed to inf and evaluated every coalition as empty."""
+    data = {0: rng.normal(size=(5, 2)), 1: rng.normal(size=(5, 2)) + 3}
+    ms = U.MeanScore(lambda x: x[:, 0])
+    Z = np.array([[1, 0], [1, 1]], bool)
+    ref = ProxyGame(SampleBank(data), {"a": 0, "b": 1}, ms, label_weights=[1.0, 3.0])(Z)
+    huge = ProxyGame(SampleBank(data), {"a": 0, "b": 1}, ms, label_weights=[1e308 / 3, 1e308])
+    np.testing.assert_allclose(huge(Z), ref, rtol=1e-12)
+    both = ProxyGame(SampleBank(data), {"a": 0, "b": 1}, ms, label_weights=[1e308, 1e308])
+    m = [data[0][:, 0].mean(), data[1][:, 0].mean()]
+    np.testing.assert_allclose(both(Z), [m[0], (m[0] + m[1]) / 2], rtol=1e-12)
+    with pytest.raises(ValueError, match="finite"):
+        ProxyGame(SampleBank(data), {"a": 0, "b": 1}, ms, label_weights=[np.inf, 1.0])
+    # the empirical training frequency is the default when the bank knows it (eq. 4)
+    y_train = np.array([0, 1, 1, 1])
+    bank = SampleBank.generate(
+        lambda lab, n, s: data[lab][:n], [0, 1], 5, progress=False, train_labels=y_train
+    )
+    assert bank.label_counts == {0: 1.0, 1: 3.0}
+    np.testing.assert_allclose(ProxyGame(bank, {"a": 0, "b": 1}, ms)(Z), ref, rtol=1e-12)
+
+
+def test_r16_resume_refuses_another_generator_or_transform(tmp_path):
+    """r16: resuming at the same path with another generator mixed the two banks."""
+    d = tmp_path / "bank"
+    SampleBank.generate(lambda lab, n, s: np.zeros((n, 2)), [0, 1], 10, path=d, progress=False)
+    with pytest.raises(ValueError, match="does not reproduce"):
+        SampleBank.generate(lambda lab, n, s: np.ones((n, 2)), [0, 1], 10, path=d, progress=False)
+    with pytest.raises(ValueError, match="transform"):
+        SampleBank.generate(
+            lambda lab, n, s: np.zeros((n, 2)), [0, 1], 10, path=d, progress=False, transform=abs
+        )
+    # the same generator resumes (reuses the stored bank)
+    b = SampleBank.generate(lambda lab, n, s: np.zeros((n, 2)), [0, 1], 10, path=d, progress=False)
+    assert np.asarray(b.samples(1)).mean() == 0.0
+    # an explicit fingerprint replaces the first-chunk check and must match
+    e = tmp_path / "fp"
+    SampleBank.generate(_gen, [0], 4, path=e, progress=False, fingerprint="model-v1")
+    with pytest.raises(ValueError, match="fingerprint"):
+        SampleBank.generate(_gen, [0], 4, path=e, progress=False, fingerprint="model-v2")
+    back = SampleBank.load(e)
+    assert back.meta["fingerprint"] == "model-v1" and back.meta["generator"].endswith("_gen")

@@ -77,7 +77,9 @@ SURROGATESHAP_SCHEMA = {
     "utility": Option(str, REQUIRED, "factory returning a datacredit.utilities object"),
     "n_per_label": Option(int, 100, "generated samples per label in the sample bank"),
     "bank_path": Option(str, None, "directory to store the sample bank (resumable)"),
-    "label_weights": Option((dict, list), None, "training count per label (default: uniform)"),
+    "label_weights": Option(
+        (dict, list, str), REQUIRED, "training count per label (paper eq. 4), or 'uniform'"
+    ),
     "empty_value": Option((int, float), None, "utility of the empty coalition"),
     "budget": Option(int, 512, "coalitions evaluated"),
     "cv": Option(bool, True, "choose the surrogate's hyperparameters by 5-fold CV"),

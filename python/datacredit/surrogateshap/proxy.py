@@ -17,9 +17,12 @@ class ProxyGame:
             may belong to several players.  Y_S is the union of the coalition's labels.
         utility: a :mod:`datacredit.utilities` object (``prepare(bank)`` /
             ``evaluate(weights)``); it is prepared here, once.
-        label_weights: None for π_S uniform over Y_S, else training counts per label
-            (a mapping label → count or a sequence aligned with ``bank.labels``): π_S(y) ∝
-            count(y) on Y_S (eq. 4).
+        label_weights: training counts per label (a mapping label → count or a sequence
+            aligned with ``bank.labels``): π_S(y) ∝ count(y) on Y_S (eq. 4).  None: the
+            bank's :attr:`~SampleBank.label_counts` (set when it was built from a labelled
+            dataset, ``train_labels=``); a bank without them needs this argument.
+            ``"uniform"``: π_S uniform over Y_S.  Only ratios matter (the counts are scaled
+            by their maximum, so any finite positive magnitude is exact).
         empty_value: v(∅); querying the empty coalition without it raises.
 
     Call with a bool matrix Z (m × n_players); returns float64 (m,).  Cost per coalition:
@@ -32,7 +35,7 @@ class ProxyGame:
         contributors: Mapping[Any, Any],
         utility: Any,
         *,
-        label_weights: Mapping[Any, float] | Sequence[float] | None = None,
+        label_weights: Mapping[Any, float] | Sequence[float] | str | None = None,
         empty_value: float | None = None,
     ):
         if not isinstance(contributors, Mapping) or not contributors:
@@ -58,6 +61,17 @@ class ProxyGame:
             raise ValueError(f"labels missing from the sample bank: {missing[:10]}")
         self.membership = B
         if label_weights is None:
+            label_weights = getattr(bank, "label_counts", None)
+            if label_weights is None:
+                raise ValueError(
+                    "label_weights is required: pass the training count of each label (paper "
+                    "eq. 4), build the bank with train_labels=..., or pass 'uniform'"
+                )
+        if isinstance(label_weights, str):
+            if label_weights != "uniform":
+                raise ValueError(
+                    f"label_weights must be counts or 'uniform', got {label_weights!r}"
+                )
             base = np.ones(len(labels))
         elif isinstance(label_weights, Mapping):
             absent = [lab for lab in labels if lab not in label_weights and B[:, index[lab]].any()]
@@ -75,7 +89,9 @@ class ProxyGame:
         used = B.any(0)
         if (base[used] <= 0).any():
             raise ValueError("every label of a player needs a positive weight")
-        self.label_weights = base
+        # only ratios matter; scaling by the maximum keeps sums finite (1e308 counts used to
+        # overflow to inf and turn every mixture into the empty one)
+        self.label_weights = base / base.max()
         self.empty_value = None if empty_value is None else float(empty_value)
         self.bank = bank
         self.utility = utility
@@ -97,7 +113,9 @@ class ProxyGame:
 
     def __call__(self, Z: Any) -> np.ndarray:
         W = self.weights(Z)
-        empty = W.sum(1) == 0
+        empty = ~np.asarray(Z, dtype=bool).any(1)
+        if not np.allclose(W[~empty].sum(1), 1.0):  # pragma: no cover - guarded above
+            raise RuntimeError("mixture weights do not sum to 1")
         out = np.empty(W.shape[0])
         if empty.any():
             if self.empty_value is None:
