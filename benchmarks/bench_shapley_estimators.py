@@ -48,31 +48,41 @@ class TableGame:
         return self.table[(Z * self._bits).sum(1)]
 
 
-def _tables(cache: Path, seed: int = 0) -> dict[str, np.ndarray]:
-    """Full utility tables (1,024,) of the demo games and the digits retraining game."""
+def _tables(cache: Path, kinds, seed: int = 0) -> dict[str, np.ndarray]:
+    """Full utility tables (1,024,) of the demo games and the digits retraining game, cached
+    in ``cache`` (the demo's sample bank takes minutes on a CPU)."""
+    from datacredit._io import atomic_save_npz
     from datacredit.shapley import all_coalitions
 
-    path = cache / "shapley_tables.npz"
-    if path.exists():
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
-    from datacredit._io import atomic_save_npz
-    from datacredit.demo.data import load_split
-    from datacredit.demo.pipeline import DemoSettings, surrogateshap_games
-    from datacredit.demo.training import load_unet, train_classifier
-    from datacredit.games import DigitsRetraining
-
-    s = DemoSettings(seed=seed)
-    split = load_split(seed=seed)
-    t0 = time.perf_counter()
-    cnn = train_classifier(split.x_train, split.y_train, epochs=s.cnn_epochs, seed=seed)
-    _, fid_game, is_game = surrogateshap_games(split, cnn, load_unet(), s)
-    Z = all_coalitions(N)
-    out = {"demo_fid": fid_game(Z), "demo_is": is_game(Z)}
-    out["digits_retrain"] = -DigitsRetraining(utility="fid", seed=seed).retraining_game(Z)
-    print(f"tabulated the demo and retraining games in {time.perf_counter() - t0:.0f} s")
     cache.mkdir(parents=True, exist_ok=True)
-    atomic_save_npz(path, out)
+    out: dict[str, np.ndarray] = {}
+    Z = all_coalitions(N)
+    if {"demo_fid", "demo_is"} & set(kinds):
+        path = cache / f"demo_tables_seed{seed}.npz"
+        if not path.exists():
+            from datacredit.demo.data import load_split
+            from datacredit.demo.pipeline import DemoSettings, surrogateshap_games
+            from datacredit.demo.training import load_unet, train_classifier
+
+            t0 = time.perf_counter()
+            s = DemoSettings(seed=seed)
+            split = load_split(seed=seed)
+            cnn = train_classifier(split.x_train, split.y_train, epochs=s.cnn_epochs, seed=seed)
+            _, fid_game, is_game = surrogateshap_games(split, cnn, load_unet(), s)
+            atomic_save_npz(path, {"demo_fid": fid_game(Z), "demo_is": is_game(Z)})
+            print(f"tabulated the demo games in {time.perf_counter() - t0:.0f} s")
+        with np.load(path) as f:
+            out.update({k: f[k] for k in f.files})
+    if "digits_retrain" in kinds:
+        path = cache / f"digits_retrain_seed{seed}.npz"
+        if not path.exists():
+            from datacredit.games import DigitsRetraining
+
+            # utility −FID, so that larger is better as in the demo
+            table = -DigitsRetraining(utility="fid", seed=seed).retraining_game(Z)
+            atomic_save_npz(path, {"digits_retrain": table})
+        with np.load(path) as f:
+            out["digits_retrain"] = f["digits_retrain"]
     return out
 
 
@@ -92,7 +102,9 @@ def _shapiq(name, g, budget, seed):
     import shapiq
 
     cls = getattr(shapiq, name)
-    iv = cls(n=N, random_state=seed).approximate(budget, lambda Z: g(np.asarray(Z, bool)))
+    iv = cls(n=N, random_state=seed).approximate(
+        budget, lambda Z: g(np.atleast_2d(np.asarray(Z, bool)))
+    )
     return np.array([iv[(i,)] for i in range(N)], dtype=np.float64)
 
 
@@ -134,7 +146,7 @@ def main():
         methods += ["shapiq.KernelSHAP", "shapiq.SVARM", "shapiq.PermutationSamplingSV"]
     except ImportError:
         print("shapiq not installed: its estimators are skipped")
-    tables = _tables(args.cache) if any(k in TABLED for k in args.games) else {}
+    tables = _tables(args.cache, args.games)
     short = {
         "ours": "ours",
         "paper": "paper",

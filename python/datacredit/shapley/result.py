@@ -57,6 +57,8 @@ class ShapleyValues:
             anything that cannot be saved raises TypeError here, not at :meth:`save`.
         stderr: float64 (n,), standard error of each value (None when the estimator gives
             none; 0 for exact values).
+        interactions: float64 (n × n) symmetric pairwise Shapley interaction index (None
+            unless asked for): > 0 complementary contributors, < 0 redundant ones.
     """
 
     values: np.ndarray
@@ -69,6 +71,7 @@ class ShapleyValues:
     method: str = ""
     info: dict = field(default_factory=dict)
     stderr: np.ndarray | None = None
+    interactions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64)
@@ -90,6 +93,15 @@ class ShapleyValues:
                 raise ValueError(
                     f"stderr has shape {self.stderr.shape}, expected {self.values.shape}"
                 )
+        if self.interactions is not None:
+            n = len(self.players)
+            self.interactions = np.asarray(self.interactions, dtype=np.float64)
+            if self.interactions.shape != (n, n):
+                raise ValueError(
+                    f"interactions has shape {self.interactions.shape}, expected {(n, n)}"
+                )
+            # symmetric by definition; average away float rounding
+            self.interactions = (self.interactions + self.interactions.T) / 2
 
     @property
     def efficiency_gap(self) -> float:
@@ -120,6 +132,30 @@ class ShapleyValues:
             df["stderr"] = self.stderr
         df["rank"] = df["value"].rank(ascending=False, method="first").astype(int)
         return df.sort_values("rank").reset_index(drop=True)
+
+    def interactions_frame(self):
+        """The pairwise interactions as a pandas DataFrame (players × players)."""
+        import pandas as pd
+
+        if self.interactions is None:
+            raise ValueError("no interactions: use explain(game, interactions=True)")
+        names = [str(p) for p in self.players]
+        return pd.DataFrame(self.interactions, index=names, columns=names)
+
+    def plot_interactions(self, ax=None):
+        """Heat map of the pairwise interactions (diverging colours, 0 = white); the Axes."""
+        import matplotlib.pyplot as plt
+
+        df = self.interactions_frame()
+        if ax is None:
+            _, ax = plt.subplots(figsize=(0.4 * len(df) + 2, 0.4 * len(df) + 1.5))
+        lim = float(np.abs(df.values).max()) or 1.0
+        im = ax.imshow(df.values, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_xticks(range(len(df)), df.columns, rotation=90)
+        ax.set_yticks(range(len(df)), df.index)
+        ax.figure.colorbar(im, ax=ax, label="Shapley interaction")
+        ax.set_title("pairwise interactions")
+        return ax
 
     def plot(self, ax=None, *, top: int | None = None, sort: bool = True):
         """Horizontal bar chart of the values (matplotlib); returns the Axes."""
@@ -174,6 +210,8 @@ class ShapleyValues:
             meta["values"] = self.values.tolist()
             if self.stderr is not None:
                 meta["stderr"] = self.stderr.tolist()
+            if self.interactions is not None:
+                meta["interactions"] = self.interactions.tolist()
             if self.coalitions is not None:
                 meta["coalitions"] = self.coalitions.astype(int).tolist()
                 meta["utilities"] = np.asarray(self.utilities).tolist()
@@ -182,6 +220,8 @@ class ShapleyValues:
         arrays = {"values": self.values, "meta": np.array(json.dumps(meta))}
         if self.stderr is not None:
             arrays["stderr"] = self.stderr
+        if self.interactions is not None:
+            arrays["interactions"] = self.interactions
         if self.coalitions is not None:
             arrays["coalitions"] = np.asarray(self.coalitions, dtype=bool)
             arrays["utilities"] = np.asarray(self.utilities, dtype=np.float64)
@@ -199,7 +239,9 @@ class ShapleyValues:
             util = meta.pop("utilities", None)
             values = meta.pop("values")
             se = meta.pop("stderr", None)
+            inter = meta.pop("interactions", None)
             return cls(
+                interactions=None if inter is None else np.asarray(inter, dtype=np.float64),
                 values=np.asarray(values),
                 coalitions=None if coal is None else np.asarray(coal, dtype=bool),
                 utilities=None if util is None else np.asarray(util, dtype=np.float64),
@@ -213,5 +255,6 @@ class ShapleyValues:
                 coalitions=f["coalitions"] if "coalitions" in f else None,
                 utilities=f["utilities"] if "utilities" in f else None,
                 stderr=f["stderr"] if "stderr" in f else None,
+                interactions=f["interactions"] if "interactions" in f else None,
                 **meta,
             )

@@ -177,9 +177,19 @@ def linear_tree_fit(params: dict[str, Any] | None, n: int, *, seed: int = 0, nth
     β is the KernelSHAP solution on the training rows (efficiency-constrained weighted least
     squares, weights from the sampling design), so f is exact on additive games; with
     ``params`` an XGBoost model fitted to the residual adds the interactions.  φ(f) = β +
-    TreeSHAP(trees).  The fitted booster of the last call is kept in ``fit.booster``.
+    TreeSHAP(trees).  The fitted booster of the last call is kept in ``fit.booster``, and
+    ``fit.interactions()`` gives the last f's exact pairwise Shapley interaction index
+    (n × n; the linear part has none).
     """
+    from datacredit.shapley.interactions import tree_interactions
     from datacredit.shapley.kernel import kernel_shap_solve
+
+    def interactions() -> np.ndarray:
+        if fit.booster is None:
+            return np.zeros((n, n))
+        from datacredit.kernels.treeshap import from_xgboost
+
+        return tree_interactions(from_xgboost(fit.booster), n)
 
     def fit(Z: np.ndarray, v: np.ndarray, w: np.ndarray):
         empty = np.flatnonzero(~Z.any(1))
@@ -205,6 +215,7 @@ def linear_tree_fit(params: dict[str, Any] | None, n: int, *, seed: int = 0, nth
         return predict, phi
 
     fit.booster = None
+    fit.interactions = interactions
     return fit
 
 
@@ -320,17 +331,28 @@ class SurrogateSHAP:
     def _minimum_budget(self, n: int) -> int:
         return min(n + 2, 2**n) if n < 62 else n + 2
 
-    def explain(self, game: Any, *, n_players: int | None = None) -> ShapleyValues:
-        """Estimate the Shapley values of ``game`` (callable bool (m × n) → (m,))."""
+    def explain(
+        self, game: Any, *, n_players: int | None = None, interactions: bool = False
+    ) -> ShapleyValues:
+        """Estimate the Shapley values of ``game`` (callable bool (m × n) → (m,)).
+
+        ``interactions=True`` also returns the pairwise Shapley interaction index as
+        ``.interactions`` (n × n, symmetric): analytic from the surrogate's trees against
+        the all-zeros coalition, plus the same cross-fitted Monte-Carlo correction as the
+        values (``"adjusted"`` only; exact when every coalition is evaluated).
+        """
         players = game_players(game, n_players)
         n = len(players)
         need = self._minimum_budget(n)
         if self.budget < need:
             raise ValueError(f"budget must be at least {need} for {n} players, got {self.budget}")
-        if self.estimator == "adjusted" or n < 3 or (n < 62 and self.budget >= 2**n):
+        small = n < 3 or (n < 62 and self.budget >= 2**n)
+        if interactions and self.estimator != "adjusted" and not small:
+            raise ValueError("interactions=True needs estimator='adjusted'")
+        if self.estimator == "adjusted" or small:
             plan = plan_coalitions(n, self.budget, self.seed, paired=True)
             v = evaluate(game, plan.Z, batch_size=self.batch_size)
-            return self._explain_plan(plan, v, players)
+            return self._explain_plan(plan, v, players, interactions)
         Z = sample_coalitions(n, self.budget, self.seed, unique=self.unique, paired=self.paired)
         v = evaluate(game, Z, batch_size=self.batch_size)
         return self.explain_coalitions(Z, v, players)
@@ -345,7 +367,9 @@ class SurrogateSHAP:
         grid = [dict(zip(keys, vals)) for vals in itertools.product(*self.param_grid.values())]
         return [None] + [{**extra, **g} for g in grid]
 
-    def _explain_plan(self, plan: Any, v: np.ndarray, players: list) -> ShapleyValues:
+    def _explain_plan(
+        self, plan: Any, v: np.ndarray, players: list, interactions: bool = False
+    ) -> ShapleyValues:
         from datacredit.shapley.adjusted import regression_adjusted
 
         v = np.asarray(v, dtype=np.float64)
@@ -360,6 +384,12 @@ class SurrogateSHAP:
         scores = [r[1].variance for r in results]
         best = int(np.nanargmin(scores)) if np.isfinite(scores).any() else 0
         params, est, fit = results[best]
+        if interactions:
+            # rerun the chosen surrogate with the interaction coefficients (same folds)
+            fit = linear_tree_fit(params, n, seed=self.seed)
+            est = regression_adjusted(
+                plan, v, fit, n_folds=self.n_folds, seed=self.seed, interactions=True
+            )
         self.booster_ = fit.booster
         self.cv_results_ = [(p, float(r.variance)) for p, r, _ in results]
         return ShapleyValues(
@@ -372,6 +402,7 @@ class SurrogateSHAP:
             cv_score=float(est.variance),
             method="surrogate_shap",
             stderr=est.stderr,
+            interactions=est.interactions,
             info={
                 "estimator": "adjusted",
                 "params": params,
