@@ -324,3 +324,29 @@ def test_r16_resume_refuses_another_generator_or_transform(tmp_path):
         SampleBank.generate(_gen, [0], 4, path=e, progress=False, fingerprint="model-v2")
     back = SampleBank.load(e)
     assert back.meta["fingerprint"] == "model-v1" and back.meta["generator"].endswith("_gen")
+
+
+def test_sufficiency_diagnostic_warns_for_a_small_bank():
+    rng = np.random.default_rng(0)
+    shift = np.linspace(0, 1, 4)
+
+    def bank(n):
+        return SampleBank({lab: rng.normal(size=(n, 1)) * 3 + shift[lab] for lab in range(4)})
+
+    def game(b):
+        ms = U.MeanScore()
+        return ProxyGame(b, {f"p{lab}": lab for lab in range(4)}, ms, label_weights="uniform")
+
+    small = game(bank(8))
+    with pytest.warns(UserWarning, match="too small"):
+        rep = small.sufficiency()
+    assert not rep.sufficient and rep.half_values.shape == (2, 4)
+    # the halves' means, recomputed directly
+    x0 = np.asarray(small.bank.samples(0))[:, 0]
+    assert rep.singleton_values[0] == pytest.approx(x0.mean())
+    assert np.mean(rep.half_values[:, 0]) == pytest.approx(x0.mean())
+    big = game(bank(20000))
+    rep = big.sufficiency()
+    assert rep.sufficient and rep.ratio < 0.5
+    # the game itself is unchanged by the diagnostic
+    np.testing.assert_allclose(big(np.eye(4, dtype=bool)), rep.singleton_values)

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+@dataclass
+class SufficiencyReport:
+    """Is the bank large enough?  See :meth:`ProxyGame.sufficiency`.
+
+    Attributes:
+        singleton_values: (n,) v({i}) on the full bank.
+        half_values: (2, n) v({i}) on each half of the bank.
+        movement: mean over players of |v_half1({i}) − v_half2({i})|.
+        spread: standard deviation of v({i}) over the players.
+        ratio: movement / spread; the smallest coalitions' utilities move this much (in
+            units of the contributors' spread) when the bank is replaced by another of half
+            the size — about 2× the noise of the full bank for a mean-like utility.
+        sufficient: ratio ≤ the threshold.
+    """
+
+    singleton_values: np.ndarray
+    half_values: np.ndarray
+    movement: float
+    spread: float
+    ratio: float
+    sufficient: bool
 
 
 class ProxyGame:
@@ -100,6 +126,51 @@ class ProxyGame:
     @property
     def n_players(self) -> int:
         return len(self.players)
+
+    def sufficiency(
+        self, *, threshold: float = 0.5, seed: int = 0, warn: bool = True
+    ) -> SufficiencyReport:
+        """Split every label's samples into two fixed halves, re-prepare the utility on each
+        half (on copies; this game is unchanged) and compare the singleton coalitions'
+        utilities; warns (UserWarning) when their movement exceeds ``threshold`` times the
+        spread between contributors — then the values depend on which samples the bank
+        happens to hold: generate more per label.
+
+        Cost: two ``utility.prepare`` calls on half banks + 3·n_players evaluations.
+        """
+        from datacredit.surrogateshap.bank import SampleBank
+
+        rng = np.random.default_rng(seed)
+        halves: list[dict] = [{}, {}]
+        for lab in self.bank.labels:
+            x = np.asarray(self.bank.samples(lab))
+            if len(x) < 2:
+                raise ValueError(f"label {lab!r} has {len(x)} sample; the halves need >= 2")
+            order = rng.permutation(len(x))
+            a, b = np.array_split(order, 2)
+            halves[0][lab], halves[1][lab] = x[np.sort(a)], x[np.sort(b)]
+        Z = np.eye(self.n_players, dtype=bool)
+        full = self(Z)
+        half_vals = []
+        for h in halves:
+            u = copy.copy(self.utility)
+            u.prepare(SampleBank(h))
+            half_vals.append(u.evaluate(self.weights(Z)))
+        half_vals = np.array(half_vals)
+        movement = float(np.mean(np.abs(half_vals[0] - half_vals[1])))
+        spread = float(np.std(full)) if self.n_players > 1 else 0.0
+        ratio = movement / spread if spread > 0 else float("inf")
+        ok = bool(ratio <= threshold)
+        if warn and not ok:
+            warnings.warn(
+                f"sample bank may be too small for {type(self.utility).__name__}: the "
+                f"single-contributor utilities move by {movement:.3g} between two halves of "
+                f"the bank, {ratio:.2f}x the spread between contributors ({spread:.3g}); "
+                "generate more samples per label",
+                UserWarning,
+                stacklevel=2,
+            )
+        return SufficiencyReport(full, half_vals, movement, spread, ratio, ok)
 
     def weights(self, Z: Any) -> np.ndarray:
         """Mixture weights π_S (m × L) of coalitions Z (m × n_players); empty rows are zero."""
