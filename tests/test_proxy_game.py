@@ -350,3 +350,60 @@ def test_sufficiency_diagnostic_warns_for_a_small_bank():
     assert rep.sufficient and rep.ratio < 0.5
     # the game itself is unchanged by the diagnostic
     np.testing.assert_allclose(big(np.eye(4, dtype=bool)), rep.singleton_values)
+
+
+def test_sampled_pair_diversity_converges_to_all_pairs(rng):
+    data = {lab: rng.normal(size=(12, 1)) * (1 + lab) for lab in range(3)}
+    bank = SampleBank(data)
+
+    def dist(a, b):
+        return np.abs(a[:, 0] - b[:, 0])
+
+    exact = U.PairwiseDiversity(lambda a, b: np.abs(a[:, None, 0] - b[None, :, 0])).prepare(bank)
+    n_pairs = 20000
+    est = U.SampledPairDiversity(dist, n_pairs=n_pairs, seed=1, batch_size=5000).prepare(bank)
+    # standard error of a mean of n_pairs distances: sd(all pair distances) / sqrt(n_pairs)
+    for i in range(3):
+        for j in range(3):
+            a, b = data[i][:, 0], data[j][:, 0]
+            d = np.abs(a[:, None] - b[None, :])
+            if i == j:
+                d = d[~np.eye(len(a), dtype=bool)]
+            assert abs(est.D[i, j] - exact.D[i, j]) < 5 * d.std() / np.sqrt(n_pairs)
+    pi = np.array([[0.2, 0.3, 0.5]])
+    assert est.evaluate(pi)[0] == pytest.approx(float(pi[0] @ est.D @ pi[0]))
+    with pytest.raises(ValueError, match="n_pairs"):
+        U.SampledPairDiversity(dist, n_pairs=0)
+
+
+def test_msssim_distance_matches_pytorch_msssim(rng):
+    pytest.importorskip("pytorch_msssim")
+    import torch
+    from pytorch_msssim import ms_ssim
+
+    from datacredit.models import MSSSIMDistance
+
+    a = rng.random((3, 1, 72, 72))
+    b = np.clip(a + 0.1 * rng.standard_normal(a.shape), 0, 1)
+    dist = MSSSIMDistance(weights=[0.5, 0.5], win_size=3)
+    got = dist(a, b)
+    ref = (
+        1
+        - ms_ssim(
+            torch.from_numpy(a),
+            torch.from_numpy(b),
+            data_range=1.0,
+            size_average=False,
+            win_size=3,
+            weights=[0.5, 0.5],
+        ).numpy()
+    )
+    np.testing.assert_allclose(got, ref, rtol=1e-10)
+    np.testing.assert_allclose(dist(a, a), 0, atol=1e-12)
+    assert (got > 0).all()
+    with pytest.raises(ValueError, match="too small"):
+        MSSSIMDistance()(a, b)  # win_size 11 needs > 160 pixels
+    # as a diversity utility: identical samples within a label have zero diversity
+    bank = SampleBank({0: np.repeat(a[:1], 4, 0), 1: b})
+    div = U.SampledPairDiversity(dist, n_pairs=8).prepare(bank)
+    assert div.D[0, 0] == pytest.approx(0, abs=1e-12) and div.D[1, 1] > 0

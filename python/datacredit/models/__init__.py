@@ -22,6 +22,7 @@ from datacredit.models.scorers import (
     DreamSimDistance,
     LPIPSDistance,
     MANIQAScorer,
+    MSSSIMDistance,
     make_distance,
     make_quality,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "FeatureExtractor",
     "LPIPSDistance",
     "MANIQAScorer",
+    "MSSSIMDistance",
     "OpenCLIPEncoder",
     "PixelEncoder",
     "PrecomputedEncoder",
