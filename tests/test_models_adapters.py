@@ -207,3 +207,33 @@ def test_callable_scorers_validate():
     assert make_quality(None) is None
     with pytest.raises(ValueError, match="unknown quality"):
         make_quality("brisque")
+
+
+def test_laion_aesthetic_head_on_tiny_open_clip(tiny_open_clip, rng, tmp_path):
+    from datacredit.models import LAIONAestheticScorer
+    from datacredit.safetensors_io import save_safetensors
+
+    torch.manual_seed(0)
+    enc = OpenCLIPEncoder(tiny_open_clip, pretrained=None, normalize=False)
+    w = rng.standard_normal((1, 16)).astype(np.float32)
+    b = np.array([5.0], dtype=np.float32)
+    save_safetensors(tmp_path / "head.safetensors", {"weight": w, "bias": b})
+    scorer = LAIONAestheticScorer(enc, tmp_path / "head.safetensors")
+    x = torch.from_numpy(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
+    with torch.no_grad():
+        e = enc.module.encode_image(x).double().numpy()
+    ref = (e / np.linalg.norm(e, axis=1, keepdims=True)) @ w[0].astype(np.float64) + 5.0
+    np.testing.assert_allclose(scorer(x), ref, rtol=1e-5)
+    np.savez(tmp_path / "head.npz", weight=w, bias=b)
+    np.testing.assert_allclose(LAIONAestheticScorer(enc, tmp_path / "head.npz")(x), ref, rtol=1e-5)
+    with pytest.raises(ValueError, match="unpickle"):
+        LAIONAestheticScorer(enc, _touch(tmp_path / "head.pth"))
+    with pytest.raises(FileNotFoundError, match="sa_0_4"):
+        LAIONAestheticScorer(enc, tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="dimension 8"):
+        LAIONAestheticScorer(enc, (np.ones(8), np.zeros(1)))(x)
+
+
+def _touch(path):
+    path.write_bytes(b"")
+    return path
