@@ -407,3 +407,23 @@ def test_msssim_distance_matches_pytorch_msssim(rng):
     bank = SampleBank({0: np.repeat(a[:1], 4, 0), 1: b})
     div = U.SampledPairDiversity(dist, n_pairs=8).prepare(bank)
     assert div.D[0, 0] == pytest.approx(0, abs=1e-12) and div.D[1, 1] > 0
+
+
+def test_label_seeing_score_paired_to_reference(rng):
+    from datacredit.models import PairedToReference
+
+    data = {"p": rng.normal(size=(6, 2, 2)), "q": rng.normal(size=(4, 2, 2)) + 1}
+    refs = {"p": np.zeros((2, 2)), "q": np.ones((2, 2))}
+
+    def l2(a, b):
+        return np.sqrt(((np.asarray(a) - np.asarray(b)) ** 2).reshape(len(a), -1).sum(1))
+
+    ms = U.MeanScore(PairedToReference(l2, refs), sees_label=True, batch_size=4)
+    game = ProxyGame(SampleBank(data), {"A": "p", "B": "q"}, ms, label_weights=[1.0, 3.0])
+    direct = {k: l2(v, np.broadcast_to(refs[k], v.shape)).mean() for k, v in data.items()}
+    got = game(np.array([[1, 0], [1, 1]], bool))
+    np.testing.assert_allclose(got, [direct["p"], 0.25 * direct["p"] + 0.75 * direct["q"]])
+    with pytest.raises(KeyError, match="no reference"):
+        U.MeanScore(PairedToReference(l2, {"p": refs["p"]}), sees_label=True).prepare(
+            SampleBank(data)
+        )

@@ -395,6 +395,19 @@ class InceptionScore(Utility):
         return np.exp(W @ self._h - ent)
 
 
+class _OneLabel:
+    """A view of one label of a bank (for per-label callables)."""
+
+    def __init__(self, bank: Any, label: Any):
+        self._bank, self.labels = bank, [label]
+
+    def samples(self, label: Any) -> np.ndarray:
+        return self._bank.samples(label)
+
+    def n_samples(self, label: Any) -> int:
+        return self._bank.n_samples(label)
+
+
 class MeanScore(Utility):
     """Mixture mean of a per-sample score: Σ_l π_l · mean_l(score).
 
@@ -402,16 +415,40 @@ class MeanScore(Utility):
         score: callable from bank samples to one number per sample (n,) — an aesthetic
             predictor, LPIPS to a reference, CLIP score, any scorer; None when the bank
             already stores scores.
+        sees_label: call ``score(samples, label)`` instead, for scorers that need the
+            label or prompt the samples were generated for (paired LPIPS to the training
+            image of the prompt, :class:`~datacredit.models.PairedToReference`; CLIP score
+            to the prompt text).
     Per coalition: O(L).
     """
 
-    def __init__(self, score: Callable | None = None, *, batch_size: int | None = None):
+    def __init__(
+        self,
+        score: Callable | None = None,
+        *,
+        batch_size: int | None = None,
+        sees_label: bool = False,
+    ):
+        if sees_label and score is None:
+            raise ValueError("sees_label=True needs a score callable")
         self.score = score
         self.batch_size = batch_size
+        self.sees_label = bool(sees_label)
         self._ready = False
 
     def prepare(self, bank: Any) -> MeanScore:
-        vals = _features_per_label(bank, self.score, self.batch_size, "score")
+        if self.sees_label:
+            vals = []
+            for label in bank.labels:
+                fn = self.score
+
+                def with_label(x, fn=fn, label=label):
+                    return fn(x, label)
+
+                lab_bank = _OneLabel(bank, label)
+                vals.extend(_features_per_label(lab_bank, with_label, self.batch_size, "score"))
+        else:
+            vals = _features_per_label(bank, self.score, self.batch_size, "score")
         for v in vals:
             if v.shape[1] != 1:
                 raise ValueError(f"score must return one number per sample, got {v.shape}")

@@ -24,6 +24,7 @@ from datacredit.models.scorers import (
     LPIPSDistance,
     MANIQAScorer,
     MSSSIMDistance,
+    PairedToReference,
     make_distance,
     make_quality,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "LPIPSDistance",
     "MANIQAScorer",
     "MSSSIMDistance",
+    "PairedToReference",
     "OpenCLIPEncoder",
     "PixelEncoder",
     "PrecomputedEncoder",

@@ -236,6 +236,37 @@ class LAIONAestheticScorer:
         return _as_scores(e @ self.weight + self.bias, e.shape[0], "aesthetic score")
 
 
+class PairedToReference:
+    """A label-seeing score: the distance of each generated sample to the reference image
+    of its label or prompt (the paper's paired LPIPS "to the training image of the sampled
+    prompt").  Use with ``MeanScore(PairedToReference(...), sees_label=True)``.
+
+    Args:
+        distance: ``dist(a, b) -> (n,)`` for aligned batches, e.g. :class:`LPIPSDistance`.
+        references: mapping label → reference image (one sample, same layout as the bank's).
+    """
+
+    def __init__(self, distance: Any, references: Any) -> None:
+        if not callable(distance):
+            raise TypeError("distance must be callable")
+        if not hasattr(references, "__getitem__") or not hasattr(references, "__contains__"):
+            raise TypeError("references must be a mapping label -> reference image")
+        self.distance = distance
+        self.references = references
+
+    def __call__(self, samples: Any, label: Any) -> np.ndarray:
+        if label not in self.references:
+            raise KeyError(f"no reference image for label {label!r}")
+        x = np.asarray(samples) if not _is_torch(samples) else samples
+        ref = np.asarray(self.references[label])
+        if tuple(ref.shape) != tuple(x.shape[1:]):
+            raise ValueError(
+                f"reference of label {label!r} has shape {ref.shape}, samples {tuple(x.shape[1:])}"
+            )
+        n = int(x.shape[0])
+        return _as_scores(self.distance(x, np.broadcast_to(ref, (n, *ref.shape))), n, "distance")
+
+
 class DreamSimDistance(TorchPairDistance):
     """DreamSim perceptual distance (Fu et al. 2023) through the ``dreamsim`` package.
 
