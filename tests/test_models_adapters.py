@@ -237,3 +237,40 @@ def test_laion_aesthetic_head_on_tiny_open_clip(tiny_open_clip, rng, tmp_path):
 def _touch(path):
     path.write_bytes(b"")
     return path
+
+
+def test_inception_pool3_local_weights_match_pytorch_fid(tmp_path, monkeypatch):
+    """pytorch-fid's network with a random state dict from a local file: our features are
+    the pool3 output pytorch-fid computes with the same weights."""
+    pfi = pytest.importorskip("pytorch_fid.inception")
+    import torchvision
+
+    from datacredit.models import InceptionPool3
+    from datacredit.safetensors_io import save_safetensors
+
+    torch.manual_seed(0)
+    # torchvision's Inception has the parameter names and shapes of pytorch-fid's FID blocks
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008)
+    sd = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+    save_safetensors(tmp_path / "inception.safetensors", sd)
+    ours = InceptionPool3(tmp_path / "inception.safetensors", batch_size=2)
+    x = torch.rand(3, 3, 64, 64)
+    feats = ours.features(x)
+    assert feats.shape == (3, 2048)
+    monkeypatch.setattr(
+        pfi,
+        "load_state_dict_from_url",
+        lambda *a, **k: {k2: torch.from_numpy(v) for k2, v in sd.items()},
+    )
+    ref_net = pfi.InceptionV3([3]).eval()
+    with torch.no_grad():
+        ref = ref_net(x)[0].flatten(1).double().numpy()
+        logits = pfi.fid_inception_v3().eval().fc(ref_net(x)[0].flatten(1))
+    np.testing.assert_allclose(feats, ref, rtol=1e-5, atol=1e-6)
+    probs = ours.class_probs(x)
+    np.testing.assert_allclose(probs, torch.softmax(logits.double(), 1).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+    with pytest.raises(ValueError, match="unpickle"):
+        InceptionPool3(_touch(tmp_path / "w.pth"))
+    with pytest.raises(FileNotFoundError, match="pt_inception"):
+        InceptionPool3(tmp_path / "missing.safetensors")

@@ -16,6 +16,7 @@ from datacredit.models.generators import (
     DiffusersTextToImage,
     as_generator,
 )
+from datacredit.models.inception import InceptionPool3
 from datacredit.models.scorers import (
     CallableDistance,
     CallableQuality,
@@ -37,6 +38,7 @@ __all__ = [
     "DiffusersTextToImage",
     "DreamSimDistance",
     "FeatureExtractor",
+    "InceptionPool3",
     "LAIONAestheticScorer",
     "LPIPSDistance",
     "MANIQAScorer",
