@@ -427,3 +427,17 @@ def test_label_seeing_score_paired_to_reference(rng):
         U.MeanScore(PairedToReference(l2, {"p": refs["p"]}), sees_label=True).prepare(
             SampleBank(data)
         )
+
+
+def test_fid_sample_path_for_many_labels_equals_matrix_path(rng):
+    # many labels: per-label d x d matrices are replaced by the samples themselves
+    bank = SampleBank({lab: rng.normal(size=(6, 5)) + 0.1 * lab for lab in range(12)})
+    R = rng.normal(size=(40, 5))
+    W = rng.dirichlet(np.ones(12), size=3)
+    W[0, :6] = 0
+    W[0] /= W[0].sum()
+    for est in ("split", "plugin"):
+        a = U.FID(None, R, estimator=est, gram_limit=0).prepare(bank)
+        b = U.FID(None, R, estimator=est, gram_limit=0, max_matrix_bytes=0).prepare(bank)
+        assert a._A is not None and b._A is None and b._Y is not None
+        np.testing.assert_allclose(b.evaluate(W), a.evaluate(W), rtol=1e-9)

@@ -160,7 +160,10 @@ class FID(Utility):
     matrices (or O(N_S²) from a sample Gram matrix when the coalition holds fewer samples
     N_S than d) plus one symmetric eigenvalue decomposition, O(min(d, N_S)³) — three of each
     with ``"split"``.  Memory: L·d² values for the per-label matrices (K group sets with
-    ``"split"``; the full set is their weighted sum), or N² for the Gram matrix.
+    ``"split"``; the full set is their weighted sum), or N² for the Gram matrix.  When the
+    per-label matrices would exceed ``max_matrix_bytes`` (default 8 GiB; e.g. 4,468 prompts
+    at d = 2048 would need ~150 GB) the whitened samples are kept instead (N·d values) and
+    each coalition's matrix is formed from its own samples, O(N_S·d²) per coalition.
     """
 
     def __init__(
@@ -174,9 +177,11 @@ class FID(Utility):
         seed: int = 0,
         n_splits: int = 2,
         gram_limit: int = 6000,
+        max_matrix_bytes: int = 8 << 30,
         eig_dtype: str = "auto",
         blas_threads: int | None = None,
     ):
+        self.max_matrix_bytes = int(max_matrix_bytes)
         if eig_dtype not in ("auto", "float32", "float64"):
             raise ValueError(
                 f"unknown eig_dtype {eig_dtype!r}; expected 'auto', 'float32' or 'float64'"
@@ -276,7 +281,13 @@ class FID(Utility):
             Yall = np.concatenate(Y)
             self._gram = Yall @ Yall.T
         self._A = None
-        if self._gram is None:
+        self._Y = None
+        a_bytes = self.n_labels * n_parts * d * d * np.dtype(self._dt).itemsize
+        if self._gram is None and a_bytes > self.max_matrix_bytes:
+            # many labels (e.g. thousands of prompts): keep the whitened samples (N × d)
+            # and form each coalition's matrix from its own samples, O(N_S·d²) per coalition
+            self._Y = np.concatenate(Y).astype(self._dt)
+        elif self._gram is None:
             A = np.empty((self.n_labels, n_parts, d, d), dtype=self._dt)
             for lab, y in enumerate(Y):
                 o = 0
@@ -293,7 +304,7 @@ class FID(Utility):
         """tr (Σ_r^{1/2} Σ_a Σ_r^{1/2})^{1/2} for the mixture with weight a[l, p] on the
         samples of part p of label l (a sums to 1), population covariance."""
         active = np.argwhere(a > 0)
-        if self._gram is not None:
+        if self._gram is not None or self._Y is not None:
             idx = np.concatenate(
                 [
                     np.arange(self._part_start[lab, p], self._part_start[lab, p] + k)
@@ -308,6 +319,13 @@ class FID(Utility):
                 ]
             )
             u = np.sqrt(w)
+            if self._Y is not None:
+                Yw = self._Y[idx] * u[:, None].astype(self._dt)
+                M = Yw.T @ Yw
+                c = (w @ self._Y[idx]).astype(self._dt)
+                M -= np.outer(c, c)
+                vals = _eigvalsh(M)
+                return float(np.sqrt(np.clip(vals, 0, None)).sum())
             H = self._gram[np.ix_(idx, idx)] * u[:, None] * u[None, :]
             Hu = H @ u
             uHu = float(u @ Hu)
