@@ -274,3 +274,26 @@ def test_inception_pool3_local_weights_match_pytorch_fid(tmp_path, monkeypatch):
         InceptionPool3(_touch(tmp_path / "w.pth"))
     with pytest.raises(FileNotFoundError, match="pt_inception"):
         InceptionPool3(tmp_path / "missing.safetensors")
+
+
+def test_clip_score_on_tiny_open_clip(tiny_open_clip, rng):
+    from datacredit.models import CLIPScore
+    from datacredit.models.encoders import load_open_clip
+
+    torch.manual_seed(0)
+    model, _ = load_open_clip(tiny_open_clip, None)
+
+    def tokenizer(texts):  # the tiny model's vocabulary has 64 tokens
+        return torch.tensor([[(ord(c) % 63) + 1 for c in t[:8].ljust(8)] for t in texts])
+
+    score = CLIPScore(model, {"a": "a red cat", "b": "a blue dog"}, tokenizer=tokenizer)
+    x = torch.from_numpy(rng.standard_normal((3, 3, 32, 32)).astype(np.float32))
+    got = score(x, "a")
+    with torch.no_grad():
+        ei = model.encode_image(x).double()
+        et = model.encode_text(tokenizer(["a red cat"])).double()
+    cos = (ei / ei.norm(dim=-1, keepdim=True)) @ (et[0] / et[0].norm())
+    np.testing.assert_allclose(got, 100 * np.clip(cos.numpy(), 0, None), rtol=1e-6, atol=1e-9)
+    assert not np.allclose(score(x, "b"), got) or (got == 0).all()
+    with pytest.raises(KeyError, match="no prompt"):
+        score(x, "c")

@@ -20,6 +20,7 @@ from datacredit.models.inception import InceptionPool3
 from datacredit.models.scorers import (
     CallableDistance,
     CallableQuality,
+    CLIPScore,
     DreamSimDistance,
     LAIONAestheticScorer,
     LPIPSDistance,
@@ -34,6 +35,7 @@ __all__ = [
     "CallableDistance",
     "CallableEncoder",
     "CallableQuality",
+    "CLIPScore",
     "DiffusersClassConditional",
     "DiffusersTextToImage",
     "DreamSimDistance",

@@ -267,6 +267,66 @@ class PairedToReference:
         return _as_scores(self.distance(x, np.broadcast_to(ref, (n, *ref.shape))), n, "distance")
 
 
+class CLIPScore:
+    """CLIP score of generated images to the prompt of their label: 100·max(cos(e_img,
+    e_text), 0) (torchmetrics' convention), a label-seeing score for
+    ``MeanScore(CLIPScore(...), sees_label=True)``.
+
+    Args:
+        model: an open_clip CLIP model (``encode_image``, ``encode_text``), e.g. from
+            :func:`~datacredit.models.encoders.load_open_clip` with local weights.
+        prompts: mapping label → prompt text, or a callable label → text.
+        tokenizer: callable list[str] → token tensor (default
+            ``open_clip.get_tokenizer(model_name)``).
+        model_name: for the default tokenizer.  device: torch device.
+    Inputs: preprocessed image tensors (n, 3, H, W).  Returns float64 (n,).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        prompts: Any,
+        *,
+        tokenizer: Any = None,
+        model_name: str = "ViT-L-14",
+        device: str = "cpu",
+    ) -> None:
+        if not (hasattr(model, "encode_image") and hasattr(model, "encode_text")):
+            raise TypeError("model must have encode_image and encode_text (an open_clip model)")
+        if not (callable(prompts) or hasattr(prompts, "__getitem__")):
+            raise TypeError("prompts must be a mapping label -> prompt or a callable")
+        if tokenizer is None:
+            try:
+                import open_clip
+            except ImportError as exc:
+                raise _missing("open_clip", "open_clip_torch", "CLIPScore") from exc
+            tokenizer = open_clip.get_tokenizer(model_name)
+        self.model, self.prompts, self.tokenizer = model, prompts, tokenizer
+        self.device = device
+
+    def _prompt(self, label: Any) -> str:
+        if callable(self.prompts):
+            return str(self.prompts(label))
+        if label not in self.prompts:
+            raise KeyError(f"no prompt for label {label!r}")
+        return str(self.prompts[label])
+
+    def __call__(self, images: Any, label: Any) -> np.ndarray:
+        import torch
+
+        x = _to_tensor(images, self.device)
+        if hasattr(self.model, "eval"):
+            self.model.eval()
+        with torch.no_grad():
+            ei = self.model.encode_image(x).double()
+            et = self.model.encode_text(self.tokenizer([self._prompt(label)]).to(self.device))
+            et = et.double()
+            ei = ei / ei.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            et = et / et.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            score = 100.0 * (ei @ et[0]).clamp_min(0)
+        return _as_scores(score, int(x.shape[0]), "CLIP score")
+
+
 class DreamSimDistance(TorchPairDistance):
     """DreamSim perceptual distance (Fu et al. 2023) through the ``dreamsim`` package.
 
