@@ -192,6 +192,7 @@ def test_surrogateshap_config_run(tmp_path, monkeypatch):
             contributors: {{a: [1], b: [2], c: [3, 4]}}
             utility: tests.test_cli:mean_first_feature
             n_per_label: 4
+            label_weights: uniform
             empty_value: 0.0
             budget: 8
             cv: false

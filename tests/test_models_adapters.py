@@ -207,3 +207,93 @@ def test_callable_scorers_validate():
     assert make_quality(None) is None
     with pytest.raises(ValueError, match="unknown quality"):
         make_quality("brisque")
+
+
+def test_laion_aesthetic_head_on_tiny_open_clip(tiny_open_clip, rng, tmp_path):
+    from datacredit.models import LAIONAestheticScorer
+    from datacredit.safetensors_io import save_safetensors
+
+    torch.manual_seed(0)
+    enc = OpenCLIPEncoder(tiny_open_clip, pretrained=None, normalize=False)
+    w = rng.standard_normal((1, 16)).astype(np.float32)
+    b = np.array([5.0], dtype=np.float32)
+    save_safetensors(tmp_path / "head.safetensors", {"weight": w, "bias": b})
+    scorer = LAIONAestheticScorer(enc, tmp_path / "head.safetensors")
+    x = torch.from_numpy(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
+    with torch.no_grad():
+        e = enc.module.encode_image(x).double().numpy()
+    ref = (e / np.linalg.norm(e, axis=1, keepdims=True)) @ w[0].astype(np.float64) + 5.0
+    np.testing.assert_allclose(scorer(x), ref, rtol=1e-5)
+    np.savez(tmp_path / "head.npz", weight=w, bias=b)
+    np.testing.assert_allclose(LAIONAestheticScorer(enc, tmp_path / "head.npz")(x), ref, rtol=1e-5)
+    with pytest.raises(ValueError, match="unpickle"):
+        LAIONAestheticScorer(enc, _touch(tmp_path / "head.pth"))
+    with pytest.raises(FileNotFoundError, match="sa_0_4"):
+        LAIONAestheticScorer(enc, tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="dimension 8"):
+        LAIONAestheticScorer(enc, (np.ones(8), np.zeros(1)))(x)
+
+
+def _touch(path):
+    path.write_bytes(b"")
+    return path
+
+
+def test_inception_pool3_local_weights_match_pytorch_fid(tmp_path, monkeypatch):
+    """pytorch-fid's network with a random state dict from a local file: our features are
+    the pool3 output pytorch-fid computes with the same weights."""
+    pfi = pytest.importorskip("pytorch_fid.inception")
+    import torchvision
+
+    from datacredit.models import InceptionPool3
+    from datacredit.safetensors_io import save_safetensors
+
+    torch.manual_seed(0)
+    # torchvision's Inception has the parameter names and shapes of pytorch-fid's FID blocks
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008)
+    sd = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+    save_safetensors(tmp_path / "inception.safetensors", sd)
+    ours = InceptionPool3(tmp_path / "inception.safetensors", batch_size=2)
+    x = torch.rand(3, 3, 64, 64)
+    feats = ours.features(x)
+    assert feats.shape == (3, 2048)
+    monkeypatch.setattr(
+        pfi,
+        "load_state_dict_from_url",
+        lambda *a, **k: {k2: torch.from_numpy(v) for k2, v in sd.items()},
+    )
+    ref_net = pfi.InceptionV3([3]).eval()
+    with torch.no_grad():
+        ref = ref_net(x)[0].flatten(1).double().numpy()
+        logits = pfi.fid_inception_v3().eval().fc(ref_net(x)[0].flatten(1))
+    np.testing.assert_allclose(feats, ref, rtol=1e-5, atol=1e-6)
+    probs = ours.class_probs(x)
+    np.testing.assert_allclose(probs, torch.softmax(logits.double(), 1).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+    with pytest.raises(ValueError, match="unpickle"):
+        InceptionPool3(_touch(tmp_path / "w.pth"))
+    with pytest.raises(FileNotFoundError, match="pt_inception"):
+        InceptionPool3(tmp_path / "missing.safetensors")
+
+
+def test_clip_score_on_tiny_open_clip(tiny_open_clip, rng):
+    from datacredit.models import CLIPScore
+    from datacredit.models.encoders import load_open_clip
+
+    torch.manual_seed(0)
+    model, _ = load_open_clip(tiny_open_clip, None)
+
+    def tokenizer(texts):  # the tiny model's vocabulary has 64 tokens
+        return torch.tensor([[(ord(c) % 63) + 1 for c in t[:8].ljust(8)] for t in texts])
+
+    score = CLIPScore(model, {"a": "a red cat", "b": "a blue dog"}, tokenizer=tokenizer)
+    x = torch.from_numpy(rng.standard_normal((3, 3, 32, 32)).astype(np.float32))
+    got = score(x, "a")
+    with torch.no_grad():
+        ei = model.encode_image(x).double()
+        et = model.encode_text(tokenizer(["a red cat"])).double()
+    cos = (ei / ei.norm(dim=-1, keepdim=True)) @ (et[0] / et[0].norm())
+    np.testing.assert_allclose(got, 100 * np.clip(cos.numpy(), 0, None), rtol=1e-6, atol=1e-9)
+    assert not np.allclose(score(x, "b"), got) or (got == 0).all()
+    with pytest.raises(KeyError, match="no prompt"):
+        score(x, "c")

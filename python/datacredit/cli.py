@@ -77,12 +77,14 @@ def _contributors_spec(v: Any) -> str | None:
 
 
 def _label_weights_spec(v: Any) -> str | None:
+    if isinstance(v, str):
+        return None if v == "uniform" else "'uniform', or a mapping or list of counts"
     counts = list(v.values()) if isinstance(v, dict) else v
     ok = bool(counts) and all(
         isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c >= 0
         for c in counts
     )
-    return None if ok else "a non-empty mapping or list of finite counts >= 0"
+    return None if ok else "'uniform', or a non-empty mapping or list of finite counts >= 0"
 
 
 def _recall_at_least_k(cfg: dict[str, Any]) -> tuple[str, str] | None:
@@ -167,7 +169,10 @@ SURROGATESHAP_SCHEMA = {
     ),
     "bank_path": Option(str, None, "directory to store the sample bank (resumable)", non_empty),
     "label_weights": Option(
-        (dict, list), None, "training count per label (default: uniform)", _label_weights_spec
+        (dict, list, str),
+        REQUIRED,
+        "training count per label (paper eq. 4), or 'uniform'",
+        _label_weights_spec,
     ),
     "empty_value": Option((int, float), None, "utility of the empty coalition", number()),
     "budget": Option(int, 512, "coalitions evaluated (>= 4 and >= n_players + 2)", integer(4)),
