@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 import datacredit
-
 from datacredit import metrics
 from datacredit.cli import (
     _RULES,
