@@ -380,13 +380,13 @@ class XDA:
         c = int(out.argmax(1)[0]) if target is None else int(target)
         if not 0 <= c < dd.n_classes:
             raise ValueError(f"target must lie in [0, {dd.n_classes}), got {c}")
-        lam = dd.global_attribution()[:, c]
         test_maps, train_maps = [], []
         for start in range(0, idx.size, self.batch_size):
             chunk = idx[start : start + self.batch_size]
             xt = self._train_inputs(chunk).to(dd.device)
             f_train, _ = dd._features(xt, "the training inputs")
-            seed_np = lam[chunk, None] * f_test[0][None, :].astype(np.float64) * f_train
+            lam = dd.dual_coef_rows(chunk)[:, c]
+            seed_np = lam[:, None] * f_test[0][None, :].astype(np.float64) * f_train
             tau = seed_np.sum(1)
             seed = torch.from_numpy(seed_np.astype(np.float32)).to(dd.device)
             test_maps.append(self._relevance(x.expand(len(chunk), *x.shape[1:]), seed))
