@@ -30,8 +30,11 @@ from datacredit._io import atomic_open
 from datacredit.kernels import crammer_singer_fit, gram, gram_topk
 from datacredit.models.features import (
     FeatureExtractor,
+    batch_len,
+    batch_to,
     iterate_batches,
     layer_out_features,
+    slice_batch,
 )
 
 _CACHE_VERSION = "dualda-cache-v2"  # v2: support = max|lambda| > 1e-9 C
@@ -50,8 +53,12 @@ class DualDA:
     Args:
         model: a ``torch.nn.Module`` classifier (put in eval mode while features are taken;
             its mode is restored afterwards).
-        train_data: the training data: a torch ``Dataset``, a ``DataLoader`` (no shuffling)
-            or an ``(X, y)`` pair of tensors/arrays.  Position ``i`` is training index ``i``.
+        train_data: the training data: a torch ``Dataset``, a ``DataLoader`` (no shuffling),
+            a Hugging Face ``datasets.Dataset`` (tensor columns are the model's keyword
+            inputs, ``label``/``labels`` the labels) or an ``(X, y)`` pair of tensors/arrays.
+            Position ``i`` is training index ``i``.  Batches may be dicts (the model is
+            called as ``model(**batch)``) and the model may return a ``ModelOutput``
+            (its ``.logits`` are used).
         layer: name (``model.named_modules()``) of the module whose *input* is the
             penultimate feature, usually the final ``Linear``.  ``K`` = its number of outputs.
         C: SVM regularization (> 0).  Larger C: fewer support vectors (sparser attributions).
@@ -119,6 +126,8 @@ class DualDA:
     # ------------------------------------------------------------------ features
     def _check_device(self, x: Any, name: str) -> Any:
         torch = _torch()
+        if isinstance(x, dict):  # Hugging Face style keyword inputs
+            return {k: self._check_device(v, f"{name}[{k!r}]") for k, v in x.items()}
         if isinstance(x, torch.Tensor):
             if x.device != self.device:
                 raise ValueError(
@@ -149,7 +158,6 @@ class DualDA:
     def extract(self, data: Any, *, desc: str = "features") -> tuple[np.ndarray, ...]:
         """Features ``(N, d)`` float32, labels ``(N,)`` int64 (-1 when absent) and model
         predictions ``(N,)`` of a whole data set, in order.  ``O(N)`` forward passes."""
-        torch = _torch()
         feats, labels, preds = [], [], []
         batches = iterate_batches(data, self.batch_size, with_labels=False)
         if self.progress:
@@ -157,8 +165,7 @@ class DualDA:
 
             batches = tqdm(batches, desc=f"DualDA {desc}", leave=False)
         for inputs, lab in batches:
-            if isinstance(inputs, torch.Tensor) and inputs.device != self.device:
-                inputs = inputs.to(self.device)
+            inputs = batch_to(inputs, self.device)
             f, out = self._features(inputs, "the training data" if desc == "train" else desc)
             feats.append(f)
             preds.append(out.argmax(1))
@@ -192,8 +199,10 @@ class DualDA:
         )
         h.update(json.dumps(settings, sort_keys=True).encode())
         for inputs, lab in iterate_batches(self.train_data, self.batch_size, with_labels=False):
-            x = inputs.detach().cpu().contiguous() if isinstance(inputs, torch.Tensor) else inputs
-            h.update(np.ascontiguousarray(np.asarray(x)).tobytes())
+            for name, x in sorted(inputs.items()) if isinstance(inputs, dict) else [("", inputs)]:
+                x = x.detach().cpu().contiguous() if isinstance(x, torch.Tensor) else x
+                h.update(name.encode())
+                h.update(np.ascontiguousarray(np.asarray(x)).tobytes())
             if lab is not None:
                 h.update(np.ascontiguousarray(lab.cpu().numpy()).tobytes())
         return h.hexdigest()
@@ -334,7 +343,9 @@ class DualDA:
         return self
 
     def _first_input(self) -> Any:
-        return next(iterate_batches(self.train_data, 1, with_labels=False))[0].to(self.device)
+        return batch_to(
+            next(iterate_batches(self.train_data, 1, with_labels=False))[0], self.device
+        )
 
     def _require_fit(self) -> None:
         if not self._fitted:
@@ -379,8 +390,9 @@ class DualDA:
         """Local attributions ``tau_c(x, i) = lambda_ic * f_i . f_x`` of test inputs.
 
         Args:
-            inputs: a batch of model inputs ``(n, ...)`` on ``device``; it is processed in
-                chunks of ``batch_size`` (one forward pass and one Gram block each).
+            inputs: a batch of model inputs ``(n, ...)`` on ``device`` (or a dict of such
+                tensors, passed as ``model(**inputs)``); it is processed in chunks of
+                ``batch_size`` (one forward pass and one Gram block each).
             targets: class ``c`` per input (int or ``(n,)``); default: model prediction.
             top_k: ``None`` for the dense matrix, else the ``top_k`` largest per input.
             opponents: with ``top_k``, return the ``top_k`` *most negative* attributions
@@ -404,7 +416,7 @@ class DualDA:
                 raise ValueError(f"top_k = {top_k} must be in [1, N = {self.n_train}]")
         elif opponents:
             raise ValueError("opponents=True needs top_k (the dense matrix holds both signs)")
-        n = int(inputs.shape[0])
+        n = batch_len(inputs)
         t_all = None
         if targets is not None and not (np.ndim(targets) == 0):
             t_all = targets  # validated per chunk against the chunk's outputs
@@ -412,7 +424,7 @@ class DualDA:
                 raise ValueError(f"targets must be {n} integer class indices, got {len(t_all)}")
         parts = []
         for start in range(0, max(n, 1), self.batch_size):
-            chunk = inputs[start : start + self.batch_size]
+            chunk = slice_batch(inputs, start, start + self.batch_size)
             t_chunk = targets if t_all is None else t_all[start : start + self.batch_size]
             parts.append(self._attribute_chunk(chunk, t_chunk, top_k, bool(opponents)))
         if top_k is None:
