@@ -197,10 +197,9 @@ class TracInMethod:
         self, model: Any, checkpoints: list[dict], x: np.ndarray, y: np.ndarray, s: Settings
     ) -> None:
         import torch
+        from _common import PeakRSS
         from captum.influence import TracInCPFast
         from torch.utils.data import TensorDataset
-
-        from _common import PeakRSS
 
         self.name = "TracInCPFast (captum)"
         states = {f"epoch{i}": sd for i, sd in enumerate(checkpoints)}
@@ -256,7 +255,6 @@ def methods_for(model: Any, ckpts: list[dict], x: np.ndarray, y: np.ndarray, s: 
 def run(s: Settings) -> dict[str, Any]:
     """Every metric for every method; returns ``{"settings", "base_accuracy", "rows"}``."""
     import torch
-
     from _common import PeakRSS
 
     from datacredit.metrics import (
