@@ -369,7 +369,7 @@ def stage_dualda(run: DemoRun, split: DigitsSplit, cnn, s: DemoSettings):
     from datacredit.metrics import identical_class, mislabel_detection_auc
 
     dualda = DualDA(
-        cnn, (split.x_train, split.y_train), layer="classifier", C=1e-3, seed=s.seed, max_iter=20000
+        cnn, (split.x_train, split.y_train), layer="classifier", C=1e-3, seed=s.seed
     ).fit()
     with torch.no_grad():
         preds = cnn(torch.from_numpy(split.x_test)).argmax(1).numpy()
@@ -392,7 +392,7 @@ def stage_dualda(run: DemoRun, split: DigitsSplit, cnn, s: DemoSettings):
     noisy, flipped = flip_labels(split.y_train, s.label_noise, s.seed)
     cnn_noisy = train_classifier(split.x_train, noisy, epochs=s.noisy_cnn_epochs, seed=s.seed)
     dd_noisy = DualDA(
-        cnn_noisy, (split.x_train, noisy), layer="classifier", C=0.1, seed=s.seed, max_iter=20000
+        cnn_noisy, (split.x_train, noisy), layer="classifier", C=0.1, seed=s.seed
     ).fit()
     si = np.asarray(dd_noisy.self_influence())
     auc = float(mislabel_detection_auc(si, flipped))
