@@ -57,11 +57,17 @@ GMVALUATOR_SCHEMA = {
     "train_data": Option(str, REQUIRED, "factory returning the training samples (N, ...)"),
     "generated": Option(str, REQUIRED, "factory returning the generated samples (n, ...)"),
     "groups": Option(str, None, "factory returning a contributor id per training sample"),
+    "group_agg": Option(str, "sum", "aggregation of member values per group: sum, mean or max"),
     "quality_scores": Option(str, None, "factory returning q_j in [0, 1] per generated sample"),
     "k": Option(int, 50, "training samples kept per generated sample"),
     "recall": Option(int, 200, "candidates recalled before re-ranking"),
     "index": Option(str, "auto", "'auto', 'ivf', 'pq', 'exact' or 'faiss'"),
-    "rerank": Option(str, "l2", "'l2', 'cosine', 'lpips', 'dreamsim' or 'none'"),
+    "rerank": Option(
+        str,
+        "l2",
+        "'l2', 'cosine', 'pixel_l2', 'lpips', 'dreamsim', 'none' or a factory 'pkg.mod:fn' "
+        "returning fn(generated, train) -> distances",
+    ),
     "quality": Option(str, None, "None, 'maniqa' or a factory returning fn(images) -> q"),
     "temperature": Option((int, float), 1.0, "softmax temperature T"),
     "device": Option(str, "cpu", "torch device of encoder and scorers"),
@@ -153,7 +159,15 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
         if cfg["quality"] and ":" in cfg["quality"]
         else cfg["quality"]
     )
-    rerank = None if cfg["rerank"] == "none" else cfg["rerank"]
+    rerank = cfg["rerank"]
+    if rerank == "none":
+        rerank = None
+    elif ":" in rerank:
+        rerank = load_object(rerank, "rerank", call=True)
+    if cfg["group_agg"] not in ("sum", "mean", "max"):
+        raise ConfigError(
+            f"key 'group_agg' must be 'sum', 'mean' or 'max', got {cfg['group_agg']!r}"
+        )
     gmv = GMValuator(
         encoder=encoder,
         k=cfg["k"],
@@ -182,7 +196,10 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
         "total": float(val.values.sum()),
     }
     if cfg["groups"]:
-        keys, vals = val.by_group(load_object(cfg["groups"], "groups", call=True))
+        keys, vals = val.by_group(
+            load_object(cfg["groups"], "groups", call=True), agg=cfg["group_agg"]
+        )
+        result["group_agg"] = cfg["group_agg"]
         result["values_by_group"] = {str(k): float(v) for k, v in zip(keys, vals)}
     result["top_training_samples"] = np.argsort(-val.values, kind="stable")[:20]
     _write_json(out / "results.json", result)

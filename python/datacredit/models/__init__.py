@@ -16,12 +16,14 @@ from datacredit.models.generators import (
     DiffusersTextToImage,
     as_generator,
 )
+from datacredit.models.images import resize, to_image_batch, to_pil_images, to_rgb
 from datacredit.models.scorers import (
     CallableDistance,
     CallableQuality,
     DreamSimDistance,
     LPIPSDistance,
     MANIQAScorer,
+    PixelL2Distance,
     make_distance,
     make_quality,
 )
@@ -37,6 +39,7 @@ __all__ = [
     "LPIPSDistance",
     "MANIQAScorer",
     "OpenCLIPEncoder",
+    "PixelL2Distance",
     "PixelEncoder",
     "PrecomputedEncoder",
     "TorchEncoder",
@@ -45,5 +48,9 @@ __all__ = [
     "make_distance",
     "make_encoder",
     "make_quality",
+    "resize",
     "resolve_layer",
+    "to_image_batch",
+    "to_pil_images",
+    "to_rgb",
 ]
