@@ -55,11 +55,11 @@ def brute_force_values(train: np.ndarray, gen: np.ndarray, k: int, chunk: int = 
     return values, np.array(tops)
 
 
-def _labelled(n: int, n_gen: int, d: int, n_clusters: int, seed: int = 1):
+def _labelled(n: int, n_gen: int, d: int, n_clusters: int, spread: float, seed: int = 1):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_clusters, d)).astype(np.float32)
     lab = rng.integers(0, n_clusters, n + n_gen)
-    x = centres[lab] + 0.9 * rng.standard_normal((n + n_gen, d), dtype=np.float32)
+    x = centres[lab] + spread * rng.standard_normal((n + n_gen, d), dtype=np.float32)
     return x[:n], lab[:n], x[n:], lab[n:]
 
 
@@ -84,10 +84,10 @@ def baselines(args: argparse.Namespace) -> None:
     from datacredit import GMValuator
 
     faiss.omp_set_num_threads(args.threads)
-    train, y, gen, gy = _labelled(args.n, args.n_gen, args.d, args.clusters)
+    train, y, gen, gy = _labelled(args.n, args.n_gen, args.d, args.clusters, args.spread)
     print(
         f"data: {args.n} training x {args.n_gen} generated, d={args.d}, "
-        f"{args.clusters} labelled clusters, threads={args.threads}"
+        f"{args.clusters} labelled clusters (noise std {args.spread}), threads={args.threads}"
     )
     truth = {}
     rows = []
@@ -151,6 +151,7 @@ def main() -> None:
     ap.add_argument("--brute-samples", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clusters", type=int, default=1000)
+    ap.add_argument("--spread", type=float, default=1.5, help="--baselines: noise std per dim")
     args = ap.parse_args()
     if args.baselines:
         if "--n" not in sys.argv:
