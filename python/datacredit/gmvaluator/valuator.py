@@ -191,7 +191,9 @@ class GMValuator:
     ``"pq"`` ``O(n_gen * N * m)`` table look-ups (most abandoned early); plus
     ``O(n_gen * recall * d)`` for the exact re-rank.  Memory beyond the embeddings:
     ``O(n_gen * recall)`` (``"ivf"``: ``N`` list positions and one list's embeddings;
-    ``"pq"``: ``N * m`` bytes of codes).
+    ``"pq"``: ``N * m`` bytes of codes), plus one float32 copy of the training embeddings
+    (``N * d * 4`` bytes) when the index must search them centred (far from the origin) or
+    unit-normalised (``rerank="cosine"`` on embeddings that are not unit-norm).
     """
 
     def __init__(
@@ -582,12 +584,21 @@ class GMValuator:
             if np.abs(norms - 1).max() <= 1e-6:
                 return emb
             return (emb / norms[:, None]).astype(np.float32)
+        # Mean and mean squared deviation in float64, in row chunks (no N x d temporary).
+        step = max(1, (1 << 24) // max(1, emb.shape[1]))
         mean = emb.mean(axis=0, dtype=np.float64)
-        spread = float(np.mean(np.sum((emb - mean.astype(np.float32)) ** 2, axis=1)))
+        spread = 0.0
+        for s in range(0, emb.shape[0], step):
+            c = emb[s : s + step].astype(np.float64) - mean
+            spread += float(np.einsum("nd,nd->", c, c))
+        spread /= emb.shape[0]
         if float(mean @ mean) <= CENTRE_MIN_OFFSET_RATIO * spread:
             return emb
         self._search_shift = mean
-        return (emb.astype(np.float64) - mean).astype(np.float32)
+        out = np.empty_like(emb)
+        for s in range(0, emb.shape[0], step):
+            out[s : s + step] = emb[s : s + step].astype(np.float64) - mean
+        return out
 
     def _to_search_space(self, gen: np.ndarray) -> np.ndarray:
         """Generated embeddings mapped like :meth:`_search_space` maps the training ones."""
