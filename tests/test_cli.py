@@ -116,7 +116,7 @@ def test_gmvaluator_config_run(tmp_path, monkeypatch):
 
 def l1_rerank():
     def l1(a, b):
-        return np.abs(np.asarray(a) - np.asarray(b)).sum(1)
+        return np.abs(np.asarray(a) - np.asarray(b)).reshape(len(a), -1).sum(1)
 
     return l1
 
