@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PeakRSS  # noqa: E402
 from bench_pq import clustered  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001
@@ -92,45 +93,59 @@ def baselines(args: argparse.Namespace) -> None:
     truth = {}
     rows = []
     for k in (4, 50):
-        t0 = time.perf_counter()
-        truth[k] = _exact_topk(train, gen, k)
-        rows.append((f"brute force, float64 numpy, top-{k}", k, time.perf_counter() - t0, truth[k]))
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            truth[k] = _exact_topk(train, gen, k)
+        t = time.perf_counter() - t0
+        rows.append((f"brute force, float64 numpy, top-{k}", k, 0.0, t, mem, truth[k]))
     # The GMValuator-System demo: IndexIVFPQ(256 lists, m=8, 8 bits), nprobe=1, top-4.
-    t0 = time.perf_counter()
-    quant = faiss.IndexFlatL2(args.d)
-    ivfpq = faiss.IndexIVFPQ(quant, args.d, 256, 8, 8)
-    ivfpq.train(train)
-    ivfpq.add(train)
-    ivfpq.nprobe = 1
-    _, idx = ivfpq.search(gen, 4)
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        quant = faiss.IndexFlatL2(args.d)
+        ivfpq = faiss.IndexIVFPQ(quant, args.d, 256, 8, 8)
+        ivfpq.train(train)
+        ivfpq.add(train)
+        ivfpq.nprobe = 1
+        t1 = time.perf_counter()
+        _, idx = ivfpq.search(gen, 4)
     rows.append(
         (
             "faiss IVF-PQ (demo: 256 lists, m=8, 8 bits, 1 probe), top-4",
             4,
-            time.perf_counter() - t0,
+            t1 - t0,
+            time.perf_counter() - t1,
+            mem,
             idx,
         )
     )
     for k in (50, 4):
-        t0 = time.perf_counter()
         gmv = GMValuator(k=k, recall=max(200, k), n_threads=args.threads, diagnostics_sample=0)
-        res = gmv.fit(train).value(gen)
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            gmv.fit(train)
+            t1 = time.perf_counter()
+            res = gmv.value(gen)
         rows.append(
             (
                 f"datacredit defaults (index={gmv.index_}, rerank=l2), top-{k}",
                 k,
-                time.perf_counter() - t0,
+                t1 - t0,
+                time.perf_counter() - t1,
+                mem,
                 res.topk_indices,
             )
         )
     print()
-    print("| method | k | time (s) | recall@k vs exact | C1 (identical class) |")
-    print("|---|---|---|---|---|")
-    for name, k, t, top in rows:
+    print("| method | k | build (s) | search+values (s) | peak RSS growth (MB) | recall@k | C1 |")
+    print("|---|---|---|---|---|---|---|")
+    for name, k, t_build, t_search, mem, top in rows:
         rec = np.mean([len(np.intersect1d(a[a >= 0], b)) / k for a, b in zip(top, truth[k])])
         # padded slots (-1, a probed list shorter than k) count as misses
         c1 = float(np.mean((top >= 0) & (y[np.maximum(top, 0)] == gy[:, None])))
-        print(f"| {name} | {k} | {t:.2f} | {rec:.4f} | {c1:.4f} |")
+        print(
+            f"| {name} | {k} | {t_build:.2f} | {t_search:.2f} | "
+            f"{(mem.peak - mem.start) / 2**20:.0f} | {rec:.4f} | {c1:.4f} |"
+        )
 
 
 def main() -> None:
