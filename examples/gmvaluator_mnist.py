@@ -60,7 +60,9 @@ def load_mnist16(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x), y.astype(np.int64), mask
 
 
-def prepare(work: Path, *, diffusion_steps: int, n_per_class: int, seed: int = 0) -> dict:
+def prepare(
+    work: Path, *, diffusion_steps: int, n_per_class: int, seed: int = 0, threads: int = 2
+) -> dict:
     """Train (or load from ``work``) the CNN encoder and the UNet; generate the samples."""
     import torch
 
@@ -74,7 +76,7 @@ def prepare(work: Path, *, diffusion_steps: int, n_per_class: int, seed: int = 0
     x, y, noisy = load_mnist16(seed)
     times = {}
     cnn_path, unet_path, gen_path = work / "cnn.safetensors", work / "unet.safetensors", None
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     if cnn_path.exists():
         cnn = DigitsCNN()
         cnn.load_state_dict(
@@ -208,8 +210,11 @@ if __name__ == "__main__":
     ap.add_argument("--diffusion-steps", type=int, default=3000)
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--prepare-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads while training")
     a = ap.parse_args()
-    state = prepare(a.work, diffusion_steps=a.diffusion_steps, n_per_class=a.per_class)
+    state = prepare(
+        a.work, diffusion_steps=a.diffusion_steps, n_per_class=a.per_class, threads=a.threads
+    )
     print(
         json.dumps(
             {"times": state["times"], "generated_class_accuracy": state["generated_class_accuracy"]}
