@@ -207,10 +207,10 @@ def evaluate(state: dict) -> list[dict]:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("gmv_mnist_work"))
-    ap.add_argument("--diffusion-steps", type=int, default=3000)
+    ap.add_argument("--diffusion-steps", type=int, default=2000)
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--prepare-only", action="store_true")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads while training")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads while training")
     a = ap.parse_args()
     state = prepare(
         a.work, diffusion_steps=a.diffusion_steps, n_per_class=a.per_class, threads=a.threads
