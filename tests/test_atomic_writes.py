@@ -27,10 +27,7 @@ WRITER_MODULES = {"_io.py", "safetensors_io.py"}  # the writers themselves
 # Direct writes in files other helpers convert on their branches, by (file, function).
 # Converted on branch gmv (valuator.py, result.py);
 # the lead empties this at merge.
-PENDING = {
-    ("gmvaluator/valuator.py", "GMValuator.fit"),
-    ("gmvaluator/result.py", "GMValuation.save"),
-}
+PENDING = {}
 
 _SAVE_CALLS = {"save", "savez", "savez_compressed", "savetxt"}  # numpy / torch writers
 _WRITE_METHODS = {"write_text", "write_bytes", "tofile", "to_csv", "to_parquet", "savefig"}

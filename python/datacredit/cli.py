@@ -48,7 +48,7 @@ _FACTORY = object_spec()
 # The methods' own choices (tests check these equal GMValuator's), written out here so that
 # `datacredit --help` does not import the kernels.
 GMV_INDEXES = ("auto", "ivf", "pq", "exact", "faiss")
-GMV_RERANKS = ("l2", "cosine", "lpips", "dreamsim", "none")
+GMV_RERANKS = ("l2", "cosine", "pixel_l2", "lpips", "dreamsim", "none")
 
 
 def _encoder_spec(v: str) -> str | None:
@@ -135,6 +135,12 @@ GMVALUATOR_SCHEMA = {
         str, REQUIRED, "factory returning the generated samples (n, ...)", _FACTORY
     ),
     "groups": Option(str, None, "factory returning a contributor id per training sample", _FACTORY),
+    "group_agg": Option(
+        str,
+        "sum",
+        "aggregation of member values per group: sum, mean or max",
+        one_of("sum", "mean", "max"),
+    ),
     "quality_scores": Option(
         str, None, "factory returning q_j in [0, 1] per generated sample", _FACTORY
     ),
@@ -142,7 +148,11 @@ GMVALUATOR_SCHEMA = {
     "recall": Option(int, 200, "candidates recalled before re-ranking (>= k)", integer(1)),
     "index": Option(str, "auto", "'auto', 'ivf', 'pq', 'exact' or 'faiss'", one_of(*GMV_INDEXES)),
     "rerank": Option(
-        str, "l2", "'l2', 'cosine', 'lpips', 'dreamsim' or 'none'", one_of(*GMV_RERANKS)
+        str,
+        "l2",
+        "'l2', 'cosine', 'pixel_l2', 'lpips', 'dreamsim', 'none' or a factory 'pkg.mod:fn' "
+        "returning fn(generated, train) -> distances",
+        object_spec(*GMV_RERANKS),
     ),
     "quality": Option(
         str, None, "None, 'maniqa' or a factory returning fn(images) -> q", object_spec("maniqa")
@@ -255,7 +265,15 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
         if cfg["quality"] and ":" in cfg["quality"]
         else cfg["quality"]
     )
-    rerank = None if cfg["rerank"] == "none" else cfg["rerank"]
+    rerank = cfg["rerank"]
+    if rerank == "none":
+        rerank = None
+    elif ":" in rerank:
+        rerank = load_object(rerank, "rerank", call=True)
+    if cfg["group_agg"] not in ("sum", "mean", "max"):
+        raise ConfigError(
+            f"key 'group_agg' must be 'sum', 'mean' or 'max', got {cfg['group_agg']!r}"
+        )
     gmv = GMValuator(
         encoder=encoder,
         k=cfg["k"],
@@ -284,7 +302,10 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
         "total": float(val.values.sum()),
     }
     if cfg["groups"]:
-        keys, vals = val.by_group(load_object(cfg["groups"], "groups", call=True))
+        keys, vals = val.by_group(
+            load_object(cfg["groups"], "groups", call=True), agg=cfg["group_agg"]
+        )
+        result["group_agg"] = cfg["group_agg"]
         result["values_by_group"] = {str(k): float(v) for k, v in zip(keys, vals)}
     result["top_training_samples"] = np.argsort(-val.values, kind="stable")[:20]
     _write_json(out / "results.json", result)

@@ -16,6 +16,7 @@ from datacredit.models.generators import (
     DiffusersTextToImage,
     as_generator,
 )
+from datacredit.models.images import resize, to_image_batch, to_pil_images, to_rgb
 from datacredit.models.inception import InceptionPool3
 from datacredit.models.scorers import (
     CallableDistance,
@@ -27,6 +28,7 @@ from datacredit.models.scorers import (
     MANIQAScorer,
     MSSSIMDistance,
     PairedToReference,
+    PixelL2Distance,
     make_distance,
     make_quality,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "MSSSIMDistance",
     "PairedToReference",
     "OpenCLIPEncoder",
+    "PixelL2Distance",
     "PixelEncoder",
     "PrecomputedEncoder",
     "TorchEncoder",
@@ -55,5 +58,9 @@ __all__ = [
     "make_distance",
     "make_encoder",
     "make_quality",
+    "resize",
     "resolve_layer",
+    "to_image_batch",
+    "to_pil_images",
+    "to_rgb",
 ]
