@@ -11,6 +11,16 @@ re-rank, top k, values.  recall@50 of datacredit's top-50 against exact search i
 generated samples (GMValuation.diagnostics) and reported.
 
     flock /tmp/bench.lock python benchmarks/bench_gmvaluator.py [--n 1000000 --n-gen 10000]
+
+``--baselines``: the reference implementations side by side on one labelled data set
+(clustered embeddings, the cluster is the class; default 200,000 x 128, 2,000 generated):
+the faiss IVF-PQ configuration of the GMValuator-System demo (``IndexIVFPQ``, 256 lists,
+8 sub-vectors of 8 bits, 1 probe, top-4, no re-rank), brute force (exact float64 numpy
+distances, as the SurrogateSHAP authors' GMValuator baseline, top-50), and datacredit at
+its defaults (k=50) and at the demo's k=4: time of index build + search, recall@k against
+exact search, and the identical-class ratio C1 of the top-k.
+
+    python benchmarks/bench_gmvaluator.py --baselines [--n 200000 --n-gen 2000 --d 128]
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PeakRSS  # noqa: E402
 from bench_pq import clustered  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001
@@ -45,8 +56,103 @@ def brute_force_values(train: np.ndarray, gen: np.ndarray, k: int, chunk: int = 
     return values, np.array(tops)
 
 
+def _labelled(n: int, n_gen: int, d: int, n_clusters: int, spread: float, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_clusters, d)).astype(np.float32)
+    lab = rng.integers(0, n_clusters, n + n_gen)
+    x = centres[lab] + spread * rng.standard_normal((n + n_gen, d), dtype=np.float32)
+    return x[:n], lab[:n], x[n:], lab[n:]
+
+
+def _exact_topk(train: np.ndarray, gen: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
+    """Brute force: float64 numpy squared distances (expanded, centred), stable top k."""
+    mean = train.mean(0, dtype=np.float64)
+    t = train.astype(np.float64) - mean
+    tn = (t * t).sum(1)
+    out = np.empty((len(gen), k), np.int64)
+    for s in range(0, len(gen), chunk):
+        g = gen[s : s + chunk].astype(np.float64) - mean
+        d = tn[None] - 2 * g @ t.T
+        part = np.argpartition(d, k, axis=1)[:, :k]
+        order = np.lexsort((part, np.take_along_axis(d, part, 1)), axis=-1)
+        out[s : s + chunk] = np.take_along_axis(part, order, 1)
+    return out
+
+
+def baselines(args: argparse.Namespace) -> None:
+    import faiss
+
+    from datacredit import GMValuator
+
+    faiss.omp_set_num_threads(args.threads)
+    train, y, gen, gy = _labelled(args.n, args.n_gen, args.d, args.clusters, args.spread)
+    print(
+        f"data: {args.n} training x {args.n_gen} generated, d={args.d}, "
+        f"{args.clusters} labelled clusters (noise std {args.spread}), threads={args.threads}"
+    )
+    truth = {}
+    rows = []
+    for k in (4, 50):
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            truth[k] = _exact_topk(train, gen, k)
+        t = time.perf_counter() - t0
+        rows.append((f"brute force, float64 numpy, top-{k}", k, 0.0, t, mem, truth[k]))
+    # The GMValuator-System demo: IndexIVFPQ(256 lists, m=8, 8 bits), nprobe=1, top-4.
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        quant = faiss.IndexFlatL2(args.d)
+        ivfpq = faiss.IndexIVFPQ(quant, args.d, 256, 8, 8)
+        ivfpq.train(train)
+        ivfpq.add(train)
+        ivfpq.nprobe = 1
+        t1 = time.perf_counter()
+        _, idx = ivfpq.search(gen, 4)
+    rows.append(
+        (
+            "faiss IVF-PQ (demo: 256 lists, m=8, 8 bits, 1 probe), top-4",
+            4,
+            t1 - t0,
+            time.perf_counter() - t1,
+            mem,
+            idx,
+        )
+    )
+    for k in (50, 4):
+        gmv = GMValuator(k=k, recall=max(200, k), n_threads=args.threads, diagnostics_sample=0)
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            gmv.fit(train)
+            t1 = time.perf_counter()
+            res = gmv.value(gen)
+        rows.append(
+            (
+                f"datacredit defaults (index={gmv.index_}, rerank=l2), top-{k}",
+                k,
+                t1 - t0,
+                time.perf_counter() - t1,
+                mem,
+                res.topk_indices,
+            )
+        )
+    print()
+    print("| method | k | build (s) | search+values (s) | peak RSS growth (MB) | recall@k | C1 |")
+    print("|---|---|---|---|---|---|---|")
+    for name, k, t_build, t_search, mem, top in rows:
+        rec = np.mean([len(np.intersect1d(a[a >= 0], b)) / k for a, b in zip(top, truth[k])])
+        # padded slots (-1, a probed list shorter than k) count as misses
+        c1 = float(np.mean((top >= 0) & (y[np.maximum(top, 0)] == gy[:, None])))
+        print(
+            f"| {name} | {k} | {t_build:.2f} | {t_search:.2f} | "
+            f"{(mem.peak - mem.start) / 2**20:.0f} | {rec:.4f} | {c1:.4f} |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--baselines", action="store_true", help="reference configurations side by side"
+    )
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--n-gen", type=int, default=10_000)
     ap.add_argument("--d", type=int, default=512)
@@ -60,7 +166,19 @@ def main() -> None:
     ap.add_argument("--brute-samples", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clusters", type=int, default=1000)
+    ap.add_argument("--spread", type=float, default=1.5, help="--baselines: noise std per dim")
     args = ap.parse_args()
+    if args.baselines:
+        if "--n" not in sys.argv:
+            args.n = 200_000
+        if "--n-gen" not in sys.argv:
+            args.n_gen = 2_000
+        if "--d" not in sys.argv:
+            args.d = 128
+        if "--clusters" not in sys.argv:
+            args.clusters = 100
+        baselines(args)
+        return
 
     from datacredit import GMValuator
 

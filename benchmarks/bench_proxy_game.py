@@ -45,7 +45,7 @@ def main() -> None:
         ),
     ]:
         t0 = time.perf_counter()
-        game = ProxyGame(bank_p, contributors, util)
+        game = ProxyGame(bank_p, contributors, util, label_weights="uniform")
         t_prep = time.perf_counter() - t0
         t0 = time.perf_counter()
         game(Z)
@@ -75,7 +75,9 @@ def main() -> None:
     _limit = threadpool_limits(1, user_api="blas")
     bank_f = SampleBank(feats)
     Zf = Z[:5]
-    W = ProxyGame(bank_f, contributors, U.MeanScore(lambda x: x[:, 0])).weights(Zf[:1])
+    W = ProxyGame(
+        bank_f, contributors, U.MeanScore(lambda x: x[:, 0]), label_weights="uniform"
+    ).weights(Zf[:1])
     mu_r, cov_r = ref.mean(0), np.cov(ref, rowvar=False, ddof=0)
     t0 = time.perf_counter()
     direct = []
@@ -93,7 +95,10 @@ def main() -> None:
     for eig_dtype in ("float64", "float32"):
         t0 = time.perf_counter()
         game = ProxyGame(
-            bank_f, contributors, U.FID(None, ref, blas_threads=1, eig_dtype=eig_dtype)
+            bank_f,
+            contributors,
+            U.FID(None, ref, blas_threads=1, eig_dtype=eig_dtype),
+            label_weights="uniform",
         )
         t_prep = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -1,18 +1,24 @@
-"""Shapley estimators on the synthetic games of SurrogateSHAP Appendix E (eqs. 31–33).
+"""Shapley estimators side by side: mean relative ℓ2 error ‖φ̂ − φ‖/‖φ‖ to the exact values.
 
-Relative ℓ2 error ‖φ̂ − φ‖/‖φ‖ to the exact Shapley values, averaged over trials (a new
-w ~ N(0, 1) per trial, b = 0.25, n = 10), for:
+Games (n = 10 players, so all 1,024 coalitions give the exact values):
 
-- SurrogateSHAP (datacredit; 5-fold CV over the paper's 36-point grid, de-duplicated coalitions)
-- KernelSHAP (datacredit; iid coalitions from the Shapley kernel, exact constrained least squares)
-- shapiq's KernelSHAP and ProxySPEX (index "SV"; needs lightgbm, skipped without it)
+- ``linear``, ``nonlinear``, ``interaction``: SurrogateSHAP Appendix E (eqs. 31–33), a new
+  w ~ N(0, 1) per trial, b = 0.25;
+- ``demo_fid``, ``demo_is``: the demo's proxy games (−FID and Inception Score of the tiny
+  diffusion model's sample bank, CNN features), tabulated once (``--cache``);
+- ``digits_retrain``: the retraining game of :class:`datacredit.games.DigitsRetraining`
+  (FID of a PCA-Gaussian generator refitted on each coalition), tabulated once.
 
-Modes:
-  --bar    the accuracy bar: interaction game, M = 512, 60 trials (SurrogateSHAP mean error
-           ≤ 0.011 and ≥ 3× lower than KernelSHAP's)
-  --sweep  error vs budget (64…1024) on all three games (default 10 trials)
+Methods (equal budget = game evaluations):
 
-Run: python benchmarks/bench_shapley_estimators.py --bar [--jobs 2]
+- ``ours``: ``SurrogateSHAP(budget)`` — the default, regression-adjusted Monte Carlo;
+- ``paper``: the paper's estimator, ``estimator="paper"``: fixed parameters (depth 5, 900
+  trees, lr 0.05), no CV unless ``--paper-cv`` (5-fold CV over Table S.1, slow);
+- ``ours.KernelSHAP``: ``shapley.kernel_shap`` (stratified, paired, border trick);
+- ``shapiq.KernelSHAP``, ``shapiq.SVARM``, ``shapiq.PermutationSamplingSV`` (shapiq's
+  defaults; skipped when shapiq is missing).
+
+Run: python benchmarks/bench_shapley_estimators.py [--trials 5] [--budgets 128 256 512]
 """
 
 from __future__ import annotations
@@ -20,129 +26,153 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
-
-def _rel(est, exact):
-    return float(np.linalg.norm(est - exact) / np.linalg.norm(exact))
-
-
-def _shapiq_values(iv, n):
-    return np.array([iv[(i,)] for i in range(n)], dtype=np.float64)
+N = 10
+SYNTHETIC = ("linear", "nonlinear", "interaction")
+TABLED = ("demo_fid", "demo_is", "digits_retrain")
 
 
-def run_trial(args):
-    kind, budget, trial, methods, n = args
-    from datacredit import SurrogateSHAP, games, shapley
+class TableGame:
+    """A game read from its full table (row k of all_coalitions(n) = bit mask k)."""
 
-    warnings.filterwarnings("ignore")
-    g = games.synthetic(kind, n=n, seed=10_000 + trial)
-    exact = g.exact_values()
-    out = {}
-    fn = lambda Z: g(np.asarray(Z, dtype=bool))  # noqa: E731
-    for m in methods:
-        t0 = time.perf_counter()
-        if m == "SurrogateSHAP":
-            phi = SurrogateSHAP(budget, seed=trial).explain(g).values
-        elif m == "KernelSHAP":
-            phi = shapley.kernel_shap(g, budget, seed=trial).values
-        elif m == "shapiq.KernelSHAP":
-            import shapiq
+    def __init__(self, table: np.ndarray, players):
+        self.table = np.asarray(table, dtype=np.float64)
+        self.players = list(players)
+        self._bits = 1 << np.arange(len(self.players))
 
-            phi = _shapiq_values(
-                shapiq.KernelSHAP(n=n, random_state=trial).approximate(budget, fn), n
-            )
-        elif m == "shapiq.ProxySPEX":
-            import shapiq
+    def __call__(self, Z):
+        Z = np.asarray(Z, dtype=bool)
+        return self.table[(Z * self._bits).sum(1)]
 
-            iv = shapiq.ProxySPEX(n=n, index="SV", max_order=1, random_state=trial).approximate(
-                budget, fn
-            )
-            phi = _shapiq_values(iv, n)
-        else:
-            raise ValueError(m)
-        out[m] = (_rel(phi, exact), time.perf_counter() - t0)
+
+def _tables(cache: Path, kinds, seed: int = 0) -> dict[str, np.ndarray]:
+    """Full utility tables (1,024,) of the demo games and the digits retraining game, cached
+    in ``cache`` (the demo's sample bank takes minutes on a CPU)."""
+    from datacredit._io import atomic_save_npz
+    from datacredit.shapley import all_coalitions
+
+    cache.mkdir(parents=True, exist_ok=True)
+    out: dict[str, np.ndarray] = {}
+    Z = all_coalitions(N)
+    if {"demo_fid", "demo_is"} & set(kinds):
+        path = cache / f"demo_tables_seed{seed}.npz"
+        if not path.exists():
+            from datacredit.demo.data import load_split
+            from datacredit.demo.pipeline import DemoSettings, surrogateshap_games
+            from datacredit.demo.training import load_unet, train_classifier
+
+            t0 = time.perf_counter()
+            s = DemoSettings(seed=seed)
+            split = load_split(seed=seed)
+            cnn = train_classifier(split.x_train, split.y_train, epochs=s.cnn_epochs, seed=seed)
+            _, fid_game, is_game = surrogateshap_games(split, cnn, load_unet(), s)
+            atomic_save_npz(path, {"demo_fid": fid_game(Z), "demo_is": is_game(Z)})
+            print(f"tabulated the demo games in {time.perf_counter() - t0:.0f} s")
+        with np.load(path) as f:
+            out.update({k: f[k] for k in f.files})
+    if "digits_retrain" in kinds:
+        path = cache / f"digits_retrain_seed{seed}.npz"
+        if not path.exists():
+            from datacredit.games import DigitsRetraining
+
+            # utility −FID, so that larger is better as in the demo
+            table = -DigitsRetraining(utility="fid", seed=seed).retraining_game(Z)
+            atomic_save_npz(path, {"digits_retrain": table})
+        with np.load(path) as f:
+            out["digits_retrain"] = f["digits_retrain"]
     return out
 
 
-def available_methods(wanted):
-    try:
-        import lightgbm  # noqa: F401
+def _game(kind: str, trial: int, tables):
+    from datacredit import games
 
-        has_lgbm = True
-    except ImportError:
-        has_lgbm = False
-    methods, skipped = [], []
-    for m in wanted:
-        if m.startswith("shapiq.ProxySPEX") and not has_lgbm:
-            skipped.append(m)
+    if kind in SYNTHETIC:
+        g = games.synthetic(kind, n=N, seed=10_000 + trial)
+        return g, g.exact_values()
+    from datacredit.shapley import shapley_from_table
+
+    g = TableGame(tables[kind], [str(i) for i in range(N)])
+    return g, shapley_from_table(g.table, N)
+
+
+def _shapiq(name, g, budget, seed):
+    import shapiq
+
+    cls = getattr(shapiq, name)
+    iv = cls(n=N, random_state=seed).approximate(
+        budget, lambda Z: g(np.atleast_2d(np.asarray(Z, bool)))
+    )
+    return np.array([iv[(i,)] for i in range(N)], dtype=np.float64)
+
+
+def run(kind, budget, trial, methods, tables, paper_cv):
+    from datacredit import SurrogateSHAP, shapley
+
+    g, exact = _game(kind, trial, tables)
+    out = {}
+    for m in methods:
+        t0 = time.perf_counter()
+        if m == "ours":
+            phi = SurrogateSHAP(budget, seed=trial).explain(g).values
+        elif m == "paper":
+            phi = (
+                SurrogateSHAP(budget, estimator="paper", cv=paper_cv, seed=trial).explain(g).values
+            )
+        elif m == "ours.KernelSHAP":
+            phi = shapley.kernel_shap(g, budget, seed=trial).values
         else:
-            methods.append(m)
-    return methods, skipped
-
-
-def evaluate(kind, budget, trials, methods, jobs, n=10):
-    tasks = [(kind, budget, t, methods, n) for t in range(trials)]
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
-            results = list(pool.map(run_trial, tasks))
-    else:
-        results = [run_trial(t) for t in tasks]
-    return {
-        m: (np.array([r[m][0] for r in results]), np.mean([r[m][1] for r in results]))
-        for m in methods
-    }
+            phi = _shapiq(m.split(".", 1)[1], g, budget, trial)
+        err = float(np.linalg.norm(phi - exact) / np.linalg.norm(exact))
+        out[m] = (err, time.perf_counter() - t0)
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bar", action="store_true")
-    ap.add_argument("--sweep", action="store_true")
-    ap.add_argument("--trials", type=int, default=None)
-    ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--budgets", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
-    ap.add_argument("--games", nargs="+", default=["linear", "nonlinear", "interaction"])
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512])
+    ap.add_argument("--games", nargs="+", default=list(SYNTHETIC + TABLED))
+    ap.add_argument("--paper-cv", action="store_true")
+    ap.add_argument("--cache", type=Path, default=Path(".bench-cache"))
     args = ap.parse_args()
-    if not (args.bar or args.sweep):
-        args.bar = True
-    all_methods = [
-        "SurrogateSHAP",
-        "KernelSHAP",
-        "shapiq.KernelSHAP",
-        "shapiq.ProxySPEX",
-    ]
-    methods, skipped = available_methods(all_methods)
-    if skipped:
-        print(f"skipped (lightgbm not installed): {', '.join(skipped)}")
-    if args.bar:
-        trials = args.trials or 60
-        t0 = time.perf_counter()
-        res = evaluate("interaction", 512, trials, methods, args.jobs)
-        print(
-            f"\nAccuracy bar: interaction game, n=10, M=512, {trials} trials "
-            f"({time.perf_counter() - t0:.0f} s)"
-        )
-        print(f"{'method':<22} {'mean rel err':>13} {'std':>8} {'s/trial':>8}")
-        for m in methods:
-            e, t = res[m]
-            print(f"{m:<22} {e.mean():>13.4f} {e.std():>8.4f} {t:>8.2f}")
-        s, k = res["SurrogateSHAP"][0].mean(), res["KernelSHAP"][0].mean()
-        print(
-            f"SurrogateSHAP ≤ 0.011: {'PASS' if s <= 0.011 else 'FAIL'} ({s:.4f}); "
-            f"KernelSHAP / SurrogateSHAP = {k / s:.1f}x (bar ≥ 3x: {'PASS' if k / s >= 3 else 'FAIL'})"
-        )
-    if args.sweep:
-        trials = args.trials or 10
-        for kind in args.games:
-            print(f"\n{kind} game, n=10, {trials} trials: mean relative l2 error")
-            print(f"{'budget':>7} " + " ".join(f"{m:>20}" for m in methods))
-            for b in args.budgets:
-                res = evaluate(kind, b, trials, methods, args.jobs)
-                print(
-                    f"{b:>7} " + " ".join(f"{res[m][0].mean():>20.4g}" for m in methods), flush=True
-                )
+    warnings.filterwarnings("ignore")
+    methods = ["ours", "paper", "ours.KernelSHAP"]
+    try:
+        import shapiq  # noqa: F401
+
+        methods += ["shapiq.KernelSHAP", "shapiq.SVARM", "shapiq.PermutationSamplingSV"]
+    except ImportError:
+        print("shapiq not installed: its estimators are skipped")
+    tables = _tables(args.cache, args.games)
+    short = {
+        "ours": "ours",
+        "paper": "paper",
+        "ours.KernelSHAP": "ourKS",
+        "shapiq.KernelSHAP": "shapiqKS",
+        "shapiq.SVARM": "SVARM",
+        "shapiq.PermutationSamplingSV": "PermSV",
+    }
+    print(
+        f"mean relative l2 error vs exact over {args.trials} seeds, n={N}; "
+        "last column: shapiq KernelSHAP error / ours"
+    )
+    head = " ".join(f"{short[m]:>9}" for m in methods)
+    print(f"{'game':<15}{'budget':>7} {head} {'KS/ours':>8} {'s/run':>6}")
+    for kind in args.games:
+        for b in args.budgets:
+            res = [run(kind, b, t, methods, tables, args.paper_cv) for t in range(args.trials)]
+            err = {m: np.mean([r[m][0] for r in res]) for m in methods}
+            sec = np.mean([r["ours"][1] for r in res])
+            ks = err.get("shapiq.KernelSHAP", np.nan)
+            if max(ks, err["ours"]) < 1e-6:
+                ratio = "exact"  # both exact up to rounding (additive games)
+            else:
+                ratio = f"{ks / err['ours']:.2f}" if err["ours"] > 0 else "inf"
+            row = " ".join(f"{err[m]:>9.4f}" for m in methods)
+            print(f"{kind:<15}{b:>7} {row} {ratio:>8} {sec:>6.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def main() -> None:
     print(f"clean CNN: test accuracy {acc:.3f} ({time.perf_counter() - t0:.1f} s)")
 
     t0 = time.perf_counter()
-    dd = DualDA(model, (x, y), layer="classifier", C=1e-3, max_iter=20000, progress=False).fit()
+    dd = DualDA(model, (x, y), layer="classifier", C=1e-3, progress=False).fit()
     print(
         f"DualDA C=1e-3: {dd.n_support} support vectors of {dd.n_train}, "
         f"{dd.stats['n_iter']} epochs ({time.perf_counter() - t0:.2f} s)"
@@ -54,9 +54,7 @@ def main() -> None:
     noisy_labels, flip = flip_labels(split.y_train, 0.1, seed=0)
     y_noisy = torch.from_numpy(noisy_labels)
     noisy = train_classifier(split.x_train, noisy_labels, epochs=args.epochs, progress=False)
-    dd_noisy = DualDA(
-        noisy, (x, y_noisy), layer="classifier", C=0.1, max_iter=20000, progress=False
-    ).fit()
+    dd_noisy = DualDA(noisy, (x, y_noisy), layer="classifier", C=0.1, progress=False).fit()
     for kind in ("lambda_norm2", "lambda_norm", "lambda"):
         auc = mislabel_detection_auc(dd_noisy.self_influence(kind), flip)
         print(f"mislabel detection AUC (C=0.1, self-influence {kind}): {auc:.3f}")

@@ -19,17 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import datacredit
+
 PACKAGE = Path(__file__).resolve().parents[1] / "python" / "datacredit"
 WRITER_MODULES = {"_io.py", "safetensors_io.py"}  # the writers themselves
 
 # Direct writes in files other helpers convert on their branches, by (file, function).
-# Converted on branches gmv (valuator.py, result.py) and shap (shapley/result.py);
+# Converted on branch gmv (valuator.py, result.py);
 # the lead empties this at merge.
-PENDING = {
-    ("gmvaluator/valuator.py", "GMValuator.fit"),
-    ("gmvaluator/result.py", "GMValuation.save"),
-    ("shapley/result.py", "ShapleyValues.save"),
-}
+PENDING = {}
 
 _SAVE_CALLS = {"save", "savez", "savez_compressed", "savetxt"}  # numpy / torch writers
 _WRITE_METHODS = {"write_text", "write_bytes", "tofile", "to_csv", "to_parquet", "savefig"}
@@ -264,9 +262,9 @@ def _write_in_progress(directory: Path, path: Path, full: int) -> bool:
 def test_kill_9_during_an_overwrite_keeps_the_previous_file(tmp_path, kind):
     n = 8_000_000  # 32 MB: a write takes long enough to be interrupted in the middle
     path = tmp_path / f"out.{kind}"
-    env = dict(
-        os.environ, PYTHONPATH=str(PACKAGE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    )
+    # The child imports the datacredit under test (installed or in-tree), as this process did.
+    tested = str(Path(datacredit.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=tested + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(path), kind, str(n)],
         stdout=subprocess.PIPE,

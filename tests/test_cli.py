@@ -117,6 +117,73 @@ def test_gmvaluator_config_run(tmp_path, monkeypatch):
     assert abs(sum(res["values_by_group"].values()) - 20) < 1e-4
 
 
+def l1_rerank():
+    def l1(a, b):
+        return np.abs(np.asarray(a) - np.asarray(b)).reshape(len(a), -1).sum(1)
+
+    return l1
+
+
+def train_images():
+    return np.random.default_rng(3).random((60, 1, 4, 4)).astype(np.float32)
+
+
+def generated_images():
+    return train_images()[:6] * 0.9
+
+
+@pytest.mark.parametrize(
+    ("rerank", "agg"),
+    [("pixel_l2", "max"), ("tests.test_cli:l1_rerank", "mean"), ("none", "sum"), ("cosine", "max")],
+)
+def test_gmvaluator_cli_rerank_and_group_agg(tmp_path, monkeypatch, rerank, agg):
+    import json
+
+    from datacredit import GMValuator
+
+    monkeypatch.syspath_prepend(str(tmp_path.parent))
+    cfg = tmp_path / "gmv.yaml"
+    cfg.write_text(
+        textwrap.dedent(
+            f"""
+            encoder: pixels
+            train_data: tests.test_cli:train_images
+            generated: tests.test_cli:generated_images
+            groups: tests.test_cli:groups60
+            group_agg: {agg}
+            rerank: {rerank}
+            k: 3
+            recall: 12
+            index: exact
+            out: {tmp_path / "out"}
+            """
+        )
+    )
+    assert main(["gmvaluator", "--config", str(cfg)]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    direct = {"none": None, "tests.test_cli:l1_rerank": l1_rerank()}.get(rerank, rerank)
+    val = GMValuator(encoder="pixels", k=3, recall=12, index="exact", rerank=direct)
+    val = val.fit(train_images()).value(generated_images())
+    keys, ref = val.by_group(groups60(), agg=agg)
+    assert res["group_agg"] == agg
+    np.testing.assert_allclose([res["values_by_group"][str(k)] for k in keys], ref, rtol=1e-12)
+
+
+def groups60():
+    return np.arange(60) % 4
+
+
+def test_gmvaluator_cli_bad_group_agg(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path.parent))
+    cfg = tmp_path / "gmv.yaml"
+    cfg.write_text(
+        "encoder: pixels\ntrain_data: tests.test_cli:train_data\n"
+        "generated: tests.test_cli:generated\ngroup_agg: median\n"
+        f"out: {tmp_path / 'out'}\n"
+    )
+    assert main(["gmvaluator", "--config", str(cfg)]) == 2
+
+
 # --- DualDA and SurrogateSHAP from configs (tiny models built here, no downloads) ---
 def tiny_classifier():
     import torch
@@ -192,6 +259,7 @@ def test_surrogateshap_config_run(tmp_path, monkeypatch):
             contributors: {{a: [1], b: [2], c: [3, 4]}}
             utility: tests.test_cli:mean_first_feature
             n_per_label: 4
+            label_weights: uniform
             empty_value: 0.0
             budget: 8
             cv: false

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -21,8 +22,20 @@ def demo_out(tmp_path_factory):
     from datacredit.cli import main
 
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--fast", "--out", str(out)]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["demo", "--fast", "--out", str(out)]) == 0
+    _DEMO_WARNINGS[:] = [str(w.message) for w in caught]
     return out
+
+
+_DEMO_WARNINGS: list[str] = []
+
+
+@pytest.mark.slow
+def test_demo_prints_no_solver_warning(demo_out):
+    """The DualDA surrogates of the demo converge with the default max_iter."""
+    assert not [m for m in _DEMO_WARNINGS if "SVM solver stopped" in m]
 
 
 @pytest.mark.slow

@@ -55,7 +55,9 @@ def test_bank_memory_disk_resume(tmp_path):
         SampleBank.load(tmp_path / "b")
     calls.clear()
     disk = SampleBank.generate(flaky, [0, 1, 2], 10, seed=3, path=tmp_path / "b", batch_size=4)
-    assert len(calls) == 5  # 9 chunks in all, 4 were kept from the interrupted run
+    # 9 chunks in all, 4 were kept from the interrupted run; +1 call regenerates the first
+    # chunk to check that the generator is the one that made the stored chunks
+    assert len(calls) == 6
     for lab in [0, 1, 2]:
         np.testing.assert_array_equal(disk.samples(lab), mem.samples(lab))
     back = SampleBank.load(tmp_path / "b")
@@ -74,7 +76,8 @@ def test_fid_matches_direct(rng, d, n):
     bank = SampleBank(data)
     R = rng.normal(size=(50, d))
     counts = [5.0, 1.0, 2.0, 7.0]
-    game = ProxyGame(bank, {"a": [0, 1], "b": [1, 2], "c": 3}, U.FID(None, R), label_weights=counts)
+    fid = U.FID(None, R, estimator="plugin", ddof=0)
+    game = ProxyGame(bank, {"a": [0, 1], "b": [1, 2], "c": 3}, fid, label_weights=counts)
     Z = np.array([[1, 0, 0], [0, 1, 1], [1, 1, 1], [0, 0, 1]], dtype=bool)
     got = game(Z)
     assert (game.utility._gram is not None) == (4 * n < d)
@@ -90,7 +93,7 @@ def test_fid_matches_direct(rng, d, n):
     g2 = ProxyGame(
         bank,
         {"a": [0, 1], "b": [1, 2], "c": 3},
-        U.FID(None, (R.mean(0), np.cov(R, rowvar=False, ddof=0))),
+        U.FID(None, (R.mean(0), np.cov(R, rowvar=False, ddof=0)), estimator="plugin", ddof=0),
         label_weights=counts,
     )
     np.testing.assert_allclose(g2(Z), got, rtol=1e-9)
@@ -101,7 +104,7 @@ def test_fid_features_callable(rng):
     bank = SampleBank(data)
     R = rng.normal(size=(30, 4))
     flat = lambda x: x.reshape(len(x), -1)  # noqa: E731
-    u = U.FID(flat, R, batch_size=7).prepare(bank)
+    u = U.FID(flat, R, batch_size=7, estimator="plugin", ddof=0).prepare(bank)
     X, W = _stack(SampleBank({k: flat(v) for k, v in data.items()}), np.ones(3) / 3)
     assert u.evaluate(np.ones(3) / 3)[0] == pytest.approx(_direct_fid(X, W, R), rel=1e-8)
 
@@ -166,13 +169,18 @@ def test_proxy_game_errors(rng):
     bank = SampleBank({0: rng.normal(size=(5, 2)), 1: rng.normal(size=(5, 2))})
     ms = U.MeanScore(lambda x: x[:, 0])
     with pytest.raises(ValueError, match="missing from the sample bank"):
-        ProxyGame(bank, {"a": [0, 5]}, ms)
+        ProxyGame(bank, {"a": [0, 5]}, ms, label_weights="uniform")
     with pytest.raises(ValueError, match="no labels"):
-        ProxyGame(bank, {"a": []}, ms)
-    g = ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms)
+        ProxyGame(bank, {"a": []}, ms, label_weights="uniform")
+    # π_S: required unless the bank knows the training counts; uniform only by name
+    with pytest.raises(ValueError, match="label_weights is required"):
+        ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms)
+    with pytest.raises(ValueError, match="'uniform'"):
+        ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms, label_weights="equal")
+    g = ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms, label_weights="uniform")
     with pytest.raises(ValueError, match="empty_value"):
         g(np.zeros((1, 2), bool))
-    g2 = ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms, empty_value=-1.0)
+    g2 = ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms, empty_value=-1.0, label_weights="uniform")
     out = g2(np.array([[0, 0], [1, 0], [1, 1], [0, 1]], bool))
     m0, m1 = bank.samples(0)[:, 0].mean(), bank.samples(1)[:, 0].mean()
     np.testing.assert_allclose(out, [-1.0, m0, (m0 + m1) / 2, (m0 + m1) / 2])
@@ -192,3 +200,244 @@ def test_bank_map_subset_and_features_bank(rng):
     )
     with pytest.raises(TypeError, match="int or str"):
         SampleBank({1.5: np.zeros((2, 1))})
+
+
+def _pytorch_fid_formula(X, R):
+    """pytorch-fid's calculate_frechet_distance on np.cov statistics (ddof = 1), via scipy."""
+    mu1, mu2 = X.mean(0), R.mean(0)
+    s1, s2 = np.atleast_2d(np.cov(X, rowvar=False)), np.atleast_2d(np.cov(R, rowvar=False))
+    covmean = linalg.sqrtm(s1 @ s2).real
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+@pytest.mark.parametrize("d", [1, 5])
+def test_fid_plugin_ddof1_is_pytorch_fid_and_d1_works(rng, d):
+    """r18: FID with d = 1 raised LinAlgError; the plug-in follows pytorch-fid's ddof = 1."""
+    X = rng.normal(size=(20, d))
+    R = rng.normal(size=(30, d)) + 0.5
+    u = U.FID(None, R, estimator="plugin").prepare(SampleBank({0: X}))
+    assert u.evaluate(np.ones(1))[0] == pytest.approx(_pytorch_fid_formula(X, R), rel=1e-9)
+    bank = SampleBank({0: X, 1: rng.normal(size=(20, d)) + 1})
+    for est in ("plugin", "split"):
+        vals = U.FID(None, R, estimator=est).prepare(bank).evaluate([[0.5, 0.5], [1, 0]])
+        assert np.isfinite(vals).all()
+    with pytest.raises(ValueError, match="column"):
+        U.FID(None, R[:, 0])
+
+
+def test_fid_split_gram_path_equals_matrix_path(rng):
+    # 4 labels x 8 samples = 32 < d = 40: the Gram path; gram_limit=0 forces the d x d path
+    bank = SampleBank({lab: rng.normal(size=(8, 40)) * (1 + lab) for lab in range(4)})
+    R = rng.normal(size=(60, 40))
+    W = rng.dirichlet(np.ones(4), size=3)
+    a = U.FID(None, R).prepare(bank)
+    b = U.FID(None, R, gram_limit=0).prepare(bank)
+    assert a._gram is not None and b._gram is None
+    np.testing.assert_allclose(a.evaluate(W), b.evaluate(W), rtol=1e-8)
+    with pytest.raises(ValueError, match="n_splits"):
+        U.FID(None, R, n_splits=1)
+    with pytest.raises(ValueError, match="needs >= 2·n_splits = 6"):
+        U.FID(None, R, n_splits=3).prepare(SampleBank({0: rng.normal(size=(5, 40))}))
+
+
+def _analytic_fid(pi, means, sig, d):
+    """FID of the Gaussian-mixture moments (labels N(m_l, s_l² I)) to the reference N(0, I)."""
+    mu = pi @ means
+    S = sum(p * (s**2 * np.eye(d) + np.outer(m, m)) for p, m, s in zip(pi, means, sig))
+    S = S - np.outer(mu, mu)
+    ev = np.linalg.eigvalsh(S)
+    return float(mu @ mu + np.trace(S) + d - 2 * np.sqrt(np.clip(ev, 0, None)).sum())
+
+
+def test_fid_bias_correction_recovers_analytic_shapley_values():
+    """Gaussian labels with analytic FID, a bank of 60 per label: the default (split) FID's
+    exact Shapley values of −FID are within 1.5 % of the analytic ones; the plug-in's are not."""
+    from datacredit import shapley
+
+    L, d, n = 8, 32, 60
+    Z = shapley.all_coalitions(L)
+    errs, rhos, plug = [], [], []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        means = rng.normal(size=(L, d)) * 0.3
+        sig = np.linspace(0.5, 2.5, L)[rng.permutation(L)]
+        empty = _analytic_fid(np.ones(1), np.zeros((1, d)), [4.0], d)  # "noise": N(0, 16 I)
+        pis = Z / np.maximum(Z.sum(1, keepdims=True), 1)
+        truth = np.array([_analytic_fid(p, means, sig, d) if p.sum() else empty for p in pis])
+        exact = shapley.shapley_from_table(-truth, L)
+        data = {lab: means[lab] + sig[lab] * rng.standard_normal((n, d)) for lab in range(L)}
+        for est, out in (("split", errs), ("plugin", plug)):
+            game = ProxyGame(
+                SampleBank(data),
+                {f"p{lab}": [lab] for lab in range(L)},
+                U.FID(None, (np.zeros(d), np.eye(d)), estimator=est),
+                label_weights=np.ones(L),
+                empty_value=empty,
+            )
+            phi = shapley.exact(shapley.FunctionGame(lambda Z, g=game: -g(Z), L)).values
+            out.append(np.linalg.norm(phi - exact) / np.linalg.norm(exact))
+            if est == "split":
+                rhos.append(stats.spearmanr(phi, exact)[0])
+    assert np.mean(errs) <= 0.015 and min(rhos) >= 0.93
+    assert np.mean(plug) > 1.5 * np.mean(errs)
+
+
+def test_label_weights_huge_and_from_training_labels(rng):
+    """label_weights=1e308 overflowed to inf and evaluated every coalition as empty."""
+    data = {0: rng.normal(size=(5, 2)), 1: rng.normal(size=(5, 2)) + 3}
+    ms = U.MeanScore(lambda x: x[:, 0])
+    Z = np.array([[1, 0], [1, 1]], bool)
+    ref = ProxyGame(SampleBank(data), {"a": 0, "b": 1}, ms, label_weights=[1.0, 3.0])(Z)
+    huge = ProxyGame(SampleBank(data), {"a": 0, "b": 1}, ms, label_weights=[1e308 / 3, 1e308])
+    np.testing.assert_allclose(huge(Z), ref, rtol=1e-12)
+    both = ProxyGame(SampleBank(data), {"a": 0, "b": 1}, ms, label_weights=[1e308, 1e308])
+    m = [data[0][:, 0].mean(), data[1][:, 0].mean()]
+    np.testing.assert_allclose(both(Z), [m[0], (m[0] + m[1]) / 2], rtol=1e-12)
+    with pytest.raises(ValueError, match="finite"):
+        ProxyGame(SampleBank(data), {"a": 0, "b": 1}, ms, label_weights=[np.inf, 1.0])
+    # the empirical training frequency is the default when the bank knows it (eq. 4)
+    y_train = np.array([0, 1, 1, 1])
+    bank = SampleBank.generate(
+        lambda lab, n, s: data[lab][:n], [0, 1], 5, progress=False, train_labels=y_train
+    )
+    assert bank.label_counts == {0: 1.0, 1: 3.0}
+    np.testing.assert_allclose(ProxyGame(bank, {"a": 0, "b": 1}, ms)(Z), ref, rtol=1e-12)
+
+
+def test_r16_resume_refuses_another_generator_or_transform(tmp_path):
+    """r16: resuming at the same path with another generator mixed the two banks."""
+    d = tmp_path / "bank"
+    SampleBank.generate(lambda lab, n, s: np.zeros((n, 2)), [0, 1], 10, path=d, progress=False)
+    with pytest.raises(ValueError, match="does not reproduce"):
+        SampleBank.generate(lambda lab, n, s: np.ones((n, 2)), [0, 1], 10, path=d, progress=False)
+    with pytest.raises(ValueError, match="transform"):
+        SampleBank.generate(
+            lambda lab, n, s: np.zeros((n, 2)), [0, 1], 10, path=d, progress=False, transform=abs
+        )
+    # the same generator resumes (reuses the stored bank)
+    b = SampleBank.generate(lambda lab, n, s: np.zeros((n, 2)), [0, 1], 10, path=d, progress=False)
+    assert np.asarray(b.samples(1)).mean() == 0.0
+    # an explicit fingerprint replaces the first-chunk check and must match
+    e = tmp_path / "fp"
+    SampleBank.generate(_gen, [0], 4, path=e, progress=False, fingerprint="model-v1")
+    with pytest.raises(ValueError, match="fingerprint"):
+        SampleBank.generate(_gen, [0], 4, path=e, progress=False, fingerprint="model-v2")
+    back = SampleBank.load(e)
+    assert back.meta["fingerprint"] == "model-v1" and back.meta["generator"].endswith("_gen")
+
+
+def test_sufficiency_diagnostic_warns_for_a_small_bank():
+    rng = np.random.default_rng(0)
+    shift = np.linspace(0, 1, 4)
+
+    def bank(n):
+        return SampleBank({lab: rng.normal(size=(n, 1)) * 3 + shift[lab] for lab in range(4)})
+
+    def game(b):
+        ms = U.MeanScore()
+        return ProxyGame(b, {f"p{lab}": lab for lab in range(4)}, ms, label_weights="uniform")
+
+    small = game(bank(8))
+    with pytest.warns(UserWarning, match="too small"):
+        rep = small.sufficiency()
+    assert not rep.sufficient and rep.half_values.shape == (2, 4)
+    # the halves' means, recomputed directly
+    x0 = np.asarray(small.bank.samples(0))[:, 0]
+    assert rep.singleton_values[0] == pytest.approx(x0.mean())
+    assert np.mean(rep.half_values[:, 0]) == pytest.approx(x0.mean())
+    big = game(bank(20000))
+    rep = big.sufficiency()
+    assert rep.sufficient and rep.ratio < 0.5
+    # the game itself is unchanged by the diagnostic
+    np.testing.assert_allclose(big(np.eye(4, dtype=bool)), rep.singleton_values)
+
+
+def test_sampled_pair_diversity_converges_to_all_pairs(rng):
+    data = {lab: rng.normal(size=(12, 1)) * (1 + lab) for lab in range(3)}
+    bank = SampleBank(data)
+
+    def dist(a, b):
+        return np.abs(a[:, 0] - b[:, 0])
+
+    exact = U.PairwiseDiversity(lambda a, b: np.abs(a[:, None, 0] - b[None, :, 0])).prepare(bank)
+    n_pairs = 20000
+    est = U.SampledPairDiversity(dist, n_pairs=n_pairs, seed=1, batch_size=5000).prepare(bank)
+    # standard error of a mean of n_pairs distances: sd(all pair distances) / sqrt(n_pairs)
+    for i in range(3):
+        for j in range(3):
+            a, b = data[i][:, 0], data[j][:, 0]
+            d = np.abs(a[:, None] - b[None, :])
+            if i == j:
+                d = d[~np.eye(len(a), dtype=bool)]
+            assert abs(est.D[i, j] - exact.D[i, j]) < 5 * d.std() / np.sqrt(n_pairs)
+    pi = np.array([[0.2, 0.3, 0.5]])
+    assert est.evaluate(pi)[0] == pytest.approx(float(pi[0] @ est.D @ pi[0]))
+    with pytest.raises(ValueError, match="n_pairs"):
+        U.SampledPairDiversity(dist, n_pairs=0)
+
+
+def test_msssim_distance_matches_pytorch_msssim(rng):
+    pytest.importorskip("pytorch_msssim")
+    import torch
+    from pytorch_msssim import ms_ssim
+
+    from datacredit.models import MSSSIMDistance
+
+    a = rng.random((3, 1, 72, 72))
+    b = np.clip(a + 0.1 * rng.standard_normal(a.shape), 0, 1)
+    dist = MSSSIMDistance(weights=[0.5, 0.5], win_size=3)
+    got = dist(a, b)
+    ref = (
+        1
+        - ms_ssim(
+            torch.from_numpy(a),
+            torch.from_numpy(b),
+            data_range=1.0,
+            size_average=False,
+            win_size=3,
+            weights=[0.5, 0.5],
+        ).numpy()
+    )
+    np.testing.assert_allclose(got, ref, rtol=1e-10)
+    np.testing.assert_allclose(dist(a, a), 0, atol=1e-12)
+    assert (got > 0).all()
+    with pytest.raises(ValueError, match="too small"):
+        MSSSIMDistance()(a, b)  # win_size 11 needs > 160 pixels
+    # as a diversity utility: identical samples within a label have zero diversity
+    bank = SampleBank({0: np.repeat(a[:1], 4, 0), 1: b})
+    div = U.SampledPairDiversity(dist, n_pairs=8).prepare(bank)
+    assert div.D[0, 0] == pytest.approx(0, abs=1e-12) and div.D[1, 1] > 0
+
+
+def test_label_seeing_score_paired_to_reference(rng):
+    from datacredit.models import PairedToReference
+
+    data = {"p": rng.normal(size=(6, 2, 2)), "q": rng.normal(size=(4, 2, 2)) + 1}
+    refs = {"p": np.zeros((2, 2)), "q": np.ones((2, 2))}
+
+    def l2(a, b):
+        return np.sqrt(((np.asarray(a) - np.asarray(b)) ** 2).reshape(len(a), -1).sum(1))
+
+    ms = U.MeanScore(PairedToReference(l2, refs), sees_label=True, batch_size=4)
+    game = ProxyGame(SampleBank(data), {"A": "p", "B": "q"}, ms, label_weights=[1.0, 3.0])
+    direct = {k: l2(v, np.broadcast_to(refs[k], v.shape)).mean() for k, v in data.items()}
+    got = game(np.array([[1, 0], [1, 1]], bool))
+    np.testing.assert_allclose(got, [direct["p"], 0.25 * direct["p"] + 0.75 * direct["q"]])
+    with pytest.raises(KeyError, match="no reference"):
+        U.MeanScore(PairedToReference(l2, {"p": refs["p"]}), sees_label=True).prepare(
+            SampleBank(data)
+        )
+
+
+def test_fid_sample_path_for_many_labels_equals_matrix_path(rng):
+    # many labels: per-label d x d matrices are replaced by the samples themselves
+    bank = SampleBank({lab: rng.normal(size=(6, 5)) + 0.1 * lab for lab in range(12)})
+    R = rng.normal(size=(40, 5))
+    W = rng.dirichlet(np.ones(12), size=3)
+    W[0, :6] = 0
+    W[0] /= W[0].sum()
+    for est in ("split", "plugin"):
+        a = U.FID(None, R, estimator=est, gram_limit=0).prepare(bank)
+        b = U.FID(None, R, estimator=est, gram_limit=0, max_matrix_bytes=0).prepare(bank)
+        assert a._A is not None and b._A is None and b._Y is not None
+        np.testing.assert_allclose(b.evaluate(W), a.evaluate(W), rtol=1e-9)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import datacredit
 from datacredit import metrics
 from datacredit.cli import (
     _RULES,
@@ -165,7 +166,8 @@ def test_r11_yaml_bool_temperature_is_a_config_error(tmp_path):
     cfg = _gmv_config(tmp_path, "temperature: true")
     env = dict(
         os.environ,
-        PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO / "python")]),
+        # the datacredit under test (installed or in-tree), as this process imported it
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(Path(datacredit.__file__).parents[1])]),
         OMP_NUM_THREADS="1",
     )
     p = subprocess.run(

@@ -119,8 +119,14 @@ def test_result_roundtrip(tmp_path):
         np.testing.assert_array_equal(back.coalitions, res.coalitions)
         assert back.players == res.players and back.method == "exact"
         assert back.v_full == res.v_full
-    with pytest.raises(ValueError, match="json or .npz"):
-        res.save(tmp_path / "r.txt")
+    # save("x") writes exactly x (npz unless the suffix says json), atomically
+    res.save(tmp_path / "plain")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "r.json", "r.npz"]
+    np.testing.assert_allclose(ShapleyValues.load(tmp_path / "plain").values, res.values)
+    res.save(tmp_path / "as_json.dat", format="json")
+    assert ShapleyValues.load(tmp_path / "as_json.dat").players == res.players
+    with pytest.raises(ValueError, match="format"):
+        res.save(tmp_path / "r.txt", format="pickle")
     df = res.to_frame()
     assert list(df["player"]) == res.ranking()
     import matplotlib
@@ -128,3 +134,33 @@ def test_result_roundtrip(tmp_path):
     matplotlib.use("Agg")
     ax = res.plot()
     assert len(ax.patches) == 5
+
+
+def test_r14_numpy_scalars_in_info_are_converted_early(tmp_path):
+    """r14: numpy ints in info / param_grid made save fail after the whole run."""
+    from datacredit import SurrogateSHAP
+
+    g = shapley.FunctionGame(lambda Z: Z[:, 0] * 3.0 + Z[:, 1], 4)
+    grid = dict(max_depth=np.array([2, 3]), n_estimators=[np.int64(5)])
+    for est in ("adjusted", "paper"):
+        r = SurrogateSHAP(32, estimator=est, param_grid=grid).explain(g)
+        r.save(tmp_path / f"{est}.json")
+        back = ShapleyValues.load(tmp_path / f"{est}.json")
+        assert back.info == r.info
+    res = ShapleyValues(
+        values=[1.0, 2.0],
+        players=["a", "b"],
+        v_empty=0.0,
+        v_full=3.0,
+        info={"k": np.int64(3), "a": np.arange(2), "f": np.float32(0.5), "t": (1, 2)},
+        stderr=[0.1, 0.2],
+    )
+    assert res.info == {"k": 3, "a": [0, 1], "f": 0.5, "t": [1, 2]}
+    for name in ("s.json", "s.npz"):
+        res.save(tmp_path / name)
+        np.testing.assert_allclose(ShapleyValues.load(tmp_path / name).stderr, [0.1, 0.2])
+    # what cannot be saved is refused at construction, naming the entry
+    with pytest.raises(TypeError, match=r"info\['fn'\]"):
+        ShapleyValues(values=[1.0], players=["a"], v_empty=0, v_full=1, info={"fn": print})
+    with pytest.raises(ValueError, match="stderr"):
+        ShapleyValues(values=[1.0], players=["a"], v_empty=0, v_full=1, stderr=[1.0, 2.0])

@@ -22,10 +22,32 @@ _LAZY = {
     "GMValuator": "datacredit.gmvaluator",
 }
 
-__all__ = ["kernels", "__version__", *_LAZY]
+# Subpackages reachable as attributes (``datacredit.metrics``), imported on first access as
+# scipy does; none of them imports torch at import time.
+_SUBMODULES = (
+    "config",
+    "demo",
+    "dualda",
+    "games",
+    "gmvaluator",
+    "metrics",
+    "models",
+    "safetensors_io",
+    "shapley",
+    "surrogateshap",
+    "utilities",
+)
+
+__all__ = ["kernels", "__version__", *_LAZY, *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"datacredit.{name}")
     raise AttributeError(f"module 'datacredit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

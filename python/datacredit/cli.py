@@ -48,7 +48,7 @@ _FACTORY = object_spec()
 # The methods' own choices (tests check these equal GMValuator's), written out here so that
 # `datacredit --help` does not import the kernels.
 GMV_INDEXES = ("auto", "ivf", "pq", "exact", "faiss")
-GMV_RERANKS = ("l2", "cosine", "lpips", "dreamsim", "none")
+GMV_RERANKS = ("l2", "cosine", "pixel_l2", "lpips", "dreamsim", "none")
 
 
 def _encoder_spec(v: str) -> str | None:
@@ -77,6 +77,8 @@ def _contributors_spec(v: Any) -> str | None:
 
 
 def _label_weights_spec(v: Any) -> str | None:
+    if isinstance(v, str):
+        return None if v == "uniform" else "'uniform', or a mapping or list of counts"
     counts = list(v.values()) if isinstance(v, dict) else v
     ok = bool(counts) and all(
         isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c >= 0
@@ -84,7 +86,11 @@ def _label_weights_spec(v: Any) -> str | None:
     )
     # 1e308 each is finite, but their sum is not: every mixture weight would be count/inf = 0
     ok = ok and math.isfinite(sum(float(c) for c in counts))
-    return None if ok else "a non-empty mapping or list of finite counts >= 0 with a finite sum"
+    return (
+        None
+        if ok
+        else ("'uniform', or a non-empty mapping or list of finite counts >= 0 with a finite sum")
+    )
 
 
 def _out_dir(v: Any) -> str | None:
@@ -110,7 +116,7 @@ def _contributor_labels(contributors: dict) -> list:
 def _label_weights_cover_labels(cfg: dict[str, Any]) -> tuple[str, str] | None:
     # With the contributors written in the file; a factory's are checked by ProxyGame.
     weights, contributors = cfg["label_weights"], cfg["contributors"]
-    if not isinstance(contributors, dict) or weights is None:
+    if not isinstance(contributors, dict) or weights is None or isinstance(weights, str):
         return None
     labels = _contributor_labels(contributors)
     if isinstance(weights, dict):
@@ -170,6 +176,12 @@ GMVALUATOR_SCHEMA = {
         str, REQUIRED, "factory returning the generated samples (n, ...)", _FACTORY
     ),
     "groups": Option(str, None, "factory returning a contributor id per training sample", _FACTORY),
+    "group_agg": Option(
+        str,
+        "sum",
+        "aggregation of member values per group: sum, mean or max",
+        one_of("sum", "mean", "max"),
+    ),
     "quality_scores": Option(
         str, None, "factory returning q_j in [0, 1] per generated sample", _FACTORY
     ),
@@ -177,7 +189,11 @@ GMVALUATOR_SCHEMA = {
     "recall": Option(int, 200, "candidates recalled before re-ranking (>= k)", integer(1)),
     "index": Option(str, "auto", "'auto', 'ivf', 'pq', 'exact' or 'faiss'", one_of(*GMV_INDEXES)),
     "rerank": Option(
-        str, "l2", "'l2', 'cosine', 'lpips', 'dreamsim' or 'none'", one_of(*GMV_RERANKS)
+        str,
+        "l2",
+        "'l2', 'cosine', 'pixel_l2', 'lpips', 'dreamsim', 'none' or a factory 'pkg.mod:fn' "
+        "returning fn(generated, train) -> distances",
+        object_spec(*GMV_RERANKS),
     ),
     "quality": Option(
         str, None, "None, 'maniqa' or a factory returning fn(images) -> q", object_spec("maniqa")
@@ -204,7 +220,10 @@ SURROGATESHAP_SCHEMA = {
     ),
     "bank_path": Option(str, None, "directory to store the sample bank (resumable)", non_empty),
     "label_weights": Option(
-        (dict, list), None, "training count per label (default: uniform)", _label_weights_spec
+        (dict, list, str),
+        REQUIRED,
+        "training count per label (paper eq. 4), or 'uniform'",
+        _label_weights_spec,
     ),
     "empty_value": Option((int, float), None, "utility of the empty coalition", number()),
     "budget": Option(int, 512, "coalitions evaluated (>= 4 and >= n_players + 2)", integer(4)),
@@ -309,7 +328,15 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
         if cfg["quality"] and ":" in cfg["quality"]
         else cfg["quality"]
     )
-    rerank = None if cfg["rerank"] == "none" else cfg["rerank"]
+    rerank = cfg["rerank"]
+    if rerank == "none":
+        rerank = None
+    elif ":" in rerank:
+        rerank = load_object(rerank, "rerank", call=True)
+    if cfg["group_agg"] not in ("sum", "mean", "max"):
+        raise ConfigError(
+            f"key 'group_agg' must be 'sum', 'mean' or 'max', got {cfg['group_agg']!r}"
+        )
     gmv = GMValuator(
         encoder=encoder,
         k=cfg["k"],
@@ -338,7 +365,10 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
         "total": float(val.values.sum()),
     }
     if cfg["groups"]:
-        keys, vals = val.by_group(load_object(cfg["groups"], "groups", call=True))
+        keys, vals = val.by_group(
+            load_object(cfg["groups"], "groups", call=True), agg=cfg["group_agg"]
+        )
+        result["group_agg"] = cfg["group_agg"]
         result["values_by_group"] = {str(k): float(v) for k, v in zip(keys, vals)}
     result["top_training_samples"] = np.argsort(-val.values, kind="stable")[:20]
     _write_json(out / "results.json", result)

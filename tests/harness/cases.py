@@ -1857,6 +1857,7 @@ _SSHAP_CFG = dict(
     n_per_label=8,
     budget=16,
     cv=False,
+    label_weights="uniform",
     empty_value=0.0,  # SurrogateSHAP evaluates the empty coalition: the config must give v(∅)
 )
 _DUALDA_CFG = dict(

@@ -148,11 +148,13 @@ def extract_features(
 _NAMES = ("features", "labels", "predictions")
 
 
-def _attribute_shard(dualda: Any, inputs: Any, targets: Any, top_k: Any, n: int, rows, shard):
+def _attribute_shard(
+    dualda: Any, inputs: Any, targets: Any, top_k: Any, n: int, rows, opponents: bool, shard
+):
     b, e = shard * rows, min(n, (shard + 1) * rows)
     t = targets if targets is None or np.ndim(targets) == 0 else targets[b:e]
     with _FORWARD:
-        return dualda.attribute(subset(inputs, b, e), t, top_k=top_k)
+        return dualda.attribute(subset(inputs, b, e), t, top_k=top_k, opponents=opponents)
 
 
 def attribute(
@@ -163,6 +165,7 @@ def attribute(
     top_k: int | None = None,
     executor: Any = None,
     shard_rows: int | None = None,
+    opponents: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """``DualDA.attribute`` over test shards of ``shard_rows`` inputs, concatenated in order.
 
@@ -182,7 +185,7 @@ def attribute(
         if targets.shape != (n,):
             raise ValueError(f"targets must be {n} integer class indices, got {targets.shape}")
     parts = map_shards(
-        partial(_attribute_shard, dualda, inputs, targets, top_k, n, rows),
+        partial(_attribute_shard, dualda, inputs, targets, top_k, n, rows, opponents),
         -(-n // rows),
         executor=executor,
         progress=dualda.progress,

@@ -60,10 +60,12 @@ def generate_bank(
     progress: bool,
     transform: Any,
     executor: Any,
+    train_labels: Any = None,
+    fingerprint: str | None = None,
 ) -> Any:
     """``SampleBank.generate(..., executor=...)``: the missing (label, chunk) shards on
     ``executor``, then the serial assembly (which finds every chunk done). Same bank."""
-    from datacredit.surrogateshap.bank import _MANIFEST, _check_label
+    from datacredit.surrogateshap.bank import _MANIFEST, _callable_name, _check_label
 
     if not callable(generator):
         raise TypeError(f"generator must be callable, got {type(generator).__name__}")
@@ -93,6 +95,18 @@ def generate_bank(
                     f"path {str(path)!r} holds a different bank (labels, n_per_label, "
                     "seed or batch_size differ); use another path"
                 )
+            made_by = {
+                "generator": _callable_name(generator),
+                "transform": _callable_name(transform),
+                "fingerprint": fingerprint,
+            }
+            for key, value in made_by.items():  # before any worker adds chunks to it
+                if old.get("meta", {}).get(key) != value:
+                    raise ValueError(
+                        f"path {str(path)!r} holds a bank made with {key} "
+                        f"{old.get('meta', {}).get(key)!r}, not {value!r}; resuming would mix "
+                        "the two — use another path"
+                    )
         todo = [
             s
             for s in todo
@@ -118,13 +132,33 @@ def generate_bank(
         def replay(label: Any, size: int, _seed: int) -> np.ndarray:
             return queue[label].pop(0)
 
-        return cls.generate(replay, labels, n_per_label, seed, batch_size=bs, progress=False)
-
-    def missing(label: Any, size: int, _seed: int) -> np.ndarray:  # pragma: no cover
-        raise RuntimeError(f"chunk of label {label!r} was not generated")
-
+        bank = cls.generate(
+            replay,
+            labels,
+            n_per_label,
+            seed,
+            batch_size=bs,
+            progress=False,
+            train_labels=train_labels,
+            fingerprint=fingerprint,
+        )
+        bank.meta["generator"] = _callable_name(generator)
+        bank.meta["transform"] = _callable_name(transform)
+        return bank
+    # Every chunk is on disk: the serial assembly only reads them (and, resuming a bank
+    # without a fingerprint, regenerates the first chunk once to check it), and records the
+    # real generator and transform in the manifest.
     return cls.generate(
-        missing, labels, n_per_label, seed, path=path, batch_size=bs, progress=False
+        generator,
+        labels,
+        n_per_label,
+        seed,
+        path=path,
+        batch_size=bs,
+        progress=False,
+        transform=transform,
+        train_labels=train_labels,
+        fingerprint=fingerprint,
     )
 
 

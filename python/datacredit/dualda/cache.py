@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-CACHE_VERSION = "dualda-cache-v2"  # v2: a digest of the arrays in the metadata
+CACHE_VERSION = "dualda-cache-v3"  # v2: a digest of the arrays; v3: support = max|lambda| > 1e-9 C
 CACHE_ARRAYS = ("support", "features", "dual_coef", "train_labels", "coef", "bias")
 
 
@@ -112,4 +112,9 @@ def check_cache(arrays: dict[str, np.ndarray], meta: dict[str, Any], dd: Any) ->
         dual_objective=float(meta["dual_objective"]),
         n_train=n,
         n_classes=k,
+        **{
+            name: float(meta[name])
+            for name in ("duality_gap", "relative_duality_gap")
+            if isinstance(meta.get(name), (int, float))
+        },
     )

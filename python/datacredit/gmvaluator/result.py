@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from datacredit._io import to_jsonable
+from datacredit._io import atomic_save_npz, to_jsonable
 
 _FORMAT = "datacredit.GMValuation/1"
 AGGREGATIONS = ("sum", "mean", "max")
@@ -94,29 +94,60 @@ class GMValuation:
         )
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write to an ``.npz`` of plain arrays (diagnostics as a JSON string; no pickle)."""
-        np.savez(
+        """Write an ``.npz`` of plain arrays at exactly ``path`` (no suffix added),
+        atomically (diagnostics as a JSON string; nothing pickled)."""
+        atomic_save_npz(
             path,
-            format=np.array(_FORMAT),
-            values=self.values,
-            topk_indices=self.topk_indices,
-            topk_weights=self.topk_weights,
-            topk_distances=self.topk_distances,
-            quality=self.quality,
-            diagnostics=np.array(json.dumps(self.diagnostics, default=to_jsonable)),
+            {
+                "format": np.array(_FORMAT),
+                "values": self.values,
+                "topk_indices": self.topk_indices,
+                "topk_weights": self.topk_weights,
+                "topk_distances": self.topk_distances,
+                "quality": self.quality,
+                "diagnostics": np.array(json.dumps(self.diagnostics, default=to_jsonable)),
+            },
         )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GMValuation:
-        """Read a file written by :meth:`save` (``allow_pickle=False``)."""
-        with np.load(path, allow_pickle=False) as f:
-            if "format" not in f or str(f["format"]) != _FORMAT:
-                raise ValueError(f"{path} is not a datacredit GMValuation file")
-            return cls(
-                values=f["values"],
-                topk_indices=f["topk_indices"],
-                topk_weights=f["topk_weights"],
-                topk_distances=f["topk_distances"],
-                quality=f["quality"],
-                diagnostics=json.loads(str(f["diagnostics"])),
-            )
+        """Read a file written by :meth:`save` (``allow_pickle=False``); shapes, dtypes and
+        indices are validated, so a damaged or foreign file raises ``ValueError``."""
+        bad = f"{path} is not a datacredit GMValuation file"
+        try:
+            f = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(bad) from exc
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError(bad)
+        with f:
+            need = {"format", "values", "topk_indices", "topk_weights", "topk_distances"}
+            need |= {"quality", "diagnostics"}
+            if not need <= set(f.files) or str(f["format"]) != _FORMAT:
+                raise ValueError(bad)
+            arrays = {name: f[name] for name in need - {"format", "diagnostics"}}
+            diag_text = str(f["diagnostics"])
+        values, idx = arrays["values"], arrays["topk_indices"]
+        if values.ndim != 1 or values.dtype.kind != "f":
+            raise ValueError(f"{bad}: values has shape {values.shape}, dtype {values.dtype}")
+        if idx.ndim != 2 or idx.dtype.kind not in "iu":
+            raise ValueError(f"{bad}: topk_indices has shape {idx.shape}, dtype {idx.dtype}")
+        for name in ("topk_weights", "topk_distances"):
+            if arrays[name].shape != idx.shape or arrays[name].dtype.kind != "f":
+                raise ValueError(f"{bad}: {name} has shape {arrays[name].shape}, not {idx.shape}")
+        if arrays["quality"].shape != (idx.shape[0],):
+            raise ValueError(f"{bad}: quality has shape {arrays['quality'].shape}")
+        if idx.size and (idx.min() < 0 or idx.max() >= values.shape[0]):
+            raise ValueError(f"{bad}: topk_indices outside [0, {values.shape[0]})")
+        try:
+            diagnostics = json.loads(diag_text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{bad}: diagnostics is not JSON") from exc
+        return cls(
+            values=values,
+            topk_indices=idx.astype(np.int64, copy=False),
+            topk_weights=arrays["topk_weights"],
+            topk_distances=arrays["topk_distances"],
+            quality=arrays["quality"],
+            diagnostics=diagnostics,
+        )

@@ -17,21 +17,28 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 
 from datacredit._arrays import as_float_matrix, check_choice
+from datacredit._io import atomic_save_npz
 from datacredit.gmvaluator.result import GMValuation
 from datacredit.kernels import ProductQuantizer, gram_topk, kmeans
 from datacredit.models._data import data_len, take
 from datacredit.models.encoders import make_encoder
-from datacredit.models.scorers import make_distance, make_quality
+from datacredit.models.fingerprint import fingerprint_data, fingerprint_model
+from datacredit.models.scorers import IMAGE_DISTANCES, make_distance, make_quality
 
 INDEXES = ("auto", "ivf", "pq", "exact", "faiss")
 # index="auto": exact search below this many training samples, the inverted file from it.
 AUTO_IVF_MIN_TRAIN = 100_000
 EMBEDDING_RERANKS = ("l2", "cosine")
+RERANKS = (*EMBEDDING_RERANKS, *IMAGE_DISTANCES)
+# The index searches embeddings shifted by their mean when |mean|^2 exceeds this multiple of
+# the mean squared deviation: float32 |q|^2 + |k|^2 - 2 q.k loses digits with the offset.
+CENTRE_MIN_OFFSET_RATIO = 1.0
 
 
 def _default_pq_m(d: int) -> int:
@@ -43,6 +50,60 @@ def _default_pq_m(d: int) -> int:
     return 1  # pragma: no cover
 
 
+_CACHE_FORMAT = "datacredit.GMValuatorEmbeddings/1"
+
+
+def _read_cache(path: Any) -> dict[str, Any]:
+    """The entries of a cache written by :func:`_write_cache` (``{}`` when there is no
+    file); a file that is not a GMValuator cache raises (it is never overwritten)."""
+    if not os.path.exists(path):
+        return {}
+    not_ours = f"cache {path} is not a GMValuator embedding cache: delete it or pass another path"
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(not_ours) from exc
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(not_ours)
+    with f:
+        if "format" not in f.files or str(f["format"]) != _CACHE_FORMAT:
+            raise ValueError(not_ours)
+        entries = {name: f[name] for name in f.files}
+    for name, arr in entries.items():
+        if name.endswith("embeddings") and (arr.ndim != 2 or arr.dtype != np.float32):
+            raise ValueError(f"cache {path}: {name} has shape {arr.shape} and dtype {arr.dtype}")
+    return entries
+
+
+def _cached(entries: dict, name: str, data_fp: str, model_fp: str, n: int) -> np.ndarray | None:
+    """``entries[name]`` if it was computed from the same data by the same model."""
+    if name not in entries:
+        return None
+    same = (
+        str(entries.get(f"{name}_data_fingerprint")) == data_fp
+        and str(entries.get(f"{name}_model_fingerprint")) == model_fp
+        and entries[name].shape[0] == n
+    )
+    if not same:
+        warnings.warn(
+            f"the cached {name.replace('_', ' ')} belong to other data or another model: "
+            "recomputing them and overwriting the cache",
+            stacklevel=4,
+        )
+        return None
+    return entries[name]
+
+
+def _write_cache(path: Any, arrays: dict[str, tuple[np.ndarray, str, str]]) -> None:
+    """Atomically write ``{name: (embeddings, data fingerprint, model fingerprint)}``."""
+    out: dict[str, np.ndarray] = {"format": np.array(_CACHE_FORMAT)}
+    for name, (emb, data_fp, model_fp) in arrays.items():
+        out[name] = emb
+        out[f"{name}_data_fingerprint"] = np.array(data_fp)
+        out[f"{name}_model_fingerprint"] = np.array(model_fp)
+    atomic_save_npz(path, out)
+
+
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -50,9 +111,28 @@ def _positive_int(value: Any, name: str) -> int:
 
 
 def softmax_weights(distances: np.ndarray, temperature: float) -> np.ndarray:
-    """Row-wise ``softmax(-d / T)`` with max-subtraction (eq. 6), float64 ``(n, k)``."""
-    z = -np.asarray(distances, dtype=np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
+    """Row-wise ``softmax(-d / T)`` (eq. 6), float64 ``(n, k)``, for any finite T > 0.
+
+    The row minimum is subtracted *before* dividing by T (log-sum-exp with the max
+    subtracted), so the nearest candidate always has exponent 0 and weight >= 1/k: a tiny
+    T that sends every ``-d/T`` to ``-inf`` gives the hard nearest-neighbour limit (ties
+    share equally) instead of 0/0.  ``+inf`` distances (unused slots) get weight 0; a row
+    without any finite distance raises.  O(n * k).
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    if d.ndim != 2:
+        raise ValueError(f"distances must be a matrix (n, k), got shape {d.shape}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    if d.size == 0:
+        return d.copy()
+    if np.isnan(d).any():
+        raise ValueError("distances contain NaN")
+    dmin = d.min(axis=1, keepdims=True)
+    if not np.isfinite(dmin).all():
+        raise ValueError("every row of distances needs at least one finite distance")
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = -((d - dmin) / temperature)  # <= 0; -inf where (d - dmin) / T overflows
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
@@ -83,14 +163,23 @@ class GMValuator:
             ``None`` picks ``round(sqrt(N))`` (for ``"pq"`` only when N >= 100,000, no IVF
             below); 0 disables (``"pq"`` only).
         pq_nprobe: lists scanned per generated sample (default ``max(1, nlist // 16)``).
-        rerank: ``"l2"`` (Euclidean distance, not squared), ``"cosine"`` (1 - cosine), both
-            exact in embedding space; ``"lpips"``, ``"dreamsim"`` or a callable
-            ``fn(gen_batch, train_batch) -> (n,)`` in image space (needs the raw data);
-            ``None`` uses the recall stage's own (approximate) Euclidean distance.
+        rerank: how the ``recall`` candidates are re-ranked before the top k are kept:
+            ``"l2"`` (default; Euclidean distance, not squared) or ``"cosine"`` (1 - cosine;
+            the index then searches unit-norm embeddings, so the candidates are the cosine
+            nearest), both recomputed exactly in float64 in embedding space: with the
+            default ``index="auto"`` this is exact embedding-space k-NN.  In image space
+            (needs the raw data, see :mod:`datacredit.models.images` for the image
+            convention): ``"pixel_l2"`` (the paper's App. H l2 re-rank), ``"lpips"``,
+            ``"dreamsim"`` (an embedding model: each image embedded once, training
+            embeddings cached with the encoder's), or a callable
+            ``fn(gen_batch, train_batch) -> (n,)`` called on at most ``batch_size`` pairs.
+            ``None``: no re-rank (the paper's "No-Rerank"): the index's own distances;
+            exact ones (float64) for ``"exact"`` / ``"ivf"``, quantized ones for ``"pq"`` /
+            ``"faiss"``.  :meth:`paper` builds the paper's configuration.
         quality: ``None`` (q = 1), ``"maniqa"`` or a callable ``fn(images) -> (n,)`` in [0, 1].
         temperature: T of ``softmax(-d / T)``, > 0.
         device: torch device of the encoder and scorers.
-        batch_size: samples per encoder / scorer batch.
+        batch_size: samples per encoder / scorer batch, and image pairs per re-rank call.
         diagnostics_sample: generated samples on which an approximate index is checked
             against exact search (recall@k in ``GMValuation.diagnostics``); 0 disables.
         seed: PQ training seed.
@@ -102,7 +191,9 @@ class GMValuator:
     ``"pq"`` ``O(n_gen * N * m)`` table look-ups (most abandoned early); plus
     ``O(n_gen * recall * d)`` for the exact re-rank.  Memory beyond the embeddings:
     ``O(n_gen * recall)`` (``"ivf"``: ``N`` list positions and one list's embeddings;
-    ``"pq"``: ``N * m`` bytes of codes).
+    ``"pq"``: ``N * m`` bytes of codes), plus one float32 copy of the training embeddings
+    (``N * d * 4`` bytes) when the index must search them centred (far from the origin) or
+    unit-normalised (``rerank="cosine"`` on embeddings that are not unit-norm).
     """
 
     def __init__(
@@ -150,6 +241,11 @@ class GMValuator:
             self.rerank = rerank
             self._distance = None
         else:
+            if isinstance(rerank, str) and rerank not in RERANKS:
+                raise ValueError(
+                    f"unknown rerank {rerank!r}; expected None, one of {RERANKS} "
+                    "or a callable fn(generated, train) -> (n,)"
+                )
             self.rerank = rerank if isinstance(rerank, str) else "callable"
             self._distance = make_distance(rerank, device=device)
         self._quality = make_quality(quality, device=device)
@@ -160,6 +256,45 @@ class GMValuator:
         self._codes: np.ndarray | None = None
         self._lists: np.ndarray | None = None
         self._faiss: Any = None
+        self._search_emb: np.ndarray | None = None  # what the index searches (see fit)
+        self._search_shift: np.ndarray | None = None
+        self._rerank_train_emb: np.ndarray | None = None  # DreamSim-like re-rank embeddings
+
+    @classmethod
+    def paper(
+        cls,
+        *,
+        encoder: Any = "open_clip",
+        rerank: Any = "dreamsim",
+        quality: Any = "maniqa",
+        k: int = 50,
+        recall: int | None = None,
+        index: str = "pq",
+        **kwargs: Any,
+    ) -> GMValuator:
+        """The paper's configuration (§3, Algorithm 1) in one line.
+
+        Encoder embeddings (CLIP in the paper) -> product-quantization recall -> re-rank of
+        the candidates in image space (``"dreamsim"``, ``"lpips"`` or ``"pixel_l2"``, the
+        paper's App. H l2; ``None`` is its "No-Rerank") -> MANIQA quality weights.  This
+        differs from the constructor's defaults, which re-rank by exact l2 in embedding
+        space and so amount to exact embedding-space k-NN.  ``recall`` defaults to
+        ``max(200, 4 * k)``; other keyword arguments go to the constructor.  Example::
+
+            GMValuator.paper(encoder=clip, rerank="lpips", quality="maniqa")
+            GMValuator.paper(encoder=cnn_features, rerank="pixel_l2", quality=None)
+        """
+        k = _positive_int(k, "k")
+        recall = max(200, 4 * k) if recall is None else recall
+        return cls(
+            encoder=encoder,
+            k=k,
+            recall=recall,
+            index=index,
+            rerank=rerank,
+            quality=quality,
+            **kwargs,
+        )
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -176,8 +311,11 @@ class GMValuator:
         Args:
             train_data: training samples (array, tensor, sequence or dataset), or their
                 embeddings ``(N, d)`` when ``encoder=None``.
-            cache: optional ``.npy`` path: embeddings are loaded from it when it exists
-                (and has N rows), written to it otherwise.
+            cache: optional file path (used exactly as given): the embeddings (and those
+                of an embedding re-rank model such as DreamSim) are read from it when they
+                were computed from the same data (content fingerprint) by the same model
+                (weights and code fingerprint), otherwise computed and written there
+                atomically (a file that is not a GMValuator cache raises).
             store: optional directory: out of core (``datacredit.distributed.
                 gmvaluator_stages``): the embeddings are written shard by shard into a
                 ``ShardStore`` there (resumable; skipped when complete for the same
@@ -205,27 +343,58 @@ class GMValuator:
         if n == 0:
             raise ValueError("train_data is empty")
         t0 = time.perf_counter()
+        entries: dict[str, Any] = {}
+        data_fp = ""
+        if cache is not None:
+            entries = _read_cache(cache)
+            data_fp = fingerprint_data(train_data, "train_data")
+        to_write: dict[str, tuple[np.ndarray, str, str]] = {}
         emb = None
-        if cache is not None and os.path.exists(cache):
-            emb = np.load(cache, allow_pickle=False)
-            if emb.ndim != 2 or emb.shape[0] != n:
-                raise ValueError(
-                    f"cache {cache} holds embeddings of shape {emb.shape}, but train_data "
-                    f"has {n} samples: delete the file or pass another path"
-                )
+        if cache is not None:
+            enc_fp = fingerprint_model(self.encoder)
+            emb = _cached(entries, "embeddings", data_fp, enc_fp, n)
         if emb is None:
-            emb = self.encoder.encode(train_data, progress=self.progress)
-        emb = as_float_matrix(emb, "training embeddings")
+            emb = as_float_matrix(
+                self.encoder.encode(train_data, progress=self.progress), "training embeddings"
+            )
+            if cache is not None:
+                to_write["embeddings"] = (emb, data_fp, enc_fp)
         if emb.shape[0] != n:
             raise ValueError(f"the encoder returned {emb.shape[0]} rows for {n} training samples")
-        if cache is not None and not os.path.exists(cache):
-            np.save(cache, emb)
-        t1 = time.perf_counter()
         if self.recall > n:
             raise ValueError(f"recall = {self.recall} exceeds the number of training samples {n}")
+        self._rerank_train_emb = None
+        if self._embeds_for_rerank():
+            # DreamSim-like re-ranks: every training image embedded once, cached alongside.
+            rr = None
+            if cache is not None:
+                rr_fp = fingerprint_model(self._distance)
+                rr = _cached(entries, "rerank_embeddings", data_fp, rr_fp, n)
+            if rr is None:
+                rr = self._embed_for_rerank(train_data, n)
+                if cache is not None:
+                    to_write["rerank_embeddings"] = (rr, data_fp, rr_fp)
+            self._rerank_train_emb = rr
+        if to_write:
+            keep = {
+                name: (
+                    entries[name],
+                    str(entries[f"{name}_data_fingerprint"]),
+                    str(entries[f"{name}_model_fingerprint"]),
+                )
+                for name in ("embeddings", "rerank_embeddings")
+                if name in entries
+                and name not in to_write
+                and str(entries[f"{name}_data_fingerprint"]) == data_fp
+            }
+            _write_cache(cache, {**keep, **to_write})
+        t1 = time.perf_counter()
         self.train_embeddings = emb
-        self._train_data = train_data if self._distance is not None else None
+        self._train_data = (
+            train_data if self._distance is not None and self._rerank_train_emb is None else None
+        )
         self._pq = self._codes = self._lists = self._faiss = self._ivf = None
+        emb = self._search_emb = self._search_space(emb)
         d = emb.shape[1]
         self.index_ = self.index
         if self.index == "auto":
@@ -288,8 +457,9 @@ class GMValuator:
 
     # ------------------------------------------------------------------ value
     def _recall(self, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates (n_gen, recall) and their squared l2 distances from the index."""
-        emb = self.train_embeddings
+        """Candidates (n_gen, recall) and their squared l2 distances from the index, for
+        ``gen`` already mapped to the search space (:meth:`_to_search_space`)."""
+        emb = self._search_emb
         if self.index_ == "exact":
             dist, idx = gram_topk(
                 gen, emb, self.recall, metric="l2", largest=False, n_threads=self.n_threads
@@ -318,14 +488,15 @@ class GMValuator:
     def _ivf_search(self, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-`recall` (squared l2) inside each sample's probed lists."""
         ivf, r = self._ivf, self.recall
-        emb = self.train_embeddings
+        emb = self._search_emb
         _, probes = gram_topk(
             gen, ivf["coarse"], ivf["nprobe"], metric="l2", largest=False, n_threads=self.n_threads
         )
         nprobe = probes.shape[1]
-        # With an l2 (or no) re-rank only the global top-k matters, and it is the best of
-        # the per-list exact top-k: each list contributes k, not `recall`, candidates.
-        per_list = self.k if self.rerank in ("l2", None) else r
+        # With a re-rank in the index's own metric (l2, none, or cosine on the unit-norm
+        # search space) only the global top-k matters, and it is the best of the per-list
+        # exact top-k: each list contributes k, not `recall`, candidates.
+        per_list = self.k if self.rerank in ("l2", None, "cosine") else r
         out_d = np.empty((gen.shape[0], r), np.float32)
         out_i = np.empty((gen.shape[0], r), np.int64)
         chunk = max(1, (1 << 24) // (nprobe * per_list))
@@ -397,15 +568,79 @@ class GMValuator:
         return out
 
     def _image_distances(self, generated: Any, cand: np.ndarray) -> np.ndarray:
-        out = np.empty(cand.shape, np.float64)
+        """Re-rank distances (n_gen, recall) float64 in image space, ``batch_size`` pairs
+        per call of the distance model."""
+        out = np.empty(cand.size, np.float64)
         r = cand.shape[1]
-        per = max(1, self.batch_size // r)  # generated samples per scorer call
-        for s in range(0, cand.shape[0], per):
-            rows = np.arange(s, min(cand.shape[0], s + per))
-            gen_batch = take(generated, np.repeat(rows, r))
-            train_batch = take(self._train_data, cand[rows].ravel())
-            out[rows] = self._distance(gen_batch, train_batch).reshape(len(rows), r)
+        gen_rows = np.repeat(np.arange(cand.shape[0]), r)
+        flat = cand.ravel()
+        for s in range(0, flat.size, self.batch_size):
+            e = min(flat.size, s + self.batch_size)
+            gen_batch = take(generated, gen_rows[s:e])
+            train_batch = take(self._train_data, flat[s:e])
+            out[s:e] = self._distance(gen_batch, train_batch)
+        return out.reshape(cand.shape)
+
+    def _embeds_for_rerank(self) -> bool:
+        """Whether the re-rank model is an embedding model (DreamSim): it then embeds every
+        image once and compares embeddings."""
+        return hasattr(self._distance, "embed") and hasattr(self._distance, "embedding_distance")
+
+    def _embed_for_rerank(self, data: Any, n: int) -> np.ndarray:
+        parts = [
+            self._distance.embed(take(data, np.arange(s, min(n, s + self.batch_size))))
+            for s in range(0, n, self.batch_size)
+        ]
+        return as_float_matrix(np.concatenate(parts), "re-rank embeddings")
+
+    def _search_space(self, emb: np.ndarray) -> np.ndarray:
+        """The training embeddings as the index searches them.
+
+        ``rerank="cosine"``: unit-norm rows (l2 order = cosine order, so the candidates are
+        the cosine nearest).  Otherwise the embeddings, shifted by their mean when they lie
+        far from the origin (squared-l2 search in float32 then keeps its digits); the
+        re-rank always measures the raw embeddings in float64.  Copies only when needed.
+        """
+        self._search_shift = None
+        if self.rerank == "cosine":
+            norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+            if (norms == 0).any():
+                raise ValueError(
+                    f"rerank='cosine': training embedding {int(np.flatnonzero(norms == 0)[0])} "
+                    "is zero, its cosine is undefined"
+                )
+            if np.abs(norms - 1).max() <= 1e-6:
+                return emb
+            return (emb / norms[:, None]).astype(np.float32)
+        # Mean and mean squared deviation in float64, in row chunks (no N x d temporary).
+        step = max(1, (1 << 24) // max(1, emb.shape[1]))
+        mean = emb.mean(axis=0, dtype=np.float64)
+        spread = 0.0
+        for s in range(0, emb.shape[0], step):
+            c = emb[s : s + step].astype(np.float64) - mean
+            spread += float(np.einsum("nd,nd->", c, c))
+        spread /= emb.shape[0]
+        if float(mean @ mean) <= CENTRE_MIN_OFFSET_RATIO * spread:
+            return emb
+        self._search_shift = mean
+        out = np.empty_like(emb)
+        for s in range(0, emb.shape[0], step):
+            out[s : s + step] = emb[s : s + step].astype(np.float64) - mean
         return out
+
+    def _to_search_space(self, gen: np.ndarray) -> np.ndarray:
+        """Generated embeddings mapped like :meth:`_search_space` maps the training ones."""
+        if self.rerank == "cosine":
+            norms = np.linalg.norm(gen.astype(np.float64), axis=1)
+            if (norms == 0).any():
+                raise ValueError(
+                    f"rerank='cosine': generated embedding {int(np.flatnonzero(norms == 0)[0])} "
+                    "is zero, its cosine is undefined"
+                )
+            return (gen / norms[:, None]).astype(np.float32)
+        if self._search_shift is None:
+            return gen
+        return (gen.astype(np.float64) - self._search_shift).astype(np.float32)
 
     def _quality_scores(self, generated: Any, n_gen: int, quality_scores: Any) -> np.ndarray:
         if quality_scores is not None:
@@ -475,15 +710,23 @@ class GMValuator:
             )
         q = self._quality_scores(generated, n_gen, quality_scores)
         t1 = time.perf_counter()
-        rec_dist, cand = self._recall(gen)
-        invalid = cand < 0  # unused slots (index="ivf" with few candidates); never kept
-        if invalid.any():
-            cand = np.where(invalid, 0, cand)
+        search = self._to_search_space(gen)
+        rec_dist, raw_cand = self._recall(search)
+        invalid = raw_cand < 0  # unused slots (index="ivf" with few candidates); never kept
+        cand = np.where(invalid, 0, raw_cand) if invalid.any() else raw_cand
         t2 = time.perf_counter()
-        if self.rerank is None:
+        if self.rerank is None and self.index_ in ("pq", "faiss"):
+            # No re-rank: the quantizer's own (approximate) distances.
             dist = np.sqrt(np.maximum(rec_dist.astype(np.float64), 0.0))
         elif self._distance is None:
+            # l2 / cosine, and no re-rank on an exact index: the exact distances of the
+            # candidates, recomputed in float64 from the raw embeddings.
             dist = self._embedding_distances(gen, cand)
+        elif self._rerank_train_emb is not None:
+            gen_rr = self._embed_for_rerank(generated, n_gen)
+            dist = self._distance.embedding_distance(
+                gen_rr[:, None, :], self._rerank_train_emb[cand]
+            )
         else:
             dist = self._image_distances(generated, cand)
         if invalid.any():
@@ -515,27 +758,36 @@ class GMValuator:
             diag["pq_m"], diag["pq_nbits"] = self._pq.m, self._pq.nbits
             diag["pq_nlist"], diag["pq_nprobe"] = self._pq.nlist, self._pq.nprobe
         if self.index_ != "exact" and self.diagnostics_sample > 0:
-            diag.update(self._recall_diagnostics(gen, cand, top_idx))
+            diag.update(self._recall_diagnostics(search, raw_cand, top_idx))
         return GMValuation(values, top_idx, weights, top_dist, q, diag)
 
-    def _recall_diagnostics(self, gen: np.ndarray, cand: np.ndarray, top: np.ndarray) -> dict:
-        """recall@k of the approximate stage against exact l2 search on a sample."""
-        n = gen.shape[0]
+    def _recall_diagnostics(self, search: np.ndarray, cand: np.ndarray, top: np.ndarray) -> dict:
+        """recall@k of the approximate stage against exact search (in the index's search
+        space) on a sample; padded slots (-1) count as misses."""
+        n = search.shape[0]
         rows = np.random.default_rng(0).choice(n, min(n, self.diagnostics_sample), replace=False)
         rows.sort()
         _, exact = gram_topk(
-            gen[rows],
-            self.train_embeddings,
+            search[rows],
+            self._search_emb,
             self.k,
             metric="l2",
             largest=False,
             n_threads=self.n_threads,
         )
         k = self.k
-        in_cand = np.mean([len(np.intersect1d(exact[i], cand[r])) / k for i, r in enumerate(rows)])
-        out = {"diagnostics_rows": int(len(rows)), "recall_stage_recall_at_k": float(in_cand)}
-        if self.rerank in ("l2", None):
-            out["final_recall_at_k"] = float(
-                np.mean([len(np.intersect1d(exact[i], top[r])) / k for i, r in enumerate(rows)])
+
+        def overlap(found: np.ndarray) -> float:
+            return float(
+                np.mean(
+                    [
+                        len(np.intersect1d(exact[i], found[r][found[r] >= 0])) / k
+                        for i, r in enumerate(rows)
+                    ]
+                )
             )
+
+        out = {"diagnostics_rows": int(len(rows)), "recall_stage_recall_at_k": overlap(cand)}
+        if self.rerank in ("l2", None, "cosine"):
+            out["final_recall_at_k"] = overlap(top)
         return out

@@ -131,16 +131,22 @@ class TorchEncoder:
 class OpenCLIPEncoder(TorchEncoder):
     """Image embeddings from an open_clip model (``model.encode_image``), l2-normalised.
 
-    Either pass a loaded ``model`` (any module with ``encode_image``; ``preprocess``
-    then maps a PIL image to a tensor), or a ``model_name`` and ``pretrained`` tag /
-    checkpoint path, loaded with ``open_clip.create_model_and_transforms``.  Inputs are
-    image tensors ``(n, 3, H, W)`` already preprocessed, or PIL images (preprocessed
-    here).
+    Either pass a loaded ``model`` (any module with ``encode_image``) with its evaluation
+    ``preprocess`` transform, or a ``model_name`` and ``pretrained`` tag / checkpoint path,
+    loaded with ``open_clip.create_model_and_transforms``.  Inputs follow the library's image
+    convention (:mod:`datacredit.models.images`: uint8 or [0, 1] float arrays/tensors, NCHW
+    or NHWC, 1 or 3 channels, or PIL images).  Every image goes through open_clip's own
+    ``preprocess`` on a PIL image, exactly as open_clip documents
+    (``model.encode_image(preprocess(pil)[None])``): resize, centre crop, grayscale -> RGB,
+    CLIP normalisation.  Float images are quantised to 8 bits first (as when saved to PNG).
+    Without ``preprocess``, open_clip's ``image_transform`` is built from the model's
+    ``visual.image_size`` / ``image_mean`` / ``image_std``.
 
     Raises:
         ImportError: open_clip is not installed (``pip install open_clip_torch``).
         RuntimeError: the weights could not be loaded (e.g. no network): the message says
             which checkpoint to download and how to pass its path.
+        ValueError: images outside the convention (e.g. already CLIP-normalised tensors).
     """
 
     def __init__(
@@ -159,7 +165,7 @@ class OpenCLIPEncoder(TorchEncoder):
         if not hasattr(model, "encode_image"):
             raise TypeError("model must have an encode_image method (an open_clip CLIP model)")
         super().__init__(model, device=device, batch_size=batch_size)
-        self.preprocess = preprocess
+        self.preprocess = preprocess if preprocess is not None else _default_clip_transform(model)
         self.normalize = normalize
         self.model_name, self.pretrained = model_name, pretrained
 
@@ -170,16 +176,50 @@ class OpenCLIPEncoder(TorchEncoder):
         return out
 
     def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
-        if isinstance(data, (list, tuple)) and data and not _is_torch(data[0]):
-            if self.preprocess is None:
-                raise ValueError("PIL inputs need a preprocess transform; pass preprocess=...")
-            import torch
+        import torch
 
-            data = torch.stack([self.preprocess(img) for img in data])
-        return super().encode(data, progress=progress)
+        from datacredit.models.images import to_pil_images
+
+        n = data_len(data, "data")
+        if n == 0:
+            raise ValueError("data is empty")
+        was_training = self.module.training
+        self.module.eval()
+        self.module.to(self.device)
+        rows = []
+        nb = (n + self.batch_size - 1) // self.batch_size
+        try:
+            with torch.no_grad():
+                for b in _progress(batches(data, self.batch_size, "data"), progress, nb):
+                    x = torch.stack([self.preprocess(img) for img in to_pil_images(b, "images")])
+                    rows.append(to_float_rows(self._forward(x.to(self.device)), "encoder output"))
+        finally:
+            self.module.train(was_training)
+        return np.concatenate(rows)
+
+    def fingerprint(self) -> str:
+        from datacredit.models.fingerprint import fingerprint_model
+
+        return fingerprint_model([self.module, repr(self.preprocess), self.normalize])
 
     def __repr__(self) -> str:
         return f"OpenCLIPEncoder({self.model_name!r}, pretrained={self.pretrained!r})"
+
+
+def _default_clip_transform(model: Any) -> Any:
+    """open_clip's evaluation transform for a model passed without its ``preprocess``."""
+    import open_clip
+
+    visual = getattr(model, "visual", None)
+    size = getattr(visual, "image_size", None)
+    if size is None:
+        raise ValueError("pass preprocess=... (the model has no visual.image_size)")
+    return open_clip.image_transform(
+        size,
+        is_train=False,
+        mean=getattr(visual, "image_mean", None),
+        std=getattr(visual, "image_std", None),
+    )
 
 
 def load_open_clip(model_name: str, pretrained: str | None, *, device: str = "cpu"):

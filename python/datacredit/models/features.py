@@ -3,7 +3,10 @@
 ``FeatureExtractor(model, layer)`` captures the *input* of the module named ``layer``
 (usually the final ``nn.Linear``) on every forward pass, so features and the model's
 outputs come from one and the same pass.  ``iterate_batches`` walks a torch ``Dataset``,
-a ``DataLoader`` or an ``(X, y)`` pair in a fixed order.
+a ``DataLoader``, a Hugging Face ``datasets.Dataset`` or an ``(X, y)`` pair in a fixed
+order.  A batch is a tensor or a dict of tensors (Hugging Face style: the model is called
+as ``model(**batch)``); a model output with ``.logits`` (a ``ModelOutput``) is reduced to
+its logits.
 """
 
 from __future__ import annotations
@@ -50,6 +53,59 @@ def eval_mode(model: Any) -> Iterator[None]:
             yield
         finally:
             model.train(was_training)
+
+
+#: Keys of a dict batch that hold the labels (never passed to the model).
+LABEL_KEYS = ("label", "labels", "y", "target")
+#: Keys of a dict batch that hold the model's single positional input.
+INPUT_KEYS = ("input", "x", "image", "pixel_values")
+
+
+def batch_len(batch: Any) -> int:
+    """Number of samples in a tensor/array batch or a dict of them."""
+    if isinstance(batch, dict):
+        if not batch:
+            raise ValueError("the batch is an empty dict")
+        return int(next(iter(batch.values())).shape[0])
+    return int(batch.shape[0])
+
+
+def slice_batch(batch: Any, start: int, stop: int) -> Any:
+    """Samples ``start:stop`` of a tensor/array batch or of every value of a dict batch."""
+    if isinstance(batch, dict):
+        return {k: v[start:stop] for k, v in batch.items()}
+    return batch[start:stop]
+
+
+def batch_to(batch: Any, device: Any) -> Any:
+    """A tensor batch (or every tensor of a dict batch) moved to ``device``."""
+    torch = _torch()
+    if isinstance(batch, dict):
+        return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
+
+
+def model_logits(outputs: Any) -> Any:
+    """The logits of a model output: the tensor itself, ``.logits`` of a Hugging Face
+    ``ModelOutput``, or ``["logits"]`` of a dict."""
+    logits = getattr(outputs, "logits", None)
+    if logits is None and isinstance(outputs, dict):
+        logits = outputs.get("logits")
+    return outputs if logits is None else logits
+
+
+def _split_dict_batch(batch: dict) -> tuple[Any, Any]:
+    """``(inputs, labels)`` of a dict batch: one input key, or every other tensor key as
+    keyword inputs."""
+    torch = _torch()
+    labels = next((batch[k] for k in LABEL_KEYS if k in batch), None)
+    key = next((k for k in INPUT_KEYS if k in batch), None)
+    if key is not None:
+        return batch[key], labels
+    inputs = {k: v for k, v in batch.items() if k not in LABEL_KEYS and isinstance(v, torch.Tensor)}
+    if not inputs:
+        raise ValueError(f"the dict batch has no tensor inputs (keys: {', '.join(batch)})")
+    return inputs, labels
 
 
 def resolve_layer(model: Any, layer: str) -> Any:
@@ -118,16 +174,20 @@ class FeatureExtractor:
         def hook(_module: Any, inputs: tuple) -> None:
             captured.append(inputs[0])
 
+        if isinstance(batch, dict):
+            call = lambda: self.model(**batch)  # noqa: E731
+        else:
+            call = lambda: self.model(batch)  # noqa: E731
         with model_lock(self.model):
             # A pre-hook placed first sees the layer's input before any other hook rewrites
             # it (e.g. zennit's LRP wrappers, which XDA must bypass for the layer itself).
             handle = self.module.register_forward_pre_hook(hook, prepend=True)
             try:
                 if grad:
-                    outputs = self.model(batch)
+                    outputs = call()
                 else:
                     with torch.no_grad():
-                        outputs = self.model(batch)
+                        outputs = call()
             finally:
                 handle.remove()
         if len(captured) != 1:
@@ -139,7 +199,12 @@ class FeatureExtractor:
         feats = feats.reshape(feats.shape[0], -1)
         if not grad:
             feats = feats.detach()
-        return feats.float(), outputs
+        return feats.float(), model_logits(outputs)
+
+
+def _is_hf_dataset(data: Any) -> bool:
+    """A Hugging Face ``datasets.Dataset`` (checked without importing ``datasets``)."""
+    return type(data).__module__.startswith("datasets.") and hasattr(data, "with_format")
 
 
 def iterate_batches(
@@ -148,7 +213,9 @@ def iterate_batches(
     """Yield ``(inputs, labels)`` batches from a Dataset, a DataLoader or an ``(X, y)`` pair.
 
     Order is the data's own (a DataLoader with a random sampler is rejected: attributions
-    index training samples by position).  ``labels`` is ``None`` when the data has none
+    index training samples by position).  Dict batches (Hugging Face style) give ``inputs``
+    as the value of one of :data:`INPUT_KEYS` or, else, the dict of every other tensor
+    column (passed as ``model(**inputs)``); labels come from :data:`LABEL_KEYS`.  ``labels`` is ``None`` when the data has none
     and ``with_labels`` is False.
 
     Raises:
@@ -167,6 +234,16 @@ def iterate_batches(
         loader = data
     elif isinstance(data, Dataset):
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    elif _is_hf_dataset(data):
+        hf = data.with_format("torch")
+        if len(hf) == 0:
+            raise ValueError("the data is empty")
+        for start in range(0, len(hf), batch_size):
+            inputs, labels = _split_dict_batch(dict(hf[start : start + batch_size]))
+            if labels is None and with_labels:
+                raise ValueError("the dataset has no label column ('label' or 'labels')")
+            yield inputs, labels
+        return
     elif isinstance(data, (tuple, list)) and len(data) in (1, 2) and not isinstance(data[0], int):
         x = data[0]
         y = data[1] if len(data) == 2 else None
@@ -198,8 +275,7 @@ def iterate_batches(
             inputs = batch[0]
             labels = batch[1] if len(batch) > 1 else None
         elif isinstance(batch, dict):
-            inputs = batch.get("input", batch.get("x", batch.get("image")))
-            labels = batch.get("label", batch.get("y", batch.get("target")))
+            inputs, labels = _split_dict_batch(batch)
         else:
             inputs, labels = batch, None
         if labels is not None and not isinstance(labels, torch.Tensor):

@@ -164,9 +164,15 @@ class DiffusersTextToImage:
             (Stable Diffusion, SDXL, FLUX, ...).
         prompts: mapping label → prompt, or a callable label → prompt
             (e.g. ``"a Post-Impressionist painting by {artist}"``).
-        num_inference_steps, guidance_scale: passed to the pipeline.
+        num_inference_steps, guidance_scale: passed to the pipeline; 50 steps as in the
+            paper (App. D: ArtBench / Fashion-Product inference); the paper gives no guidance
+            scale, 7.5 is Stable Diffusion's usual default.
         batch_size: images per pipeline call (None: all n at once).
-        **kwargs: more pipeline arguments (height, width, negative_prompt, ...).
+        **kwargs: more pipeline arguments (height, width, negative_prompt, ...); the paper
+            generates at ``height=256, width=256``.
+
+    The full-data model of the paper is a LoRA fine-tune: load the base pipeline, then
+    ``pipeline.load_lora_weights("path/to/lora")`` (diffusers) before wrapping it here.
 
     Returns from ``__call__(label, n, seed)``: float32 (n, H, W, C) in [0, 1].
     """
@@ -176,7 +182,7 @@ class DiffusersTextToImage:
         pipeline: Any,
         prompts: Mapping[Any, str] | Callable[[Any], str],
         *,
-        num_inference_steps: int = 30,
+        num_inference_steps: int = 50,
         guidance_scale: float = 7.5,
         batch_size: int | None = None,
         generator_device: str = "cpu",

@@ -9,6 +9,7 @@ import numpy as np
 
 from datacredit._arrays import as_integer_array, check_int
 from datacredit.shapley._game import evaluate, game_players
+from datacredit.shapley.plan import CoalitionPlan, plan_coalitions
 from datacredit.shapley.result import ShapleyValues
 from datacredit.shapley.sampling import sample_coalitions
 
@@ -57,26 +58,66 @@ def kernel_shap_solve(
     return sol[:n]
 
 
+def kernel_shap_plan(plan: CoalitionPlan, v: np.ndarray) -> np.ndarray:
+    """KernelSHAP on an evaluated :class:`CoalitionPlan`: φ (n,).
+
+    Each interior coalition weighs its Shapley kernel weight divided by its inclusion
+    probability (1 for enumerated sizes), the estimator shapiq's ``KernelSHAP`` uses.
+    """
+    from datacredit.shapley.adjusted import kernel_regression_weights
+
+    Z = plan.Z
+    rows = np.arange(len(Z))
+    w = kernel_regression_weights(plan, rows)
+    inner = w > 0
+    return kernel_shap_solve(Z[inner], v[inner], float(v[0]), float(v[1]), w[inner])
+
+
 def kernel_shap(
     game: Any,
     budget: int,
     seed: int | None = 0,
     *,
+    sampling: str = "stratified",
     unique: bool = False,
     paired: bool = False,
     n_players: int | None = None,
 ) -> ShapleyValues:
     """KernelSHAP (Lundberg & Lee 2017) with exact efficiency constraint.
 
-    ``budget`` coalitions: empty and full plus ``budget − 2`` interior ones from the
-    Shapley kernel.  With ``unique=False`` (default, the classic estimator) the draws are
-    iid and enter the regression with equal weight; with ``unique=True`` each distinct
-    coalition is used once with its Shapley kernel weight (exact when 2^n ≤ budget).
+    ``sampling="stratified"`` (default): the coalitions of :func:`plan_coalitions` (border
+    sizes enumerated, the rest drawn without replacement in complement pairs), weighted by
+    the Shapley kernel over their inclusion probability — exact when ``budget ≥ 2^n``.
+    ``sampling="kernel"``: the classic estimator, ∅ and N plus ``budget − 2`` interior draws
+    from the Shapley kernel; with ``unique=False`` iid draws of equal weight, with
+    ``unique=True`` distinct coalitions each with its kernel weight; ``paired`` adds
+    complements.
 
     Complexity: ``budget`` game evaluations + O(budget · n² + n³).
     """
     players = game_players(game, n_players)
     n = len(players)
+    if sampling not in ("stratified", "kernel"):
+        raise ValueError(f"unknown sampling {sampling!r}; expected 'stratified' or 'kernel'")
+    if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool):
+        raise TypeError(f"budget must be an integer, got {type(budget).__name__}")
+    if sampling == "stratified":
+        need = min(n + 2, 2**n) if n < 62 else n + 2
+        if budget < need:
+            raise ValueError(f"budget must be at least {need} for {n} players, got {budget}")
+        plan = plan_coalitions(n, int(budget), seed, paired=True)
+        v = evaluate(game, plan.Z)
+        phi = kernel_shap_plan(plan, v)
+        return ShapleyValues(
+            values=phi,
+            players=players,
+            v_empty=float(v[0]),
+            v_full=float(v[1]),
+            coalitions=plan.Z,
+            utilities=v,
+            method="kernel_shap",
+            info={"budget": int(budget), "sampling": sampling, "evaluated": int(len(v))},
+        )
     if budget < n + 2:
         raise ValueError(f"budget must be at least n_players + 2 = {n + 2}, got {budget}")
     Z = sample_coalitions(n, budget, seed, unique=unique, paired=paired)
@@ -92,5 +133,5 @@ def kernel_shap(
         coalitions=Z,
         utilities=v,
         method="kernel_shap",
-        info={"budget": int(budget), "unique": unique, "paired": paired},
+        info={"budget": int(budget), "sampling": sampling, "unique": unique, "paired": paired},
     )

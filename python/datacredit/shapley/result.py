@@ -9,6 +9,35 @@ from typing import Any
 
 import numpy as np
 
+from datacredit._io import atomic_save_npz, atomic_write_text
+
+
+def _plain(x: Any, where: str) -> Any:
+    """``x`` as plain JSON types (numpy scalars/arrays converted); TypeError naming ``where``."""
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x)
+    if x is None or isinstance(x, str):
+        return x
+    if isinstance(x, np.ndarray):
+        return [_plain(e, f"{where}[{i}]") for i, e in enumerate(x.tolist())]
+    if isinstance(x, (list, tuple)):
+        return [_plain(e, f"{where}[{i}]") for i, e in enumerate(x)]
+    if isinstance(x, dict):
+        out = {}
+        for k, e in x.items():
+            if not isinstance(k, (str, int, np.integer)):
+                raise TypeError(f"{where} has a key of type {type(k).__name__}; use str keys")
+            out[str(k)] = _plain(e, f"{where}[{k!r}]")
+        return out
+    raise TypeError(
+        f"{where} holds a {type(x).__name__}, which cannot be saved; use numbers, strings, "
+        "lists and dicts"
+    )
+
 
 @dataclass
 class ShapleyValues:
@@ -21,9 +50,15 @@ class ShapleyValues:
         v_full: utility of the grand coalition, v(N).
         coalitions: bool (m × n) coalitions evaluated (None when not kept).
         utilities: float64 (m,) their utilities (None when not kept).
-        cv_score: cross-validated surrogate MSE (SurrogateSHAP), else None.
+        cv_score: model-selection score of the surrogate (SurrogateSHAP), else None.
         method: name of the estimator.
-        info: extra details (chosen hyper-parameters, budget, ...), JSON-serialisable.
+        info: extra details (chosen hyper-parameters, budget, ...); converted to plain JSON
+            types on construction (numpy scalars and arrays become numbers and lists), and
+            anything that cannot be saved raises TypeError here, not at :meth:`save`.
+        stderr: float64 (n,), standard error of each value (None when the estimator gives
+            none; 0 for exact values).
+        interactions: float64 (n × n) symmetric pairwise Shapley interaction index (None
+            unless asked for): > 0 complementary contributors, < 0 redundant ones.
     """
 
     values: np.ndarray
@@ -35,6 +70,8 @@ class ShapleyValues:
     cv_score: float | None = None
     method: str = ""
     info: dict = field(default_factory=dict)
+    stderr: np.ndarray | None = None
+    interactions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64)
@@ -43,6 +80,28 @@ class ShapleyValues:
             raise ValueError(
                 f"values has shape {self.values.shape} but there are {len(self.players)} players"
             )
+        if not isinstance(self.info, dict):
+            raise TypeError(f"info must be a dict, got {type(self.info).__name__}")
+        self.info = _plain(self.info, "info")
+        self.players = [
+            _plain(p, "players") if isinstance(p, (np.generic, int, float, str)) else str(p)
+            for p in self.players
+        ]
+        if self.stderr is not None:
+            self.stderr = np.asarray(self.stderr, dtype=np.float64)
+            if self.stderr.shape != self.values.shape:
+                raise ValueError(
+                    f"stderr has shape {self.stderr.shape}, expected {self.values.shape}"
+                )
+        if self.interactions is not None:
+            n = len(self.players)
+            self.interactions = np.asarray(self.interactions, dtype=np.float64)
+            if self.interactions.shape != (n, n):
+                raise ValueError(
+                    f"interactions has shape {self.interactions.shape}, expected {(n, n)}"
+                )
+            # symmetric by definition; average away float rounding
+            self.interactions = (self.interactions + self.interactions.T) / 2
 
     @property
     def efficiency_gap(self) -> float:
@@ -65,12 +124,38 @@ class ShapleyValues:
         return [self.players[i] for i in order]
 
     def to_frame(self):
-        """A pandas DataFrame (player, value, rank), sorted by decreasing value."""
+        """A pandas DataFrame (player, value[, stderr], rank), sorted by decreasing value."""
         import pandas as pd
 
         df = pd.DataFrame({"player": self.players, "value": self.values})
+        if self.stderr is not None:
+            df["stderr"] = self.stderr
         df["rank"] = df["value"].rank(ascending=False, method="first").astype(int)
         return df.sort_values("rank").reset_index(drop=True)
+
+    def interactions_frame(self):
+        """The pairwise interactions as a pandas DataFrame (players × players)."""
+        import pandas as pd
+
+        if self.interactions is None:
+            raise ValueError("no interactions: use explain(game, interactions=True)")
+        names = [str(p) for p in self.players]
+        return pd.DataFrame(self.interactions, index=names, columns=names)
+
+    def plot_interactions(self, ax=None):
+        """Heat map of the pairwise interactions (diverging colours, 0 = white); the Axes."""
+        import matplotlib.pyplot as plt
+
+        df = self.interactions_frame()
+        if ax is None:
+            _, ax = plt.subplots(figsize=(0.4 * len(df) + 2, 0.4 * len(df) + 1.5))
+        lim = float(np.abs(df.values).max()) or 1.0
+        im = ax.imshow(df.values, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_xticks(range(len(df)), df.columns, rotation=90)
+        ax.set_yticks(range(len(df)), df.index)
+        ax.figure.colorbar(im, ax=ax, label="Shapley interaction")
+        ax.set_title("pairwise interactions")
+        return ax
 
     def plot(self, ax=None, *, top: int | None = None, sort: bool = True):
         """Horizontal bar chart of the values (matplotlib); returns the Axes."""
@@ -83,7 +168,17 @@ class ShapleyValues:
             _, ax = plt.subplots(figsize=(6, 0.3 * len(order) + 1))
         vals = self.values[order]
         colors = ["tab:red" if v > 0 else "tab:blue" for v in vals]
-        ax.barh([str(self.players[i]) for i in order][::-1], vals[::-1], color=colors[::-1])
+        err = None
+        if self.stderr is not None and np.isfinite(self.stderr).all():
+            err = self.stderr[order][::-1]  # one standard error either side
+        ax.barh(
+            [str(self.players[i]) for i in order][::-1],
+            vals[::-1],
+            color=colors[::-1],
+            xerr=err,
+            ecolor="k",
+            capsize=2,
+        )
         ax.axvline(0, color="k", lw=0.5)
         ax.set_xlabel("Shapley value")
         ax.set_title(self.method or "Shapley values")
@@ -92,7 +187,7 @@ class ShapleyValues:
     # ------------------------------------------------------------------ persistence
     def _meta(self) -> dict[str, Any]:
         return {
-            "players": [p if isinstance(p, (str, int, float)) else str(p) for p in self.players],
+            "players": self.players,
             "v_empty": float(self.v_empty),
             "v_full": float(self.v_full),
             "cv_score": None if self.cv_score is None else float(self.cv_score),
@@ -100,47 +195,66 @@ class ShapleyValues:
             "info": self.info,
         }
 
-    def save(self, path: str | Path) -> None:
-        """Save to ``.json`` (everything as lists) or ``.npz`` (arrays binary, metadata JSON)."""
+    def save(self, path: str | Path, *, format: str | None = None) -> None:
+        """Write to exactly ``path``, atomically (temp file, fsync, rename).
+
+        ``format``: ``"json"`` (everything as lists) or ``"npz"`` (arrays binary, metadata
+        as JSON); None picks it from the suffix, ``.npz`` for any other name.
+        """
         path = Path(path)
+        fmt = format or ("json" if path.suffix == ".json" else "npz")
+        if fmt not in ("json", "npz"):
+            raise ValueError(f"unknown format {format!r}; expected 'json' or 'npz'")
         meta = self._meta()
-        if path.suffix == ".json":
+        if fmt == "json":
             meta["values"] = self.values.tolist()
+            if self.stderr is not None:
+                meta["stderr"] = self.stderr.tolist()
+            if self.interactions is not None:
+                meta["interactions"] = self.interactions.tolist()
             if self.coalitions is not None:
                 meta["coalitions"] = self.coalitions.astype(int).tolist()
                 meta["utilities"] = np.asarray(self.utilities).tolist()
-            path.write_text(json.dumps(meta, indent=1))
-        elif path.suffix == ".npz":
-            arrays = {"values": self.values, "meta": np.array(json.dumps(meta))}
-            if self.coalitions is not None:
-                arrays["coalitions"] = self.coalitions
-                arrays["utilities"] = np.asarray(self.utilities)
-            np.savez(path, **arrays)
-        else:
-            raise ValueError(f"path must end in .json or .npz, got {path.name!r}")
+            atomic_write_text(path, json.dumps(meta, indent=1))
+            return
+        arrays = {"values": self.values, "meta": np.array(json.dumps(meta))}
+        if self.stderr is not None:
+            arrays["stderr"] = self.stderr
+        if self.interactions is not None:
+            arrays["interactions"] = self.interactions
+        if self.coalitions is not None:
+            arrays["coalitions"] = np.asarray(self.coalitions, dtype=bool)
+            arrays["utilities"] = np.asarray(self.utilities, dtype=np.float64)
+        atomic_save_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> ShapleyValues:
-        """Load what :meth:`save` wrote."""
+        """Load what :meth:`save` wrote (format from the file's first bytes)."""
         path = Path(path)
-        if path.suffix == ".json":
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head != b"PK":
             meta = json.loads(path.read_text())
             coal = meta.pop("coalitions", None)
             util = meta.pop("utilities", None)
             values = meta.pop("values")
+            se = meta.pop("stderr", None)
+            inter = meta.pop("interactions", None)
             return cls(
+                interactions=None if inter is None else np.asarray(inter, dtype=np.float64),
                 values=np.asarray(values),
                 coalitions=None if coal is None else np.asarray(coal, dtype=bool),
                 utilities=None if util is None else np.asarray(util, dtype=np.float64),
+                stderr=None if se is None else np.asarray(se, dtype=np.float64),
                 **meta,
             )
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
-                meta = json.loads(str(f["meta"]))
-                return cls(
-                    values=f["values"],
-                    coalitions=f["coalitions"] if "coalitions" in f else None,
-                    utilities=f["utilities"] if "utilities" in f else None,
-                    **meta,
-                )
-        raise ValueError(f"path must end in .json or .npz, got {path.name!r}")
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+            return cls(
+                values=f["values"],
+                coalitions=f["coalitions"] if "coalitions" in f else None,
+                utilities=f["utilities"] if "utilities" in f else None,
+                stderr=f["stderr"] if "stderr" in f else None,
+                interactions=f["interactions"] if "interactions" in f else None,
+                **meta,
+            )

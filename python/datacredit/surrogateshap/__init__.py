@@ -15,11 +15,12 @@ from datacredit.surrogateshap.estimator import (
     fit_surrogate,
     surrogate_shapley,
 )
-from datacredit.surrogateshap.proxy import ProxyGame
+from datacredit.surrogateshap.proxy import ProxyGame, SufficiencyReport
 
 __all__ = [
     "ProxyGame",
     "SampleBank",
+    "SufficiencyReport",
     "DEFAULT_PARAMS",
     "PAPER_GRID",
     "SurrogateSHAP",

@@ -26,6 +26,34 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
+def _callable_name(fn: Any) -> str | None:
+    """module.qualname of a function or of a callable object's class (None for None)."""
+    if fn is None:
+        return None
+    target = fn if hasattr(fn, "__qualname__") else type(fn)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
+
+
+def _digest(a: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha256(str((a.dtype.str, a.shape)).encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _counts_from(labels: list, train_labels: Any) -> dict:
+    y = np.asarray(to_numpy(train_labels, "train_labels")).ravel()
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise ValueError("train_labels must be integer or string labels")
+        y = y.astype(np.int64)
+    counts = {}
+    for lab in labels:
+        counts[lab] = int(np.sum(y == lab))
+    return counts
+
+
 def _check_label(label: Any) -> Hashable:
     if isinstance(label, (np.integer,)):
         label = int(label)
@@ -46,11 +74,18 @@ class SampleBank:
     :meth:`generate` resumes where it stopped (finished chunks are kept).
     """
 
-    def __init__(self, data: dict[Any, Any] | None = None, *, path: str | Path | None = None):
+    def __init__(
+        self,
+        data: dict[Any, Any] | None = None,
+        *,
+        path: str | Path | None = None,
+        label_counts: dict[Any, float] | None = None,
+    ):
         self._labels: list = []
         self._mem: dict = {}
         self.path = None if path is None else Path(path)
         self.meta: dict[str, Any] = {}
+        self.label_counts: dict | None = None
         if data is not None:
             if not isinstance(data, dict) or not data:
                 raise ValueError("data must be a non-empty dict {label: samples}")
@@ -61,11 +96,28 @@ class SampleBank:
                     raise ValueError(f"data[{label!r}] must hold at least one sample")
                 self._labels.append(label)
                 self._mem[label] = a
+            self._set_counts(label_counts)
             if self.path is not None:
                 self.path.mkdir(parents=True, exist_ok=True)
                 for i, label in enumerate(self._labels):
                     _atomic_save(self.path / f"label{i}.npy", self._mem[label])
                 self._write_manifest(complete=True)
+
+    def _set_counts(self, counts: Any) -> None:
+        if counts is None:
+            self.label_counts = None
+            return
+        if not isinstance(counts, dict):
+            raise TypeError("label_counts must be a dict label -> training count")
+        clean = {}
+        for lab in self._labels:
+            if lab not in counts:
+                raise ValueError(f"label_counts has no count for label {lab!r}")
+            c = float(counts[lab])
+            if not np.isfinite(c) or c < 0:
+                raise ValueError(f"label_counts[{lab!r}] must be finite and >= 0, got {c}")
+            clean[lab] = c
+        self.label_counts = clean
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -81,6 +133,8 @@ class SampleBank:
         progress: bool = True,
         transform: Callable[[np.ndarray], Any] | None = None,
         executor: Any = None,
+        train_labels: Any = None,
+        fingerprint: str | None = None,
     ) -> SampleBank:
         """Generate ``n_per_label`` samples for every label.
 
@@ -100,6 +154,14 @@ class SampleBank:
             executor: runs the (label, chunk) shards (a ``concurrent.futures.Executor`` or
                 ``datacredit.distributed.RayExecutor``; see
                 ``datacredit.distributed.surrogateshap_stages``); the same bank as serial.
+            train_labels: the training set's labels (n_train,); their frequencies become
+                :attr:`label_counts`, the default π_S of :class:`ProxyGame` (paper eq. 4).
+            fingerprint: a string identifying the generator and transform (e.g. model name
+                + checkpoint hash).  Resuming at ``path`` refuses a bank made by another
+                generator or transform: the manifest records their names and either this
+                fingerprint or, when None, the SHA-256 of the first chunk, which a resume
+                regenerates (one generator call) and compares — pass a fingerprint for
+                generators that are not bit-reproducible.
 
         Cost: n_labels · n_per_label generated samples, once.
         """
@@ -117,6 +179,8 @@ class SampleBank:
                 progress=progress,
                 transform=transform,
                 executor=executor,
+                train_labels=train_labels,
+                fingerprint=fingerprint,
             )
         if not callable(generator):
             raise TypeError(f"generator must be callable, got {type(generator).__name__}")
@@ -130,24 +194,66 @@ class SampleBank:
         bs = int(n_per_label) if batch_size is None else int(batch_size)
         if bs < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise TypeError(f"fingerprint must be a str, got {type(fingerprint).__name__}")
         bank = cls()
         bank._labels = labels
         bank.path = None if path is None else Path(path)
-        bank.meta = {"n_per_label": int(n_per_label), "seed": int(seed), "batch_size": bs}
+        if train_labels is not None:
+            bank._set_counts(_counts_from(labels, train_labels))
+        bank.meta = {
+            "n_per_label": int(n_per_label),
+            "seed": int(seed),
+            "batch_size": bs,
+            "generator": _callable_name(generator),
+            "transform": _callable_name(transform),
+            "fingerprint": fingerprint,
+        }
+
+        def make(i: int, k: int, size: int) -> np.ndarray:
+            out = generator(labels[i], size, _label_seed(seed, i, k))
+            if transform is not None:
+                out = transform(out)
+            arr = np.array(to_numpy(out, "generator output"), copy=True)
+            if arr.ndim < 1 or arr.shape[0] != size:
+                raise ValueError(
+                    f"generator({labels[i]!r}, {size}, seed) returned shape {arr.shape}; "
+                    f"expected {size} samples along the first axis"
+                )
+            return arr
+
+        chunks = [(s, min(bs, n_per_label - s)) for s in range(0, n_per_label, bs)]
+        first: np.ndarray | None = None
         if bank.path is not None:
             bank.path.mkdir(parents=True, exist_ok=True)
             man = bank.path / _MANIFEST
             if man.exists():
                 old = json.loads(man.read_text())
+                om = old.get("meta", {})
                 if old.get("labels") != labels or any(
-                    old.get("meta", {}).get(k) != v for k, v in bank.meta.items()
+                    om.get(k) != bank.meta[k] for k in ("n_per_label", "seed", "batch_size")
                 ):
                     raise ValueError(
                         f"path {str(bank.path)!r} holds a different bank (labels, n_per_label, "
                         "seed or batch_size differ); use another path"
                     )
+                for key in ("generator", "transform", "fingerprint"):
+                    if om.get(key) != bank.meta[key]:
+                        raise ValueError(
+                            f"path {str(bank.path)!r} holds a bank made with {key} "
+                            f"{om.get(key)!r}, not {bank.meta[key]!r}; resuming would mix the "
+                            "two — use another path"
+                        )
+                if fingerprint is None and om.get("first_chunk_sha256"):
+                    first = make(0, 0, chunks[0][1])
+                    if _digest(first) != om["first_chunk_sha256"]:
+                        raise ValueError(
+                            f"path {str(bank.path)!r} holds a bank whose first chunk this "
+                            "generator/transform does not reproduce (another model, or a "
+                            "non-deterministic one: pass fingerprint=...); use another path"
+                        )
+                    bank.meta["first_chunk_sha256"] = om["first_chunk_sha256"]
             bank._write_manifest(complete=False)
-        chunks = [(s, min(bs, n_per_label - s)) for s in range(0, n_per_label, bs)]
         total = len(labels) * len(chunks)
         bar = None
         if progress:
@@ -167,17 +273,13 @@ class SampleBank:
                     if part is not None and part.exists():
                         arr = np.load(part, allow_pickle=False)
                     else:
-                        out = generator(label, size, _label_seed(seed, i, k))
-                        if transform is not None:
-                            out = transform(out)
-                        arr = np.array(to_numpy(out, "generator output"), copy=True)
-                        if arr.ndim < 1 or arr.shape[0] != size:
-                            raise ValueError(
-                                f"generator({label!r}, {size}, seed) returned shape {arr.shape}; "
-                                f"expected {size} samples along the first axis"
-                            )
+                        arr = first if (i, k) == (0, 0) and first is not None else make(i, k, size)
                         if part is not None:
                             _atomic_save(part, arr)
+                    if (i, k) == (0, 0) and bank.path is not None and fingerprint is None:
+                        if "first_chunk_sha256" not in bank.meta:
+                            bank.meta["first_chunk_sha256"] = _digest(arr)
+                            bank._write_manifest(complete=False)
                     parts.append(arr)
                     if bar is not None:
                         bar.update(1)
@@ -213,10 +315,21 @@ class SampleBank:
         bank.path = path
         bank._labels = list(doc["labels"])
         bank.meta = doc.get("meta", {})
+        counts = doc.get("label_counts")
+        if counts is not None:
+            bank._set_counts(dict(zip(bank._labels, counts)))
         return bank
 
     def _write_manifest(self, complete: bool) -> None:
-        doc = {"labels": self._labels, "meta": self.meta, "complete": complete}
+        counts = None
+        if self.label_counts is not None:
+            counts = [self.label_counts[lab] for lab in self._labels]
+        doc = {
+            "labels": self._labels,
+            "meta": self.meta,
+            "label_counts": counts,
+            "complete": complete,
+        }
         atomic_write_text(self.path / _MANIFEST, json.dumps(doc))
 
     # ------------------------------------------------------------------ access
@@ -272,7 +385,7 @@ class SampleBank:
                 for s in range(0, x.shape[0], bs)
             ]
             data[label] = np.concatenate(outs) if len(outs) > 1 else np.asarray(outs[0])
-        return SampleBank(data)
+        return SampleBank(data, label_counts=self.label_counts)
 
     def __repr__(self) -> str:
         where = "memory" if self.path is None else str(self.path)
@@ -280,4 +393,7 @@ class SampleBank:
 
     def subset(self, labels: Sequence[Any]) -> SampleBank:
         """An in-memory bank with only ``labels``."""
-        return SampleBank({lab: self.samples(lab) for lab in labels})
+        counts = None
+        if self.label_counts is not None:
+            counts = {lab: self.label_counts[lab] for lab in labels}
+        return SampleBank({lab: self.samples(lab) for lab in labels}, label_counts=counts)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from datacredit.shapley._game import evaluate, game_players
+from datacredit.shapley.plan import plan_coalitions
 from datacredit.shapley.result import ShapleyValues
 from datacredit.shapley.sampling import sample_coalitions
 
@@ -46,13 +47,24 @@ def _train_params(params: dict[str, Any], seed: int, nthread: int) -> tuple[dict
 
 
 def fit_surrogate(
-    Z: np.ndarray, v: np.ndarray, params: dict[str, Any], *, seed: int = 0, nthread: int = 1
+    Z: np.ndarray,
+    v: np.ndarray,
+    params: dict[str, Any],
+    *,
+    seed: int = 0,
+    nthread: int = 1,
+    weight: np.ndarray | None = None,
 ):
-    """Fit an XGBoost regressor (squared loss) on coalitions Z (m × n bool) → v (m,); a Booster."""
+    """Fit an XGBoost regressor (squared loss) on coalitions Z (m × n bool) → v (m,); a Booster.
+
+    ``weight``: optional per-row weights (m,).
+    """
     import xgboost as xgb
 
     p, rounds = _train_params(params, seed, nthread)
-    dtrain = xgb.DMatrix(np.asarray(Z, dtype=np.float32), label=np.asarray(v), nthread=nthread)
+    dtrain = xgb.DMatrix(
+        np.asarray(Z, dtype=np.float32), label=np.asarray(v), weight=weight, nthread=nthread
+    )
     return xgb.train(p, dtrain, num_boost_round=rounds)
 
 
@@ -64,8 +76,12 @@ def cross_validate(
     n_folds: int = 5,
     seed: int = 0,
     n_jobs: int | None = None,
+    fixed: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], float, list[tuple[dict[str, Any], float]]]:
     """Grid search by k-fold cross-validated MSE; returns (best params, best MSE, all scores).
+
+    ``fixed``: XGBoost parameters added to every grid point (the grid wins on a clash), used
+    in every CV fit exactly as in the final fit.
 
     Configurations that differ only in ``n_estimators`` share one boosting run per fold
     (a model with fewer trees is a prefix of the longer one), so the paper's 36-point grid
@@ -104,10 +120,12 @@ def cross_validate(
             )
         )
 
+    extra = {k: x for k, x in (fixed or {}).items() if k not in grid}
+
     def run(combo: dict[str, Any]) -> np.ndarray:
         sse = np.zeros(len(trees))
         for dtrain, dtest, vtest in dm:
-            p, _ = _train_params(combo, seed, 1)
+            p, _ = _train_params({**extra, **combo}, seed, 1)
             booster = xgb.train(p, dtrain, num_boost_round=trees[-1])
             for k, t in enumerate(trees):
                 pred = booster.predict(dtest, iteration_range=(0, t))
@@ -142,46 +160,126 @@ def surrogate_shapley(booster: Any, n: int) -> np.ndarray:
     return phi[0]
 
 
+#: Surrogates tried by the default estimator (None: the linear part alone, i.e. a
+#: regression-adjusted KernelSHAP); each is a linear model plus boosted trees on its residual.
+ADJUSTED_CANDIDATES: list[dict[str, Any] | None] = [
+    None,
+    {"max_depth": 2, "n_estimators": 200, "learning_rate": 0.05, "reg_alpha": 0},
+    {"max_depth": 3, "n_estimators": 300, "learning_rate": 0.05, "reg_alpha": 0},
+    {"max_depth": 5, "n_estimators": 300, "learning_rate": 0.05, "reg_alpha": 0},
+    {"max_depth": 5, "n_estimators": 900, "learning_rate": 0.05, "reg_alpha": 0},
+]
+
+
+def linear_tree_fit(params: dict[str, Any] | None, n: int, *, seed: int = 0, nthread: int = 1):
+    """A :data:`~datacredit.shapley.adjusted.SurrogateFit`: f = v(∅) + zᵀβ + trees(z).
+
+    β is the KernelSHAP solution on the training rows (efficiency-constrained weighted least
+    squares, weights from the sampling design), so f is exact on additive games; with
+    ``params`` an XGBoost model fitted to the residual adds the interactions.  φ(f) = β +
+    TreeSHAP(trees).  The fitted booster of the last call is kept in ``fit.booster``, and
+    ``fit.interactions()`` gives the last f's exact pairwise Shapley interaction index
+    (n × n; the linear part has none).
+    """
+    from datacredit.shapley.interactions import tree_interactions
+    from datacredit.shapley.kernel import kernel_shap_solve
+
+    def interactions() -> np.ndarray:
+        if fit.booster is None:
+            return np.zeros((n, n))
+        from datacredit.kernels.treeshap import from_xgboost
+
+        return tree_interactions(from_xgboost(fit.booster), n)
+
+    def fit(Z: np.ndarray, v: np.ndarray, w: np.ndarray):
+        empty = np.flatnonzero(~Z.any(1))
+        full = np.flatnonzero(Z.all(1))
+        v0, v1 = float(v[empty[0]]), float(v[full[0]])
+        inner = w > 0
+        beta = kernel_shap_solve(Z[inner], v[inner], v0, v1, w[inner])
+        base = v0 + Z.astype(np.float64) @ beta
+        if params is None:
+            fit.booster = None
+            return (lambda Zq: v0 + np.asarray(Zq, np.float64) @ beta), beta
+        import xgboost as xgb
+
+        booster = fit_surrogate(Z, v - base, params, seed=seed, nthread=nthread)
+        fit.booster = booster
+        phi = beta + surrogate_shapley(booster, n)
+
+        def predict(Zq):
+            Zq = np.asarray(Zq)
+            tree = booster.predict(xgb.DMatrix(Zq.astype(np.float32), nthread=nthread))
+            return v0 + Zq.astype(np.float64) @ beta + tree.astype(np.float64)
+
+        return predict, phi
+
+    fit.booster = None
+    fit.interactions = interactions
+    return fit
+
+
+def _check_int(x: Any, name: str, low: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(x).__name__}")
+    if x < low:
+        raise ValueError(f"{name} must be >= {low}, got {x}")
+    return int(x)
+
+
 class SurrogateSHAP:
     """Shapley values from a gradient-boosted tree surrogate of the game (Lu et al., §4.2).
 
-    Samples ``budget`` coalitions from the Shapley kernel (empty and full included,
-    de-duplicated), evaluates the game on them in batches, fits an XGBoost regressor
-    (squared loss) to (z, v(z)) — hyper-parameters chosen by 5-fold CV over the paper's
-    grid (Table S.1) when ``cv=True`` — and returns the surrogate's exact Shapley values,
-    computed by datacredit's interventional TreeSHAP at x = 1 against the reference 0.
+    Two estimators share the coalition evaluations:
+
+    - ``estimator="adjusted"`` (default): regression-adjusted Monte Carlo (Witter, Liu &
+      Musco 2025).  Coalitions come from :func:`~datacredit.shapley.plan_coalitions`
+      (border sizes enumerated, the rest drawn without replacement in complement pairs,
+      stratified by size).  The surrogate is a KernelSHAP linear model plus XGBoost trees on
+      its residual; its Shapley values are exact (β + TreeSHAP), and an unbiased
+      Horvitz–Thompson estimate of φ(v − f) from held-out coalitions (K-fold cross-fitting)
+      corrects them (:func:`~datacredit.shapley.adjusted.regression_adjusted`).  The
+      surrogate is chosen among :data:`ADJUSTED_CANDIDATES` (or the points of
+      ``param_grid``) by the estimated variance of the final values — a prediction of their
+      Shapley error, not of the surrogate's MSE.  Each value gets a standard error.
+    - ``estimator="paper"``: the paper's estimator — Shapley-kernel coalitions
+      (de-duplicated), an XGBoost regressor on (z, v(z)) chosen by 5-fold CV MSE over the
+      paper's grid (Table S.1) when ``cv=True``, and the surrogate's exact values by our
+      interventional TreeSHAP at x = 1 against the reference 0 (with the boundary
+      correction of ``efficiency``).
 
     Args:
-        budget: number of game evaluations (≥ n_players + 2).
-        cv: choose hyper-parameters by cross-validation over ``param_grid``.
-        param_grid: dict of lists (keys ``max_depth``, ``n_estimators``, ``learning_rate``,
-            ``reg_alpha`` or any XGBoost parameter); default :data:`PAPER_GRID`.
-        xgb_params: parameters used when ``cv=False`` (default :data:`DEFAULT_PARAMS`),
-            or fixed extra parameters added to every grid point when ``cv=True``.
-        seed: seeds coalition sampling, the CV folds and XGBoost.
-        n_jobs: parallel CV configurations (threads; None: 1).
-        n_folds: CV folds (5 in the paper).
-        unique, paired: coalition sampling options (see ``shapley.sample_coalitions``).
+        budget: number of game evaluations (≥ min(n_players + 2, 2^n)); with
+            budget ≥ 2^n every coalition is evaluated and the values are exact.
+        estimator: ``"adjusted"`` or ``"paper"``.
+        cv: select the surrogate (adjusted: among the candidates by estimated variance;
+            paper: by CV MSE over ``param_grid``); ``False`` uses ``xgb_params`` (default
+            :data:`DEFAULT_PARAMS`).
+        param_grid: dict of lists of XGBoost parameters; adjusted: its grid points are the
+            candidates (plus the linear-only surrogate); paper: the CV grid (default
+            :data:`PAPER_GRID`).
+        xgb_params: with ``cv=False`` the parameters; with ``cv=True`` fixed extra
+            parameters added to every candidate / grid point, in selection and final fit.
+        seed: seeds coalition sampling, the folds and XGBoost.
+        n_jobs: parallel CV configurations for ``"paper"`` (threads; None: 1).
+        n_folds: folds (cross-fitting for ``"adjusted"``, CV for ``"paper"``); capped by
+            what the budget allows.
+        unique, paired: coalition sampling options of ``"paper"`` (see
+            ``shapley.sample_coalitions``); ``"adjusted"`` always pairs.
         batch_size: coalitions per game call (None: all at once).
-        efficiency: ``"boundary"`` (default) returns the Shapley values of the surrogate with
-            its predictions at ∅ and N replaced by the evaluated v(∅) and v(N) — exact for
-            those two always-evaluated coalitions, so the values are efficient; it adds
-            ``(v(N) − v(∅) − Σφ)/n`` to every player, because ∅ and N enter each player's
-            Shapley value with the same weight.  ``None`` returns the plain surrogate values
-            (the paper's estimator).  Measured (n=10, M=512, 12 trials per game, paper's
-            best grid point): mean relative error 0.0088 → 0.0073 (interaction),
-            0.0078 → 0.0070 (nonlinear), 0.0069 → 0.0062 (linear); on a proxy FID game whose
-            v(∅) is far from every other coalition (the demo), a tree surrogate cannot
-            isolate ∅ and the plain values carry most of that misfit as a uniform shift.
+        efficiency: ``"paper"`` only: ``"boundary"`` (default) shifts every value by
+            (v(N) − v(∅) − Σφ)/n, the exact effect of replacing the surrogate at ∅ and N by
+            the evaluated v(∅), v(N); None returns the plain surrogate values.
 
-    Cost: ``budget`` game evaluations + (with CV) 12·n_folds boosting runs of up to 900
-    trees on ``budget`` rows, + one TreeSHAP pass O(T·L·D).
+    Cost: ``budget`` game evaluations + (adjusted) candidates × K boosting runs and TreeSHAP
+    passes; (paper, CV) 12·n_folds boosting runs of up to 900 trees on ``budget`` rows.
     """
 
     def __init__(
         self,
         budget: int = 512,
         *,
+        estimator: str = "adjusted",
         cv: bool = True,
         param_grid: dict[str, Sequence] | None = None,
         xgb_params: dict[str, Any] | None = None,
@@ -193,36 +291,133 @@ class SurrogateSHAP:
         batch_size: int | None = None,
         efficiency: str | None = "boundary",
     ):
+        if estimator not in ("adjusted", "paper"):
+            raise ValueError(f"unknown estimator {estimator!r}; expected 'adjusted' or 'paper'")
         if efficiency not in ("boundary", None):
             raise ValueError(f"unknown efficiency {efficiency!r}; expected 'boundary' or None")
+        self.estimator = estimator
         self.efficiency = efficiency
-        if not isinstance(budget, (int, np.integer)) or budget < 4:
-            raise ValueError(f"budget must be an integer >= 4, got {budget!r}")
-        self.budget = int(budget)
+        self.budget = _check_int(budget, "budget", 2)
         self.cv = bool(cv)
+        if param_grid is not None:
+            if not isinstance(param_grid, dict):
+                raise TypeError("param_grid must be a dict of lists")
+            grid = {}
+            for key, vals in param_grid.items():
+                if isinstance(vals, (str, bytes)) or not hasattr(vals, "__iter__"):
+                    raise ValueError(f"param_grid[{key!r}] must be a list of values")
+                vals = [x.item() if isinstance(x, np.generic) else x for x in vals]
+                if not vals:
+                    raise ValueError(f"param_grid[{key!r}] is empty")
+                grid[str(key)] = vals
+            param_grid = grid
         self.param_grid = param_grid
-        self.xgb_params = dict(xgb_params) if xgb_params else None
+        if xgb_params is not None and not isinstance(xgb_params, dict):
+            raise TypeError("xgb_params must be a dict")
+        self.xgb_params = (
+            {k: (x.item() if isinstance(x, np.generic) else x) for k, x in xgb_params.items()}
+            if xgb_params
+            else None
+        )
         self.seed = int(seed)
         self.n_jobs = n_jobs
-        self.n_folds = int(n_folds)
+        self.n_folds = _check_int(n_folds, "n_folds", 1)
         self.unique = unique
         self.paired = paired
         self.batch_size = batch_size
         self.booster_ = None
         self.cv_results_: list | None = None
 
-    def explain(self, game: Any, *, n_players: int | None = None) -> ShapleyValues:
-        """Estimate the Shapley values of ``game`` (callable bool (m × n) → (m,))."""
+    def _minimum_budget(self, n: int) -> int:
+        return min(n + 2, 2**n) if n < 62 else n + 2
+
+    def explain(
+        self, game: Any, *, n_players: int | None = None, interactions: bool = False
+    ) -> ShapleyValues:
+        """Estimate the Shapley values of ``game`` (callable bool (m × n) → (m,)).
+
+        ``interactions=True`` also returns the pairwise Shapley interaction index as
+        ``.interactions`` (n × n, symmetric): analytic from the surrogate's trees against
+        the all-zeros coalition, plus the same cross-fitted Monte-Carlo correction as the
+        values (``"adjusted"`` only; exact when every coalition is evaluated).
+        """
         players = game_players(game, n_players)
         n = len(players)
-        if self.budget < n + 2:
-            raise ValueError(f"budget must be at least n_players + 2 = {n + 2}, got {self.budget}")
+        need = self._minimum_budget(n)
+        if self.budget < need:
+            raise ValueError(f"budget must be at least {need} for {n} players, got {self.budget}")
+        small = n < 3 or (n < 62 and self.budget >= 2**n)
+        if interactions and self.estimator != "adjusted" and not small:
+            raise ValueError("interactions=True needs estimator='adjusted'")
+        if self.estimator == "adjusted" or small:
+            plan = plan_coalitions(n, self.budget, self.seed, paired=True)
+            v = evaluate(game, plan.Z, batch_size=self.batch_size)
+            return self._explain_plan(plan, v, players, interactions)
         Z = sample_coalitions(n, self.budget, self.seed, unique=self.unique, paired=self.paired)
         v = evaluate(game, Z, batch_size=self.batch_size)
         return self.explain_coalitions(Z, v, players)
 
+    def _candidates(self) -> list[dict[str, Any] | None]:
+        extra = self.xgb_params or {}
+        if not self.cv:
+            return [{**DEFAULT_PARAMS, **extra}]
+        if self.param_grid is None:
+            return [None if c is None else {**extra, **c} for c in ADJUSTED_CANDIDATES]
+        keys = list(self.param_grid)
+        grid = [dict(zip(keys, vals)) for vals in itertools.product(*self.param_grid.values())]
+        return [None] + [{**extra, **g} for g in grid]
+
+    def _explain_plan(
+        self, plan: Any, v: np.ndarray, players: list, interactions: bool = False
+    ) -> ShapleyValues:
+        from datacredit.shapley.adjusted import regression_adjusted
+
+        v = np.asarray(v, dtype=np.float64)
+        if not np.isfinite(v).all():
+            raise ValueError("the game returned non-finite utilities")
+        n = plan.n_players
+        results = []
+        for params in [None] if plan.exact else self._candidates():
+            fit = linear_tree_fit(params, n, seed=self.seed)
+            est = regression_adjusted(plan, v, fit, n_folds=self.n_folds, seed=self.seed)
+            results.append((params, est, fit))
+        scores = [r[1].variance for r in results]
+        best = int(np.nanargmin(scores)) if np.isfinite(scores).any() else 0
+        params, est, fit = results[best]
+        if interactions:
+            # rerun the chosen surrogate with the interaction coefficients (same folds)
+            fit = linear_tree_fit(params, n, seed=self.seed)
+            est = regression_adjusted(
+                plan, v, fit, n_folds=self.n_folds, seed=self.seed, interactions=True
+            )
+        self.booster_ = fit.booster
+        self.cv_results_ = [(p, float(r.variance)) for p, r, _ in results]
+        return ShapleyValues(
+            values=est.values,
+            players=players,
+            v_empty=float(v[0]),
+            v_full=float(v[1]),
+            coalitions=plan.Z,
+            utilities=v,
+            cv_score=float(est.variance),
+            method="surrogate_shap",
+            stderr=est.stderr,
+            interactions=est.interactions,
+            info={
+                "estimator": "adjusted",
+                "params": params,
+                "budget": int(self.budget),
+                "evaluated": int(len(v)),
+                "n_folds": int(est.n_folds),
+                "exact": bool(plan.exact),
+                "enumerated_sizes": np.flatnonzero(plan.enumerated).tolist(),
+                "surrogate_values": est.surrogate_values,
+                "selection": "estimated variance of the values (sum over players)",
+            },
+        )
+
     def explain_coalitions(self, Z: Any, v: Any, players: Sequence | None = None) -> ShapleyValues:
-        """Fit the surrogate on already evaluated coalitions; rows must include ∅ and N.
+        """The paper's estimator on already evaluated coalitions; rows must include ∅ and N.
 
         Z: bool (m × n); v: float (m,).
         """
@@ -245,8 +440,11 @@ class SurrogateSHAP:
         extra = self.xgb_params or {}
         if self.cv:
             grid = dict(PAPER_GRID if self.param_grid is None else self.param_grid)
+            folds = min(self.n_folds, Z.shape[0])
+            if folds < 2:
+                raise ValueError("cv=True needs at least 2 coalitions per fold split")
             params, cv_score, self.cv_results_ = cross_validate(
-                Z, v, grid, n_folds=self.n_folds, seed=self.seed, n_jobs=self.n_jobs
+                Z, v, grid, n_folds=folds, seed=self.seed, n_jobs=self.n_jobs, fixed=extra
             )
             params = {**extra, **params}
         else:
@@ -267,9 +465,8 @@ class SurrogateSHAP:
             cv_score=cv_score,
             method="surrogate_shap",
             info={
-                "params": {
-                    k: (float(x) if isinstance(x, np.floating) else x) for k, x in params.items()
-                },
+                "estimator": "paper",
+                "params": params,
                 "budget": int(Z.shape[0]),
                 "efficiency": self.efficiency,
                 "surrogate_efficiency_gap": surrogate_gap,

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+@dataclass
+class SufficiencyReport:
+    """Is the bank large enough?  See :meth:`ProxyGame.sufficiency`.
+
+    Attributes:
+        singleton_values: (n,) v({i}) on the full bank.
+        half_values: (2, n) v({i}) on each half of the bank.
+        movement: mean over players of |v_half1({i}) − v_half2({i})|.
+        spread: standard deviation of v({i}) over the players.
+        ratio: movement / spread; the smallest coalitions' utilities move this much (in
+            units of the contributors' spread) when the bank is replaced by another of half
+            the size — about 2× the noise of the full bank for a mean-like utility.
+        sufficient: ratio ≤ the threshold.
+    """
+
+    singleton_values: np.ndarray
+    half_values: np.ndarray
+    movement: float
+    spread: float
+    ratio: float
+    sufficient: bool
 
 
 class ProxyGame:
@@ -17,9 +43,12 @@ class ProxyGame:
             may belong to several players.  Y_S is the union of the coalition's labels.
         utility: a :mod:`datacredit.utilities` object (``prepare(bank)`` /
             ``evaluate(weights)``); it is prepared here, once.
-        label_weights: None for π_S uniform over Y_S, else training counts per label
-            (a mapping label → count or a sequence aligned with ``bank.labels``): π_S(y) ∝
-            count(y) on Y_S (eq. 4).
+        label_weights: training counts per label (a mapping label → count or a sequence
+            aligned with ``bank.labels``): π_S(y) ∝ count(y) on Y_S (eq. 4).  None: the
+            bank's :attr:`~SampleBank.label_counts` (set when it was built from a labelled
+            dataset, ``train_labels=``); a bank without them needs this argument.
+            ``"uniform"``: π_S uniform over Y_S.  Only ratios matter (the counts are scaled
+            by their maximum, so any finite positive magnitude is exact).
         empty_value: v(∅); querying the empty coalition without it raises.
 
     Call with a bool matrix Z (m × n_players); returns float64 (m,).  Cost per coalition:
@@ -32,7 +61,7 @@ class ProxyGame:
         contributors: Mapping[Any, Any],
         utility: Any,
         *,
-        label_weights: Mapping[Any, float] | Sequence[float] | None = None,
+        label_weights: Mapping[Any, float] | Sequence[float] | str | None = None,
         empty_value: float | None = None,
     ):
         if not isinstance(contributors, Mapping) or not contributors:
@@ -58,6 +87,17 @@ class ProxyGame:
             raise ValueError(f"labels missing from the sample bank: {missing[:10]}")
         self.membership = B
         if label_weights is None:
+            label_weights = getattr(bank, "label_counts", None)
+            if label_weights is None:
+                raise ValueError(
+                    "label_weights is required: pass the training count of each label (paper "
+                    "eq. 4), build the bank with train_labels=..., or pass 'uniform'"
+                )
+        if isinstance(label_weights, str):
+            if label_weights != "uniform":
+                raise ValueError(
+                    f"label_weights must be counts or 'uniform', got {label_weights!r}"
+                )
             base = np.ones(len(labels))
         elif isinstance(label_weights, Mapping):
             absent = [lab for lab in labels if lab not in label_weights and B[:, index[lab]].any()]
@@ -75,7 +115,9 @@ class ProxyGame:
         used = B.any(0)
         if (base[used] <= 0).any():
             raise ValueError("every label of a player needs a positive weight")
-        self.label_weights = base
+        # only ratios matter; scaling by the maximum keeps sums finite (1e308 counts used to
+        # overflow to inf and turn every mixture into the empty one)
+        self.label_weights = base / base.max()
         self.empty_value = None if empty_value is None else float(empty_value)
         self.bank = bank
         self.utility = utility
@@ -84,6 +126,51 @@ class ProxyGame:
     @property
     def n_players(self) -> int:
         return len(self.players)
+
+    def sufficiency(
+        self, *, threshold: float = 0.5, seed: int = 0, warn: bool = True
+    ) -> SufficiencyReport:
+        """Split every label's samples into two fixed halves, re-prepare the utility on each
+        half (on copies; this game is unchanged) and compare the singleton coalitions'
+        utilities; warns (UserWarning) when their movement exceeds ``threshold`` times the
+        spread between contributors — then the values depend on which samples the bank
+        happens to hold: generate more per label.
+
+        Cost: two ``utility.prepare`` calls on half banks + 3·n_players evaluations.
+        """
+        from datacredit.surrogateshap.bank import SampleBank
+
+        rng = np.random.default_rng(seed)
+        halves: list[dict] = [{}, {}]
+        for lab in self.bank.labels:
+            x = np.asarray(self.bank.samples(lab))
+            if len(x) < 2:
+                raise ValueError(f"label {lab!r} has {len(x)} sample; the halves need >= 2")
+            order = rng.permutation(len(x))
+            a, b = np.array_split(order, 2)
+            halves[0][lab], halves[1][lab] = x[np.sort(a)], x[np.sort(b)]
+        Z = np.eye(self.n_players, dtype=bool)
+        full = self(Z)
+        half_vals = []
+        for h in halves:
+            u = copy.copy(self.utility)
+            u.prepare(SampleBank(h))
+            half_vals.append(u.evaluate(self.weights(Z)))
+        half_vals = np.array(half_vals)
+        movement = float(np.mean(np.abs(half_vals[0] - half_vals[1])))
+        spread = float(np.std(full)) if self.n_players > 1 else 0.0
+        ratio = movement / spread if spread > 0 else float("inf")
+        ok = bool(ratio <= threshold)
+        if warn and not ok:
+            warnings.warn(
+                f"sample bank may be too small for {type(self.utility).__name__}: the "
+                f"single-contributor utilities move by {movement:.3g} between two halves of "
+                f"the bank, {ratio:.2f}x the spread between contributors ({spread:.3g}); "
+                "generate more samples per label",
+                UserWarning,
+                stacklevel=2,
+            )
+        return SufficiencyReport(full, half_vals, movement, spread, ratio, ok)
 
     def weights(self, Z: Any) -> np.ndarray:
         """Mixture weights π_S (m × L) of coalitions Z (m × n_players); empty rows are zero."""
@@ -105,7 +192,9 @@ class ProxyGame:
 
             return surrogateshap_stages.utilities(self, Z, executor=executor, batch_size=batch_size)
         W = self.weights(Z)
-        empty = W.sum(1) == 0
+        empty = ~np.asarray(Z, dtype=bool).any(1)
+        if not np.allclose(W[~empty].sum(1), 1.0):  # pragma: no cover - guarded above
+            raise RuntimeError("mixture weights do not sum to 1")
         out = np.empty(W.shape[0])
         if empty.any():
             if self.empty_value is None:
