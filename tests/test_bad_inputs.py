@@ -21,56 +21,7 @@ from harness.runner import run_cases
 # branch.  Each is xfail(strict=True): once the fix is merged the case passes and the
 # strict xfail turns into a failure, so the lead empties this at merge.
 # Value: the branch that fixes it (or "unassigned": no branch fixes it yet).
-KNOWN_UNFIXED: dict[str, str] = {
-    # --- fixed on branch h-core: crashes, hangs, raw pybind11 argument dumps, n_threads
-    # bounds, PackedCodes/TreeEnsemble validation, r01-r08, r10, r13, r20
-    # --- fixed on branch h-py: CLI value errors (config error, exit 2), loaders, caches,
-    # saves, float labels, metrics, r11, r12, r15
-    # --- fixed on branch h-gmv: GMValuator cache and tiny temperatures, r09, r17, and the
-    # GMValuation file (atomic save at the exact path, validated load)
-    "GMValuation.load.truncated": "h-gmv",
-    "GMValuation.save.roundtrip_exact_path": "h-gmv",
-    "GMValuator.temperature.subnormal": "h-gmv",
-    "repro.r09_gmv_cache": "h-gmv",
-    "repro.r17_gmv_tiny_temperature": "h-gmv",
-    # --- fixed on branch h-shap: SurrogateSHAP r14, r16, r18, r19
-    "repro.r14_shapley_save_numpy": "h-shap",
-    "repro.r16_bank_mixed_resume": "h-shap",
-    "repro.r18_fid_d1": "h-shap",
-    # --- unassigned: found by this harness, in no helper's brief (bools and strings taken
-    # as numbers, missing range checks, IndexError/AttributeError instead of a message)
-    # DualDA/XDA argument checks (h-xda's area)
-    "DualDA.batch_size.numpy_int": "unassigned",
-    "DualDA.max_iter.bool": "unassigned",
-    "DualDA.model.none": "unassigned",
-    "DualDA.model.not_a_module": "unassigned",
-    "DualDA.seed.string": "unassigned",
-    "XDA.batch_size.string": "unassigned",
-    "XDA.explain.target.fractional": "unassigned",
-    "XDA.explain.train_indices.fractional": "unassigned",
-    # GMValuator argument checks (h-gmv's area)
-    "GMValuator.diagnostics_sample.negative": "unassigned",
-    "GMValuator.seed.string": "unassigned",
-    "GMValuator.temperature.bool": "unassigned",
-    # SurrogateSHAP pieces (h-shap's area)
-    "ProxyGame.bank.not_a_bank": "unassigned",
-    "ProxyGame.call.non_boolean": "unassigned",
-    "ProxyGame.empty_value.nan": "unassigned",
-    "ProxyGame.utility.none": "unassigned",
-    "ProxyGame.utility.not_a_utility": "unassigned",
-    "SampleBank.generate.batch_size.string": "unassigned",
-    "SampleBank.generate.n_per_label.bool": "unassigned",
-    "SampleBank.generate.seed.negative": "unassigned",
-    "SurrogateSHAP.explain_coalitions.Z.float_fraction": "unassigned",
-    "SurrogateSHAP.explain_coalitions.Z.values_2": "unassigned",
-    "SurrogateSHAP.n_folds.one": "unassigned",
-    "SurrogateSHAP.n_folds.zero": "unassigned",
-    "SurrogateSHAP.n_jobs.string": "unassigned",
-    "SurrogateSHAP.n_jobs.zero": "unassigned",
-    "SurrogateSHAP.param_grid.empty_values": "unassigned",
-    "SurrogateSHAP.param_grid.not_a_dict": "unassigned",
-    "SurrogateSHAP.seed.string": "unassigned",
-}
+KNOWN_UNFIXED: dict[str, str] = {}
 
 _results: dict[str, dict] = {}
 

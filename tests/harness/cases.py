@@ -1021,7 +1021,12 @@ def _proxy(**kw):
 mutations(
     "ProxyGame",
     _proxy,
-    lambda: dict(bank=_bank(), contributors={"a": [0], "b": [1, 2]}, utility=_mean_score()),
+    lambda: dict(
+        bank=_bank(),
+        contributors={"a": [0], "b": [1, 2]},
+        utility=_mean_score(),
+        label_weights="uniform",  # required (paper eq. 4): counts or an explicit 'uniform'
+    ),
     {
         "contributors": [
             ("empty", lambda kw: {}, "raises"),
@@ -1030,13 +1035,16 @@ mutations(
             ("list", lambda kw: [[0], [1]], "raises"),
         ],
         "label_weights": [
-            ("huge", lambda kw: [1e308, 1e308, 1e308], "raises"),  # r11's label_weights=1e308
+            # r11's label_weights=1e308: only ratios matter, ProxyGame scales them (see the
+            # case ProxyGame.label_weights.huge_is_uniform)
+            ("huge", lambda kw: [1e308, 1e308, 1e308], "returns"),
             ("negative", lambda kw: [1.0, -1.0, 1.0], "raises"),
             ("nan", lambda kw: [1.0, np.nan, 1.0], "raises"),
             ("wrong_length", lambda kw: [1.0, 1.0], "raises"),
             ("zero_for_used_label", lambda kw: [1.0, 0.0, 1.0], "raises", None),
             ("bool", lambda kw: [True, True, True], "either"),
-            ("string", lambda kw: "uniform", "raises"),
+            ("string", lambda kw: "proportional", "raises"),
+            ("uniform", lambda kw: "uniform", "returns"),
         ],
         "utility": [
             ("none", lambda kw: None, "raises"),
@@ -1051,11 +1059,25 @@ mutations(
 )
 
 
+@case("ProxyGame.label_weights.huge_is_uniform", "returns")
+def _proxy_huge_weights():
+    # r11: 1e308 per label summed to inf and made every coalition "empty"; equal counts of
+    # any size are the uniform mixture.
+    from datacredit.surrogateshap import ProxyGame
+
+    Z = np.array([[1, 0], [0, 1], [1, 1]], bool)
+    args = (_bank(), {"a": [0], "b": [1, 2]}, _mean_score())
+    huge = ProxyGame(*args, label_weights=[1e308] * 3, empty_value=0.0)
+    ones = ProxyGame(*args, label_weights=[1.0] * 3, empty_value=0.0)
+    np.testing.assert_array_equal(huge.weights(Z), ones.weights(Z))
+    np.testing.assert_array_equal(huge(Z), ones(Z))
+
+
 @case("ProxyGame.call.wrong_width")
 def _proxy_call_width():
     from datacredit.surrogateshap import ProxyGame
 
-    g = ProxyGame(_bank(), {"a": [0], "b": [1, 2]}, _mean_score())
+    g = ProxyGame(_bank(), {"a": [0], "b": [1, 2]}, _mean_score(), label_weights="uniform")
     g(np.ones((2, 5), bool))
 
 
@@ -1063,7 +1085,7 @@ def _proxy_call_width():
 def _proxy_call_values():
     from datacredit.surrogateshap import ProxyGame
 
-    g = ProxyGame(_bank(), {"a": [0], "b": [1, 2]}, _mean_score())
+    g = ProxyGame(_bank(), {"a": [0], "b": [1, 2]}, _mean_score(), label_weights="uniform")
     g(np.full((2, 2), 3))
 
 
@@ -1904,7 +1926,7 @@ _CLI_BAD = {
                 None,
             ),
             "empty_value.missing": ("empty_value", None),
-            "label_weights.huge": ("label_weights", [1e308, 1e308, 1e308]),
+            "label_weights.unknown_word": ("label_weights", "proportional"),
             "label_weights.negative": ("label_weights", [1.0, -1.0, 1.0]),
             "empty_value.string": ("empty_value", "none"),
             "utility.not_a_utility": ("utility", "harness.factories:not_callable"),

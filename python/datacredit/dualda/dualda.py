@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from datacredit._arrays import as_integer_array, positive_float
+from datacredit._arrays import as_integer_array, check_float, check_int, positive_float
 from datacredit._io import atomic_save_npz
 from datacredit.dualda.cache import CACHE_ARRAYS, CACHE_VERSION, arrays_digest, check_cache
 from datacredit.kernels import crammer_singer_fit, gram, gram_topk
@@ -109,8 +109,12 @@ class DualDA:
     ) -> None:
         torch = _torch()
         c_val = positive_float(C, "C")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = check_int(batch_size, "batch_size", 1)
+        seed = check_int(seed, "seed", 0, 2**63 - 1)
+        tol = check_float(tol, "tol", 0.0, lo_open=True)
+        max_iter = check_int(max_iter, "max_iter", 1, 2**31 - 1)
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as exc:

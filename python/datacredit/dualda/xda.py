@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from datacredit._arrays import as_integer_array, check_int
 from datacredit.dualda.dualda import DualDA
 
 COMPOSITES = (
@@ -371,13 +372,13 @@ class XDA:
                 f"test_input must have shape {train_shape} (or (1, *{train_shape})), got "
                 f"{tuple(x.shape)}"
             )
-        idx = np.asarray(train_indices, dtype=np.int64).reshape(-1)
+        idx = as_integer_array(train_indices, "train_indices").reshape(-1)
         if idx.size == 0:
             raise ValueError("train_indices is empty")
         if idx.min() < 0 or idx.max() >= dd.n_train:
             raise ValueError(f"train_indices must lie in [0, {dd.n_train})")
         f_test, out = dd._features(x, "test_input")
-        c = int(out.argmax(1)[0]) if target is None else int(target)
+        c = int(out.argmax(1)[0]) if target is None else check_int(target, "target")
         if not 0 <= c < dd.n_classes:
             raise ValueError(f"target must lie in [0, {dd.n_classes}), got {c}")
         test_maps, train_maps = [], []
@@ -405,6 +406,6 @@ class XDA:
         if x.dim() == len(self._train_inputs(np.array([0])).shape) - 1:
             x = x.unsqueeze(0)
         f_test, out = dd._features(x, "test_input")
-        c = int(out.argmax(1)[0]) if target is None else int(target)
+        c = int(out.argmax(1)[0]) if target is None else check_int(target, "target")
         seed = torch.from_numpy((f_test * dd.coef[c][None, :]).astype(np.float32)).to(dd.device)
         return self._relevance(x, seed)

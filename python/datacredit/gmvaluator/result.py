@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,19 +115,24 @@ class GMValuation:
         """Read a file written by :meth:`save` (``allow_pickle=False``); shapes, dtypes and
         indices are validated, so a damaged or foreign file raises ``ValueError``."""
         bad = f"{path} is not a datacredit GMValuation file"
+        # a truncated or bit-flipped file fails inside zipfile (BadZipFile is no ValueError)
+        damaged = (ValueError, OSError, EOFError, zipfile.BadZipFile)
         try:
             f = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+        except damaged as exc:
             raise ValueError(bad) from exc
         if not isinstance(f, np.lib.npyio.NpzFile):
             raise ValueError(bad)
-        with f:
-            need = {"format", "values", "topk_indices", "topk_weights", "topk_distances"}
-            need |= {"quality", "diagnostics"}
-            if not need <= set(f.files) or str(f["format"]) != _FORMAT:
-                raise ValueError(bad)
-            arrays = {name: f[name] for name in need - {"format", "diagnostics"}}
-            diag_text = str(f["diagnostics"])
+        try:
+            with f:
+                need = {"format", "values", "topk_indices", "topk_weights", "topk_distances"}
+                need |= {"quality", "diagnostics"}
+                if not need <= set(f.files) or str(f["format"]) != _FORMAT:
+                    raise ValueError(bad)
+                arrays = {name: f[name] for name in need - {"format", "diagnostics"}}
+                diag_text = str(f["diagnostics"])
+        except damaged as exc:
+            raise ValueError(f"{bad}: {exc}") from exc
         values, idx = arrays["values"], arrays["topk_indices"]
         if values.ndim != 1 or values.dtype.kind != "f":
             raise ValueError(f"{bad}: values has shape {values.shape}, dtype {values.dtype}")

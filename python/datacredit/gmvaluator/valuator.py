@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from datacredit._arrays import as_float_matrix, check_choice
+from datacredit._arrays import as_float_matrix, check_choice, check_int
 from datacredit._io import atomic_save_npz
 from datacredit.gmvaluator.result import GMValuation
 from datacredit.kernels import ProductQuantizer, gram_topk, kmeans
@@ -225,15 +225,18 @@ class GMValuator:
         self.pq_nlist = None if pq_nlist in (None, 0) else _positive_int(pq_nlist, "pq_nlist")
         self._auto_nlist = pq_nlist is None
         self.pq_nprobe = None if pq_nprobe is None else _positive_int(pq_nprobe, "pq_nprobe")
-        if not (isinstance(temperature, (int, float)) and np.isfinite(temperature)) or (
-            temperature <= 0
-        ):
+        if not (
+            isinstance(temperature, (int, float))
+            and not isinstance(temperature, bool)
+            and np.isfinite(temperature)
+        ) or (temperature <= 0):
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         self.temperature = float(temperature)
         self.device = device
         self.batch_size = _positive_int(batch_size, "batch_size")
-        self.diagnostics_sample = int(diagnostics_sample)
-        self.seed = seed
+        self.diagnostics_sample = check_int(diagnostics_sample, "diagnostics_sample", 0)
+        # negative seeds are numpy's to refuse where they are used (PQ / k-means)
+        self.seed = check_int(seed, "seed")
         self.n_threads = n_threads
         self.progress = progress
         self.encoder = make_encoder(encoder, device=device, batch_size=self.batch_size)

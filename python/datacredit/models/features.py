@@ -63,6 +63,8 @@ INPUT_KEYS = ("input", "x", "image", "pixel_values")
 
 def batch_len(batch: Any) -> int:
     """Number of samples in a tensor/array batch or a dict of them."""
+    if batch is None or not (isinstance(batch, dict) or hasattr(batch, "shape")):
+        raise TypeError(f"inputs must be a tensor, an array or a dict of them, got {batch!r:.80}")
     if isinstance(batch, dict):
         if not batch:
             raise ValueError("the batch is an empty dict")

@@ -99,8 +99,7 @@ def kernel_shap(
     n = len(players)
     if sampling not in ("stratified", "kernel"):
         raise ValueError(f"unknown sampling {sampling!r}; expected 'stratified' or 'kernel'")
-    if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool):
-        raise TypeError(f"budget must be an integer, got {type(budget).__name__}")
+    budget = check_int(budget, "budget", 1, 2**31 - 1)
     if sampling == "stratified":
         need = min(n + 2, 2**n) if n < 62 else n + 2
         if budget < need:

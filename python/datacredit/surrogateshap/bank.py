@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from datacredit._arrays import to_numpy
+from datacredit._arrays import check_int, to_numpy
 from datacredit._io import atomic_open, atomic_write_text
 
 _MANIFEST = "bank.json"
@@ -165,6 +165,10 @@ class SampleBank:
 
         Cost: n_labels · n_per_label generated samples, once.
         """
+        n_per_label = check_int(n_per_label, "n_per_label", 1)
+        seed = check_int(seed, "seed", 0, 2**63 - 1)
+        if batch_size is not None:
+            batch_size = check_int(batch_size, "batch_size", 1)
         if executor is not None:
             from datacredit.distributed import surrogateshap_stages
 

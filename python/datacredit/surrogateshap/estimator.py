@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from datacredit._arrays import as_mask, check_int
 from datacredit.shapley._game import evaluate, game_players
 from datacredit.shapley.plan import plan_coalitions
 from datacredit.shapley.result import ShapleyValues
@@ -319,9 +320,9 @@ class SurrogateSHAP:
             if xgb_params
             else None
         )
-        self.seed = int(seed)
-        self.n_jobs = n_jobs
-        self.n_folds = _check_int(n_folds, "n_folds", 1)
+        self.seed = check_int(seed, "seed", 0, 2**32 - 1)  # XGBoost takes 32-bit seeds
+        self.n_jobs = None if n_jobs is None else check_int(n_jobs, "n_jobs", 1)
+        self.n_folds = _check_int(n_folds, "n_folds", 2)  # one fold has nothing held out
         self.unique = unique
         self.paired = paired
         self.batch_size = batch_size
@@ -421,7 +422,7 @@ class SurrogateSHAP:
 
         Z: bool (m × n); v: float (m,).
         """
-        Z = np.asarray(Z)
+        Z = as_mask(Z, "Z")  # 0.5 or 2 is no coalition membership
         v = np.asarray(v, dtype=np.float64)
         if Z.ndim != 2 or v.shape != (Z.shape[0],):
             raise ValueError(f"Z must be (m, n) and v (m,), got {Z.shape} and {v.shape}")

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from datacredit._arrays import as_mask, check_float
+
 
 @dataclass
 class SufficiencyReport:
@@ -66,6 +68,8 @@ class ProxyGame:
     ):
         if not isinstance(contributors, Mapping) or not contributors:
             raise ValueError("contributors must be a non-empty mapping player -> labels")
+        if not hasattr(bank, "labels"):
+            raise TypeError(f"bank must be a SampleBank, got {type(bank).__name__}")
         labels = bank.labels
         index = {lab: i for i, lab in enumerate(labels)}
         self.players = list(contributors)
@@ -118,7 +122,15 @@ class ProxyGame:
         # only ratios matter; scaling by the maximum keeps sums finite (1e308 counts used to
         # overflow to inf and turn every mixture into the empty one)
         self.label_weights = base / base.max()
-        self.empty_value = None if empty_value is None else float(empty_value)
+        self.empty_value = None if empty_value is None else check_float(empty_value, "empty_value")
+        if not (
+            callable(getattr(utility, "prepare", None))
+            and callable(getattr(utility, "evaluate", None))
+        ):
+            raise TypeError(
+                "utility must be a datacredit.utilities object (prepare(bank), "
+                f"evaluate(weights)), got {type(utility).__name__}"
+            )
         self.bank = bank
         self.utility = utility
         utility.prepare(bank)
@@ -174,7 +186,7 @@ class ProxyGame:
 
     def weights(self, Z: Any) -> np.ndarray:
         """Mixture weights π_S (m × L) of coalitions Z (m × n_players); empty rows are zero."""
-        Z = np.asarray(Z)
+        Z = as_mask(Z, "Z")  # a 3 or 0.5 is no membership
         if Z.ndim != 2 or Z.shape[1] != self.n_players:
             raise ValueError(f"Z must have shape (m, {self.n_players}), got {Z.shape}")
         has = (Z.astype(bool).astype(np.int64) @ self.membership.astype(np.int64)) > 0
