@@ -122,7 +122,9 @@ def test_surrogateshap_stages_on_ray_equal_serial(tmp_path):
         )
     rng = np.random.default_rng(0)
     R = rng.normal(size=(40, 3))
-    game = ProxyGame(ref, {p: [p, (p + 1) % 3] for p in range(3)}, U.FID(None, R))
+    game = ProxyGame(
+        ref, {p: [p, (p + 1) % 3] for p in range(3)}, U.FID(None, R), label_weights="uniform"
+    )
     Z = np.array([[1, 0, 0], [0, 1, 1], [1, 1, 1], [0, 0, 1], [1, 0, 1]], dtype=bool)
     np.testing.assert_array_equal(game(Z, executor=ex, batch_size=2), game(Z))
 
