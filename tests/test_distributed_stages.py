@@ -155,7 +155,9 @@ def test_proxy_game_utilities_batched(pool):
     rng = np.random.default_rng(0)
     bank = SampleBank({lab: rng.normal(loc=lab, size=(30, 3)) for lab in range(5)})
     R = rng.normal(size=(40, 3))
-    game = ProxyGame(bank, {p: [p, (p + 1) % 5] for p in range(5)}, U.FID(None, R))
+    game = ProxyGame(
+        bank, {p: [p, (p + 1) % 5] for p in range(5)}, U.FID(None, R), label_weights="uniform"
+    )
     Z = rng.random((23, 5)) < 0.5
     Z[Z.sum(1) == 0, 0] = True
     whole = game(Z)

@@ -35,7 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------- r11: CLI
 GMV_BASE = {"encoder": "pixels", "train_data": "a:b", "generated": "a:b"}
 DD_BASE = {"model": "a:b", "train_data": "a:b", "test_data": "a:b", "layer": "fc"}
-SS_BASE = {"generator": "a:b", "contributors": {"a": [1], "b": [2]}, "utility": "a:b"}
+SS_BASE = {
+    "generator": "a:b",
+    "contributors": {"a": [1], "b": [2]},
+    "utility": "a:b",
+    "label_weights": "uniform",
+}
 
 # (method, key, a value that must be refused); every key of every schema appears.
 BAD_VALUES = [
@@ -65,6 +70,7 @@ BAD_VALUES = [
     ("gmvaluator", "recall", -3),
     ("gmvaluator", "index", "hnsw"),
     ("gmvaluator", "rerank", "l1"),
+    ("gmvaluator", "group_agg", "median"),
     ("gmvaluator", "quality", "nima"),
     ("gmvaluator", "temperature", True),
     ("gmvaluator", "temperature", 0.0),
@@ -203,7 +209,7 @@ def test_cli_budget_below_players_from_a_factory_exits_2(tmp_path, capsys, monke
     cfg = tmp_path / "ss.yaml"
     cfg.write_text(
         "generator: _clifac:generator\ncontributors: _clifac:contributors\n"
-        "utility: _clifac:utility\nbudget: 4\n"
+        "utility: _clifac:utility\nbudget: 4\nlabel_weights: uniform\n"
     )
     assert main(["surrogateshap", "--config", str(cfg)]) == 2
     assert (
