@@ -24,10 +24,8 @@ import datacredit
 PACKAGE = Path(__file__).resolve().parents[1] / "python" / "datacredit"
 WRITER_MODULES = {"_io.py", "safetensors_io.py"}  # the writers themselves
 
-# Direct writes in files other helpers convert on their branches, by (file, function).
-# Converted on branch gmv (valuator.py, result.py);
-# the lead empties this at merge.
-PENDING = {}
+# Direct writes still allowed, by (file, function): none. Keep it that way.
+PENDING: set[tuple[str, str]] = set()
 
 _SAVE_CALLS = {"save", "savez", "savez_compressed", "savetxt"}  # numpy / torch writers
 _WRITE_METHODS = {"write_text", "write_bytes", "tofile", "to_csv", "to_parquet", "savefig"}

@@ -39,7 +39,7 @@ SS_BASE = {
     "generator": "a:b",
     "contributors": {"a": [1], "b": [2]},
     "utility": "a:b",
-    "label_weights": "uniform",  # required since the paper's eq. 4 counts are
+    "label_weights": "uniform",
 }
 
 # (method, key, a value that must be refused); every key of every schema appears.
@@ -64,13 +64,13 @@ BAD_VALUES = [
     ("gmvaluator", "train_data", "x"),
     ("gmvaluator", "generated", None),
     ("gmvaluator", "groups", "x"),
-    ("gmvaluator", "group_agg", "median"),
     ("gmvaluator", "quality_scores", 1.5),
     ("gmvaluator", "k", 0),
     ("gmvaluator", "k", False),
     ("gmvaluator", "recall", -3),
     ("gmvaluator", "index", "hnsw"),
     ("gmvaluator", "rerank", "l1"),
+    ("gmvaluator", "group_agg", "median"),
     ("gmvaluator", "quality", "nima"),
     ("gmvaluator", "temperature", True),
     ("gmvaluator", "temperature", 0.0),
@@ -209,7 +209,7 @@ def test_cli_budget_below_players_from_a_factory_exits_2(tmp_path, capsys, monke
     cfg = tmp_path / "ss.yaml"
     cfg.write_text(
         "generator: _clifac:generator\ncontributors: _clifac:contributors\n"
-        "utility: _clifac:utility\nlabel_weights: uniform\nbudget: 4\n"
+        "utility: _clifac:utility\nbudget: 4\nlabel_weights: uniform\n"
     )
     assert main(["surrogateshap", "--config", str(cfg)]) == 2
     assert (
