@@ -333,20 +333,11 @@ def _pq_codes_shard(emb: ShardedEmbeddings, pq: Any, shard: int, rows) -> dict:
 
 def _build_pq(gmv: Any, emb: ShardedEmbeddings, root: Path, config: dict, executor: Any):
     """PQ (optionally IVF-PQ) trained on a seeded sample, codes encoded shard by shard."""
-    from datacredit.gmvaluator.valuator import _default_pq_m
+    from datacredit.gmvaluator.valuator import _pq_settings
     from datacredit.kernels import ProductQuantizer
 
     n, d = emb.shape
-    m = gmv.pq_m or _default_pq_m(d)
-    nbits = max(1, int(min(8, np.floor(np.log2(n)))))
-    nlist = gmv.pq_nlist
-    if gmv._auto_nlist:
-        nlist = int(round(np.sqrt(n))) if n >= 100_000 else None
-    if nlist is not None and nlist > n:
-        raise ValueError(f"pq_nlist = {nlist} exceeds the number of training samples {n}")
-    nprobe = gmv.pq_nprobe or (max(1, nlist // 16) if nlist else 1)
-    if nlist is not None and nprobe > nlist:
-        raise ValueError(f"pq_nprobe = {nprobe} must not exceed pq_nlist = {nlist}")
+    m, nbits, nlist, nprobe = _pq_settings(gmv, n, d)
     root = root / f"pq-m{m}-nbits{nbits}-nlist{nlist or 0}-seed{int(gmv.seed)}"
     root.mkdir(parents=True, exist_ok=True)
     file = root / "quantizer.safetensors"

@@ -41,6 +41,22 @@ RERANKS = (*EMBEDDING_RERANKS, *IMAGE_DISTANCES)
 CENTRE_MIN_OFFSET_RATIO = 1.0
 
 
+def _pq_settings(gmv: GMValuator, n: int, d: int) -> tuple[int, int, int | None, int]:
+    """``(m, nbits, nlist, nprobe)`` of the ``"pq"`` index for ``n`` embeddings of width ``d``
+    (in core and out of core alike); raises on an nlist/nprobe the data cannot support."""
+    m = gmv.pq_m or _default_pq_m(d)
+    nbits = max(1, int(min(8, np.floor(np.log2(n)))))
+    nlist = gmv.pq_nlist
+    if gmv._auto_nlist:
+        nlist = int(round(np.sqrt(n))) if n >= 100_000 else None
+    if nlist is not None and nlist > n:
+        raise ValueError(f"pq_nlist = {nlist} exceeds the number of training samples {n}")
+    nprobe = gmv.pq_nprobe or (max(1, nlist // 16) if nlist else 1)
+    if nlist is not None and nprobe > nlist:
+        raise ValueError(f"pq_nprobe = {nprobe} must not exceed pq_nlist = {nlist}")
+    return m, nbits, nlist, nprobe
+
+
 def _default_pq_m(d: int) -> int:
     """Sub-spaces of about 8 dimensions (d=512 -> 64), a divisor of d."""
     target = max(1, d // 8)
@@ -422,20 +438,11 @@ class GMValuator:
                 "nprobe": nprobe,
             }
         if self.index_ == "pq":
-            m = self.pq_m or _default_pq_m(d)
-            nbits = int(min(8, np.floor(np.log2(n))))
-            nlist = self.pq_nlist
-            if self._auto_nlist:
-                nlist = int(round(np.sqrt(n))) if n >= 100_000 else None
-            if nlist is not None and nlist > n:
-                raise ValueError(f"pq_nlist = {nlist} exceeds the number of training samples {n}")
-            nprobe = self.pq_nprobe or (max(1, nlist // 16) if nlist else 1)
-            if nlist is not None and nprobe > nlist:
-                raise ValueError(f"pq_nprobe = {nprobe} must not exceed pq_nlist = {nlist}")
+            m, nbits, nlist, nprobe = _pq_settings(self, n, d)
             pq = ProductQuantizer(
                 d,
                 m,
-                max(1, nbits),
+                nbits,
                 nlist=nlist,
                 nprobe=nprobe,
                 seed=self.seed,
