@@ -17,6 +17,7 @@ $(VPY):
 # Reinstalls the project whenever its sources change.
 $(STAMP): $(VPY) pyproject.toml CMakeLists.txt $(shell find cpp cuda python cmake -type f 2>/dev/null)
 	$(VPY) -m pip install ".[$(EXTRAS)]"
+	case ",$(EXTRAS)," in *,test,*) $(VPY) -m pip install --no-deps "pyiqa==0.1.16";; esac
 	touch $(STAMP)
 
 venv install: $(STAMP)

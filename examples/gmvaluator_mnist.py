@@ -9,11 +9,14 @@ Models, trained here on those 5,000 images (seeded):
 
 * the encoder: ``DigitsCNN`` of the demo; the embedding is its 64-d penultimate layer
   (the ReLU output feeding the final Linear), trained 8 epochs as a digit classifier;
-* the generator: the demo's class-conditional UNet (DDIM, 25 steps, guidance 2), 100
-  generated digits per class.
+* the generator: a class-conditional ``diffusers.UNet2DModel`` (``--unet mid``: 1.1M
+  parameters, channels 32/64/64, self-attention at 4x4; trained 5,000 steps of batch 128 with
+  an EMA of the weights) or the demo's tiny one (``--unet demo``: 0.16M parameters, 2,000
+  steps), DDIM 25 steps, classifier-free guidance 2, 100 generated digits per class.
 
 Checks, for each index path (exact, PQ) and each re-rank that runs offline
-(``None``/``"l2"``/``"cosine"`` in embedding space, ``"pixel_l2"`` in pixel space):
+(``None``/``"l2"``/``"cosine"`` in embedding space, ``"pixel_l2"`` in pixel space, and a
+callable: :func:`cnn_feature_distance`, LPIPS's formula on the trained CNN's feature maps):
 
 * C1: identical-class ratio of the top-30 (the paper reports 86-88 % on MNIST);
 * C2: identical-attribute ratio per attribute (stroke thickness and slant, each the
@@ -23,7 +26,9 @@ Checks, for each index path (exact, PQ) and each re-rank that runs offline
   and the AUC of "a noisy image is valued below a clean one" (ties 1/2).
 
 LPIPS is not run: its linear heads are calibrated on ImageNet backbones whose weights cannot
-be downloaded here, and LPIPS on an untrained backbone is not LPIPS.
+be downloaded here, and LPIPS on an untrained backbone is not LPIPS.  The callable
+re-rank ``cnn_feature_distance`` is LPIPS's formula with uniform layer weights on the CNN
+trained here -- a perceptual distance, not LPIPS.
 
     PYTHONPATH=python python examples/gmvaluator_mnist.py --work /tmp/gmv_mnist
 
@@ -60,14 +65,49 @@ def load_mnist16(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x), y.astype(np.int64), mask
 
 
+#: The generators this example trains: UNet builder keyword arguments and training settings.
+UNETS = {
+    "demo": dict(steps=2000, batch_size=64, max_lr=2e-3, ema_decay=None),
+    "mid": dict(steps=5000, batch_size=128, max_lr=1e-3, ema_decay=0.999),
+}
+
+
+def make_generator_unet(kind: str):
+    """A freshly initialised class-conditional UNet for 16 x 16 digits (see ``UNETS``)."""
+    from diffusers import UNet2DModel
+
+    from datacredit.demo.nets import NULL_CLASS, make_unet
+
+    if kind == "demo":
+        return make_unet()
+    return UNet2DModel(
+        sample_size=16,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+        num_class_embeds=NULL_CLASS + 1,
+    )
+
+
 def prepare(
-    work: Path, *, diffusion_steps: int, n_per_class: int, seed: int = 0, threads: int = 2
+    work: Path,
+    *,
+    n_per_class: int,
+    unet_kind: str = "mid",
+    diffusion_steps: int | None = None,
+    guidance: float = 2.0,
+    seed: int = 0,
+    threads: int = 2,
 ) -> dict:
     """Train (or load from ``work``) the CNN encoder and the UNet; generate the samples."""
     import torch
 
     from datacredit._io import atomic_save_npz
-    from datacredit.demo.nets import NULL_CLASS, DigitsCNN, make_scheduler, make_unet
+    from datacredit.demo.nets import NULL_CLASS, DigitsCNN, make_scheduler
     from datacredit.demo.training import train_classifier, train_diffusion
     from datacredit.models import DiffusersClassConditional
     from datacredit.safetensors_io import load_safetensors, save_safetensors
@@ -75,7 +115,11 @@ def prepare(
     work.mkdir(parents=True, exist_ok=True)
     x, y, noisy = load_mnist16(seed)
     times = {}
-    cnn_path, unet_path, gen_path = work / "cnn.safetensors", work / "unet.safetensors", None
+    settings = dict(UNETS[unet_kind])
+    if diffusion_steps is not None:
+        settings["steps"] = diffusion_steps
+    tag = f"{unet_kind}{settings['steps']}"  # cached files name the generator they come from
+    cnn_path, unet_path = work / "cnn.safetensors", work / f"unet_{tag}.safetensors"
     torch.set_num_threads(threads)
     if cnn_path.exists():
         cnn = DigitsCNN()
@@ -88,20 +132,20 @@ def prepare(
         times["train_cnn_s"] = time.perf_counter() - t
         save_safetensors(cnn_path, {k: v.numpy() for k, v in cnn.state_dict().items()})
     cnn.eval()
+    unet = make_generator_unet(unet_kind)
     if unet_path.exists():
-        unet = make_unet()
         unet.load_state_dict(
             {k: torch.from_numpy(np.array(v)) for k, v in load_safetensors(unet_path)[0].items()}
         )
         unet.eval()
     else:
         t = time.perf_counter()
-        unet = train_diffusion(x, y, steps=diffusion_steps, seed=seed, progress=False)
+        unet = train_diffusion(x, y, seed=seed, progress=False, unet=unet, **settings)
         times["train_diffusion_s"] = time.perf_counter() - t
         save_safetensors(
             unet_path, {k: v.contiguous().numpy() for k, v in unet.state_dict().items()}
         )
-    gen_path = work / f"generated_{n_per_class}.npz"
+    gen_path = work / f"generated_{tag}_{n_per_class}_g{guidance:g}.npz"
     if gen_path.exists():
         with np.load(gen_path, allow_pickle=False) as f:
             gen, gen_y = f["images"], f["labels"]
@@ -111,7 +155,7 @@ def prepare(
             unet,
             make_scheduler(),
             num_inference_steps=25,
-            guidance_scale=2.0,
+            guidance_scale=guidance,
             null_label=NULL_CLASS,
             batch_size=250,
         )
@@ -151,6 +195,35 @@ def attributes(x: np.ndarray, y: np.ndarray, ref_x: np.ndarray, ref_y: np.ndarra
     return (s > med[y]).astype(np.int64)
 
 
+def cnn_feature_distance(cnn):
+    """``fn(a, b) -> (n,)``: LPIPS's formula with uniform weights on ``cnn``'s three conv
+    ReLU outputs -- activations unit-normalised over channels, squared differences averaged
+    over positions, summed over layers.  A perceptual distance built on the CNN trained
+    here; not LPIPS (whose linear heads are calibrated on ImageNet backbones)."""
+    import torch
+
+    taps = [cnn.body[1], cnn.body[3], cnn.body[5]]
+
+    def maps(x):
+        out = []
+        hooks = [m.register_forward_hook(lambda _m, _i, o: out.append(o)) for m in taps]
+        try:
+            cnn.body(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        return [f / f.norm(dim=1, keepdim=True).clamp_min(1e-10) for f in out]
+
+    def dist(a, b):
+        with torch.no_grad():
+            fa = maps(torch.as_tensor(np.asarray(a, np.float32)))
+            fb = maps(torch.as_tensor(np.asarray(b, np.float32)))
+            d = sum((u - v).square().sum(1).mean((1, 2)) for u, v in zip(fa, fb))
+        return d.double().numpy()
+
+    return dist
+
+
 def evaluate(state: dict) -> list[dict]:
     """C1 (k=30), C2 per attribute, C3 for each index path x re-rank."""
     from datacredit import GMValuator
@@ -166,6 +239,12 @@ def evaluate(state: dict) -> list[dict]:
     for index in ("exact", "pq"):
         for rerank in (None, "l2", "cosine", "pixel_l2"):
             configs.append((f"{index} / rerank={rerank}", dict(index=index, rerank=rerank)))
+        configs.append(
+            (
+                f"{index} / rerank=cnn_feature_distance (callable)",
+                dict(index=index, rerank=cnn_feature_distance(cnn)),
+            )
+        )
     configs.append(("GMValuator.paper(rerank='pixel_l2', quality=None)", "paper"))
     rows = []
     for name, kw in configs:
@@ -207,13 +286,20 @@ def evaluate(state: dict) -> list[dict]:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("gmv_mnist_work"))
-    ap.add_argument("--diffusion-steps", type=int, default=2000)
+    ap.add_argument("--unet", choices=sorted(UNETS), default="mid")
+    ap.add_argument("--diffusion-steps", type=int, default=None, help="default: see UNETS")
+    ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--prepare-only", action="store_true")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads while training")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads while training")
     a = ap.parse_args()
     state = prepare(
-        a.work, diffusion_steps=a.diffusion_steps, n_per_class=a.per_class, threads=a.threads
+        a.work,
+        n_per_class=a.per_class,
+        unet_kind=a.unet,
+        diffusion_steps=a.diffusion_steps,
+        guidance=a.guidance,
+        threads=a.threads,
     )
     print(
         json.dumps(

@@ -108,3 +108,25 @@ def test_report_renders_in_headless_chromium(demo_out, tmp_path):
     assert img.shape[0] >= 1000
     # a rendered page with figures is far from blank
     assert img.std() > 10
+
+
+def test_train_diffusion_ema_returns_the_average_of_the_iterates():
+    """With ``ema_decay`` the returned weights are the moving average: a decay next to 1
+    keeps the initial weights; without it the last iterate is returned."""
+    from datacredit.demo.nets import make_unet
+    from datacredit.demo.training import train_diffusion
+
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 1, 16, 16)).astype(np.float32)
+    y = np.arange(8) % 10
+    torch.manual_seed(3)
+    init = {k: v.clone() for k, v in make_unet().state_dict().items()}
+    kept = train_diffusion(x, y, steps=3, batch_size=4, seed=3, progress=False, ema_decay=1 - 1e-12)
+    plain = train_diffusion(x, y, steps=3, batch_size=4, seed=3, progress=False)
+    moved = 0
+    for name, p in kept.named_parameters():
+        torch.testing.assert_close(p.detach(), init[name], rtol=0, atol=1e-9)
+        moved += int(not torch.equal(dict(plain.named_parameters())[name].detach(), init[name]))
+    assert moved > 0
+    with pytest.raises(ValueError, match="ema_decay"):
+        train_diffusion(x, y, steps=1, progress=False, ema_decay=1.0)

@@ -160,9 +160,9 @@ def test_dreamsim_and_maniqa_adapters(rng, monkeypatch):
 def test_real_dreamsim_and_maniqa_loading_without_weights(tmp_path, package, build, message):
     """The real packages' loading code, offline with empty caches: our error, no hang.
 
-    Runs only where dreamsim / pyiqa are installed (they are not in the test extras: their
-    dependency trees are large); in a subprocess so the offline environment and the empty
-    home directory apply from the first import.
+    dreamsim is in the test extras and ``make install`` adds pyiqa (without its large
+    dependency list); in a subprocess so the offline environment and the empty home
+    directory apply from the first import.
     """
     pytest.importorskip(package)
     code = (
@@ -429,7 +429,9 @@ def test_dreamsim_embeds_with_its_preprocess_and_uses_cosine(rng):
         np.testing.assert_allclose(e, m.embed(torch.stack([pre(x) for x in gray])), rtol=1e-5)
 
 
-def test_maniqa_gets_rgb_unit_range_at_224(rng):
+def test_maniqa_gets_rgb_unit_range_and_optional_min_size(rng):
+    """RGB float [0, 1] always; sizes untouched by default (pyiqa crops and upsamples
+    itself), upsampled to ``min_size`` when it is set (for a model that cannot)."""
     seen = []
 
     def fake(x):
@@ -437,8 +439,12 @@ def test_maniqa_gets_rgb_unit_range_at_224(rng):
         assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
         return x.mean(dim=(1, 2, 3))
 
-    q = MANIQAScorer(model=fake, batch_size=2)
     u8 = (rng.random((3, 28, 28)) * 255).astype(np.uint8)  # grayscale (N, H, W)
+    plain = MANIQAScorer(model=fake, batch_size=2)(u8)
+    assert seen == [(2, 3, 28, 28), (1, 3, 28, 28)]
+    np.testing.assert_allclose(plain, (u8 / 255.0).mean(axis=(1, 2)), rtol=1e-5)
+    seen.clear()
+    q = MANIQAScorer(model=fake, batch_size=2, min_size=224)
     out = q(u8)
     assert seen == [(2, 3, 224, 224), (1, 3, 224, 224)]
     t = torch.from_numpy(u8[:, None] / 255).float().expand(-1, 3, -1, -1)

@@ -45,16 +45,28 @@ def train_diffusion(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    unet: nn.Module | None = None,
+    max_lr: float = 2e-3,
+    ema_decay: float | None = None,
 ):
-    """Train the tiny class-conditional UNet (epsilon prediction, 10% null-class dropout).
+    """Train a class-conditional UNet (epsilon prediction, 10% null-class dropout).
 
-    ``x``: ``(N, 1, 16, 16)`` float32 in [0, 1]; ``y``: ``(N,)`` labels.  Returns the
-    UNet in eval mode.  O(steps * batch_size).
+    ``x``: ``(N, 1, H, W)`` float32 in [0, 1]; ``y``: ``(N,)`` labels.  ``unet``: a freshly
+    initialised ``UNet2DModel`` with ``NULL_CLASS + 1`` class embeddings (default: the demo's
+    tiny one, :func:`make_unet`).  ``ema_decay``: when set, the returned weights are the
+    exponential moving average of the iterates (what diffusion models are usually sampled
+    with).  Returns the UNet in eval mode.  O(steps * batch_size).
     """
     torch.manual_seed(seed)
-    unet, sched = make_unet(), make_scheduler()
-    opt = torch.optim.AdamW(unet.parameters(), lr=2e-3, weight_decay=1e-4)
-    lr = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.05)
+    unet = make_unet() if unet is None else unet
+    sched = make_scheduler()
+    opt = torch.optim.AdamW(unet.parameters(), lr=max_lr, weight_decay=1e-4)
+    lr = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps, pct_start=0.05)
+    ema = None
+    if ema_decay is not None:
+        if not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay!r}")
+        ema = [p.detach().clone() for p in unet.parameters()]
     xt = torch.from_numpy(x) * 2 - 1
     yt = torch.from_numpy(y)
     gen = torch.Generator().manual_seed(seed)
@@ -72,7 +84,15 @@ def train_diffusion(
         loss.backward()
         opt.step()
         lr.step()
+        if ema is not None:
+            with torch.no_grad():
+                for e, p in zip(ema, unet.parameters()):
+                    e.lerp_(p.detach(), 1.0 - ema_decay)
         bar.set_postfix(loss=f"{loss.item():.3f}")
+    if ema is not None:
+        with torch.no_grad():
+            for e, p in zip(ema, unet.parameters()):
+                p.copy_(e)
     return unet.eval()
 
 

@@ -377,6 +377,11 @@ class DreamSimDistance:
     embeddings (:meth:`embedding_distance`), instead of re-embedding every pair.
     Inputs follow the library's image convention; each image goes through DreamSim's
     ``preprocess`` on a PIL image (RGB, 224 x 224 bicubic, [0, 1]) as dreamsim documents.
+
+    Without ``model``, ``dreamsim.dreamsim(pretrained=True, cache_dir=cache_dir,
+    dreamsim_type=dreamsim_type)`` loads the checkpoints from ``cache_dir`` (downloading
+    them on first use; ``"ensemble"`` is DreamSim's default, ``"open_clip_vitb32"``,
+    ``"clip_vitb32"``, ``"dino_vitb16"``, ... are its single-backbone variants).
     """
 
     def __init__(
@@ -387,16 +392,22 @@ class DreamSimDistance:
         device: str = "cpu",
         cache_dir: str = "./models",
         batch_size: int = 64,
+        dreamsim_type: str = "ensemble",
     ) -> None:
         import torch
 
+        from datacredit._arrays import check_int
+
+        batch_size = check_int(batch_size, "batch_size", 1)
         if model is None:
             try:
                 from dreamsim import dreamsim
             except ImportError as exc:
                 raise _missing("dreamsim", "dreamsim", "rerank='dreamsim'") from exc
             try:
-                model, preprocess = dreamsim(pretrained=True, device=device, cache_dir=cache_dir)
+                model, preprocess = dreamsim(
+                    pretrained=True, device=device, cache_dir=cache_dir, dreamsim_type=dreamsim_type
+                )
             except Exception as exc:
                 raise RuntimeError(
                     f"could not load the DreamSim weights ({type(exc).__name__}: {exc}). "
@@ -479,10 +490,13 @@ class MANIQAScorer:
     """MANIQA no-reference image quality (Yang et al. 2022) through ``pyiqa``, in [0, 1].
 
     Inputs follow the library's image convention; each batch is converted to what pyiqa's
-    metric takes: RGB float in [0, 1], upsampled (bicubic, antialiased) so the shorter side
-    is at least ``min_size`` (224: MANIQA scores 224 x 224 crops).  Scores are clipped to
-    [0, 1] (MANIQA's range).  Pass a loaded ``model`` (any callable ``images -> (n,)``) or
-    let ``pyiqa.create_metric("maniqa")`` load one.
+    metric takes, a ``(n, 3, H, W)`` RGB float tensor in [0, 1] (grayscale repeated, uint8
+    divided by 255) -- the tensor ``pyiqa`` itself reads from an image file.  Sizes are left
+    to pyiqa, which scores 224 x 224 crops and upsamples smaller images itself; set
+    ``min_size`` to upsample (bicubic, antialiased) to a shorter side of at least that many
+    pixels first, for a custom ``model`` that cannot.  Scores are clipped to [0, 1]
+    (MANIQA's range).  Pass a loaded ``model`` (any callable ``images -> (n,)``, e.g. a
+    ``pyiqa.create_metric("maniqa")``) or let this class create pyiqa's metric.
     """
 
     def __init__(
@@ -491,8 +505,13 @@ class MANIQAScorer:
         model: Any = None,
         device: str = "cpu",
         batch_size: int = 32,
-        min_size: int = 224,
+        min_size: int | None = None,
     ) -> None:
+        from datacredit._arrays import check_int
+
+        batch_size = check_int(batch_size, "batch_size", 1)
+        if min_size is not None:
+            min_size = check_int(min_size, "min_size", 1)
         if model is None:
             try:
                 import pyiqa
@@ -515,11 +534,11 @@ class MANIQAScorer:
         self.min_size = min_size
 
     def convert(self, images: Any) -> Any:
-        """Images (library convention) -> ``(n, 3, H', W')`` float in [0, 1], min side >=
-        ``min_size``."""
+        """Images (library convention) -> ``(n, 3, H', W')`` float in [0, 1] (min side >=
+        ``min_size`` when it is set)."""
         t = to_rgb(to_image_batch(images, "images"))
         h, w = t.shape[-2:]
-        if min(h, w) < self.min_size:
+        if self.min_size is not None and min(h, w) < self.min_size:
             f = self.min_size / min(h, w)
             t = resize(
                 t, (max(self.min_size, round(h * f)), max(self.min_size, round(w * f))), "bicubic"
