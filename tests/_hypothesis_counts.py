@@ -10,8 +10,8 @@ def at_least(floor: int) -> int:
     """``max_examples`` for a test that wants at least ``floor`` examples.
 
     ``floor`` under a profile that sets no count of its own ("dev": hypothesis' default) or
-    a smaller one ("ci": 50, derandomized, so CI runs the same ``floor`` examples each
-    time); the profile's count where it sets a larger one ("nightly": 2000).  A literal
+    a smaller one ("ci": 50; derandomized, so each CI run draws the same ``floor``
+    examples); the profile's count where it sets a larger one ("nightly": 2000).  A literal
     ``@settings(max_examples=floor)`` would pin ``floor`` under every profile, nightly
     included.  Read when the test module is imported, after conftest loaded the profile.
     """
