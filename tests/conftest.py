@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, settings
 # CI run is reproducible and never flaky; "nightly" searches much harder, by hand:
 #   HYPOTHESIS_PROFILE=nightly pytest tests/
 # CI=true (set by .ci/run) selects "ci"; HYPOTHESIS_PROFILE overrides either.
-# A test's own @settings(max_examples=...) still wins over the profile's count.
+# A test's own @settings(max_examples=...) still wins over the profile's count: a test that
+# wants more than the default takes max_examples=_hypothesis_counts.at_least(n) instead.
 settings.register_profile("dev", deadline=None)
 settings.register_profile(
     "ci",

@@ -246,6 +246,31 @@ def test_dualda_config_run(tmp_path, monkeypatch):
     assert main(["dualda", "--config", str(bad)]) == 2
 
 
+def test_dualda_cli_top_k_above_n_is_a_data_error(tmp_path, monkeypatch, capsys):
+    # top_k = 61 is a valid value that only the 60 loaded training samples make wrong: exit 1
+    # with one line naming the key and N, like GMValuator's k (recall) > N; top_k = 0 is
+    # wrong whatever the data: config error, exit 2.
+    pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(str(tmp_path.parent))
+    cfg = tmp_path / "dualda.toml"
+    text = (
+        'model = "tests.test_cli:tiny_classifier"\ntrain_data = "tests.test_cli:tiny_train"\n'
+        'test_data = "tests.test_cli:tiny_test"\nlayer = "2"\nC = 0.1\n'
+        f'out = "{tmp_path / "dd"}"\n'
+    )
+    cfg.write_text(text + "top_k = 61\n")
+    assert main(["dualda", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err.rsplit("\r", 1)[-1]  # after the progress bar's last frame
+    assert err.startswith("datacredit dualda: error: top_k: must be an integer in [1, N = 60]")
+    assert "got int 61" in err and err.count("\n") == 1
+    assert not (tmp_path / "dd").exists()
+    cfg.write_text(text + "top_k = 0\n")
+    assert main(["dualda", "--config", str(cfg)]) == 2
+    assert "config error: top_k: must be an integer >= 1" in capsys.readouterr().err
+    cfg.write_text(text + "top_k = 60\n")  # N itself is allowed
+    assert main(["dualda", "--config", str(cfg)]) == 0
+
+
 def test_surrogateshap_config_run(tmp_path, monkeypatch):
     import json
 

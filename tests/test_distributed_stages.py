@@ -4,6 +4,7 @@ generation and transform, ProxyGame utilities (threads and processes vs serial).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 
 import numpy as np
 import pytest
@@ -20,6 +21,17 @@ nn = torch.nn
 def _gen(label, n, seed):
     rng = np.random.default_rng(seed)
     return rng.normal(loc=float(label), size=(n, 3)).astype(np.float32)
+
+
+class _Counting:
+    """``_gen`` that records the labels it is called with."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, label, n, seed):
+        self.calls.append(label)
+        return _gen(label, n, seed)
 
 
 def _square(x):
@@ -128,20 +140,17 @@ def test_sample_bank_sharded_equal_serial(pool, tmp_path):
         SampleBank.generate(
             _gen, [0, 1], 10, seed=3, path=tmp_path / "b", batch_size=4, executor=pool
         )
-    # Resume: only the chunks without a part file are generated.
-    calls = []
-
-    def counting(label, n, seed):
-        calls.append(label)
-        return _gen(label, n, seed)
-
-    SampleBank.generate(_gen, [5, 6], 10, seed=1, batch_size=4, path=tmp_path / "c", executor=pool)
+    # Resume: only the chunks without a part file are generated (the same generator class:
+    # the manifest names it, and another generator would be refused).
+    SampleBank.generate(
+        _Counting(), [5, 6], 10, seed=1, batch_size=4, path=tmp_path / "c", executor=pool
+    )
     (tmp_path / "c" / "label1.npy").unlink()
-    (tmp_path / "c" / "bank.json").unlink()
+    counting = _Counting()
     again = SampleBank.generate(
         counting, [5, 6], 10, seed=1, batch_size=4, path=tmp_path / "c", executor=pool
     )
-    assert calls == [6, 6, 6]
+    assert counting.calls == [5, 6, 6, 6]  # label 5's first chunk, to check it; label 6
     ref2 = SampleBank.generate(_gen, [5, 6], 10, seed=1, batch_size=4, progress=False)
     np.testing.assert_array_equal(again.samples(6), ref2.samples(6))
     # The feature transform, one shard per label.
@@ -149,6 +158,76 @@ def test_sample_bank_sharded_equal_serial(pool, tmp_path):
     want = ref.map(_square, batch_size=3)
     for lab in [0, 1, 2]:
         np.testing.assert_array_equal(got.samples(lab), want.samples(lab))
+
+
+class _Shifted:
+    """``_gen`` + ``shift``: two instances share one name, as two checkpoints of one model."""
+
+    def __init__(self, shift=0.0, fail_after=None, watch=None):
+        self.shift, self.fail_after, self.watch, self.calls = shift, fail_after, watch, 0
+        self.seen = []  # the manifest's meta as each call found it (None: no manifest yet)
+
+    def __call__(self, label, n, seed):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("worker killed")
+        if self.watch is not None:
+            man = self.watch / "bank.json"
+            self.seen.append(json.loads(man.read_text())["meta"] if man.exists() else None)
+        return _gen(label, n, seed) + self.shift
+
+
+def _files(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_bank_chunks_on_disk_are_always_attributable(pool, tmp_path):
+    """Issue 15: the executor path's workers wrote chunks before any manifest named their
+    generator, so a driver killed before its first manifest write left chunks that a resume
+    with another generator adopted."""
+    from datacredit.distributed.surrogateshap_stages import _generate_chunk
+
+    labels, chunks = [0, 1], [(0, 4), (4, 4), (8, 2)]
+    kw = dict(seed=3, batch_size=4, progress=False)
+    # chunks written with no manifest (the state such a kill left): refused, left as they were
+    d = tmp_path / "orphans"
+    d.mkdir()
+    for shard in (1, 2, 4):
+        _generate_chunk(_gen, None, labels, chunks, 3, str(d), shard)
+    before = _files(d)
+    for executor in (pool, None):
+        with pytest.raises(ValueError, match="no manifest bank.json"):
+            SampleBank.generate(_Shifted(5.0), labels, 10, path=d, executor=executor, **kw)
+    assert _files(d) == before
+    # every chunk a worker writes finds the manifest naming its generator on disk (with the
+    # first chunk's digest; with a fingerprint, that fingerprint), so none is unattributed
+    name = "test_distributed_stages._Shifted"
+    for fingerprint, executor in [(None, pool), ("model-v1", pool), (None, None)]:
+        d = tmp_path / f"watched-{fingerprint}-{executor is None}"
+        gen = _Shifted(watch=d)
+        SampleBank.generate(
+            gen, labels, 10, path=d, executor=executor, fingerprint=fingerprint, **kw
+        )
+        first_check = 1 if fingerprint is None else 0  # chunk 0 made to record its digest
+        assert gen.calls == 6 and gen.seen[:first_check] == [None] * first_check
+        for meta in gen.seen[first_check:]:
+            assert meta["generator"] == name and meta["fingerprint"] == fingerprint
+            assert fingerprint is not None or len(meta["first_chunk_sha256"]) == 64
+    # a run killed mid-way, then resumed with another model under the same name: refused
+    # before any worker writes (the first chunk is regenerated and compared first)
+    d = tmp_path / "killed"
+    with pytest.raises(RuntimeError, match="worker killed"):
+        SampleBank.generate(_Shifted(fail_after=3), labels, 10, path=d, executor=pool, **kw)
+    before = _files(d)
+    assert "bank.json" in before and any(n.startswith("label") for n in before)
+    with pytest.raises(ValueError, match="does not reproduce"):
+        SampleBank.generate(_Shifted(5.0), labels, 10, path=d, executor=pool, **kw)
+    assert _files(d) == before
+    # the same model resumes to the serial bank
+    got = SampleBank.generate(_Shifted(), labels, 10, path=d, executor=pool, **kw)
+    ref = SampleBank.generate(_gen, labels, 10, **kw)
+    for lab in labels:
+        np.testing.assert_array_equal(got.samples(lab), ref.samples(lab))
 
 
 def test_proxy_game_utilities_batched(pool):

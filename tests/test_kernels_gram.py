@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _hypothesis_counts import at_least
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -156,7 +157,7 @@ def rounding_bound(q, keys, metric):
     return 2 * (d + 2) * u * (q_abs @ k_abs.T) + 1e-30
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=at_least(60), deadline=None)  # nightly: the profile's 2000
 @given(
     data=st.data(),
     n=st.integers(1, 12),
@@ -182,6 +183,27 @@ def test_property_against_brute_force(data, n, N, d, metric, largest):
     assert all(len(set(row)) == k for row in indices)
     err = np.abs(np.take_along_axis(scores, indices, 1) - ref_v)
     assert (err <= 2 * tol).all(), f"selected keys off by {err.max():.3g}"
+
+
+def test_property_count_follows_the_profile():
+    # The property test's count, read as this file is imported under each profile: its own
+    # 60 where the profile sets no larger count, the nightly profile's 2000 there (a
+    # literal @settings(max_examples=60) pinned 60 under every profile).
+    import importlib.util
+
+    current = settings.get_current_profile_name()
+    counts = {}
+    try:
+        for profile in ("dev", "ci", "nightly"):
+            settings.load_profile(profile)
+            spec = importlib.util.spec_from_file_location(f"_gram_{profile}", __file__)
+            copy = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(copy)
+            inner = copy.test_property_against_brute_force
+            counts[profile] = inner._hypothesis_internal_use_settings.max_examples
+    finally:
+        settings.load_profile(current)
+    assert counts == {"dev": 60, "ci": 60, "nightly": 2000}
 
 
 @pytest.mark.parametrize(

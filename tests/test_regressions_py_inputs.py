@@ -204,16 +204,23 @@ def test_cli_value_errors_exit_2(tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
-def test_cli_budget_below_players_from_a_factory_exits_2(tmp_path, capsys, monkeypatch):
+def test_cli_budget_below_players_from_a_factory_exits_1(tmp_path, capsys, monkeypatch):
+    # Only the players the factory returned make budget 4 too small: a data error (exit 1),
+    # as k > N for GMValuator; the same budget against players written in the file exits 2.
     monkeypatch.syspath_prepend(str(REPO / "tests"))
     cfg = tmp_path / "ss.yaml"
     cfg.write_text(
         "generator: _clifac:generator\ncontributors: _clifac:contributors\n"
         "utility: _clifac:utility\nbudget: 4\nlabel_weights: uniform\n"
     )
+    assert main(["surrogateshap", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("datacredit surrogateshap: error: budget: must be an integer >= ")
+    assert "n_players + 2 = 5 (3 players" in err and err.count("\n") == 1
+    cfg.write_text(cfg.read_text().replace("_clifac:contributors", "{a: [1], b: [2], c: [3]}"))
     assert main(["surrogateshap", "--config", str(cfg)]) == 2
-    assert (
-        "config error: budget: must be an integer >= n_players + 2 = 5" in capsys.readouterr().err
+    assert "config error: budget: must be an integer >= n_players + 2 = 5" in (
+        capsys.readouterr().err
     )
 
 

@@ -281,7 +281,8 @@ def run_dualda(cfg: dict[str, Any]) -> Path:
         raise ConfigError(str(exc)) from exc
     dd.fit()
     if cfg["top_k"] > dd.n_train:
-        raise ConfigError(
+        # Valid in the file, wrong only for the data loaded (N): exit 1, as GMValuator's k > N.
+        raise ValueError(
             f"top_k: must be an integer in [1, N = {dd.n_train}] (the number of training "
             f"samples), got int {cfg['top_k']}"
         )
@@ -388,8 +389,11 @@ def run_surrogateshap(cfg: dict[str, Any]) -> Path:
                 f"got {type(contributors).__name__} {contributors!r:.200}"
             )
         if cfg["budget"] < len(contributors) + 2:
-            raise ConfigError(
-                f"budget: must be an integer >= n_players + 2 = {len(contributors) + 2}, "
+            # Wrong only for the players the factory returned: exit 1, as label_weights
+            # that miss one of their labels (checked by ProxyGame).
+            raise ValueError(
+                f"budget: must be an integer >= n_players + 2 = {len(contributors) + 2} "
+                f"({len(contributors)} players from the contributors factory), "
                 f"got {cfg['budget']}"
             )
     if cfg["empty_value"] is None:

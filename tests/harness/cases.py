@@ -1838,8 +1838,10 @@ def _xda_not_dualda():
 # ========================================================================================== CLI
 
 
-def _cli(cfg: dict, method: str = "gmvaluator", fmt: str = "yaml") -> None:
-    """Run the CLI on ``cfg``; a bad value must end in 'config error' and exit status 2."""
+def _cli(cfg: dict, method: str = "gmvaluator", fmt: str = "yaml", data_key: str = "") -> None:
+    """Run the CLI on ``cfg``; a bad value must end in 'config error' and exit status 2, or,
+    with ``data_key``, a value wrong only for the loaded data in one line
+    'error: <data_key>: ...' and exit status 1."""
     import contextlib
     import io
 
@@ -1858,6 +1860,15 @@ def _cli(cfg: dict, method: str = "gmvaluator", fmt: str = "yaml") -> None:
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         rc = main([method, "--config", path])
+    if data_key:
+        # the last carriage-return segment: a progress bar may have drawn before the error
+        lines = err.getvalue().rsplit("\r", 1)[-1].splitlines()
+        if rc != 1 or len(lines) != 1 or f": error: {data_key}" not in lines[0]:
+            raise AssertionError(
+                f"exit status {rc}, stderr {err.getvalue()[-300:]!r}: not a one-line data "
+                f"error naming {data_key!r}"
+            )
+        return
     if rc != 2 or "config error" not in err.getvalue():
         raise AssertionError(
             f"exit status {rc}, stderr {err.getvalue()[-300:]!r}: not a config error"
@@ -1939,7 +1950,6 @@ _CLI_BAD = {
             "C.zero": ("C", 0),
             "C.true": ("C", True),
             "top_k.zero": ("top_k", 0),
-            "top_k.huge": ("top_k", 10**6),
             "layer.unknown": ("layer", "no.such.layer"),
             "batch_size.negative": ("batch_size", -1),
             "use_predictions.string": ("use_predictions", "yes"),
@@ -1954,6 +1964,28 @@ for _method, (_good, _bad) in _CLI_BAD.items():
         def _fn(_method=_method, _good=_good, _key=_key, _val=_val):
             # _key: one key set to _val, or a dict of several keys' values
             _cli({**_good, **(_key if isinstance(_key, dict) else {_key: _val})}, _method)
+
+        case(f"cli.{_method}.{_label}", "returns")(_fn)
+
+# Values valid in the file but wrong for what the factories returned: exit status 1 (r11).
+_CLI_DATA_BAD = {
+    "gmvaluator": (_GMV_CFG, {"k.above_n": ({"k": 10**6, "recall": 10**6}, "recall")}),
+    "dualda": (_DUALDA_CFG, {"top_k.huge": ({"top_k": 10**6}, "top_k")}),
+    "surrogateshap": (
+        _SSHAP_CFG,
+        {
+            "budget.below_factory_players": (
+                {"contributors": "harness.factories:contributors", "budget": 4},
+                "budget",
+            )
+        },
+    ),
+}
+for _method, (_good, _bad) in _CLI_DATA_BAD.items():
+    for _label, (_vals, _key) in _bad.items():
+
+        def _fn(_method=_method, _good=_good, _vals=_vals, _key=_key):
+            _cli({**_good, **_vals}, _method, data_key=_key)
 
         case(f"cli.{_method}.{_label}", "returns")(_fn)
 

@@ -7,6 +7,7 @@ from _clifac import (  # noqa: F401  (re-exported by name for the configs)
     GEN,
     TRAIN,
     boom,
+    contributors,
     generated,
     generator,
     not_callable,

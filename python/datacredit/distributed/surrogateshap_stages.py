@@ -9,7 +9,6 @@ stay on one node (they are cheap next to generation).
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -65,7 +64,13 @@ def generate_bank(
 ) -> Any:
     """``SampleBank.generate(..., executor=...)``: the missing (label, chunk) shards on
     ``executor``, then the serial assembly (which finds every chunk done). Same bank."""
-    from datacredit.surrogateshap.bank import _MANIFEST, _callable_name, _check_label
+    from datacredit.surrogateshap.bank import (
+        _atomic_save,
+        _callable_name,
+        _check_label,
+        _counts_from,
+        claim_path,
+    )
 
     if not callable(generator):
         raise TypeError(f"generator must be callable, got {type(generator).__name__}")
@@ -76,52 +81,49 @@ def generate_bank(
         raise ValueError(f"n_per_label must be a positive integer, got {n_per_label!r}")
     if n_per_label < 1:
         raise ValueError(f"n_per_label must be a positive integer, got {n_per_label!r}")
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise TypeError(f"fingerprint must be a str, got {type(fingerprint).__name__}")
     bs = int(n_per_label) if batch_size is None else int(batch_size)
     if bs < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size!r}")
     chunks = [(s, min(bs, n_per_label - s)) for s in range(0, n_per_label, bs)]
     todo = list(range(len(labels) * len(chunks)))
+
+    def stage_for(where: Any) -> Callable:
+        return partial(_generate_chunk, generator, transform, labels, chunks, int(seed), where)
+
+    first = None
     if path is not None:
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        man = path / _MANIFEST
-        meta = {"n_per_label": int(n_per_label), "seed": int(seed), "batch_size": bs}
-        if man.exists():  # the serial generate's own check, before any worker writes
-            old = json.loads(man.read_text())
-            if old.get("labels") != labels or any(
-                old.get("meta", {}).get(k) != v for k, v in meta.items()
-            ):
-                raise ValueError(
-                    f"path {str(path)!r} holds a different bank (labels, n_per_label, "
-                    "seed or batch_size differ); use another path"
-                )
-            made_by = {
-                "generator": _callable_name(generator),
-                "transform": _callable_name(transform),
-                "fingerprint": fingerprint,
-            }
-            for key, value in made_by.items():  # before any worker adds chunks to it
-                if old.get("meta", {}).get(key) != value:
-                    raise ValueError(
-                        f"path {str(path)!r} holds a bank made with {key} "
-                        f"{old.get('meta', {}).get(key)!r}, not {value!r}; resuming would mix "
-                        "the two — use another path"
-                    )
+        counts = None
+        if train_labels is not None:
+            counts = [float(c) for c in _counts_from(labels, train_labels).values()]
+        meta = {
+            "n_per_label": int(n_per_label),
+            "seed": int(seed),
+            "batch_size": bs,
+            "generator": _callable_name(generator),
+            "transform": _callable_name(transform),
+            "fingerprint": fingerprint,
+        }
+
+        def make_first() -> np.ndarray:  # shard 0 on the executor, returned (not written)
+            return _run(stage_for(None), [0], executor, False)[0]
+
+        # The serial generate's own check and manifest (with the fingerprint or the first
+        # chunk's digest), durable before any worker writes a chunk (issue 15).
+        first = claim_path(path, labels, meta, counts, make_first)
+        if first is not None and not any(
+            (path / name).exists() for name in ("label0.npy", "label0.part0.npy")
+        ):
+            _atomic_save(path / "label0.part0.npy", first)
         todo = [
             s
             for s in todo
             if not (path / f"label{s // len(chunks)}.npy").exists()
             and not (path / f"label{s // len(chunks)}.part{s % len(chunks)}.npy").exists()
         ]
-    stage = partial(
-        _generate_chunk,
-        generator,
-        transform,
-        labels,
-        chunks,
-        int(seed),
-        None if path is None else str(path),
-    )
+    stage = stage_for(None if path is None else str(path))
     results = _run(stage, todo, executor, progress)
     if path is None:
         queue = {
@@ -145,9 +147,8 @@ def generate_bank(
         bank.meta["generator"] = _callable_name(generator)
         bank.meta["transform"] = _callable_name(transform)
         return bank
-    # Every chunk is on disk: the serial assembly only reads them (and, resuming a bank
-    # without a fingerprint, regenerates the first chunk once to check it), and records the
-    # real generator and transform in the manifest.
+    # Every chunk is on disk: the serial assembly only reads them (its own check of the
+    # manifest reuses the first chunk made and checked above) and completes the manifest.
     return cls.generate(
         generator,
         labels,
@@ -159,6 +160,7 @@ def generate_bank(
         transform=transform,
         train_labels=train_labels,
         fingerprint=fingerprint,
+        _first=first,
     )
 
 

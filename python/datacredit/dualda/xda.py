@@ -35,6 +35,7 @@ import numpy as np
 
 from datacredit._arrays import as_integer_array, check_int
 from datacredit.dualda.dualda import DualDA
+from datacredit.models.features import INPUT_KEYS, select_inputs, split_batch
 
 COMPOSITES = (
     "EpsilonPlusFlat",
@@ -204,6 +205,28 @@ def unhandled_merges(
     return found
 
 
+def _pixel_input(x: Any, name: str) -> Any:
+    """``x`` as a floating-point tensor: LRP relevance lives on a real-valued input (pixels);
+    keyword inputs (token ids, attention masks) have none, nor do integer tensors."""
+    import torch
+
+    if isinstance(x, dict):
+        cols = ", ".join(f"{k} ({getattr(v, 'dtype', type(v).__name__)})" for k, v in x.items())
+        raise TypeError(
+            f"XDA needs {name} to give the model one floating-point input tensor (its "
+            f"heatmaps are relevance per input element); it gives keyword inputs ({cols}), "
+            "which have no pixel-space relevance (token ids are integers). Name the input "
+            f"column one of {', '.join(map(repr, INPUT_KEYS))}, or use DualDA alone"
+        )
+    x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if not x.is_floating_point():
+        raise TypeError(
+            f"XDA needs {name} to be floating-point inputs (relevance is a gradient-like "
+            f"quantity per input element), got dtype {x.dtype}"
+        )
+    return x
+
+
 class XDA:
     """Explains DualDA attributions with LRP heatmaps (zennit).
 
@@ -231,7 +254,16 @@ class XDA:
             conservation_rtol * max_j |tau_j|`` on both sides, else ``RuntimeError``
             (catches architectures the canonizers do not cover).  ``None`` disables it.
 
+    The training data may take every form DualDA accepts (``(X, y)``, a ``Dataset`` or a
+    ``DataLoader`` of tuples or dicts, a Hugging Face ``datasets.Dataset``; the model may
+    return a ``ModelOutput``), read back with
+    :func:`datacredit.models.features.select_inputs`, as long as it gives the model one
+    floating-point input tensor (dicts: under one of
+    :data:`~datacredit.models.features.INPUT_KEYS`, e.g. ``pixel_values``).
+
     Raises:
+        TypeError: the training data gives keyword inputs (e.g. text ``input_ids``) or
+            integer inputs: they have no pixel-space relevance.
         ValueError: unknown composite; the traced model adds or multiplies two
             input-dependent tensors outside a zennit ``Sum`` (LRP would duplicate
             relevance): pass a canonizer that handles it.
@@ -291,21 +323,24 @@ class XDA:
             )
 
     def _train_inputs(self, indices: np.ndarray) -> Any:
-        import torch
-        from torch.utils.data import DataLoader, Dataset
+        # The batch DualDA extracted features from (same conversion: dict batches, HF
+        # datasets, DataLoader collation), restricted to `indices`.
+        return _pixel_input(select_inputs(self.dualda.train_data, indices), "dualda.train_data")
 
-        data = self.dualda.train_data
-        if isinstance(data, DataLoader):
-            data = data.dataset
-        if isinstance(data, Dataset):
-            items = [data[int(i)] for i in indices]
-            xs = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
-            return torch.stack([torch.as_tensor(x) for x in xs])
-        if isinstance(data, (tuple, list)):
-            x = data[0]
-            x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-            return x[torch.as_tensor(indices)]
-        raise TypeError(f"cannot index the training data of type {type(data).__name__}")
+    def _test_batch(self, test_input: Any) -> Any:
+        """``test_input`` as a batch of one ``(1, *train_shape)`` on the DualDA device."""
+        if isinstance(test_input, dict):  # a Hugging Face style batch, as the training data
+            test_input = split_batch(test_input)[0]
+        x = _pixel_input(self.dualda._check_device(test_input, "test_input"), "test_input")
+        train_shape = tuple(self._train_inputs(np.array([0])).shape[1:])
+        if tuple(x.shape) == train_shape:
+            x = x.unsqueeze(0)
+        if x.shape[0] != 1 or tuple(x.shape[1:]) != train_shape:
+            raise ValueError(
+                f"test_input must have shape {train_shape} (or (1, *{train_shape})), got "
+                f"{tuple(x.shape)}"
+            )
+        return x
 
     def _relevance(self, inputs: Any, seed: Any) -> Any:
         """LRP relevance at ``inputs`` (batch) for feature-layer relevance ``seed`` (batch, d)."""
@@ -345,7 +380,8 @@ class XDA:
 
         Args:
             test_input: one input, shaped like a training input ``(C, H, W)`` (or with a
-                leading batch dimension of 1), on the DualDA device.
+                leading batch dimension of 1), on the DualDA device; or a dict batch of one
+                as the training data gives it (its :data:`INPUT_KEYS` tensor is used).
             train_indices: training indices ``(M,)`` (non-support samples give zero maps).
             target: class to explain; default: the model's prediction.
 
@@ -363,15 +399,7 @@ class XDA:
         import torch
 
         dd = self.dualda
-        x = dd._check_device(test_input, "test_input")
-        train_shape = tuple(self._train_inputs(np.array([0])).shape[1:])
-        if tuple(x.shape) == train_shape:
-            x = x.unsqueeze(0)
-        if x.shape[0] != 1 or tuple(x.shape[1:]) != train_shape:
-            raise ValueError(
-                f"test_input must have shape {train_shape} (or (1, *{train_shape})), got "
-                f"{tuple(x.shape)}"
-            )
+        x = self._test_batch(test_input)
         idx = as_integer_array(train_indices, "train_indices").reshape(-1)
         if idx.size == 0:
             raise ValueError("train_indices is empty")
@@ -397,14 +425,13 @@ class XDA:
         return torch.cat(test_maps), torch.cat(train_maps)
 
     def surrogate_heatmap(self, test_input: Any, target: int | None = None) -> Any:
-        """LRP heatmap of the surrogate output ``w_c . f_x`` (seed ``f_x (*) w_c``); the sum
-        of :meth:`explain`'s test heatmaps over all support vectors equals it."""
+        """LRP heatmap ``(1, *input_shape)`` of the surrogate output ``w_c . f_x`` (seed
+        ``f_x (*) w_c``) for one ``test_input`` (as in :meth:`explain`); the sum of
+        :meth:`explain`'s test heatmaps over all support vectors equals it."""
         import torch
 
         dd = self.dualda
-        x = dd._check_device(test_input, "test_input")
-        if x.dim() == len(self._train_inputs(np.array([0])).shape) - 1:
-            x = x.unsqueeze(0)
+        x = self._test_batch(test_input)
         f_test, out = dd._features(x, "test_input")
         c = int(out.argmax(1)[0]) if target is None else check_int(target, "target")
         seed = torch.from_numpy((f_test * dd.coef[c][None, :]).astype(np.float32)).to(dd.device)

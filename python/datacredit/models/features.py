@@ -209,6 +209,60 @@ def _is_hf_dataset(data: Any) -> bool:
     return type(data).__module__.startswith("datasets.") and hasattr(data, "with_format")
 
 
+def split_batch(batch: Any) -> tuple[Any, Any]:
+    """``(inputs, labels)`` of one batch: an ``(inputs, labels, ...)`` tuple, a dict (see
+    :func:`iterate_batches`) or bare inputs (``labels`` ``None``)."""
+    if isinstance(batch, (tuple, list)):
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    if isinstance(batch, dict):
+        return _split_dict_batch(batch)
+    return batch, None
+
+
+def select_inputs(data: Any, indices: Any) -> Any:
+    """The model inputs of the samples at positions ``indices`` ``(M,)`` of ``data``, as
+    one batch of the form :func:`iterate_batches` yields for it (a tensor, or a dict of
+    keyword tensors); labels are dropped.  ``data`` is any form iterate_batches walks.
+
+    Samples are taken with ``dataset[i]`` and collated as a batch of the data's own loader
+    (the DataLoader's ``collate_fn``; torch's default for a Dataset), so sample ``i`` is the
+    same tensor as in the batches the features were extracted from.
+
+    Complexity: ``M`` item reads (an ``(X, y)`` pair or a tensor is indexed directly).
+
+    Raises:
+        ValueError: a DataLoader whose order is not ``dataset[0], dataset[1], ...`` (a
+            sampler other than ``SequentialSampler``, or ``batch_size=None``).
+        TypeError: unsupported data type.
+    """
+    torch = _torch()
+    from torch.utils.data import DataLoader, Dataset, SequentialSampler
+    from torch.utils.data._utils.collate import default_collate
+
+    idx = [int(i) for i in np.asarray(indices).reshape(-1)]
+    if isinstance(data, DataLoader):
+        if not isinstance(data.sampler, SequentialSampler) or data.batch_size is None:
+            raise ValueError(
+                "the DataLoader must yield dataset[0], dataset[1], ... in order (a "
+                "SequentialSampler, i.e. shuffle=False, and a batch_size) so that position i "
+                "is dataset[i]"
+            )
+        return split_batch(data.collate_fn([data.dataset[i] for i in idx]))[0]
+    if isinstance(data, Dataset):
+        return split_batch(default_collate([data[i] for i in idx]))[0]
+    if _is_hf_dataset(data):
+        return _split_dict_batch(dict(data.with_format("torch")[idx]))[0]
+    if isinstance(data, (tuple, list)) and len(data) in (1, 2) and not isinstance(data[0], int):
+        data = data[0]
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        x = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data))
+        return x[torch.as_tensor(idx, dtype=torch.long)]
+    raise TypeError(
+        "data must be a torch Dataset, a DataLoader, an (X, y) pair or a tensor, "
+        f"got {type(data).__name__}"
+    )
+
+
 def iterate_batches(
     data: Any, batch_size: int, *, with_labels: bool = True
 ) -> Iterator[tuple[Any, Any]]:
@@ -273,13 +327,7 @@ def iterate_batches(
             f"got {type(data).__name__}"
         )
     for batch in loader:
-        if isinstance(batch, (tuple, list)):
-            inputs = batch[0]
-            labels = batch[1] if len(batch) > 1 else None
-        elif isinstance(batch, dict):
-            inputs, labels = _split_dict_batch(batch)
-        else:
-            inputs, labels = batch, None
+        inputs, labels = split_batch(batch)
         if labels is not None and not isinstance(labels, torch.Tensor):
             labels = torch.as_tensor(labels)
         if labels is None and with_labels:

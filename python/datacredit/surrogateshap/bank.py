@@ -42,6 +42,85 @@ def _digest(a: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _write_manifest(
+    path: Path, labels: list, meta: dict, counts: list | None, complete: bool
+) -> None:
+    doc = {"labels": labels, "meta": meta, "label_counts": counts, "complete": complete}
+    atomic_write_text(path / _MANIFEST, json.dumps(doc))
+
+
+def claim_path(
+    path: Path,
+    labels: list,
+    meta: dict,
+    counts: list | None,
+    make_first: Callable[[], np.ndarray],
+) -> np.ndarray | None:
+    """Check the bank stored at ``path`` (if any) against this run and write the manifest,
+    before any chunk is written there, so that every chunk on disk is attributable.
+
+    ``meta`` holds ``n_per_label``, ``seed``, ``batch_size``, ``generator``, ``transform``
+    and ``fingerprint``; with no fingerprint it gains ``first_chunk_sha256``: the digest of
+    chunk 0 of label 0, which ``make_first()`` makes (one generator call) to record it or,
+    resuming, to compare it.  Returns that chunk when it was made, else None.  Used by the
+    serial :meth:`SampleBank.generate` and by the executor path before its workers write.
+
+    Raises:
+        ValueError: the stored bank has other labels or settings, another generator,
+            transform or fingerprint, a first chunk this generator does not reproduce, or
+            bank files that no manifest attributes to a generator (a run killed before
+            its manifest was written, by a version that wrote chunks first).
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    man = path / _MANIFEST
+    stored = sorted(p.name for p in path.glob("label*.npy"))
+    first = None
+    if man.exists():
+        old = json.loads(man.read_text())
+        om = old.get("meta", {})
+        if old.get("labels") != labels or any(
+            om.get(k) != meta[k] for k in ("n_per_label", "seed", "batch_size")
+        ):
+            raise ValueError(
+                f"path {str(path)!r} holds a different bank (labels, n_per_label, "
+                "seed or batch_size differ); use another path"
+            )
+        for key in ("generator", "transform", "fingerprint"):
+            if om.get(key) != meta[key]:
+                raise ValueError(
+                    f"path {str(path)!r} holds a bank made with {key} "
+                    f"{om.get(key)!r}, not {meta[key]!r}; resuming would mix the "
+                    "two — use another path"
+                )
+        if meta["fingerprint"] is None and om.get("first_chunk_sha256"):
+            first = make_first()
+            if _digest(first) != om["first_chunk_sha256"]:
+                raise ValueError(
+                    f"path {str(path)!r} holds a bank whose first chunk this "
+                    "generator/transform does not reproduce (another model, or a "
+                    "non-deterministic one: pass fingerprint=...); use another path"
+                )
+            meta["first_chunk_sha256"] = om["first_chunk_sha256"]
+        elif meta["fingerprint"] is None and stored:
+            raise ValueError(
+                f"path {str(path)!r} holds bank files ({', '.join(stored[:3])}) but its "
+                "manifest records neither a fingerprint nor the first chunk's digest: "
+                "nothing tells which generator made them; remove them or use another path"
+            )
+    elif stored:
+        raise ValueError(
+            f"path {str(path)!r} holds bank files ({', '.join(stored[:3])}"
+            f"{' ...' if len(stored) > 3 else ''}) but no manifest {_MANIFEST}: nothing "
+            "tells which generator made them, so they cannot be resumed; remove them or "
+            "use another path"
+        )
+    if meta["fingerprint"] is None and "first_chunk_sha256" not in meta:
+        first = make_first()
+        meta["first_chunk_sha256"] = _digest(first)
+    _write_manifest(path, labels, meta, counts, complete=False)
+    return first
+
+
 def _counts_from(labels: list, train_labels: Any) -> dict:
     y = np.asarray(to_numpy(train_labels, "train_labels")).ravel()
     if y.dtype.kind == "f":
@@ -135,6 +214,7 @@ class SampleBank:
         executor: Any = None,
         train_labels: Any = None,
         fingerprint: str | None = None,
+        _first: np.ndarray | None = None,
     ) -> SampleBank:
         """Generate ``n_per_label`` samples for every label.
 
@@ -161,7 +241,11 @@ class SampleBank:
                 generator or transform: the manifest records their names and either this
                 fingerprint or, when None, the SHA-256 of the first chunk, which a resume
                 regenerates (one generator call) and compares — pass a fingerprint for
-                generators that are not bit-reproducible.
+                generators that are not bit-reproducible.  The manifest is written before
+                any chunk, so that every chunk on disk is attributed to its generator;
+                bank files without a manifest are refused, never adopted.
+            _first: internal (the executor path): chunk 0 of label 0, already generated
+                and checked, so that the assembly does not call the generator again.
 
         Cost: n_labels · n_per_label generated samples, once.
         """
@@ -229,35 +313,15 @@ class SampleBank:
         chunks = [(s, min(bs, n_per_label - s)) for s in range(0, n_per_label, bs)]
         first: np.ndarray | None = None
         if bank.path is not None:
-            bank.path.mkdir(parents=True, exist_ok=True)
-            man = bank.path / _MANIFEST
-            if man.exists():
-                old = json.loads(man.read_text())
-                om = old.get("meta", {})
-                if old.get("labels") != labels or any(
-                    om.get(k) != bank.meta[k] for k in ("n_per_label", "seed", "batch_size")
-                ):
-                    raise ValueError(
-                        f"path {str(bank.path)!r} holds a different bank (labels, n_per_label, "
-                        "seed or batch_size differ); use another path"
-                    )
-                for key in ("generator", "transform", "fingerprint"):
-                    if om.get(key) != bank.meta[key]:
-                        raise ValueError(
-                            f"path {str(bank.path)!r} holds a bank made with {key} "
-                            f"{om.get(key)!r}, not {bank.meta[key]!r}; resuming would mix the "
-                            "two — use another path"
-                        )
-                if fingerprint is None and om.get("first_chunk_sha256"):
-                    first = make(0, 0, chunks[0][1])
-                    if _digest(first) != om["first_chunk_sha256"]:
-                        raise ValueError(
-                            f"path {str(bank.path)!r} holds a bank whose first chunk this "
-                            "generator/transform does not reproduce (another model, or a "
-                            "non-deterministic one: pass fingerprint=...); use another path"
-                        )
-                    bank.meta["first_chunk_sha256"] = om["first_chunk_sha256"]
-            bank._write_manifest(complete=False)
+            # The manifest (generator, fingerprint or first-chunk digest) is on disk before
+            # any chunk: a kill at any point leaves only chunks it attributes.
+            first = claim_path(
+                bank.path,
+                labels,
+                bank.meta,
+                bank._counts_list(),
+                (lambda: _first) if _first is not None else (lambda: make(0, 0, chunks[0][1])),
+            )
         total = len(labels) * len(chunks)
         bar = None
         if progress:
@@ -280,10 +344,6 @@ class SampleBank:
                         arr = first if (i, k) == (0, 0) and first is not None else make(i, k, size)
                         if part is not None:
                             _atomic_save(part, arr)
-                    if (i, k) == (0, 0) and bank.path is not None and fingerprint is None:
-                        if "first_chunk_sha256" not in bank.meta:
-                            bank.meta["first_chunk_sha256"] = _digest(arr)
-                            bank._write_manifest(complete=False)
                     parts.append(arr)
                     if bar is not None:
                         bar.update(1)
@@ -324,17 +384,13 @@ class SampleBank:
             bank._set_counts(dict(zip(bank._labels, counts)))
         return bank
 
+    def _counts_list(self) -> list | None:
+        if self.label_counts is None:
+            return None
+        return [self.label_counts[lab] for lab in self._labels]
+
     def _write_manifest(self, complete: bool) -> None:
-        counts = None
-        if self.label_counts is not None:
-            counts = [self.label_counts[lab] for lab in self._labels]
-        doc = {
-            "labels": self._labels,
-            "meta": self.meta,
-            "label_counts": counts,
-            "complete": complete,
-        }
-        atomic_write_text(self.path / _MANIFEST, json.dumps(doc))
+        _write_manifest(self.path, self._labels, self.meta, self._counts_list(), complete)
 
     # ------------------------------------------------------------------ access
     @property
