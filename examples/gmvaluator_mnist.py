@@ -104,6 +104,7 @@ def prepare(
     guidance: float = 1.0,
     seed: int = 0,
     threads: int = 2,
+    cnn_epochs: int = 8,
 ) -> dict:
     """Train (or load from ``work``) the CNN encoder and the UNet; generate the samples."""
     import torch
@@ -121,7 +122,8 @@ def prepare(
     if diffusion_steps is not None:
         settings["steps"] = diffusion_steps
     tag = f"{unet_kind}{settings['steps']}"  # cached files name the generator they come from
-    cnn_path, unet_path = work / "cnn.safetensors", work / f"unet_{tag}.safetensors"
+    cnn_path = work / f"cnn{cnn_epochs}.safetensors"
+    unet_path = work / f"unet_{tag}.safetensors"
     torch.set_num_threads(threads)
     if cnn_path.exists():
         cnn = DigitsCNN()
@@ -130,7 +132,7 @@ def prepare(
         )
     else:
         t = time.perf_counter()
-        cnn = train_classifier(x, y, epochs=8, seed=seed, progress=False)
+        cnn = train_classifier(x, y, epochs=cnn_epochs, seed=seed, progress=False)
         times["train_cnn_s"] = time.perf_counter() - t
         save_safetensors(cnn_path, {k: v.numpy() for k, v in cnn.state_dict().items()})
     cnn.eval()
