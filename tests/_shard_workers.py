@@ -77,3 +77,11 @@ def project_hanging_at(row: int):
 
     encode.__name__ = "project"  # the same encoder description as `project`
     return encode
+
+
+def fail_fast_others_slow(config: dict, shard: int, rows: tuple[int, int]) -> dict:
+    """Shard 0 raises at once; the others take 0.6 s before they return (and are written)."""
+    if shard == 0:
+        raise RuntimeError("interrupted at shard 0")
+    time.sleep(0.6)
+    return square(config, shard, rows)

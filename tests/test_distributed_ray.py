@@ -152,3 +152,18 @@ def test_dualda_stages_on_ray_equal_serial(tmp_path):
     np.testing.assert_array_equal(
         dd.attribute(xt, executor=ex, shard_rows=8), dd.attribute(xt, shard_rows=8)
     )
+
+
+@pytest.mark.parametrize("actors", [None, 2])
+def test_nothing_writes_after_a_failed_run_returns(tmp_path, actors):
+    """When a shard fails, the shards still running are cancelled (or finished) before the
+    error reaches the caller: the store does not change behind its back afterwards."""
+    import time
+
+    store = _store(tmp_path / "s")
+    fn = partial(_shard_workers.fail_fast_others_slow, {"seed": 5})
+    with pytest.raises(Exception, match="interrupted at shard 0"):
+        run_stage(store, fn, executor=RayExecutor(actors=actors))
+    seen = sorted(p.name for p in (tmp_path / "s").iterdir())
+    time.sleep(1.5)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == seen

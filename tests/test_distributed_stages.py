@@ -250,3 +250,28 @@ def test_proxy_game_utilities_batched(pool):
         game(Z[:, :3], executor=pool)
     with pytest.raises(ValueError, match="batch_size"):
         game(Z, executor=pool, batch_size=0)
+
+
+def test_thread_pool_run_waits_for_running_shards_before_raising(tmp_path):
+    """concurrent.futures: running shards cannot be cancelled, so the failed run waits for
+    them; nothing is written into the store after the error has reached the caller."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
+
+    import _shard_workers
+
+    from datacredit.distributed import run_stage
+    from datacredit.store import ShardStore
+
+    store = ShardStore.create(
+        tmp_path / "s", method="test", stage="square", config={"seed": 5}, n_rows=12, shard_rows=4
+    )
+    fn = partial(_shard_workers.fail_fast_others_slow, {"seed": 5})
+    with ThreadPoolExecutor(3) as pool:
+        with pytest.raises(RuntimeError, match="interrupted at shard 0"):
+            run_stage(store, fn, executor=pool)
+        seen = sorted(p.name for p in (tmp_path / "s").iterdir())
+        time.sleep(1.0)
+        assert sorted(p.name for p in (tmp_path / "s").iterdir()) == seen
+    assert 0 in store.missing()  # shards not started yet were cancelled, also fine

@@ -82,10 +82,17 @@ class RayExecutor:
             task = ray.remote(max_retries=self.max_retries, **opts)(_call)
             fn_ref = ray.put(fn)
             pending = {task.remote(fn_ref, it): it for it in items}
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                for ref in done:
-                    yield pending.pop(ref), ray.get(ref)
+            try:
+                while pending:
+                    done, _ = ray.wait(list(pending), num_returns=1)
+                    for ref in done:
+                        yield pending.pop(ref), ray.get(ref)
+            finally:
+                # A failed shard (or a consumer that stops early) must not leave tasks
+                # writing behind the caller's back: cancel them and wait until they end.
+                for ref in pending:
+                    ray.cancel(ref)
+                self._settle(list(pending))
             return
         actor_cls = ray.remote(
             max_restarts=self.max_retries, max_task_retries=self.max_retries, **opts
@@ -109,6 +116,12 @@ class RayExecutor:
         finally:
             for actor in pool:
                 ray.kill(actor)
+            self._settle(list(pending))
+
+    def _settle(self, refs: list) -> None:
+        """Wait (up to a minute) until cancelled or killed work has ended."""
+        if refs:
+            self._ray.wait(refs, num_returns=len(refs), timeout=60.0)
 
     def __repr__(self) -> str:
         return (
@@ -146,6 +159,9 @@ def iter_results(executor: Any, fn: Callable[[Any], Any], items: Iterable[Any]) 
         finally:
             for fut in futures:
                 fut.cancel()
+            # Running shards cannot be stopped: wait for them, so that nothing writes into
+            # the store after the caller has seen the failure.
+            cf.wait(futures)
     else:
         raise TypeError(
             "executor must be None, a concurrent.futures.Executor or a "

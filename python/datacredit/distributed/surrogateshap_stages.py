@@ -69,6 +69,7 @@ def generate_bank(
         _callable_name,
         _check_label,
         _counts_from,
+        bank_meta,
         claim_path,
     )
 
@@ -98,14 +99,7 @@ def generate_bank(
         counts = None
         if train_labels is not None:
             counts = [float(c) for c in _counts_from(labels, train_labels).values()]
-        meta = {
-            "n_per_label": int(n_per_label),
-            "seed": int(seed),
-            "batch_size": bs,
-            "generator": _callable_name(generator),
-            "transform": _callable_name(transform),
-            "fingerprint": fingerprint,
-        }
+        meta = bank_meta(n_per_label, seed, bs, generator, transform, fingerprint)
 
         def make_first() -> np.ndarray:  # shard 0 on the executor, returned (not written)
             return _run(stage_for(None), [0], executor, False)[0]

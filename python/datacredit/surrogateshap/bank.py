@@ -49,6 +49,25 @@ def _write_manifest(
     atomic_write_text(path / _MANIFEST, json.dumps(doc))
 
 
+def bank_meta(
+    n_per_label: int,
+    seed: int,
+    batch_size: int,
+    generator: Any,
+    transform: Any,
+    fingerprint: str | None,
+) -> dict:
+    """The settings a bank's manifest records (and a resume must match)."""
+    return {
+        "n_per_label": int(n_per_label),
+        "seed": int(seed),
+        "batch_size": batch_size,
+        "generator": _callable_name(generator),
+        "transform": _callable_name(transform),
+        "fingerprint": fingerprint,
+    }
+
+
 def claim_path(
     path: Path,
     labels: list,
@@ -289,14 +308,7 @@ class SampleBank:
         bank.path = None if path is None else Path(path)
         if train_labels is not None:
             bank._set_counts(_counts_from(labels, train_labels))
-        bank.meta = {
-            "n_per_label": int(n_per_label),
-            "seed": int(seed),
-            "batch_size": bs,
-            "generator": _callable_name(generator),
-            "transform": _callable_name(transform),
-            "fingerprint": fingerprint,
-        }
+        bank.meta = bank_meta(n_per_label, seed, bs, generator, transform, fingerprint)
 
         def make(i: int, k: int, size: int) -> np.ndarray:
             out = generator(labels[i], size, _label_seed(seed, i, k))
