@@ -143,7 +143,10 @@ class LPIPSDistance(TorchPairDistance):
 class MSSSIMDistance:
     """1 − MS-SSIM (Wang et al. 2003) of aligned image pairs through ``pytorch-msssim``.
 
-    Inputs: ``(n, C, H, W)`` images with values in ``[0, data_range]``; pytorch-msssim
+    Inputs: ``(n, C, H, W)`` or ``(n, H, W, C)`` images (C = 1 or 3, the library's layouts,
+    :mod:`datacredit.models.images`; channels-last batches such as
+    :class:`~datacredit.models.DiffusersTextToImage`'s are moved to channels-first, an
+    ambiguous layout raises) with values in ``[0, data_range]``; pytorch-msssim
     requires min(H, W) > (win_size − 1)·16 whatever the number of scales (``weights``, one
     per scale; default the five of Wang et al.), so small images need a smaller
     ``win_size``.  Returns float64 (n,), 0 for identical images.
@@ -174,7 +177,13 @@ class MSSSIMDistance:
         import torch
         from pytorch_msssim import ms_ssim
 
+        from datacredit.models.images import _channels_first
+
         ta, tb = _to_tensor(a, self.device), _to_tensor(b, self.device)
+        if ta.ndim == 4 and tb.ndim == 4:
+            # NHWC images (diffusers' output_type="np") used to be read as NCHW, with W = 3:
+            # a "too small" error that no win_size > 1 could cure
+            ta, tb = _channels_first(ta, "a"), _channels_first(tb, "b")
         if ta.ndim != 4 or ta.shape != tb.shape:
             raise ValueError(
                 f"MSSSIMDistance needs two (n, C, H, W) batches of one shape, got "
@@ -306,7 +315,13 @@ class CLIPScore:
         tokenizer: callable list[str] → token tensor (default
             ``open_clip.get_tokenizer(model_name)``).
         model_name: for the default tokenizer.  device: torch device.
-    Inputs: preprocessed image tensors (n, 3, H, W).  Returns float64 (n,).
+        preprocess: the model's evaluation transform (``load_open_clip``'s second value):
+            then inputs are images in the library's convention
+            (:mod:`datacredit.models.images`, e.g. a bank of
+            :class:`~datacredit.models.DiffusersTextToImage` samples, (n, H, W, 3) in
+            [0, 1]), each quantised to 8 bits and passed through it as open_clip documents.
+    Inputs: without ``preprocess``, preprocessed image tensors (n, 3, H, W).  Returns
+    float64 (n,).
     """
 
     def __init__(
@@ -317,7 +332,10 @@ class CLIPScore:
         tokenizer: Any = None,
         model_name: str = "ViT-L-14",
         device: str = "cpu",
+        preprocess: Any = None,
     ) -> None:
+        if preprocess is not None and not callable(preprocess):
+            raise TypeError("preprocess must be callable (open_clip's evaluation transform)")
         if not (hasattr(model, "encode_image") and hasattr(model, "encode_text")):
             raise TypeError("model must have encode_image and encode_text (an open_clip model)")
         if not (callable(prompts) or hasattr(prompts, "__getitem__")):
@@ -330,6 +348,23 @@ class CLIPScore:
             tokenizer = open_clip.get_tokenizer(model_name)
         self.model, self.prompts, self.tokenizer = model, prompts, tokenizer
         self.device = device
+        self.preprocess = preprocess
+
+    def _images(self, images: Any) -> Any:
+        import torch
+
+        if self.preprocess is not None:
+            pil = to_pil_images(images, "images")
+            return torch.stack([self.preprocess(im) for im in pil]).to(self.device)
+        x = _to_tensor(images, self.device)
+        if x.ndim != 4 or x.shape[1] != 3:
+            # e.g. a bank of diffusers samples (n, H, W, 3): used to fail inside the model
+            raise ValueError(
+                f"images have shape {tuple(x.shape)}: CLIPScore without preprocess takes "
+                "preprocessed (n, 3, H, W) tensors; pass preprocess=... (open_clip's "
+                "evaluation transform) to score images such as DiffusersTextToImage samples"
+            )
+        return x
 
     def _prompt(self, label: Any) -> str:
         if callable(self.prompts):
@@ -341,7 +376,7 @@ class CLIPScore:
     def __call__(self, images: Any, label: Any) -> np.ndarray:
         import torch
 
-        x = _to_tensor(images, self.device)
+        x = self._images(images)
         if hasattr(self.model, "eval"):
             self.model.eval()
         with torch.no_grad():
