@@ -177,7 +177,9 @@ def clip_encoder(tiny_clip):
     return OpenCLIPEncoder(model=model, preprocess=preprocess, batch_size=16)
 
 
-def _clip_tokenizer(texts):  # the tiny model's vocabulary has 64 tokens, context 8
+def _clip_tokenizer(texts):
+    """The tiny model's vocabulary has 64 tokens, its context 8: the prompts' last 8 letters
+    (their first ones are shared)."""
     return torch.tensor([[(ord(c) % 63) + 1 for c in t[-8:].ljust(8)] for t in texts])
 
 
@@ -230,13 +232,15 @@ def test_bank_from_a_real_pipeline_is_seeded_unit_images(pipe, bank):
 
 
 # --------------------------------------------------------------------------- 2. the game
-def _games(bank, clip_encoder, tiny_clip):
+def _games(pipe, bank, clip_encoder, tiny_clip):
     rng = np.random.default_rng(0)
-    gen_ref = bank.samples("p0")[:3], bank.samples("p3")[:3]
-    # FID's reference: embeddings of images for two of the prompts (another seed's draws
-    # would do as well) plus noise, so the contributors differ in FID
+    gen = DiffusersTextToImage(pipe, PROMPTS, num_inference_steps=STEPS, guidance_scale=7.5)
+    # FID's reference ("the training images"): fresh draws for two of the prompts, plus
+    # noise, so that the contributors differ in FID
     reference = clip_encoder.encode(
-        np.concatenate([*gen_ref, rng.random((14, SIZE, SIZE, 3)).astype(np.float32)])
+        np.concatenate(
+            [gen("p0", 3, 99), gen("p3", 3, 98), rng.random((14, SIZE, SIZE, 3)).astype(np.float32)]
+        )
     )
     # v(∅): FID of an "untrained" generator, pure noise images
     noise = SampleBank({"noise": rng.random((12, SIZE, SIZE, 3)).astype(np.float32)})
@@ -270,8 +274,8 @@ def _games(bank, clip_encoder, tiny_clip):
 
 
 @pytest.fixture(scope="module")
-def games(bank, clip_encoder, tiny_clip):
-    return _games(bank, clip_encoder, tiny_clip)[0]
+def games(pipe, bank, clip_encoder, tiny_clip):
+    return _games(pipe, bank, clip_encoder, tiny_clip)[0]
 
 
 @pytest.mark.parametrize("utility", ["fid", "diversity", "clip"])
@@ -296,12 +300,12 @@ def test_surrogateshap_recovers_exact_shapley_of_the_t2i_game(games, utility):
     np.testing.assert_allclose(small.values.sum(), v[-1] - v[0], rtol=0, atol=1e-9 * scale)
 
 
-def test_t2i_fid_game_matches_scipy_on_pooled_embeddings(bank, clip_encoder, tiny_clip):
+def test_t2i_fid_game_matches_scipy_on_pooled_embeddings(pipe, bank, clip_encoder, tiny_clip):
     """With uniform prompt weights and equal samples per prompt, the coalition's mixture is
     the pool of its prompts' images: the plug-in FID is scipy's FID of the pooled embeddings."""
     from scipy import linalg
 
-    _, reference = _games(bank, clip_encoder, tiny_clip)
+    _, reference = _games(pipe, bank, clip_encoder, tiny_clip)
     game = ProxyGame(
         bank,
         CONTRIBUTORS,
