@@ -112,3 +112,24 @@ def test_stratified_kernel_shap_no_worse_than_shapiq():
         iv = shapiq.KernelSHAP(n=10, random_state=t).approximate(256, g)
         theirs.append(_rel(np.array([iv[(i,)] for i in range(10)]), exact))
     assert np.mean(ours) <= np.mean(theirs)
+
+
+def test_stderr_is_nan_when_a_sampled_stratum_has_two_units():
+    """4 players, budget 12: the size-2 stratum has 2 sampled units (1 degree of freedom);
+    such standard errors were off by 10-100x on noisy games, so they are reported unknown.
+    The values stay exactly efficient."""
+    rng = np.random.default_rng(0)
+    table = rng.normal(0.9, 0.01, 16)
+    table[0] = 0.0
+
+    def game(Z):
+        Z = np.asarray(Z, bool)
+        return table[(Z * (1 << np.arange(4))).sum(1)]
+
+    plan = plan_coalitions(4, 12, seed=0)
+    r = regression_adjusted(plan, game(plan.Z), _linear_fit, n_folds=3, seed=0)
+    assert np.isnan(r.stderr).all() and np.isfinite(r.variance)
+    assert abs(r.values.sum() - (table[15] - table[0])) < 1e-12
+    plan8 = plan_coalitions(8, 100, seed=0)  # every partly sampled stratum has >= 3 units
+    g = games.synthetic("interaction", n=8, seed=7)
+    assert np.isfinite(regression_adjusted(plan8, g(plan8.Z), _linear_fit).stderr).all()
