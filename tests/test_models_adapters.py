@@ -3,7 +3,6 @@ downloads), equality with calling the models directly, and actionable errors."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -56,22 +55,10 @@ def test_torch_module_encoder_restores_mode(rng):
 
 @pytest.fixture
 def tiny_open_clip(tmp_path):
-    open_clip = pytest.importorskip("open_clip")
-    cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 1,
-            "width": 32,
-            "patch_size": 16,
-            "head_width": 16,
-        },
-        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
-    }
-    path = tmp_path / "dc-tiny-clip.json"
-    path.write_text(json.dumps(cfg))
-    open_clip.add_model_config(str(path))
-    return "dc-tiny-clip"
+    pytest.importorskip("open_clip")
+    from _tiny_models import register_tiny_open_clip
+
+    return register_tiny_open_clip(tmp_path, "dc-tiny-clip")
 
 
 def test_open_clip_loading_code_with_tiny_model(tiny_open_clip, rng):

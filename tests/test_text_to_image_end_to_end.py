@@ -153,20 +153,9 @@ def bank(pipe):
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     """A random-weight open_clip model (as in test_models_adapters) and its transform."""
-    cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 1,
-            "width": 32,
-            "patch_size": 16,
-            "head_width": 16,
-        },
-        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
-    }
-    path = tmp_path_factory.mktemp("clip") / "dc-t2i-tiny-clip.json"
-    path.write_text(json.dumps(cfg))
-    open_clip.add_model_config(str(path))
+    from _tiny_models import register_tiny_open_clip
+
+    register_tiny_open_clip(tmp_path_factory.mktemp("clip"), "dc-t2i-tiny-clip")
     torch.manual_seed(0)
     return load_open_clip("dc-t2i-tiny-clip", None)
 
