@@ -16,6 +16,16 @@ bool all_finite(const float* values, int64_t count) {
   return acc == 0.0f;
 }
 
+std::vector<float> row_mean(const float* x, int64_t rows, int64_t dim) {
+  std::vector<double> acc(static_cast<size_t>(dim), 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t p = 0; p < dim; ++p) acc[static_cast<size_t>(p)] += x[r * dim + p];
+  std::vector<float> mean(static_cast<size_t>(dim));
+  for (int64_t p = 0; p < dim; ++p)
+    mean[static_cast<size_t>(p)] = static_cast<float>(acc[static_cast<size_t>(p)] / rows);
+  return mean;
+}
+
 int resolve_threads(int64_t n_threads) {
   check(n_threads <= kMaxThreads, "n_threads",
         "n_threads = " + std::to_string(n_threads) + " is above the limit of " +

@@ -159,18 +159,6 @@ void scan_row(const float* row, int64_t cols, int64_t j0, float sign, TopKHeap& 
 
 namespace {
 
-// Mean of the rows (double accumulation, rounded to float): l2 works on rows minus this
-// mean, so a large common offset does not cancel |q|^2 + |k|^2 - 2 q.k away.
-std::vector<float> row_mean(const float* x, int64_t rows, int64_t dim) {
-  std::vector<double> acc(static_cast<size_t>(dim), 0.0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t p = 0; p < dim; ++p) acc[static_cast<size_t>(p)] += x[r * dim + p];
-  std::vector<float> mean(static_cast<size_t>(dim));
-  for (int64_t p = 0; p < dim; ++p)
-    mean[static_cast<size_t>(p)] = static_cast<float>(acc[static_cast<size_t>(p)] / rows);
-  return mean;
-}
-
 void subtract_rows(const float* x, int64_t rows, int64_t dim, const float* mean, float* out) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t p = 0; p < dim; ++p) out[r * dim + p] = x[r * dim + p] - mean[p];

@@ -225,24 +225,13 @@ void kmeans_centred(const float* xs, int64_t n, int64_t dsub, int64_t ksub, int 
   }
 }
 
-// Mean of the rows (double accumulation, rounded to float).
-std::vector<float> mean_rows(const float* x, int64_t rows, int64_t dim) {
-  std::vector<double> acc(static_cast<size_t>(dim), 0.0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t t = 0; t < dim; ++t) acc[static_cast<size_t>(t)] += x[r * dim + t];
-  std::vector<float> mean(static_cast<size_t>(dim));
-  for (int64_t t = 0; t < dim; ++t)
-    mean[static_cast<size_t>(t)] = static_cast<float>(acc[static_cast<size_t>(t)] / rows);
-  return mean;
-}
-
 // Lloyd's k-means on xs (n x dsub, contiguous; overwritten: centred) into cent (ksub x
 // dsub), initialised from the rows init_rows (ksub distinct indices into xs).  The rows
 // are centred on their mean first (k-means is translation invariant): the assignment's
 // |c|^2 - 2 x.c would otherwise cancel away a large common offset of the data.
 void kmeans_subspace(float* xs, int64_t n, int64_t dsub, int64_t ksub, int n_iter,
                      const std::vector<int64_t>& init_rows, float* cent) {
-  const std::vector<float> mean = mean_rows(xs, n, dsub);
+  const std::vector<float> mean = row_mean(xs, n, dsub);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t t = 0; t < dsub; ++t) xs[i * dsub + t] -= mean[static_cast<size_t>(t)];
   kmeans_centred(xs, n, dsub, ksub, n_iter, init_rows, cent);
@@ -512,7 +501,7 @@ void pq_encode(const PQShape& shape, const float* centroids, const float* x, int
   std::vector<float> cc(static_cast<size_t>(m * ksub * dsub));
   for (int64_t s = 0; s < m; ++s) {
     const float* c = centroids + s * ksub * dsub;
-    const std::vector<float> mean = mean_rows(c, ksub, dsub);
+    const std::vector<float> mean = row_mean(c, ksub, dsub);
     std::copy(mean.begin(), mean.end(), mu.begin() + s * dsub);
     for (int64_t j = 0; j < ksub; ++j)
       for (int64_t t = 0; t < dsub; ++t)

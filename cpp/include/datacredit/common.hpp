@@ -7,6 +7,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace datacredit {
 
@@ -22,6 +23,11 @@ inline void check(bool ok, const char* where, const std::string& what) {
 
 // True when all `count` values are finite (no NaN, no +-inf).
 bool all_finite(const float* values, int64_t count);
+
+// Mean of the rows of the row-major `rows` x `dim` matrix x, accumulated in double and
+// rounded to float.  Gram l2 and PQ k-means centre on it, so that a large common offset
+// of the data does not cancel |q|^2 + |k|^2 - 2 q.k away.
+std::vector<float> row_mean(const float* x, int64_t rows, int64_t dim);
 
 // Largest thread count any entry point accepts: beyond it is a mistake (and asking the
 // OpenMP runtime for that many threads can end the process when creation fails).

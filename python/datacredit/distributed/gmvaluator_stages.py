@@ -547,20 +547,10 @@ def recall_candidates(
 
 def embedding_distances(gmv: Any, gen: np.ndarray, cand: np.ndarray) -> np.ndarray:
     """Exact distances (n_gen, recall) float64; candidates' rows read from the shards."""
+    from datacredit.gmvaluator.valuator import candidate_distances
+
     emb = gmv._store
-    out = np.empty(cand.shape, np.float64)
-    step = max(1, (1 << 22) // max(1, cand.shape[1] * emb.shape[1]))
-    for s in range(0, gen.shape[0], step):
-        g = gen[s : s + step].astype(np.float64)[:, None, :]
-        t = emb.take(cand[s : s + step]).astype(np.float64)
-        if gmv.rerank == "cosine":
-            num = np.einsum("brd,brd->br", np.broadcast_to(g, t.shape), t)
-            den = np.linalg.norm(g, axis=-1) * np.linalg.norm(t, axis=-1)
-            out[s : s + step] = 1.0 - np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-        else:
-            diff = t - g
-            out[s : s + step] = np.sqrt(np.einsum("brd,brd->br", diff, diff))
-    return out
+    return candidate_distances(gen, cand, emb.take, emb.shape[1], gmv.rerank)
 
 
 def _shard_values(shard_rows: int, n: int, top_idx, weights, shard: int) -> np.ndarray:

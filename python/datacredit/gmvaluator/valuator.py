@@ -153,6 +153,27 @@ def softmax_weights(distances: np.ndarray, temperature: float) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def candidate_distances(
+    gen: np.ndarray, cand: np.ndarray, rows: Any, d: int, rerank: Any
+) -> np.ndarray:
+    """Exact float64 distances ``(n_gen, recall)`` between ``gen[j]`` and the training
+    embeddings ``rows(cand[j])``: ``1 - cos`` for ``rerank="cosine"``, else l2.  Works in
+    blocks of about 4M values, ``O(n_gen * recall * d)``."""
+    out = np.empty(cand.shape, np.float64)
+    step = max(1, (1 << 22) // max(1, cand.shape[1] * d))
+    for s in range(0, gen.shape[0], step):
+        g = gen[s : s + step].astype(np.float64)[:, None, :]
+        t = np.asarray(rows(cand[s : s + step])).astype(np.float64)
+        if rerank == "cosine":
+            num = np.einsum("brd,brd->br", np.broadcast_to(g, t.shape), t)
+            den = np.linalg.norm(g, axis=-1) * np.linalg.norm(t, axis=-1)
+            out[s : s + step] = 1.0 - np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        else:
+            diff = t - g
+            out[s : s + step] = np.sqrt(np.einsum("brd,brd->br", diff, diff))
+    return out
+
+
 class GMValuator:
     """Values training samples by their similarity to generated samples.
 
@@ -563,19 +584,7 @@ class GMValuator:
     def _embedding_distances(self, gen: np.ndarray, cand: np.ndarray) -> np.ndarray:
         """Exact distances (n_gen, recall) float64 between gen[j] and emb[cand[j]]."""
         emb = self.train_embeddings
-        out = np.empty(cand.shape, np.float64)
-        step = max(1, (1 << 22) // max(1, cand.shape[1] * emb.shape[1]))
-        for s in range(0, gen.shape[0], step):
-            g = gen[s : s + step].astype(np.float64)[:, None, :]
-            t = emb[cand[s : s + step]].astype(np.float64)
-            if self.rerank == "cosine":
-                num = np.einsum("brd,brd->br", np.broadcast_to(g, t.shape), t)
-                den = np.linalg.norm(g, axis=-1) * np.linalg.norm(t, axis=-1)
-                out[s : s + step] = 1.0 - np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-            else:
-                diff = t - g
-                out[s : s + step] = np.sqrt(np.einsum("brd,brd->br", diff, diff))
-        return out
+        return candidate_distances(gen, cand, lambda idx: emb[idx], emb.shape[1], self.rerank)
 
     def _image_distances(self, generated: Any, cand: np.ndarray) -> np.ndarray:
         """Re-rank distances (n_gen, recall) float64 in image space, ``batch_size`` pairs

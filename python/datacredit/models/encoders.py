@@ -102,6 +102,13 @@ class TorchEncoder:
     def _forward(self, batch: Any) -> Any:
         return self.module(batch)
 
+    def _to_input(self, batch: Any) -> Any:
+        """One batch of the user's data -> the float tensor ``_forward`` takes."""
+        import torch
+
+        t = batch if _is_torch(batch) else torch.as_tensor(np.asarray(batch))
+        return t if t.is_floating_point() else t.float()
+
     def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
         import torch
 
@@ -116,10 +123,8 @@ class TorchEncoder:
         try:
             with torch.no_grad():
                 for b in _progress(batches(data, self.batch_size, "data"), progress, nb):
-                    t = b if _is_torch(b) else torch.as_tensor(np.asarray(b))
-                    if not t.is_floating_point():
-                        t = t.float()
-                    rows.append(to_float_rows(self._forward(t.to(self.device)), "encoder output"))
+                    x = self._to_input(b).to(self.device)
+                    rows.append(to_float_rows(self._forward(x), "encoder output"))
         finally:
             self.module.train(was_training)
         return np.concatenate(rows)
@@ -175,27 +180,13 @@ class OpenCLIPEncoder(TorchEncoder):
             out = out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return out
 
-    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+    def _to_input(self, batch: Any) -> Any:
+        """Images (library convention) -> open_clip's ``preprocess`` of each, stacked."""
         import torch
 
         from datacredit.models.images import to_pil_images
 
-        n = data_len(data, "data")
-        if n == 0:
-            raise ValueError("data is empty")
-        was_training = self.module.training
-        self.module.eval()
-        self.module.to(self.device)
-        rows = []
-        nb = (n + self.batch_size - 1) // self.batch_size
-        try:
-            with torch.no_grad():
-                for b in _progress(batches(data, self.batch_size, "data"), progress, nb):
-                    x = torch.stack([self.preprocess(img) for img in to_pil_images(b, "images")])
-                    rows.append(to_float_rows(self._forward(x.to(self.device)), "encoder output"))
-        finally:
-            self.module.train(was_training)
-        return np.concatenate(rows)
+        return torch.stack([self.preprocess(img) for img in to_pil_images(batch, "images")])
 
     def fingerprint(self) -> str:
         from datacredit.models.fingerprint import fingerprint_model
