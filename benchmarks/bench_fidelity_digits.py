@@ -25,7 +25,7 @@ def main() -> None:
     from datacredit import SurrogateSHAP, shapley
     from datacredit.games import DigitsRetraining
     from datacredit.metrics import lds_coalitions, lds_groups
-    from datacredit.utilities import spearman
+    from datacredit.metrics.correlation import spearman
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=int, default=256)

@@ -40,7 +40,7 @@ def generator():
 
 
 def utility():
-    from datacredit.utilities import MeanScore
+    from datacredit.surrogateshap.utilities import MeanScore
 
     return MeanScore(lambda x: x[:, 0])
 

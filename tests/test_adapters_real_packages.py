@@ -22,7 +22,7 @@ from PIL import Image  # noqa: E402
 
 from datacredit import GMValuator  # noqa: E402
 from datacredit.models import DreamSimDistance, MANIQAScorer, PixelEncoder  # noqa: E402
-from datacredit.models.scorers import _dreamsim_transform  # noqa: E402
+from datacredit.models.scorers.dreamsim import dreamsim_transform as _dreamsim_transform  # noqa: E402
 
 
 def _write_dreamsim_checkpoints(cache, *, lora_weights: bool) -> None:

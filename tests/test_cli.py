@@ -211,7 +211,7 @@ def label_generator():
 
 
 def mean_first_feature():
-    from datacredit.utilities import MeanScore
+    from datacredit.surrogateshap.utilities import MeanScore
 
     return MeanScore(lambda x: x[:, 0])
 

@@ -135,7 +135,7 @@ def test_dualda_stages_on_ray_equal_serial(tmp_path):
     from test_distributed_stages import MLP
 
     from datacredit import DualDA
-    from datacredit.distributed import dualda_stages
+    from datacredit.dualda import stages as dualda_stages
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(96, 6, generator=g)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from datacredit import utilities as U
-from datacredit.distributed import dualda_stages
+from datacredit.dualda import stages as dualda_stages
 from datacredit.store import ShardStore
 from datacredit.surrogateshap import ProxyGame, SampleBank
 
@@ -185,7 +185,7 @@ def test_bank_chunks_on_disk_are_always_attributable(pool, tmp_path):
     """Issue 15: the executor path's workers wrote chunks before any manifest named their
     generator, so a driver killed before its first manifest write left chunks that a resume
     with another generator adopted."""
-    from datacredit.distributed.surrogateshap_stages import _generate_chunk
+    from datacredit.surrogateshap.stages import _generate_chunk
 
     labels, chunks = [0, 1], [(0, 4), (4, 4), (8, 2)]
     kw = dict(seed=3, batch_size=4, progress=False)

@@ -143,7 +143,7 @@ def test_store_bad_input(tmp_path):
 
 def test_merge_best_equals_full_sort():
     """The partition-based merge keeps exactly the full lexsort's best r, ties included."""
-    from datacredit.distributed.gmvaluator_stages import _merge_best
+    from datacredit.gmvaluator.stages import _merge_best
 
     rng = np.random.default_rng(0)
     d = rng.integers(0, 6, (50, 300)).astype(np.float32)  # many ties

@@ -146,8 +146,8 @@ def test_shard_cli_errors(tmp_path):
 
 
 def test_gmvaluator_embeddings_from_the_command_line(tmp_path):
-    from datacredit.distributed.gmvaluator_stages import create_embedding_store
     from datacredit.gmvaluator import GMValuator
+    from datacredit.gmvaluator.stages import create_embedding_store
 
     st = create_embedding_store(
         tmp_path / "g",

@@ -30,7 +30,7 @@ from datacredit.models import (  # noqa: E402
 )
 from datacredit.models.encoders import load_open_clip  # noqa: E402
 from datacredit.surrogateshap import ProxyGame, SampleBank  # noqa: E402
-from datacredit.utilities import FID, MeanScore, SampledPairDiversity  # noqa: E402
+from datacredit.surrogateshap.utilities import FID, MeanScore, SampledPairDiversity  # noqa: E402
 
 # prompt key -> prompt; the tokenizer below knows lowercase letters only
 PROMPTS = {

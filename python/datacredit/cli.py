@@ -208,7 +208,9 @@ SURROGATESHAP_SCHEMA = {
         "mapping player -> labels, or a factory returning it",
         _contributors_spec,
     ),
-    "utility": Option(str, REQUIRED, "factory returning a datacredit.utilities object", _FACTORY),
+    "utility": Option(
+        str, REQUIRED, "factory returning a datacredit.surrogateshap.utilities object", _FACTORY
+    ),
     "n_per_label": Option(
         int, 100, "generated samples per label in the sample bank (>= 1)", integer(1)
     ),
@@ -407,7 +409,7 @@ def run_surrogateshap(cfg: dict[str, Any]) -> Path:
         callable(getattr(utility, "prepare", None)) and callable(getattr(utility, "evaluate", None))
     ):
         raise ConfigError(
-            f"key 'utility': the factory '{cfg['utility']}' must return a datacredit.utilities "
+            f"key 'utility': the factory '{cfg['utility']}' must return a datacredit.surrogateshap.utilities "
             f"object (with prepare(bank) and evaluate(weights)), got {type(utility).__name__}"
         )
     labels = _contributor_labels(contributors)

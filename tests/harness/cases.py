@@ -1005,7 +1005,7 @@ def _bank(d: int = 2, labels=(0, 1, 2)):
 
 
 def _mean_score():
-    from datacredit.utilities import MeanScore
+    from datacredit.surrogateshap.utilities import MeanScore
 
     return MeanScore(lambda x: x[:, 0])
 
@@ -1179,7 +1179,7 @@ def _util_prepare(make):
 
 
 def _fid(**kw):
-    from datacredit.utilities import FID
+    from datacredit.surrogateshap.utilities import FID
 
     return FID(**kw)
 
@@ -1204,63 +1204,63 @@ mutations(
 
 @case("utilities.FID.evaluate.weights_wrong_width")
 def _fid_eval_width():
-    from datacredit.utilities import FID
+    from datacredit.surrogateshap.utilities import FID
 
     FID(None, RNG(0).standard_normal((30, 2))).prepare(_bank()).evaluate(np.ones((1, 5)))
 
 
 @case("utilities.FID.evaluate.weights_negative")
 def _fid_eval_neg():
-    from datacredit.utilities import FID
+    from datacredit.surrogateshap.utilities import FID
 
     FID(None, RNG(0).standard_normal((30, 2))).prepare(_bank()).evaluate(np.array([[-1.0, 1, 1]]))
 
 
 @case("utilities.FID.evaluate.weights_nan")
 def _fid_eval_nan():
-    from datacredit.utilities import FID
+    from datacredit.surrogateshap.utilities import FID
 
     FID(None, RNG(0).standard_normal((30, 2))).prepare(_bank()).evaluate(np.array([[np.nan, 1, 1]]))
 
 
 @case("utilities.FID.evaluate.before_prepare")
 def _fid_unprepared():
-    from datacredit.utilities import FID
+    from datacredit.surrogateshap.utilities import FID
 
     FID(None, RNG(0).standard_normal((30, 2))).evaluate(np.ones((1, 3)))
 
 
 @case("utilities.MeanScore.score.returns_nan")
 def _ms_nan():
-    from datacredit.utilities import MeanScore
+    from datacredit.surrogateshap.utilities import MeanScore
 
     MeanScore(lambda x: np.full(len(x), np.nan)).prepare(_bank())
 
 
 @case("utilities.MeanScore.score.wrong_length")
 def _ms_len():
-    from datacredit.utilities import MeanScore
+    from datacredit.surrogateshap.utilities import MeanScore
 
     MeanScore(lambda x: np.ones(len(x) + 1)).prepare(_bank())
 
 
 @case("utilities.MeanScore.score.not_callable")
 def _ms_not_callable():
-    from datacredit.utilities import MeanScore
+    from datacredit.surrogateshap.utilities import MeanScore
 
     MeanScore(42).prepare(_bank())
 
 
 @case("utilities.PairwiseDiversity.pair_score.not_callable")
 def _pd_not_callable():
-    from datacredit.utilities import PairwiseDiversity
+    from datacredit.surrogateshap.utilities import PairwiseDiversity
 
     PairwiseDiversity(42)
 
 
 @case("utilities.PairwiseDiversity.pair_score.returns_nan")
 def _pd_nan():
-    from datacredit.utilities import PairwiseDiversity
+    from datacredit.surrogateshap.utilities import PairwiseDiversity
 
     u = PairwiseDiversity(lambda a, b: np.full(len(a), np.nan)).prepare(_bank())
     u.evaluate(np.array([[0.5, 0.25, 0.25]]))

@@ -325,7 +325,7 @@ def r17():
 @case("repro.r18_fid_d1", "either")
 def r18():
     from datacredit.surrogateshap import SampleBank
-    from datacredit.utilities import FID
+    from datacredit.surrogateshap.utilities import FID
 
     rng = np.random.default_rng(0)
     bank = SampleBank({0: rng.standard_normal((20, 1)), 1: rng.standard_normal((20, 1)) + 1})

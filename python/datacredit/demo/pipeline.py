@@ -135,7 +135,7 @@ def surrogateshap_games(split: DigitsSplit, cnn, unet, s: DemoSettings):
     """The demo's two proxy games over the 10 digit contributors: (bank, −FID game, IS game)."""
     from datacredit.models import DiffusersClassConditional
     from datacredit.surrogateshap import ProxyGame, SampleBank
-    from datacredit.utilities import FID, InceptionScore
+    from datacredit.surrogateshap.utilities import FID, InceptionScore
 
     generator = DiffusersClassConditional(
         unet,

@@ -28,6 +28,15 @@ def _open_stage(path: Path, stage: str) -> ShardStore:
     return store
 
 
+# Workers that moved: stores created by an earlier release name the old path in their
+# manifest (a string, so this table imports nothing).
+MOVED_WORKERS = {
+    "datacredit.distributed.gmvaluator_stages:embed_worker": (
+        "datacredit.gmvaluator.stages:embed_worker"
+    ),
+}
+
+
 def run_shard(path: str | Path, stage: str, shard: int, *, force: bool = False) -> str:
     """Compute ``shard`` of the store at ``path`` with its manifest's worker; a message."""
     from datacredit.config import load_object
@@ -42,7 +51,7 @@ def run_shard(path: str | Path, stage: str, shard: int, *, force: bool = False) 
             f"{store.path}: the store names no worker (it was created from Python objects); "
             "run its stage from Python (run_stage / the method's executor=)"
         )
-    fn = load_object(spec, "worker")
+    fn = load_object(MOVED_WORKERS.get(spec, spec), "worker")
     rows = store.rows(shard)
     write_shard(
         store.path, shard, rows, fn(store.config, shard, rows), store.manifest["config_hash"]

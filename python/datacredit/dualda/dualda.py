@@ -27,6 +27,7 @@ import numpy as np
 
 from datacredit._arrays import as_integer_array, check_float, check_int, positive_float
 from datacredit._io import atomic_save_npz
+from datacredit.dualda import stages
 from datacredit.dualda.cache import CACHE_ARRAYS, CACHE_VERSION, arrays_digest, check_cache
 from datacredit.kernels import crammer_singer_fit, gram, gram_topk
 from datacredit.models.features import (
@@ -281,7 +282,7 @@ class DualDA:
         """Extract training features, fit the SVM, keep only the support vectors.
 
         ``executor`` / ``store``: extract the features shard by shard
-        (:func:`datacredit.distributed.dualda_stages.extract_features`: any
+        (:func:`datacredit.dualda.stages.extract_features`: any
         ``concurrent.futures.Executor`` or ``RayExecutor``; ``store`` a directory for a
         resumable ``ShardStore`` of the features). Identical features either way.
 
@@ -302,9 +303,7 @@ class DualDA:
                 self.loaded_from_cache = True
                 return self
         if executor is not None or store is not None:
-            from datacredit.distributed import dualda_stages
-
-            feats, labels, preds = dualda_stages.extract_features(
+            feats, labels, preds = stages.extract_features(
                 self, self.train_data, desc="train", store=store, executor=executor
             )
         else:
@@ -439,7 +438,7 @@ class DualDA:
                 (the strongest opponents), most negative first, instead of the largest.
             executor, shard_rows: attribute the inputs in shards of ``shard_rows`` (default
                 ``batch_size``) on ``executor`` (``None``: serially)
-                (:func:`datacredit.distributed.dualda_stages.attribute`); the result does
+                (:func:`datacredit.dualda.stages.attribute`); the result does
                 not depend on the executor (float32 rounding may differ from one unsharded
                 call, whose forward pass sees another batch size).
 
@@ -462,9 +461,7 @@ class DualDA:
             ValueError: ``targets`` of the wrong length or outside ``[0, K)``.
         """
         if executor is not None or shard_rows is not None:
-            from datacredit.distributed import dualda_stages
-
-            return dualda_stages.attribute(
+            return stages.attribute(
                 self,
                 inputs,
                 targets,

@@ -68,14 +68,14 @@ class DigitsRetraining:
         seed: int = 0,
     ):
         from datacredit._arrays import check_choice
-        from datacredit.utilities import _blas_limit
+        from datacredit._blas import blas_limit as _blas_limit
 
         self.utility_kind = check_choice(utility, "utility", ("fid", "is"))
         with _blas_limit(64):
             self._setup(n_components, n_per_label, shrink, test_size, seed)
 
     def _make_utility(self):
-        from datacredit.utilities import FID, InceptionScore
+        from datacredit.surrogateshap.utilities import FID, InceptionScore
 
         if self.utility_kind == "fid":
             return FID(None, self.X_test)
@@ -124,7 +124,7 @@ class DigitsRetraining:
 
     def retrain_utility(self, z: np.ndarray) -> float:
         """FID of the generator retrained on the digits in coalition z (10,)."""
-        from datacredit.utilities import _blas_limit
+        from datacredit._blas import blas_limit as _blas_limit
 
         with _blas_limit(64):
             return self._retrain_utility(z)

@@ -17,161 +17,37 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from typing import Any
 
 import numpy as np
 
 from datacredit._arrays import as_float_matrix, check_choice, check_int
-from datacredit._io import atomic_save_npz
+from datacredit.gmvaluator import stages
+from datacredit.gmvaluator.contributions import softmax_weights
+from datacredit.gmvaluator.embedding_cache import cached, read_cache, write_cache
 from datacredit.gmvaluator.result import GMValuation
+from datacredit.gmvaluator.search import (
+    AUTO_IVF_MIN_TRAIN,
+    CENTRE_MIN_OFFSET_RATIO,
+    INDEXES,
+    candidate_distances,
+    default_pq_m,
+    pq_settings,
+)
 from datacredit.kernels import ProductQuantizer, gram_topk, kmeans
 from datacredit.models._data import data_len, take
 from datacredit.models.encoders import make_encoder
 from datacredit.models.fingerprint import fingerprint_data, fingerprint_model
 from datacredit.models.scorers import IMAGE_DISTANCES, make_distance, make_quality
 
-INDEXES = ("auto", "ivf", "pq", "exact", "faiss")
-# index="auto": exact search below this many training samples, the inverted file from it.
-AUTO_IVF_MIN_TRAIN = 100_000
 EMBEDDING_RERANKS = ("l2", "cosine")
 RERANKS = (*EMBEDDING_RERANKS, *IMAGE_DISTANCES)
-# The index searches embeddings shifted by their mean when |mean|^2 exceeds this multiple of
-# the mean squared deviation: float32 |q|^2 + |k|^2 - 2 q.k loses digits with the offset.
-CENTRE_MIN_OFFSET_RATIO = 1.0
-
-
-def _pq_settings(gmv: GMValuator, n: int, d: int) -> tuple[int, int, int | None, int]:
-    """``(m, nbits, nlist, nprobe)`` of the ``"pq"`` index for ``n`` embeddings of width ``d``
-    (in core and out of core alike); raises on an nlist/nprobe the data cannot support."""
-    m = gmv.pq_m or _default_pq_m(d)
-    nbits = max(1, int(min(8, np.floor(np.log2(n)))))
-    nlist = gmv.pq_nlist
-    if gmv._auto_nlist:
-        nlist = int(round(np.sqrt(n))) if n >= 100_000 else None
-    if nlist is not None and nlist > n:
-        raise ValueError(f"pq_nlist = {nlist} exceeds the number of training samples {n}")
-    nprobe = gmv.pq_nprobe or (max(1, nlist // 16) if nlist else 1)
-    if nlist is not None and nprobe > nlist:
-        raise ValueError(f"pq_nprobe = {nprobe} must not exceed pq_nlist = {nlist}")
-    return m, nbits, nlist, nprobe
-
-
-def _default_pq_m(d: int) -> int:
-    """Sub-spaces of about 8 dimensions (d=512 -> 64), a divisor of d."""
-    target = max(1, d // 8)
-    for m in range(target, 0, -1):
-        if d % m == 0:
-            return m
-    return 1  # pragma: no cover
-
-
-_CACHE_FORMAT = "datacredit.GMValuatorEmbeddings/1"
-
-
-def _read_cache(path: Any) -> dict[str, Any]:
-    """The entries of a cache written by :func:`_write_cache` (``{}`` when there is no
-    file); a file that is not a GMValuator cache raises (it is never overwritten)."""
-    if not os.path.exists(path):
-        return {}
-    not_ours = f"cache {path} is not a GMValuator embedding cache: delete it or pass another path"
-    try:
-        f = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(not_ours) from exc
-    if not isinstance(f, np.lib.npyio.NpzFile):
-        raise ValueError(not_ours)
-    with f:
-        if "format" not in f.files or str(f["format"]) != _CACHE_FORMAT:
-            raise ValueError(not_ours)
-        entries = {name: f[name] for name in f.files}
-    for name, arr in entries.items():
-        if name.endswith("embeddings") and (arr.ndim != 2 or arr.dtype != np.float32):
-            raise ValueError(f"cache {path}: {name} has shape {arr.shape} and dtype {arr.dtype}")
-    return entries
-
-
-def _cached(entries: dict, name: str, data_fp: str, model_fp: str, n: int) -> np.ndarray | None:
-    """``entries[name]`` if it was computed from the same data by the same model."""
-    if name not in entries:
-        return None
-    same = (
-        str(entries.get(f"{name}_data_fingerprint")) == data_fp
-        and str(entries.get(f"{name}_model_fingerprint")) == model_fp
-        and entries[name].shape[0] == n
-    )
-    if not same:
-        warnings.warn(
-            f"the cached {name.replace('_', ' ')} belong to other data or another model: "
-            "recomputing them and overwriting the cache",
-            stacklevel=4,
-        )
-        return None
-    return entries[name]
-
-
-def _write_cache(path: Any, arrays: dict[str, tuple[np.ndarray, str, str]]) -> None:
-    """Atomically write ``{name: (embeddings, data fingerprint, model fingerprint)}``."""
-    out: dict[str, np.ndarray] = {"format": np.array(_CACHE_FORMAT)}
-    for name, (emb, data_fp, model_fp) in arrays.items():
-        out[name] = emb
-        out[f"{name}_data_fingerprint"] = np.array(data_fp)
-        out[f"{name}_model_fingerprint"] = np.array(model_fp)
-    atomic_save_npz(path, out)
 
 
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def softmax_weights(distances: np.ndarray, temperature: float) -> np.ndarray:
-    """Row-wise ``softmax(-d / T)`` (eq. 6), float64 ``(n, k)``, for any finite T > 0.
-
-    The row minimum is subtracted *before* dividing by T (log-sum-exp with the max
-    subtracted), so the nearest candidate always has exponent 0 and weight >= 1/k: a tiny
-    T that sends every ``-d/T`` to ``-inf`` gives the hard nearest-neighbour limit (ties
-    share equally) instead of 0/0.  ``+inf`` distances (unused slots) get weight 0; a row
-    without any finite distance raises.  O(n * k).
-    """
-    d = np.asarray(distances, dtype=np.float64)
-    if d.ndim != 2:
-        raise ValueError(f"distances must be a matrix (n, k), got shape {d.shape}")
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    if d.size == 0:
-        return d.copy()
-    if np.isnan(d).any():
-        raise ValueError("distances contain NaN")
-    dmin = d.min(axis=1, keepdims=True)
-    if not np.isfinite(dmin).all():
-        raise ValueError("every row of distances needs at least one finite distance")
-    with np.errstate(over="ignore", invalid="ignore"):
-        z = -((d - dmin) / temperature)  # <= 0; -inf where (d - dmin) / T overflows
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def candidate_distances(
-    gen: np.ndarray, cand: np.ndarray, rows: Any, d: int, rerank: Any
-) -> np.ndarray:
-    """Exact float64 distances ``(n_gen, recall)`` between ``gen[j]`` and the training
-    embeddings ``rows(cand[j])``: ``1 - cos`` for ``rerank="cosine"``, else l2.  Works in
-    blocks of about 4M values, ``O(n_gen * recall * d)``."""
-    out = np.empty(cand.shape, np.float64)
-    step = max(1, (1 << 22) // max(1, cand.shape[1] * d))
-    for s in range(0, gen.shape[0], step):
-        g = gen[s : s + step].astype(np.float64)[:, None, :]
-        t = np.asarray(rows(cand[s : s + step])).astype(np.float64)
-        if rerank == "cosine":
-            num = np.einsum("brd,brd->br", np.broadcast_to(g, t.shape), t)
-            den = np.linalg.norm(g, axis=-1) * np.linalg.norm(t, axis=-1)
-            out[s : s + step] = 1.0 - np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-        else:
-            diff = t - g
-            out[s : s + step] = np.sqrt(np.einsum("brd,brd->br", diff, diff))
-    return out
 
 
 class GMValuator:
@@ -356,8 +232,8 @@ class GMValuator:
                 were computed from the same data (content fingerprint) by the same model
                 (weights and code fingerprint), otherwise computed and written there
                 atomically (a file that is not a GMValuator cache raises).
-            store: optional directory: out of core (``datacredit.distributed.
-                gmvaluator_stages``): the embeddings are written shard by shard into a
+            store: optional directory: out of core (``datacredit.gmvaluator.
+                stages``): the embeddings are written shard by shard into a
                 ``ShardStore`` there (resumable; skipped when complete for the same
                 configuration) and used memory-mapped; the index is built shard by shard.
                 ``index`` must be ``"auto"``, ``"ivf"``, ``"pq"`` or ``"exact"``.
@@ -371,9 +247,7 @@ class GMValuator:
         if store is not None:
             if cache is not None:
                 raise ValueError("pass either cache= or store=, not both")
-            from datacredit.distributed import gmvaluator_stages
-
-            return gmvaluator_stages.fit_out_of_core(
+            return stages.fit_out_of_core(
                 self, train_data, store, executor=executor, shard_rows=shard_rows
             )
         if executor is not None or shard_rows is not None:
@@ -386,13 +260,13 @@ class GMValuator:
         entries: dict[str, Any] = {}
         data_fp = ""
         if cache is not None:
-            entries = _read_cache(cache)
+            entries = read_cache(cache)
             data_fp = fingerprint_data(train_data, "train_data")
         to_write: dict[str, tuple[np.ndarray, str, str]] = {}
         emb = None
         if cache is not None:
             enc_fp = fingerprint_model(self.encoder)
-            emb = _cached(entries, "embeddings", data_fp, enc_fp, n)
+            emb = cached(entries, "embeddings", data_fp, enc_fp, n)
         if emb is None:
             emb = as_float_matrix(
                 self.encoder.encode(train_data, progress=self.progress), "training embeddings"
@@ -409,7 +283,7 @@ class GMValuator:
             rr = None
             if cache is not None:
                 rr_fp = fingerprint_model(self._distance)
-                rr = _cached(entries, "rerank_embeddings", data_fp, rr_fp, n)
+                rr = cached(entries, "rerank_embeddings", data_fp, rr_fp, n)
             if rr is None:
                 rr = self._embed_for_rerank(train_data, n)
                 if cache is not None:
@@ -427,7 +301,7 @@ class GMValuator:
                 and name not in to_write
                 and str(entries[f"{name}_data_fingerprint"]) == data_fp
             }
-            _write_cache(cache, {**keep, **to_write})
+            write_cache(cache, {**keep, **to_write})
         t1 = time.perf_counter()
         self.train_embeddings = emb
         self._train_data = (
@@ -459,7 +333,7 @@ class GMValuator:
                 "nprobe": nprobe,
             }
         if self.index_ == "pq":
-            m, nbits, nlist, nprobe = _pq_settings(self, n, d)
+            m, nbits, nlist, nprobe = pq_settings(self, n, d)
             pq = ProductQuantizer(
                 d,
                 m,
@@ -478,7 +352,7 @@ class GMValuator:
                 import faiss
             except ImportError as exc:
                 raise ImportError("index='faiss' needs faiss: pip install faiss-cpu") from exc
-            m = self.pq_m or _default_pq_m(d)
+            m = self.pq_m or default_pq_m(d)
             idx = faiss.IndexPQ(d, m, int(min(8, np.floor(np.log2(n)))))
             idx.train(emb)
             idx.add(emb)
@@ -704,9 +578,7 @@ class GMValuator:
             A :class:`GMValuation`.
         """
         if getattr(self, "_store", None) is not None:
-            from datacredit.distributed import gmvaluator_stages
-
-            return gmvaluator_stages.value_out_of_core(self, generated, quality_scores, executor)
+            return stages.value_out_of_core(self, generated, quality_scores, executor)
         if executor is not None:
             raise ValueError("executor= needs a GMValuator fitted with store=")
         if self.train_embeddings is None:

@@ -29,7 +29,7 @@ def lds_groups(values: Any, coalitions: Any, utilities: Any) -> float:
         utilities: their true utilities v(S) (m,), e.g. from retraining.
     Returns: ρ in [−1, 1].  O(m·n + m log m).
     """
-    from datacredit.utilities import spearman
+    from datacredit.metrics.correlation import spearman
 
     tau = _values(values)
     Z = as_mask(coalitions, "coalitions")

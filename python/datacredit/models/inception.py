@@ -104,7 +104,7 @@ class InceptionPool3:
     def _pool3(self, images: Any) -> Any:
         import torch
 
-        from datacredit.models.scorers import _to_tensor
+        from datacredit.models.scorers.base import to_tensor as _to_tensor
 
         x = _to_tensor(images, self.device)
         if x.ndim != 4 or x.shape[1] != 3:

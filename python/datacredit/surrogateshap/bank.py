@@ -3,161 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from datacredit._arrays import check_int, to_numpy
-from datacredit._io import atomic_open, atomic_write_text
-
-_MANIFEST = "bank.json"
-
-
-def _label_seed(seed: int, index: int, chunk: int) -> int:
-    """A 31-bit seed per (bank seed, label index, chunk), stable across runs."""
-    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index), int(chunk)])
-    return int(ss.generate_state(1, dtype=np.uint32)[0] >> 1)
-
-
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    with atomic_open(path) as f:
-        np.save(f, array, allow_pickle=False)
-
-
-def _callable_name(fn: Any) -> str | None:
-    """module.qualname of a function or of a callable object's class (None for None)."""
-    if fn is None:
-        return None
-    target = fn if hasattr(fn, "__qualname__") else type(fn)
-    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
-
-
-def _digest(a: np.ndarray) -> str:
-    import hashlib
-
-    h = hashlib.sha256(str((a.dtype.str, a.shape)).encode())
-    h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
-def _write_manifest(
-    path: Path, labels: list, meta: dict, counts: list | None, complete: bool
-) -> None:
-    doc = {"labels": labels, "meta": meta, "label_counts": counts, "complete": complete}
-    atomic_write_text(path / _MANIFEST, json.dumps(doc))
-
-
-def bank_meta(
-    n_per_label: int,
-    seed: int,
-    batch_size: int,
-    generator: Any,
-    transform: Any,
-    fingerprint: str | None,
-) -> dict:
-    """The settings a bank's manifest records (and a resume must match)."""
-    return {
-        "n_per_label": int(n_per_label),
-        "seed": int(seed),
-        "batch_size": batch_size,
-        "generator": _callable_name(generator),
-        "transform": _callable_name(transform),
-        "fingerprint": fingerprint,
-    }
-
-
-def claim_path(
-    path: Path,
-    labels: list,
-    meta: dict,
-    counts: list | None,
-    make_first: Callable[[], np.ndarray],
-) -> np.ndarray | None:
-    """Check the bank stored at ``path`` (if any) against this run and write the manifest,
-    before any chunk is written there, so that every chunk on disk is attributable.
-
-    ``meta`` holds ``n_per_label``, ``seed``, ``batch_size``, ``generator``, ``transform``
-    and ``fingerprint``; with no fingerprint it gains ``first_chunk_sha256``: the digest of
-    chunk 0 of label 0, which ``make_first()`` makes (one generator call) to record it or,
-    resuming, to compare it.  Returns that chunk when it was made, else None.  Used by the
-    serial :meth:`SampleBank.generate` and by the executor path before its workers write.
-
-    Raises:
-        ValueError: the stored bank has other labels or settings, another generator,
-            transform or fingerprint, a first chunk this generator does not reproduce, or
-            bank files that no manifest attributes to a generator (a run killed before
-            its manifest was written, by a version that wrote chunks first).
-    """
-    path.mkdir(parents=True, exist_ok=True)
-    man = path / _MANIFEST
-    stored = sorted(p.name for p in path.glob("label*.npy"))
-    first = None
-    if man.exists():
-        old = json.loads(man.read_text())
-        om = old.get("meta", {})
-        if old.get("labels") != labels or any(
-            om.get(k) != meta[k] for k in ("n_per_label", "seed", "batch_size")
-        ):
-            raise ValueError(
-                f"path {str(path)!r} holds a different bank (labels, n_per_label, "
-                "seed or batch_size differ); use another path"
-            )
-        for key in ("generator", "transform", "fingerprint"):
-            if om.get(key) != meta[key]:
-                raise ValueError(
-                    f"path {str(path)!r} holds a bank made with {key} "
-                    f"{om.get(key)!r}, not {meta[key]!r}; resuming would mix the "
-                    "two — use another path"
-                )
-        if meta["fingerprint"] is None and om.get("first_chunk_sha256"):
-            first = make_first()
-            if _digest(first) != om["first_chunk_sha256"]:
-                raise ValueError(
-                    f"path {str(path)!r} holds a bank whose first chunk this "
-                    "generator/transform does not reproduce (another model, or a "
-                    "non-deterministic one: pass fingerprint=...); use another path"
-                )
-            meta["first_chunk_sha256"] = om["first_chunk_sha256"]
-        elif meta["fingerprint"] is None and stored:
-            raise ValueError(
-                f"path {str(path)!r} holds bank files ({', '.join(stored[:3])}) but its "
-                "manifest records neither a fingerprint nor the first chunk's digest: "
-                "nothing tells which generator made them; remove them or use another path"
-            )
-    elif stored:
-        raise ValueError(
-            f"path {str(path)!r} holds bank files ({', '.join(stored[:3])}"
-            f"{' ...' if len(stored) > 3 else ''}) but no manifest {_MANIFEST}: nothing "
-            "tells which generator made them, so they cannot be resumed; remove them or "
-            "use another path"
-        )
-    if meta["fingerprint"] is None and "first_chunk_sha256" not in meta:
-        first = make_first()
-        meta["first_chunk_sha256"] = _digest(first)
-    _write_manifest(path, labels, meta, counts, complete=False)
-    return first
-
-
-def _counts_from(labels: list, train_labels: Any) -> dict:
-    y = np.asarray(to_numpy(train_labels, "train_labels")).ravel()
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise ValueError("train_labels must be integer or string labels")
-        y = y.astype(np.int64)
-    counts = {}
-    for lab in labels:
-        counts[lab] = int(np.sum(y == lab))
-    return counts
-
-
-def _check_label(label: Any) -> Hashable:
-    if isinstance(label, (np.integer,)):
-        label = int(label)
-    if not isinstance(label, (int, str)) or isinstance(label, bool):
-        raise TypeError(f"labels must be int or str, got {type(label).__name__} ({label!r})")
-    return label
+from datacredit.surrogateshap import stages
+from datacredit.surrogateshap.bank_files import (
+    MANIFEST,
+    atomic_save_npy,
+    bank_meta,
+    check_label,
+    claim_path,
+    counts_from,
+    label_seed,
+    write_manifest,
+)
 
 
 class SampleBank:
@@ -188,7 +51,7 @@ class SampleBank:
             if not isinstance(data, dict) or not data:
                 raise ValueError("data must be a non-empty dict {label: samples}")
             for label, arr in data.items():
-                label = _check_label(label)
+                label = check_label(label)
                 a = to_numpy(arr, f"data[{label!r}]")
                 if a.ndim < 1 or a.shape[0] == 0:
                     raise ValueError(f"data[{label!r}] must hold at least one sample")
@@ -198,7 +61,7 @@ class SampleBank:
             if self.path is not None:
                 self.path.mkdir(parents=True, exist_ok=True)
                 for i, label in enumerate(self._labels):
-                    _atomic_save(self.path / f"label{i}.npy", self._mem[label])
+                    atomic_save_npy(self.path / f"label{i}.npy", self._mem[label])
                 self._write_manifest(complete=True)
 
     def _set_counts(self, counts: Any) -> None:
@@ -252,7 +115,7 @@ class SampleBank:
                 (e.g. a feature extractor, so the bank holds utility features).
             executor: runs the (label, chunk) shards (a ``concurrent.futures.Executor`` or
                 ``datacredit.distributed.RayExecutor``; see
-                ``datacredit.distributed.surrogateshap_stages``); the same bank as serial.
+                ``datacredit.surrogateshap.stages``); the same bank as serial.
             train_labels: the training set's labels (n_train,); their frequencies become
                 :attr:`label_counts`, the default π_S of :class:`ProxyGame` (paper eq. 4).
             fingerprint: a string identifying the generator and transform (e.g. model name
@@ -273,9 +136,7 @@ class SampleBank:
         if batch_size is not None:
             batch_size = check_int(batch_size, "batch_size", 1)
         if executor is not None:
-            from datacredit.distributed import surrogateshap_stages
-
-            return surrogateshap_stages.generate_bank(
+            return stages.generate_bank(
                 cls,
                 generator,
                 list(labels),
@@ -291,7 +152,7 @@ class SampleBank:
             )
         if not callable(generator):
             raise TypeError(f"generator must be callable, got {type(generator).__name__}")
-        labels = [_check_label(lab) for lab in labels]
+        labels = [check_label(lab) for lab in labels]
         if not labels:
             raise ValueError("labels is empty")
         if len(set(labels)) != len(labels):
@@ -307,11 +168,11 @@ class SampleBank:
         bank._labels = labels
         bank.path = None if path is None else Path(path)
         if train_labels is not None:
-            bank._set_counts(_counts_from(labels, train_labels))
+            bank._set_counts(counts_from(labels, train_labels))
         bank.meta = bank_meta(n_per_label, seed, bs, generator, transform, fingerprint)
 
         def make(i: int, k: int, size: int) -> np.ndarray:
-            out = generator(labels[i], size, _label_seed(seed, i, k))
+            out = generator(labels[i], size, label_seed(seed, i, k))
             if transform is not None:
                 out = transform(out)
             arr = np.array(to_numpy(out, "generator output"), copy=True)
@@ -355,7 +216,7 @@ class SampleBank:
                     else:
                         arr = first if (i, k) == (0, 0) and first is not None else make(i, k, size)
                         if part is not None:
-                            _atomic_save(part, arr)
+                            atomic_save_npy(part, arr)
                     parts.append(arr)
                     if bar is not None:
                         bar.update(1)
@@ -363,7 +224,7 @@ class SampleBank:
                 if final is None:
                     bank._mem[label] = full
                 else:
-                    _atomic_save(final, full)
+                    atomic_save_npy(final, full)
                     for k in range(len(chunks)):
                         p = bank.path / f"label{i}.part{k}.npy"
                         if p.exists():
@@ -372,16 +233,16 @@ class SampleBank:
             if bar is not None:
                 bar.close()
         if bank.path is not None:
-            bank._write_manifest(complete=True)
+            bank.write_manifest(complete=True)
         return bank
 
     @classmethod
     def load(cls, path: str | Path) -> SampleBank:
         """Open a bank stored at ``path`` (samples are read lazily, memory-mapped)."""
         path = Path(path)
-        man = path / _MANIFEST
+        man = path / MANIFEST
         if not man.exists():
-            raise FileNotFoundError(f"no sample bank at {str(path)!r} (missing {_MANIFEST})")
+            raise FileNotFoundError(f"no sample bank at {str(path)!r} (missing {MANIFEST})")
         doc = json.loads(man.read_text())
         if not doc.get("complete"):
             raise ValueError(
@@ -402,7 +263,7 @@ class SampleBank:
         return [self.label_counts[lab] for lab in self._labels]
 
     def _write_manifest(self, complete: bool) -> None:
-        _write_manifest(self.path, self._labels, self.meta, self._counts_list(), complete)
+        write_manifest(self.path, self._labels, self.meta, self._counts_list(), complete)
 
     # ------------------------------------------------------------------ access
     @property
@@ -442,12 +303,10 @@ class SampleBank:
     ) -> SampleBank:
         """A new in-memory bank with ``fn`` applied to every label's samples (e.g. features).
 
-        ``executor``: one shard per label (``datacredit.distributed.surrogateshap_stages``).
+        ``executor``: one shard per label (``datacredit.surrogateshap.stages``).
         """
         if executor is not None:
-            from datacredit.distributed import surrogateshap_stages
-
-            return surrogateshap_stages.map_bank(self, fn, batch_size=batch_size, executor=executor)
+            return stages.map_bank(self, fn, batch_size=batch_size, executor=executor)
         data = {}
         for label in self._labels:
             x = self.samples(label)

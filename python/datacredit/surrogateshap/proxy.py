@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from datacredit._arrays import as_mask, check_float
+from datacredit.surrogateshap import stages
 
 
 @dataclass
@@ -43,7 +44,7 @@ class ProxyGame:
         bank: a :class:`SampleBank` holding each label's samples (or features).
         contributors: mapping player → its labels (a label or a list of labels); a label
             may belong to several players.  Y_S is the union of the coalition's labels.
-        utility: a :mod:`datacredit.utilities` object (``prepare(bank)`` /
+        utility: a :mod:`datacredit.surrogateshap.utilities` object (``prepare(bank)`` /
             ``evaluate(weights)``); it is prepared here, once.
         label_weights: training counts per label (a mapping label → count or a sequence
             aligned with ``bank.labels``): π_S(y) ∝ count(y) on Y_S (eq. 4).  None: the
@@ -128,7 +129,7 @@ class ProxyGame:
             and callable(getattr(utility, "evaluate", None))
         ):
             raise TypeError(
-                "utility must be a datacredit.utilities object (prepare(bank), "
+                "utility must be a datacredit.surrogateshap.utilities object (prepare(bank), "
                 f"evaluate(weights)), got {type(utility).__name__}"
             )
         self.bank = bank
@@ -198,11 +199,9 @@ class ProxyGame:
         self, Z: Any, *, executor: Any = None, batch_size: int | None = None
     ) -> np.ndarray:
         """Utilities float64 ``(m,)`` of coalitions ``Z``; with ``executor`` in batches of
-        ``batch_size`` coalitions (``datacredit.distributed.surrogateshap_stages``)."""
+        ``batch_size`` coalitions (``datacredit.surrogateshap.stages``)."""
         if executor is not None:
-            from datacredit.distributed import surrogateshap_stages
-
-            return surrogateshap_stages.utilities(self, Z, executor=executor, batch_size=batch_size)
+            return stages.utilities(self, Z, executor=executor, batch_size=batch_size)
         W = self.weights(Z)
         empty = ~np.asarray(Z, dtype=bool).any(1)
         if not np.allclose(W[~empty].sum(1), 1.0):  # pragma: no cover - guarded above

@@ -2,7 +2,7 @@
 seed chunk), its feature transform (one shard per label) and proxy-game utilities (one shard
 per batch of coalitions).
 
-Each shard uses the serial code's own seeds (``_label_seed(seed, label index, chunk)``), so
+Each shard uses the serial code's own seeds (``label_seed(seed, label index, chunk)``), so
 the bank is the serial bank whatever the executor. The XGBoost surrogate fit and TreeSHAP
 stay on one node (they are cheap next to generation).
 """
@@ -17,6 +17,15 @@ import numpy as np
 
 from datacredit._arrays import to_numpy
 from datacredit.distributed.executor import map_shards
+from datacredit.surrogateshap.bank_files import (
+    atomic_save_npy,
+    bank_meta,
+    callable_name,
+    check_label,
+    claim_path,
+    counts_from,
+    label_seed,
+)
 
 DEFAULT_COALITION_BATCH = 1024
 
@@ -28,11 +37,9 @@ def _generate_chunk(
 
     With ``path`` the worker writes the chunk's part file (its shard only) and returns None.
     """
-    from datacredit.surrogateshap.bank import _atomic_save, _label_seed
-
     i, k = divmod(shard, len(chunks))
     size = chunks[k][1]
-    out = generator(labels[i], size, _label_seed(seed, i, k))
+    out = generator(labels[i], size, label_seed(seed, i, k))
     if transform is not None:
         out = transform(out)
     arr = np.array(to_numpy(out, "generator output"), copy=True)
@@ -43,7 +50,7 @@ def _generate_chunk(
         )
     if path is None:
         return arr
-    _atomic_save(Path(path) / f"label{i}.part{k}.npy", arr)
+    atomic_save_npy(Path(path) / f"label{i}.part{k}.npy", arr)
     return None
 
 
@@ -64,18 +71,9 @@ def generate_bank(
 ) -> Any:
     """``SampleBank.generate(..., executor=...)``: the missing (label, chunk) shards on
     ``executor``, then the serial assembly (which finds every chunk done). Same bank."""
-    from datacredit.surrogateshap.bank import (
-        _atomic_save,
-        _callable_name,
-        _check_label,
-        _counts_from,
-        bank_meta,
-        claim_path,
-    )
-
     if not callable(generator):
         raise TypeError(f"generator must be callable, got {type(generator).__name__}")
-    labels = [_check_label(lab) for lab in labels]
+    labels = [check_label(lab) for lab in labels]
     if not labels or len(set(labels)) != len(labels):
         raise ValueError("labels must be non-empty and without duplicates")
     if isinstance(n_per_label, bool) or not isinstance(n_per_label, (int, np.integer)):
@@ -98,7 +96,7 @@ def generate_bank(
         path = Path(path)
         counts = None
         if train_labels is not None:
-            counts = [float(c) for c in _counts_from(labels, train_labels).values()]
+            counts = [float(c) for c in counts_from(labels, train_labels).values()]
         meta = bank_meta(n_per_label, seed, bs, generator, transform, fingerprint)
 
         def make_first() -> np.ndarray:  # shard 0 on the executor, returned (not written)
@@ -110,7 +108,7 @@ def generate_bank(
         if first is not None and not any(
             (path / name).exists() for name in ("label0.npy", "label0.part0.npy")
         ):
-            _atomic_save(path / "label0.part0.npy", first)
+            atomic_save_npy(path / "label0.part0.npy", first)
         todo = [
             s
             for s in todo
@@ -138,8 +136,8 @@ def generate_bank(
             train_labels=train_labels,
             fingerprint=fingerprint,
         )
-        bank.meta["generator"] = _callable_name(generator)
-        bank.meta["transform"] = _callable_name(transform)
+        bank.meta["generator"] = callable_name(generator)
+        bank.meta["transform"] = callable_name(transform)
         return bank
     # Every chunk is on disk: the serial assembly only reads them (its own check of the
     # manifest reuses the first chunk made and checked above) and completes the manifest.
@@ -177,19 +175,15 @@ class _Indexed:
 
 def _map_label(bank: Any, fn: Callable, batch_size: Any, i: int) -> np.ndarray:
     """Stage ``bank-map``: ``fn`` over one label's samples, in batches (as ``SampleBank.map``)."""
-    from datacredit.surrogateshap.bank import SampleBank
-
     label = bank.labels[i]
-    sub = SampleBank({label: np.asarray(bank.samples(label))})
+    sub = type(bank)({label: np.asarray(bank.samples(label))})
     return sub.map(fn, batch_size=batch_size).samples(label)
 
 
 def map_bank(bank: Any, fn: Callable, *, batch_size: int | None, executor: Any) -> Any:
     """``SampleBank.map(fn, executor=...)``: one shard per label; same bank as serial."""
-    from datacredit.surrogateshap.bank import SampleBank
-
     parts = map_shards(partial(_map_label, bank, fn, batch_size), len(bank), executor=executor)
-    return SampleBank(dict(zip(bank.labels, parts)))
+    return type(bank)(dict(zip(bank.labels, parts)))
 
 
 def _utilities(game: Any, Z: np.ndarray, batch: int, shard: int) -> np.ndarray:

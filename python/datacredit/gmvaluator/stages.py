@@ -32,6 +32,9 @@ import numpy as np
 
 from datacredit._arrays import as_float_matrix
 from datacredit.distributed.executor import map_shards, run_stage
+from datacredit.gmvaluator.contributions import softmax_weights
+from datacredit.gmvaluator.result import GMValuation
+from datacredit.gmvaluator.search import AUTO_IVF_MIN_TRAIN, candidate_distances, pq_settings
 from datacredit.kernels import gram_topk, kmeans
 from datacredit.models._data import data_len, take
 from datacredit.store import ShardStore
@@ -84,7 +87,7 @@ def _embed_shard(encoder: Any, data: Any, shard: int, rows: tuple[int, int]) -> 
     return {"embeddings": out}
 
 
-EMBED_WORKER = "datacredit.distributed.gmvaluator_stages:embed_worker"
+EMBED_WORKER = "datacredit.gmvaluator.stages:embed_worker"
 _BUILT: dict[str, tuple[Any, Any]] = {}  # factories -> (encoder, data), once per process
 
 
@@ -265,8 +268,6 @@ def fit_out_of_core(
     gmv._pq_store = None
     gmv.index_ = gmv.index
     if gmv.index == "auto":
-        from datacredit.gmvaluator.valuator import AUTO_IVF_MIN_TRAIN
-
         gmv.index_ = "exact" if n < AUTO_IVF_MIN_TRAIN else "ivf"
     if gmv.index_ == "ivf":
         gmv._ivf = _build_ivf(gmv, emb, root, config, executor)
@@ -333,11 +334,10 @@ def _pq_codes_shard(emb: ShardedEmbeddings, pq: Any, shard: int, rows) -> dict:
 
 def _build_pq(gmv: Any, emb: ShardedEmbeddings, root: Path, config: dict, executor: Any):
     """PQ (optionally IVF-PQ) trained on a seeded sample, codes encoded shard by shard."""
-    from datacredit.gmvaluator.valuator import _pq_settings
     from datacredit.kernels import ProductQuantizer
 
     n, d = emb.shape
-    m, nbits, nlist, nprobe = _pq_settings(gmv, n, d)
+    m, nbits, nlist, nprobe = pq_settings(gmv, n, d)
     root = root / f"pq-m{m}-nbits{nbits}-nlist{nlist or 0}-seed{int(gmv.seed)}"
     root.mkdir(parents=True, exist_ok=True)
     file = root / "quantizer.safetensors"
@@ -547,8 +547,6 @@ def recall_candidates(
 
 def embedding_distances(gmv: Any, gen: np.ndarray, cand: np.ndarray) -> np.ndarray:
     """Exact distances (n_gen, recall) float64; candidates' rows read from the shards."""
-    from datacredit.gmvaluator.valuator import candidate_distances
-
     emb = gmv._store
     return candidate_distances(gen, cand, emb.take, emb.shape[1], gmv.rerank)
 
@@ -563,8 +561,6 @@ def _shard_values(shard_rows: int, n: int, top_idx, weights, shard: int) -> np.n
 
 def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: Any) -> Any:
     """``GMValuator.value`` on a store-backed fit (see the module docstring)."""
-    from datacredit.gmvaluator.result import GMValuation
-    from datacredit.gmvaluator.valuator import softmax_weights
 
     executor = gmv._executor if executor is None else executor
     emb = gmv._store

@@ -1,0 +1,87 @@
+"""What every scorer shares: tensors in, float64 scores out (checked), torch pair distances,
+and user callables as distances or quality scores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from datacredit.models._data import _is_torch
+
+
+def to_tensor(x: Any, device: Any) -> Any:
+    import torch
+
+    t = x if _is_torch(x) else torch.as_tensor(np.asarray(x))
+    if not t.is_floating_point():
+        t = t.float()
+    return t.to(device)
+
+
+def as_scores(out: Any, n: int, name: str) -> np.ndarray:
+    if _is_torch(out):
+        out = out.detach().double().cpu().numpy()
+    arr = np.asarray(out, dtype=np.float64).reshape(-1)
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} returned {arr.shape[0]} values for a batch of {n}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} returned NaN or inf")
+    return arr
+
+
+def missing_package(package: str, pip_name: str, what: str) -> ImportError:
+    return ImportError(f"{what} needs the {package} package: pip install {pip_name}")
+
+
+class TorchPairDistance:
+    """A torch module ``model(a, b) -> (n,)`` (or ``(n,1,1,1)``) as a pairwise distance,
+    run without gradients in eval mode on ``device``."""
+
+    def __init__(self, model: Any, *, device: str = "cpu", name: str = "distance") -> None:
+        import torch
+
+        self.model = model
+        self.device = torch.device(device)
+        self.name = name
+
+    def _call(self, a: Any, b: Any) -> Any:
+        return self.model(a, b)
+
+    def __call__(self, a: Any, b: Any) -> np.ndarray:
+        import torch
+
+        n = int(a.shape[0]) if hasattr(a, "shape") else len(a)
+        if hasattr(self.model, "eval"):
+            self.model.eval()
+        if hasattr(self.model, "to"):
+            self.model.to(self.device)
+        with torch.no_grad():
+            out = self._call(to_tensor(a, self.device), to_tensor(b, self.device))
+        return as_scores(out, n, self.name)
+
+
+class CallableDistance:
+    """Any ``fn(a, b) -> (n,)`` pairwise distance, checked for shape and finiteness."""
+
+    def __init__(self, fn: Any) -> None:
+        if not callable(fn):
+            raise TypeError(f"rerank must be callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def __call__(self, a: Any, b: Any) -> np.ndarray:
+        n = int(a.shape[0]) if hasattr(a, "shape") else len(a)
+        return as_scores(self.fn(a, b), n, "rerank")
+
+
+class CallableQuality:
+    """Any ``fn(images) -> (n,)`` quality score; values outside [0, 1] raise."""
+
+    def __init__(self, fn: Any) -> None:
+        if not callable(fn):
+            raise TypeError(f"quality must be callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def __call__(self, images: Any) -> np.ndarray:
+        n = int(images.shape[0]) if hasattr(images, "shape") else len(images)
+        return as_scores(self.fn(images), n, "quality")

@@ -1,0 +1,74 @@
+"""The utility protocol of SurrogateSHAP's proxy game and the helpers every utility shares:
+``prepare(bank)`` computes per-label statistics once, ``evaluate(weights)`` maps mixture
+weights (m × L) to m utilities."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from datacredit._arrays import to_numpy
+
+
+def apply_in_batches(
+    fn: Callable | None, x: np.ndarray, batch_size: int | None, name: str
+) -> np.ndarray:
+    """``fn`` over ``x`` in batches of ``batch_size`` rows, as float64 (``x`` when ``fn`` is None)."""
+    if fn is None:
+        return np.asarray(x, dtype=np.float64)
+    bs = x.shape[0] if batch_size is None else int(batch_size)
+    outs = [
+        np.asarray(to_numpy(fn(np.asarray(x[s : s + bs])), f"{name} output"), dtype=np.float64)
+        for s in range(0, x.shape[0], bs)
+    ]
+    return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+
+def check_weights(weights: Any, n_labels: int) -> np.ndarray:
+    """Mixture weights as float64 ``(m, n_labels)``: non-negative rows summing to 1."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == 1:
+        w = w[None]
+    if w.ndim != 2 or w.shape[1] != n_labels:
+        raise ValueError(f"weights must have shape (m, {n_labels}), got {np.shape(weights)}")
+    if (w < 0).any() or not np.allclose(w.sum(1), 1.0, atol=1e-8):
+        raise ValueError("every row of weights must be non-negative and sum to 1")
+    return w
+
+
+class Utility:
+    """Base class: ``prepare(bank)`` once, then ``evaluate(weights (m × L)) -> (m,)``."""
+
+    n_labels: int = 0
+
+    def prepare(self, bank: Any) -> Utility:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def evaluate(self, weights: Any) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _require(self) -> None:
+        if not getattr(self, "_ready", False):
+            raise RuntimeError(f"{type(self).__name__}.prepare(bank) must be called first")
+
+    def __call__(self, weights: Any) -> np.ndarray:
+        return self.evaluate(weights)
+
+
+def features_per_label(bank: Any, fn: Callable | None, batch_size: int | None, name: str) -> list:
+    """``fn`` over each label's samples: one float64 ``(n_label, p)`` array per label, checked
+    for one finite row per sample."""
+    feats = []
+    for label in bank.labels:
+        f = apply_in_batches(fn, bank.samples(label), batch_size, name)
+        if f.ndim == 1:
+            f = f[:, None]
+        if f.ndim != 2 or f.shape[0] != bank.n_samples(label):
+            raise ValueError(
+                f"{name} must return one row per sample; got shape {f.shape} for label {label!r}"
+            )
+        if not np.isfinite(f).all():
+            raise ValueError(f"{name} returned NaN or inf for label {label!r}")
+        feats.append(f)
+    return feats

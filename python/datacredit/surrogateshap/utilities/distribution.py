@@ -1,0 +1,332 @@
+"""Distribution metrics of the coalition's mixture: FID (exact mixture moments, bias-corrected
+for the bank's finite size) and the Inception Score.
+
+Direction: FID is a loss (lower is better); the Inception Score is higher-is-better."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from datacredit._arrays import to_numpy
+from datacredit._blas import blas_limit
+from datacredit.surrogateshap.utilities.base import Utility, check_weights, features_per_label
+
+
+def _eigvalsh(M: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a symmetric matrix (divide and conquer, LAPACK ?syevd); M is overwritten."""
+    try:
+        from scipy.linalg import eigh
+    except ImportError:  # pragma: no cover
+        return np.linalg.eigvalsh(M)
+    return eigh(
+        M, eigvals_only=True, driver="evd", check_finite=False, overwrite_a=True, lower=True
+    )
+
+
+def _sqrtm_psd(C: np.ndarray) -> np.ndarray:
+    vals, vecs = np.linalg.eigh((C + C.T) / 2)
+    return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+
+
+def _sqrtm_psd(C: np.ndarray) -> np.ndarray:
+    vals, vecs = np.linalg.eigh((C + C.T) / 2)
+    return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+
+
+class FID(Utility):
+    """Fréchet Inception Distance of the coalition's mixture to a reference set.
+
+    FID = ‖μ − μ_r‖² + tr Σ + tr Σ_r − 2 tr (Σ_r^{1/2} Σ Σ_r^{1/2})^{1/2}, with μ, Σ the mean
+    and covariance of the mixture Σ_y π_y p(x | y), each label's conditional represented by
+    its bank samples — no resampling.
+
+    Finite banks bias the plug-in FID upwards by O(d / N_S) (N_S the coalition's effective
+    sample count), which penalises small coalitions and high-spread labels.  Estimators:
+
+    - ``"split"`` (default, bias-corrected): ‖μ̂ − μ_r‖² + tr Σ̂ (population form) is already
+      unbiased (it is linear in the per-label moments); the square-root term T, the only
+      biased one, is corrected by a delete-a-group jackknife over K = ``n_splits`` fixed
+      groups of every label's samples, T̂ = K·T(all) − (K−1)·mean_j T(all but group j),
+      which removes its 1/N term (FID∞-style); K = 2 is the half-split extrapolation
+      2·T(all) − mean T(half).  Cost per coalition: K + 1 eigen-decompositions instead of
+      one.  Measured (8 Gaussian labels, d = 32, 60 samples per label, 5 seeds, exact
+      Shapley values of −FID vs the analytic ones): mean relative error 0.027 (plug-in) →
+      0.0115 (K = 2), 0.0112 (K = 3); per-coalition time 2.8× / 3.4× the plug-in's.
+    - ``"plugin"``: the plain estimator on the bank; with ``ddof=1`` the mixture covariance
+      is the reliability-weighted unbiased one (per-sample weights w, divided by 1 − Σw²),
+      which for a single label is exactly ``np.cov``, i.e. pytorch-fid.
+
+    Args:
+        features: callable from bank samples (n, ...) to feature vectors (n, d), e.g. an
+            Inception pool3 extractor; None when the bank already stores features.
+        reference: reference features (n_r × d), or a tuple (mean (d,), covariance (d × d)).
+        batch_size: samples per ``features`` call.
+        estimator: ``"split"`` or ``"plugin"``.
+        ddof: covariance convention of the reference features (and of the plug-in mixture);
+            1 as in pytorch-fid (``np.cov``'s default).
+        seed: seeds the fixed groups of ``"split"``.
+        n_splits: groups K of ``"split"`` (≥ 2; each label needs ≥ 2K samples).
+        eig_dtype: precision of the per-coalition matrices and eigen-decomposition; "auto"
+            is float64 below d = 1024 and float32 from d ≥ 1024 (about twice as fast at
+            d = 2048; on a rank-64 covariance at d = 2048 it moved FID by 0.05 %; pass
+            "float64" for rank-deficient features).
+        blas_threads: BLAS threads for this utility (None: unchanged for d ≥ 256, one
+            thread for smaller matrices).
+
+    Per coalition: O(L·d²) to form Σ_r^{1/2} Σ Σ_r^{1/2} from precomputed per-label
+    matrices (or O(N_S²) from a sample Gram matrix when the coalition holds fewer samples
+    N_S than d) plus one symmetric eigenvalue decomposition, O(min(d, N_S)³) — three of each
+    with ``"split"``.  Memory: L·d² values for the per-label matrices (K group sets with
+    ``"split"``; the full set is their weighted sum), or N² for the Gram matrix.  When the
+    per-label matrices would exceed ``max_matrix_bytes`` (default 8 GiB; e.g. 4,468 prompts
+    at d = 2048 would need ~150 GB) the whitened samples are kept instead (N·d values) and
+    each coalition's matrix is formed from its own samples, O(N_S·d²) per coalition.
+    """
+
+    def __init__(
+        self,
+        features: Callable | None,
+        reference: Any,
+        *,
+        batch_size: int | None = None,
+        estimator: str = "split",
+        ddof: int = 1,
+        seed: int = 0,
+        n_splits: int = 2,
+        gram_limit: int = 6000,
+        max_matrix_bytes: int = 8 << 30,
+        eig_dtype: str = "auto",
+        blas_threads: int | None = None,
+    ):
+        self.max_matrix_bytes = int(max_matrix_bytes)
+        if eig_dtype not in ("auto", "float32", "float64"):
+            raise ValueError(
+                f"unknown eig_dtype {eig_dtype!r}; expected 'auto', 'float32' or 'float64'"
+            )
+        if estimator not in ("split", "plugin"):
+            raise ValueError(f"unknown estimator {estimator!r}; expected 'split' or 'plugin'")
+        if ddof not in (0, 1) or isinstance(ddof, bool):
+            raise ValueError(f"ddof must be 0 or 1, got {ddof!r}")
+        self.estimator = estimator
+        self.ddof = int(ddof)
+        self.seed = int(seed)
+        if (
+            isinstance(n_splits, bool)
+            or not isinstance(n_splits, (int, np.integer))
+            or n_splits < 2
+        ):
+            raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
+        self.n_splits = int(n_splits)
+        self.eig_dtype = eig_dtype
+        self.blas_threads = blas_threads
+        self.features = features
+        self.batch_size = batch_size
+        self.gram_limit = int(gram_limit)
+        if isinstance(reference, tuple):
+            if len(reference) != 2:
+                raise ValueError("reference as a tuple must be (mean, covariance)")
+            mu_r = np.asarray(reference[0], dtype=np.float64).ravel()
+            cov_r = np.atleast_2d(np.asarray(reference[1], dtype=np.float64))
+            if cov_r.shape != (mu_r.size, mu_r.size):
+                raise ValueError(
+                    f"reference covariance must be ({mu_r.size}, {mu_r.size}), got {cov_r.shape}"
+                )
+        else:
+            R = np.asarray(to_numpy(reference, "reference"), dtype=np.float64)
+            if R.ndim == 1:
+                raise ValueError(
+                    f"reference must be (n_r, d) features, got shape {R.shape}; "
+                    "for d = 1 pass a column (n_r, 1)"
+                )
+            if R.ndim != 2 or R.shape[0] < 2:
+                raise ValueError(f"reference must be (n_r ≥ 2, d) features, got shape {R.shape}")
+            mu_r = R.mean(0)
+            cov_r = np.atleast_2d(np.cov(R, rowvar=False, ddof=self.ddof))
+        if not (np.isfinite(mu_r).all() and np.isfinite(cov_r).all()):
+            raise ValueError("reference contains NaN or inf")
+        self.mu_r, self.cov_r = mu_r, cov_r
+        self._ready = False
+
+    def prepare(self, bank: Any) -> FID:
+        with blas_limit(self.mu_r.size, self.blas_threads):
+            return self._prepare(bank)
+
+    def _prepare(self, bank: Any) -> FID:
+        feats = features_per_label(bank, self.features, self.batch_size, "features")
+        d = self.mu_r.size
+        for lab, f in zip(bank.labels, feats):
+            if f.shape[1] != d:
+                raise ValueError(f"features have dimension {f.shape[1]}, the reference {d}")
+            if self.estimator == "split" and f.shape[0] < 2 * self.n_splits:
+                raise ValueError(
+                    f"label {lab!r} has {f.shape[0]} samples; estimator='split' needs >= "
+                    f"2·n_splits = {2 * self.n_splits} per label (or use estimator='plugin')"
+                )
+        S = _sqrtm_psd(self.cov_r)
+        self.n_labels = len(feats)
+        self._counts = np.array([f.shape[0] for f in feats])
+        self._mu = np.stack([f.mean(0) for f in feats])  # L × d
+        self._sq = np.array([np.einsum("ij,ij->", f, f) / f.shape[0] for f in feats])  # E‖f‖²
+        if self.eig_dtype == "float32" or (self.eig_dtype == "auto" and d >= 1024):
+            self._dt = np.float32
+        else:
+            self._dt = np.float64
+        # parts: the whole of each label ("plugin") or two fixed halves ("split")
+        rng = np.random.default_rng(self.seed)
+        Y, part_rows = [], []  # whitened features, in label order then part order
+        n_parts = self.n_splits if self.estimator == "split" else 1
+        for f in feats:
+            order = rng.permutation(len(f)) if n_parts == 2 else np.arange(len(f))
+            halves = np.array_split(order, n_parts)
+            y = f @ S
+            Y.append(np.concatenate([y[h] for h in halves]))
+            part_rows.append([len(h) for h in halves])
+        self._part_counts = np.array(part_rows, dtype=np.int64)  # L × P
+        starts = np.concatenate([[0], np.cumsum(self._part_counts.ravel())])[:-1]
+        self._part_start = starts.reshape(self._part_counts.shape)
+        self._c = np.zeros((self.n_labels, n_parts, d))
+        for lab, y in enumerate(Y):
+            o = 0
+            for p in range(n_parts):
+                k = self._part_counts[lab, p]
+                self._c[lab, p] = y[o : o + k].mean(0)
+                o += k
+        self._tr_r = float(np.trace(self.cov_r))
+        N = int(self._counts.sum())
+        self._gram = None
+        if N <= self.gram_limit and N < d:
+            Yall = np.concatenate(Y)
+            self._gram = Yall @ Yall.T
+        self._A = None
+        self._Y = None
+        a_bytes = self.n_labels * n_parts * d * d * np.dtype(self._dt).itemsize
+        if self._gram is None and a_bytes > self.max_matrix_bytes:
+            # many labels (e.g. thousands of prompts): keep the whitened samples (N × d)
+            # and form each coalition's matrix from its own samples, O(N_S·d²) per coalition
+            self._Y = np.concatenate(Y).astype(self._dt)
+        elif self._gram is None:
+            A = np.empty((self.n_labels, n_parts, d, d), dtype=self._dt)
+            for lab, y in enumerate(Y):
+                o = 0
+                for p in range(n_parts):
+                    k = self._part_counts[lab, p]
+                    yy = y[o : o + k]
+                    A[lab, p] = yy.T @ yy / k
+                    o += k
+            self._A = A
+        self._ready = True
+        return self
+
+    def _trace_sqrt(self, a: np.ndarray) -> float:
+        """tr (Σ_r^{1/2} Σ_a Σ_r^{1/2})^{1/2} for the mixture with weight a[l, p] on the
+        samples of part p of label l (a sums to 1), population covariance."""
+        active = np.argwhere(a > 0)
+        if self._gram is not None or self._Y is not None:
+            idx = np.concatenate(
+                [
+                    np.arange(self._part_start[lab, p], self._part_start[lab, p] + k)
+                    for lab, p in active
+                    for k in [self._part_counts[lab, p]]
+                ]
+            )
+            w = np.concatenate(
+                [
+                    np.full(self._part_counts[lab, p], a[lab, p] / self._part_counts[lab, p])
+                    for lab, p in active
+                ]
+            )
+            u = np.sqrt(w)
+            if self._Y is not None:
+                Yw = self._Y[idx] * u[:, None].astype(self._dt)
+                M = Yw.T @ Yw
+                c = (w @ self._Y[idx]).astype(self._dt)
+                M -= np.outer(c, c)
+                vals = _eigvalsh(M)
+                return float(np.sqrt(np.clip(vals, 0, None)).sum())
+            H = self._gram[np.ix_(idx, idx)] * u[:, None] * u[None, :]
+            Hu = H @ u
+            uHu = float(u @ Hu)
+            M = H - np.outer(u, Hu) - np.outer(Hu, u) + uHu * np.outer(u, u)
+        else:
+            coef = a[active[:, 0], active[:, 1]]
+            M = np.einsum("k,kij->ij", coef.astype(self._dt), self._A[active[:, 0], active[:, 1]])
+            c = (coef @ self._c[active[:, 0], active[:, 1]]).astype(self._dt)
+            M -= np.outer(c, c)
+        vals = _eigvalsh(M.astype(self._dt, copy=False))
+        return float(np.sqrt(np.clip(vals, 0, None)).sum())
+
+    def evaluate(self, weights: Any) -> np.ndarray:
+        self._require()
+        W = check_weights(weights, self.n_labels)
+        with blas_limit(self.mu_r.size, self.blas_threads):
+            return self._evaluate(W)
+
+    def _evaluate(self, W: np.ndarray) -> np.ndarray:
+        out = np.empty(W.shape[0])
+        share = self._part_counts / self._counts[:, None]  # L × P
+        for k, pi in enumerate(W):
+            mu = pi @ self._mu
+            tr = float(pi @ self._sq - mu @ mu)
+            diff = mu - self.mu_r
+            T = self._trace_sqrt(pi[:, None] * share)
+            if self.estimator == "split":
+                K = self.n_splits
+                loo = []
+                for j in range(K):
+                    keep = np.arange(K)[None, :] != j
+                    a = np.where(keep, self._part_counts, 0.0)
+                    a = pi[:, None] * a / a.sum(1, keepdims=True)
+                    loo.append(self._trace_sqrt(a))
+                T = K * T - (K - 1) * float(np.mean(loo))
+            elif self.ddof == 1:
+                # reliability weights: Σ_ddof1 = Σ_pop / (1 − Σ_j w_j²), w_j = π_l / n_l
+                f = 1.0 / (1.0 - float(np.sum(pi**2 / self._counts)))
+                if not np.isfinite(f) or f <= 0:
+                    raise ValueError("ddof=1 needs at least 2 samples in every coalition's mixture")
+                tr *= f
+                T *= np.sqrt(f)
+            out[k] = float(diff @ diff) + tr + self._tr_r - 2.0 * T
+        return out
+
+
+class InceptionScore(Utility):
+    """Inception Score exp(E_x KL(p(y|x) ‖ p̄(y))) of the mixture (one split).
+
+    Computed exactly from per-label statistics m_l = E[p(y|x)] and
+    h_l = E[Σ_y p log p]: IS = exp(Σ_l π_l h_l − Σ_y p̄_y log p̄_y), p̄ = Σ_l π_l m_l.
+
+    Args:
+        class_probs: callable from bank samples to class probabilities (n × K); None when
+            the bank already stores probabilities.
+    Per coalition: O(L·K).
+    """
+
+    def __init__(self, class_probs: Callable | None = None, *, batch_size: int | None = None):
+        self.class_probs = class_probs
+        self.batch_size = batch_size
+        self._ready = False
+
+    def prepare(self, bank: Any) -> InceptionScore:
+        probs = features_per_label(bank, self.class_probs, self.batch_size, "class_probs")
+        for p in probs:
+            if (p < 0).any() or not np.allclose(p.sum(1), 1.0, atol=1e-4):
+                raise ValueError("class_probs must return probabilities (rows ≥ 0 summing to 1)")
+        self.n_labels = len(probs)
+        self._m = np.stack([p.mean(0) for p in probs])
+        self._h = np.array(
+            [
+                np.mean(np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), 1))
+                for p in probs
+            ]
+        )
+        self._ready = True
+        return self
+
+    def evaluate(self, weights: Any) -> np.ndarray:
+        self._require()
+        W = check_weights(weights, self.n_labels)
+        pbar = W @ self._m
+        ent = np.sum(np.where(pbar > 0, pbar * np.log(np.where(pbar > 0, pbar, 1)), 0), 1)
+        return np.exp(W @ self._h - ent)

@@ -1,0 +1,76 @@
+"""Mean scores: the mixture mean of any per-sample score (aesthetics, LPIPS, CLIP score...)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from datacredit.surrogateshap.utilities.base import Utility, check_weights, features_per_label
+
+
+class OneLabel:
+    """A view of one label of a bank (for per-label callables)."""
+
+    def __init__(self, bank: Any, label: Any):
+        self._bank, self.labels = bank, [label]
+
+    def samples(self, label: Any) -> np.ndarray:
+        return self._bank.samples(label)
+
+    def n_samples(self, label: Any) -> int:
+        return self._bank.n_samples(label)
+
+
+class MeanScore(Utility):
+    """Mixture mean of a per-sample score: Σ_l π_l · mean_l(score).
+
+    Args:
+        score: callable from bank samples to one number per sample (n,) — an aesthetic
+            predictor, LPIPS to a reference, CLIP score, any scorer; None when the bank
+            already stores scores.
+        sees_label: call ``score(samples, label)`` instead, for scorers that need the
+            label or prompt the samples were generated for (paired LPIPS to the training
+            image of the prompt, :class:`~datacredit.models.PairedToReference`; CLIP score
+            to the prompt text).
+    Per coalition: O(L).
+    """
+
+    def __init__(
+        self,
+        score: Callable | None = None,
+        *,
+        batch_size: int | None = None,
+        sees_label: bool = False,
+    ):
+        if sees_label and score is None:
+            raise ValueError("sees_label=True needs a score callable")
+        self.score = score
+        self.batch_size = batch_size
+        self.sees_label = bool(sees_label)
+        self._ready = False
+
+    def prepare(self, bank: Any) -> MeanScore:
+        if self.sees_label:
+            vals = []
+            for label in bank.labels:
+                fn = self.score
+
+                def with_label(x, fn=fn, label=label):
+                    return fn(x, label)
+
+                lab_bank = OneLabel(bank, label)
+                vals.extend(features_per_label(lab_bank, with_label, self.batch_size, "score"))
+        else:
+            vals = features_per_label(bank, self.score, self.batch_size, "score")
+        for v in vals:
+            if v.shape[1] != 1:
+                raise ValueError(f"score must return one number per sample, got {v.shape}")
+        self.n_labels = len(vals)
+        self._means = np.array([v.mean() for v in vals])
+        self._ready = True
+        return self
+
+    def evaluate(self, weights: Any) -> np.ndarray:
+        self._require()
+        return check_weights(weights, self.n_labels) @ self._means
