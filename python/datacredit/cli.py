@@ -28,6 +28,7 @@ from datacredit._io import atomic_save_npz, atomic_write_text, to_jsonable
 from datacredit.config import (
     REQUIRED,
     ConfigError,
+    config_dir_on_path,
     Option,
     describe,
     integer,
@@ -221,7 +222,9 @@ SURROGATESHAP_SCHEMA = {
         "training count per label (paper eq. 4), or 'uniform'",
         _label_weights_spec,
     ),
-    "empty_value": Option((int, float), None, "utility of the empty coalition", number()),
+    "empty_value": Option(
+        (int, float), REQUIRED, "utility v(∅) of the empty coalition (untrained model)", number()
+    ),
     "budget": Option(int, 512, "coalitions evaluated (>= 4 and >= n_players + 2)", integer(4)),
     "cv": Option(bool, True, "choose the surrogate's hyperparameters by 5-fold CV"),
     "seed": Option(int, 0, "seed of generation and coalition sampling (0 .. 2**32-1)", _SEED),
@@ -246,13 +249,106 @@ def _load_data(spec: str, key: str) -> Any:
     return data
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _describe_batch(batch: Any) -> str:
+    """``"float64 array (2, 5)"``, ``"dict of input_ids (2, 8), ..."`` — for one-line errors."""
+    if isinstance(batch, dict):
+        return "dict of " + ", ".join(f"{k} {_describe_batch(v)}" for k, v in batch.items())
+    shape = getattr(batch, "shape", None)
+    if shape is None:
+        return type(batch).__name__
+    dtype = str(getattr(batch, "dtype", "")).replace("torch.", "")
+    kind = "tensor" if type(batch).__module__.startswith("torch") else "array"
+    return f"{dtype} {kind} {tuple(shape)}"
+
+
+def _probe_dualda(dd: Any, data: Any, key: str) -> tuple[str, int]:
+    """Run the model on the first two samples of ``data`` (before any fit): the inputs'
+    description and the feature width at ``layer``; a one-line ``ValueError`` naming ``key``
+    when the data cannot be read or the model fails on them."""
+    from datacredit.models.features import batch_to, eval_mode, iterate_batches
+
+    try:
+        inputs, _ = next(iterate_batches(data, 2, with_labels=False))
+    except StopIteration:
+        raise ValueError(f"{key}: the factory returned no samples") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{key}: {_first_line(exc)}") from None
+    described = _describe_batch(inputs)
+    try:
+        with eval_mode(dd.model):
+            feats, _ = dd.extractor(batch_to(inputs, dd.device))
+    except Exception as exc:  # whatever the model raises: shapes, dtypes, devices
+        raise ValueError(
+            f"{key}: the model fails on its first samples ({described}): {_first_line(exc)}"
+        ) from None
+    return described, int(feats.shape[1])
+
+
+def _check_dualda_data(dd: Any, train: Any, test: Any) -> None:
+    """Train and test data both fit the model, with features of one width (before the fit)."""
+    train_desc, d_train = _probe_dualda(dd, train, "train_data")
+    test_desc, d_test = _probe_dualda(dd, test, "test_data")
+    if d_train != d_test:
+        raise ValueError(
+            f"test_data: its features at layer {dd.extractor.layer!r} have {d_test} dimensions, "
+            f"the training data's {d_train} (test {test_desc}, train {train_desc})"
+        )
+
+
+_PIXEL_RERANKS = ("pixel_l2", "lpips", "dreamsim")
+
+
+def _check_gmvaluator_data(gmv: Any, train: Any, generated: Any, rerank: Any) -> None:
+    """Encode the first two training and generated samples (before the fit): the encoder
+    takes both and gives embeddings of one width; pixel-space re-ranks need one image shape."""
+    from datacredit.models._data import data_len, take
+
+    widths = {}
+    for key, data in (("train_data", train), ("generated", generated)):
+        n = data_len(data, key)
+        if n == 0:
+            raise ValueError(f"{key}: the factory returned no samples")
+        first = take(data, np.arange(min(2, n)))
+        try:
+            widths[key] = gmv.encoder.encode(first).shape[1]
+        except Exception as exc:  # whatever the encoder raises: shapes, dtypes, channels
+            raise ValueError(
+                f"{key}: the encoder {gmv.encoder!r} fails on its first samples "
+                f"({_describe_batch(first)}): {_first_line(exc)}"
+            ) from None
+        widths[key + " shape"] = tuple(getattr(first, "shape", ())[1:])
+    if widths["train_data"] != widths["generated"]:
+        raise ValueError(
+            f"generated: its embeddings have {widths['generated']} dimensions, the training "
+            f"samples' {widths['train_data']} (sample shapes {widths['generated shape']} and "
+            f"{widths['train_data shape']})"
+        )
+    if (
+        rerank in _PIXEL_RERANKS
+        and widths["train_data shape"]
+        and widths["generated shape"] != widths["train_data shape"]
+    ):
+        raise ValueError(
+            f"generated: rerank {rerank!r} compares images, and the generated samples have "
+            f"shape {widths['generated shape']}, the training samples "
+            f"{widths['train_data shape']}"
+        )
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=2, default=to_jsonable))
 
 
 def _load_config(path: str, schema: dict[str, Option], method: str) -> dict[str, Any]:
-    return validate(read_config(path), schema, str(path), _RULES.get(method, ()))
+    cfg = validate(read_config(path), schema, str(path), _RULES.get(method, ()))
+    config_dir_on_path(path)  # factories in a module next to the config import as named
+    return cfg
 
 
 # ----------------------------------------------------------------------------- runners
@@ -281,6 +377,7 @@ def run_dualda(cfg: dict[str, Any]) -> Path:
         # Every argument comes from the config and no data was read yet: the model factory
         # returned no torch module, or `layer` names none of its submodules.
         raise ConfigError(str(exc)) from exc
+    _check_dualda_data(dd, train, test)  # one-line errors before the fit, not after it
     dd.fit()
     if cfg["top_k"] > dd.n_train:
         # Valid in the file, wrong only for the data loaded (N): exit 1, as GMValuator's k > N.
@@ -346,13 +443,16 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
         batch_size=cfg["batch_size"],
         progress=True,
     )
-    gmv.fit(_load_data(cfg["train_data"], "train_data"))
+    train = _load_data(cfg["train_data"], "train_data")
+    generated = _load_data(cfg["generated"], "generated")
+    _check_gmvaluator_data(gmv, train, generated, rerank)  # before the fit, not after it
+    gmv.fit(train)
     q = (
         load_object(cfg["quality_scores"], "quality_scores", call=True)
         if cfg["quality_scores"]
         else None
     )
-    val = gmv.value(_load_data(cfg["generated"], "generated"), quality_scores=q)
+    val = gmv.value(generated, quality_scores=q)
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     val.save(out / "valuation.npz")
@@ -398,12 +498,6 @@ def run_surrogateshap(cfg: dict[str, Any]) -> Path:
                 f"({len(contributors)} players from the contributors factory), "
                 f"got {cfg['budget']}"
             )
-    if cfg["empty_value"] is None:
-        # SurrogateSHAP always evaluates the empty coalition, which has no samples to score.
-        raise ConfigError(
-            "empty_value: must be set to v(∅), the utility of the empty coalition (e.g. the "
-            "utility of an untrained model): SurrogateSHAP evaluates it"
-        )
     utility = load_object(cfg["utility"], "utility", call=True)
     if not (
         callable(getattr(utility, "prepare", None)) and callable(getattr(utility, "evaluate", None))
@@ -506,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="datacredit",
         description="Which training data, and which data contributors, a model's behaviour comes from.",
     )
+    from datacredit import __version__
+
+    parser.add_argument("--version", action="version", version=f"datacredit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
