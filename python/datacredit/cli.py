@@ -28,8 +28,8 @@ from datacredit._io import atomic_save_npz, atomic_write_text, to_jsonable
 from datacredit.config import (
     REQUIRED,
     ConfigError,
-    config_dir_on_path,
     Option,
+    config_dir_on_path,
     describe,
     integer,
     load_object,
