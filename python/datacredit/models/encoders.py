@@ -50,7 +50,9 @@ class PixelEncoder:
         n = data_len(data, "data")
         if n == 0:
             raise ValueError("data is empty")
-        rows = [to_float_rows(b, "data") for b in batches(data, self.batch_size, "data")]
+        rows = [
+            to_float_rows(_pil_as_nchw(b), "data") for b in batches(data, self.batch_size, "data")
+        ]
         out = np.concatenate(rows)
         if self.scale is not None:
             out *= np.float32(self.scale)
@@ -58,6 +60,16 @@ class PixelEncoder:
 
     def __repr__(self) -> str:
         return f"PixelEncoder(scale={self.scale})"
+
+
+def _pil_as_nchw(batch: Any) -> Any:
+    """A list of PIL images as one uint8 ``(N, C, H, W)`` array (the layout of array images,
+    so PIL and array inputs flatten alike); anything else unchanged."""
+    if isinstance(batch, list) and batch and type(batch[0]).__module__.startswith("PIL."):
+        from datacredit.models.images import _stack_items
+
+        return _stack_items(batch, "data")
+    return batch
 
 
 class CallableEncoder:
