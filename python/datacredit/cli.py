@@ -596,6 +596,7 @@ def _seed_arg(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``datacredit`` argument parser: ``--version``, demo, the three methods, serve, shard."""
     parser = argparse.ArgumentParser(
         prog="datacredit",
         description="Which training data, and which data contributors, a model's behaviour comes from.",

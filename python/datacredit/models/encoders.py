@@ -27,6 +27,7 @@ class PrecomputedEncoder:
     """The data already are embeddings: returns them as a float32 matrix ``(n, d)``."""
 
     def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+        """Embeddings of ``data`` (``N`` samples): float32 ``(N, d)``, in the data's order."""
         from datacredit._arrays import as_float_matrix
 
         return as_float_matrix(data, "embeddings", check_finite=False)
@@ -47,6 +48,7 @@ class PixelEncoder:
         self.batch_size = batch_size
 
     def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+        """Embeddings of ``data`` (``N`` samples): float32 ``(N, d)``, in the data's order."""
         n = data_len(data, "data")
         if n == 0:
             raise ValueError("data is empty")
@@ -82,6 +84,7 @@ class CallableEncoder:
         self.batch_size = batch_size
 
     def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+        """Embeddings of ``data`` (``N`` samples): float32 ``(N, d)``, in the data's order."""
         n = data_len(data, "data")
         if n == 0:
             raise ValueError("data is empty")
@@ -122,6 +125,7 @@ class TorchEncoder:
         return t if t.is_floating_point() else t.float()
 
     def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+        """Embeddings of ``data`` (``N`` samples): float32 ``(N, d)``, in the data's order."""
         import torch
 
         n = data_len(data, "data")
@@ -201,6 +205,7 @@ class OpenCLIPEncoder(TorchEncoder):
         return torch.stack([self.preprocess(img) for img in to_pil_images(batch, "images")])
 
     def fingerprint(self) -> str:
+        """Content fingerprint of the model, preprocessing and normalisation (cache keys)."""
         from datacredit.models.fingerprint import fingerprint_model
 
         return fingerprint_model([self.module, repr(self.preprocess), self.normalize])

@@ -292,6 +292,7 @@ class SampleBank:
         return np.load(self.path / f"label{i}.npy", mmap_mode="r", allow_pickle=False)
 
     def n_samples(self, label: Any) -> int:
+        """Number of samples stored for ``label``."""
         return int(self.samples(label).shape[0])
 
     def map(

@@ -11,6 +11,7 @@ from datacredit.models._data import _is_torch
 
 
 def to_tensor(x: Any, device: Any) -> Any:
+    """``x`` (array or tensor) as a floating torch tensor on ``device`` (integers -> float32)."""
     import torch
 
     t = x if _is_torch(x) else torch.as_tensor(np.asarray(x))
@@ -20,6 +21,7 @@ def to_tensor(x: Any, device: Any) -> Any:
 
 
 def as_scores(out: Any, n: int, name: str) -> np.ndarray:
+    """A model output as ``n`` finite float64 scores ``(n,)``; ``ValueError`` naming ``name``."""
     if _is_torch(out):
         out = out.detach().double().cpu().numpy()
     arr = np.asarray(out, dtype=np.float64).reshape(-1)
@@ -31,6 +33,7 @@ def as_scores(out: Any, n: int, name: str) -> np.ndarray:
 
 
 def missing_package(package: str, pip_name: str, what: str) -> ImportError:
+    """The ``ImportError`` for an optional package: what needs it and how to install it."""
     return ImportError(f"{what} needs the {package} package: pip install {pip_name}")
 
 

@@ -111,6 +111,7 @@ class DreamSimDistance:
         return as_scores(out, out.shape[0], self.name)
 
     def fingerprint(self) -> str:
+        """Content fingerprint of the DreamSim model and its preprocessing (cache keys)."""
         from datacredit.models.fingerprint import fingerprint_model
 
         return fingerprint_model([self.model, repr(self.preprocess)])

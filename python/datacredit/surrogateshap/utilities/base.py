@@ -43,9 +43,14 @@ class Utility:
     n_labels: int = 0
 
     def prepare(self, bank: Any) -> Utility:  # pragma: no cover - interface
+        """Compute the per-label statistics from ``bank`` (a ``SampleBank``) once; returns
+        ``self``."""
         raise NotImplementedError
 
     def evaluate(self, weights: Any) -> np.ndarray:  # pragma: no cover - interface
+        """Utilities ``(m,)`` float64 of ``m`` label mixtures, ``weights`` ``(m, L)`` (rows
+        sum to 1 over the bank's labels). The direction is the utility's own (FID is a
+        loss: lower is better; the scores are higher-is-better)."""
         raise NotImplementedError
 
     def _require(self) -> None:

@@ -16,9 +16,11 @@ class OneLabel:
         self._bank, self.labels = bank, [label]
 
     def samples(self, label: Any) -> np.ndarray:
+        """What is stored for ``label`` (the wrapped bank's samples)."""
         return self._bank.samples(label)
 
     def n_samples(self, label: Any) -> int:
+        """Number of samples stored for ``label``."""
         return self._bank.n_samples(label)
 
 
