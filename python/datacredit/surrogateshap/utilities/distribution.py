@@ -38,6 +38,9 @@ def _sqrtm_psd(C: np.ndarray) -> np.ndarray:
 class FID(Utility):
     """Fréchet Inception Distance of the coalition's mixture to a reference set.
 
+    Direction: a loss (lower is better). A contributor that helps lowers FID, so its
+    Shapley value for FID is negative, and its value for −FID (the negation) positive.
+
     FID = ‖μ − μ_r‖² + tr Σ + tr Σ_r − 2 tr (Σ_r^{1/2} Σ Σ_r^{1/2})^{1/2}, with μ, Σ the mean
     and covariance of the mixture Σ_y π_y p(x | y), each label's conditional represented by
     its bank samples — no resampling.
@@ -293,6 +296,8 @@ class FID(Utility):
 
 class InceptionScore(Utility):
     """Inception Score exp(E_x KL(p(y|x) ‖ p̄(y))) of the mixture (one split).
+
+    Direction: higher is better (a helpful contributor gets a positive value).
 
     Computed exactly from per-label statistics m_l = E[p(y|x)] and
     h_l = E[Σ_y p log p]: IS = exp(Σ_l π_l h_l − Σ_y p̄_y log p̄_y), p̄ = Σ_l π_l m_l.

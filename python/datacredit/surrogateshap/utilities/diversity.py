@@ -14,6 +14,8 @@ from datacredit.surrogateshap.utilities.base import Utility, check_weights
 class PairwiseDiversity(Utility):
     """Expected pair score of two independent draws from the mixture: πᵀ D π.
 
+    Direction: that of ``pair_score``; for a distance, higher = more diverse.
+
     D[l, l'] is the mean of ``pair_score`` over sample pairs of labels l and l' (distinct
     samples within a label), e.g. 1 − MS-SSIM or an LPIPS distance.
 
@@ -64,6 +66,8 @@ class SampledPairDiversity(Utility):
     """Expected distance of two independent mixture draws, from random distinct pairs:
     πᵀ D π with D[l, l'] the mean of ``distance`` over ``n_pairs`` random pairs of one
     sample of label l and one of label l' (two distinct samples when l = l').
+
+    Direction: higher = more diverse (a contributor adding variety gets a positive value).
 
     For costly pair scores such as 1 − MS-SSIM
     (:class:`~datacredit.models.MSSSIMDistance`) or LPIPS, where

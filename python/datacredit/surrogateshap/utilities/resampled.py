@@ -15,6 +15,8 @@ from datacredit.surrogateshap.utilities.base import Utility, check_weights, feat
 class Resampled(Utility):
     """Any statistic of a sample set drawn from the mixture, with common random numbers.
 
+    Direction: that of the statistic.
+
     For each coalition, ``n_samples`` draws: label k by inverting the CDF of π at a fixed
     uniform u_k, then a stored sample of that label at a fixed uniform u'_k.  The same
     (u, u') serve every coalition, which lowers the variance of utility differences.
@@ -79,6 +81,9 @@ class Resampled(Utility):
 class ProbeCorrelation(Resampled):
     """Spearman correlation between two probes (e.g. sex and melanoma classifiers, §6) on
     a resampled mixture set, with common random numbers across coalitions.
+
+    Direction: the correlation itself: a contributor that raises it gets a positive value
+    (negate the values to credit contributors that lower a spurious correlation).
 
     Args:
         f1, f2: callables from bank samples to one number per sample; with both None the

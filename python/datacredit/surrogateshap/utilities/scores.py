@@ -27,6 +27,9 @@ class OneLabel:
 class MeanScore(Utility):
     """Mixture mean of a per-sample score: Σ_l π_l · mean_l(score).
 
+    Direction: that of the score (higher is better for aesthetic and CLIP scores; a
+    distance to a reference, e.g. LPIPS, is a loss).
+
     Args:
         score: callable from bank samples to one number per sample (n,) — an aesthetic
             predictor, LPIPS to a reference, CLIP score, any scorer; None when the bank
