@@ -270,10 +270,13 @@ def _probe_dualda(dd: Any, data: Any, key: str) -> tuple[str, int]:
     """Run the model on the first two samples of ``data`` (before any fit): the inputs'
     description and the feature width at ``layer``; a one-line ``ValueError`` naming ``key``
     when the data cannot be read or the model fails on them."""
-    from datacredit.models.features import batch_to, eval_mode, iterate_batches
+    from datacredit.models.features import batch_to, eval_mode, iterate_batches, slice_batch
 
     try:
-        inputs, _ = next(iterate_batches(data, 2, with_labels=False))
+        if isinstance(data, dict):  # one dict batch of keyword inputs, as attribute() takes
+            inputs = slice_batch(data, 0, 2)
+        else:
+            inputs, _ = next(iterate_batches(data, 2, with_labels=False))
     except StopIteration:
         raise ValueError(f"{key}: the factory returned no samples") from None
     except (TypeError, ValueError) as exc:
