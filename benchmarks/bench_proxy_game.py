@@ -19,7 +19,7 @@ def main() -> None:
     from scipy import linalg
 
     from datacredit import shapley
-    from datacredit import utilities as U
+    from datacredit.surrogateshap import utilities as U
     from datacredit.surrogateshap import ProxyGame, SampleBank
 
     rng = np.random.default_rng(0)

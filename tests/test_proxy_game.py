@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import linalg, stats
 
-from datacredit import utilities as U
+from datacredit.surrogateshap import utilities as U
 from datacredit.surrogateshap import ProxyGame, SampleBank
 
 
