@@ -213,7 +213,7 @@ def label_generator():
 def mean_first_feature():
     from datacredit.surrogateshap.utilities import MeanScore
 
-    return MeanScore(lambda x: x[:, 0])
+    return MeanScore(lambda x: x[:, 0], higher_is_better=True)
 
 
 def test_dualda_config_run(tmp_path, monkeypatch):

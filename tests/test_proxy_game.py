@@ -167,7 +167,7 @@ def test_resampling_and_probe_correlation(rng):
 
 def test_proxy_game_errors(rng):
     bank = SampleBank({0: rng.normal(size=(5, 2)), 1: rng.normal(size=(5, 2))})
-    ms = U.MeanScore(lambda x: x[:, 0])
+    ms = U.MeanScore(lambda x: x[:, 0], higher_is_better=True)
     with pytest.raises(ValueError, match="missing from the sample bank"):
         ProxyGame(bank, {"a": [0, 5]}, ms, label_weights="uniform")
     with pytest.raises(ValueError, match="no labels"):
@@ -194,7 +194,7 @@ def test_bank_map_subset_and_features_bank(rng):
     np.testing.assert_allclose(fb.samples("b")[:, 0], bank.samples("b").reshape(4, -1).sum(1))
     assert fb.labels == ["a", "b"] and bank.subset(["b"]).labels == ["b"]
     # a feature bank feeds the utilities directly (features=None)
-    ms = U.MeanScore().prepare(fb)
+    ms = U.MeanScore(higher_is_better=True).prepare(fb)
     assert ms.evaluate([0.5, 0.5])[0] == pytest.approx(
         0.5 * fb.samples("a").mean() + 0.5 * fb.samples("b").mean()
     )
@@ -285,7 +285,7 @@ def test_fid_bias_correction_recovers_analytic_shapley_values():
 def test_label_weights_huge_and_from_training_labels(rng):
     """label_weights=1e308 overflowed to inf and evaluated every coalition as empty."""
     data = {0: rng.normal(size=(5, 2)), 1: rng.normal(size=(5, 2)) + 3}
-    ms = U.MeanScore(lambda x: x[:, 0])
+    ms = U.MeanScore(lambda x: x[:, 0], higher_is_better=True)
     Z = np.array([[1, 0], [1, 1]], bool)
     ref = ProxyGame(SampleBank(data), {"a": 0, "b": 1}, ms, label_weights=[1.0, 3.0])(Z)
     huge = ProxyGame(SampleBank(data), {"a": 0, "b": 1}, ms, label_weights=[1e308 / 3, 1e308])
@@ -334,7 +334,7 @@ def test_sufficiency_diagnostic_warns_for_a_small_bank():
         return SampleBank({lab: rng.normal(size=(n, 1)) * 3 + shift[lab] for lab in range(4)})
 
     def game(b):
-        ms = U.MeanScore()
+        ms = U.MeanScore(higher_is_better=True)
         return ProxyGame(b, {f"p{lab}": lab for lab in range(4)}, ms, label_weights="uniform")
 
     small = game(bank(8))
@@ -418,7 +418,9 @@ def test_label_seeing_score_paired_to_reference(rng):
     def l2(a, b):
         return np.sqrt(((np.asarray(a) - np.asarray(b)) ** 2).reshape(len(a), -1).sum(1))
 
-    ms = U.MeanScore(PairedToReference(l2, refs), sees_label=True, batch_size=4)
+    ms = U.MeanScore(
+        PairedToReference(l2, refs), sees_label=True, batch_size=4, higher_is_better=False
+    )
     game = ProxyGame(SampleBank(data), {"A": "p", "B": "q"}, ms, label_weights=[1.0, 3.0])
     direct = {k: l2(v, np.broadcast_to(refs[k], v.shape)).mean() for k, v in data.items()}
     got = game(np.array([[1, 0], [1, 1]], bool))

@@ -1007,7 +1007,7 @@ def _bank(d: int = 2, labels=(0, 1, 2)):
 def _mean_score():
     from datacredit.surrogateshap.utilities import MeanScore
 
-    return MeanScore(lambda x: x[:, 0])
+    return MeanScore(lambda x: x[:, 0], higher_is_better=True)
 
 
 def _proxy(**kw):
