@@ -131,9 +131,11 @@ def run(kind, budget, trial, methods, tables, paper_cv):
 
 
 def main():
+    from _common import at_least
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=5)
-    ap.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512])
+    ap.add_argument("--trials", type=at_least(1), default=5)
+    ap.add_argument("--budgets", type=at_least(4), nargs="+", default=[128, 256, 512])
     ap.add_argument("--games", nargs="+", default=list(SYNTHETIC + TABLED))
     ap.add_argument("--paper-cv", action="store_true")
     ap.add_argument("--cache", type=Path, default=Path(".bench-cache"))

@@ -370,11 +370,11 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
         "total": float(val.values.sum()),
     }
     if cfg["groups"]:
-        keys, vals = val.by_group(
+        by_group = val.group_values(
             load_object(cfg["groups"], "groups", call=True), agg=cfg["group_agg"]
         )
         result["group_agg"] = cfg["group_agg"]
-        result["values_by_group"] = {str(k): float(v) for k, v in zip(keys, vals)}
+        result["values_by_group"] = {str(k): v for k, v in by_group.items()}
     result["direction"] = "higher value = contributed more to the generated samples"
     result["top_training_samples"] = val.ranking()[:20]
     _write_json(out / "results.json", result)
@@ -385,6 +385,7 @@ def run_surrogateshap(cfg: dict[str, Any]) -> Path:
     """SurrogateSHAP from a validated config; writes results.json and shapley.json/npz."""
     from datacredit import SurrogateSHAP
     from datacredit.direction import resolve_direction
+    from datacredit.shapley import ProgressGame
     from datacredit.surrogateshap import ProxyGame, SampleBank
 
     generator = load_object(cfg["generator"], "generator", call=True)
@@ -438,7 +439,20 @@ def run_surrogateshap(cfg: dict[str, Any]) -> Path:
         empty_value=cfg["empty_value"],
         higher_is_better=cfg["higher_is_better"],
     )
-    sv = SurrogateSHAP(budget=cfg["budget"], cv=cfg["cv"], seed=cfg["seed"]).explain(game)
+    n = game.n_players
+    counted = ProgressGame(
+        game,
+        total=min(cfg["budget"], 2**n) if n < 62 else cfg["budget"],
+        desc="SurrogateSHAP: utilities of the coalitions",
+    )
+    # ~50 game calls, so that the bar moves (the utilities do not depend on the batching)
+    batch = max(1, cfg["budget"] // 50)
+    try:
+        sv = SurrogateSHAP(
+            budget=cfg["budget"], cv=cfg["cv"], seed=cfg["seed"], batch_size=batch
+        ).explain(counted)
+    finally:
+        counted.close()
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     sv.save(out / "shapley.json")

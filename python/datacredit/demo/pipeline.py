@@ -243,7 +243,7 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
         "n_per_label": s.n_per_label,
         "budget": s.budget,
     }
-    samples = {d: bank.samples(d)[:4] for d in range(N_CLASSES)}
+    samples = {d: bank.samples_for(d)[:4] for d in range(N_CLASSES)}
     run.sections.append(
         Section(
             "SurrogateSHAP: which contributors make the generator good",
@@ -304,19 +304,17 @@ def stage_gmvaluator(run: DemoRun, split: DigitsSplit, cnn, bank, s: DemoSetting
     from datacredit import GMValuator
     from datacredit.metrics import identical_class_ratio
 
-    gen = np.concatenate([bank.samples(d) for d in range(N_CLASSES)])
-    gen_labels = np.repeat(np.arange(N_CLASSES), [bank.n_samples(d) for d in range(N_CLASSES)])
+    gen = np.concatenate([bank.samples_for(d) for d in range(N_CLASSES)])
+    gen_labels = np.repeat(np.arange(N_CLASSES), [bank.n_samples_for(d) for d in range(N_CLASSES)])
     valuator = GMValuator(
         encoder=_cnn_features(cnn), k=s.gmv_k, recall=s.gmv_recall, index="exact", rerank="l2"
     )
     valuator.fit(split.x_train)
     val = valuator.value(gen)
-    by_group_keys, by_group = val.by_group(split.y_train, agg="sum")
+    by_group = val.group_values(split.y_train, agg="sum")  # digit -> summed value
     icr = float(identical_class_ratio(val.topk_indices, split.y_train, gen_labels, s.gmv_k))
     run.results["gmvaluator"] = {
-        "values_by_contributor": {
-            f"digit {int(g)}": float(v) for g, v in zip(by_group_keys, by_group)
-        },
+        "values_by_contributor": {f"digit {g}": v for g, v in by_group.items()},
         "total_quality": float(np.sum(val.values)),
         "n_generated": len(gen),
         "identical_class_ratio": icr,
@@ -345,7 +343,9 @@ def stage_gmvaluator(run: DemoRun, split: DigitsSplit, cnn, bank, s: DemoSetting
                 (
                     "Value per contributor (sum over its training images)",
                     figures.bars(
-                        [f"digit {int(g)}" for g in by_group_keys], by_group, "GMValuator value"
+                        [f"digit {g}" for g in by_group],
+                        list(by_group.values()),
+                        "GMValuator value (higher = contributed more)",
                     ),
                 ),
             ],

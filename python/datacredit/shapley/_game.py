@@ -51,6 +51,36 @@ class FunctionGame:
         return np.asarray(self._fn(Z), dtype=np.float64)
 
 
+class ProgressGame:
+    """``game`` with a labelled tqdm bar counting the coalitions evaluated (the players and
+    the direction are the game's).  Use with an estimator's ``batch_size`` so that the bar
+    moves; :meth:`close` ends the bar on its own line.
+
+    Args:
+        game: the game.  total: coalitions expected (the bar's total; corrected at
+            :meth:`close` when the estimator evaluated another number).  desc: the label.
+    """
+
+    def __init__(self, game: Any, total: int, desc: str = "evaluating coalitions") -> None:
+        from tqdm.auto import tqdm
+
+        self.game = game
+        self.players = game_players(game)
+        self.higher_is_better = declared_direction(game, "game.higher_is_better")
+        self.bar = tqdm(total=int(total), desc=desc, unit="coalition", leave=True)
+
+    def __call__(self, Z: np.ndarray) -> np.ndarray:
+        out = self.game(Z)
+        self.bar.update(len(Z))
+        return out
+
+    def close(self) -> None:
+        if self.bar.n != self.bar.total:
+            self.bar.total = self.bar.n
+            self.bar.refresh()
+        self.bar.close()
+
+
 def _check_distinct(players: list) -> None:
     try:
         distinct = len(set(players))

@@ -164,7 +164,7 @@ class ProxyGame:
         rng = np.random.default_rng(seed)
         halves: list[dict] = [{}, {}]
         for lab in self.bank.labels:
-            x = np.asarray(self.bank.samples(lab))
+            x = np.asarray(self.bank.samples_for(lab))
             if len(x) < 2:
                 raise ValueError(f"label {lab!r} has {len(x)} sample; the halves need >= 2")
             order = rng.permutation(len(x))

@@ -75,10 +75,10 @@ def features_per_label(bank: Any, fn: Callable | None, batch_size: int | None, n
     for one finite row per sample."""
     feats = []
     for label in bank.labels:
-        f = apply_in_batches(fn, bank.samples(label), batch_size, name)
+        f = apply_in_batches(fn, bank.samples_for(label), batch_size, name)
         if f.ndim == 1:
             f = f[:, None]
-        if f.ndim != 2 or f.shape[0] != bank.n_samples(label):
+        if f.ndim != 2 or f.shape[0] != bank.n_samples_for(label):
             raise ValueError(
                 f"{name} must return one row per sample; got shape {f.shape} for label {label!r}"
             )

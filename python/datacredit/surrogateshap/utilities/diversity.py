@@ -40,7 +40,7 @@ class PairwiseDiversity(Utility):
         labels = bank.labels
         L = len(labels)
         D = np.zeros((L, L))
-        xs = [np.asarray(bank.samples(lab)) for lab in labels]
+        xs = [np.asarray(bank.samples_for(lab)) for lab in labels]
         for i in range(L):
             for j in range(i, L):
                 s = np.asarray(
@@ -123,7 +123,7 @@ class SampledPairDiversity(Utility):
         labels = bank.labels
         L = len(labels)
         rng = np.random.default_rng(self.seed)
-        xs = [bank.samples(lab) for lab in labels]
+        xs = [bank.samples_for(lab) for lab in labels]
         D = np.zeros((L, L))
         for i in range(L):
             ni = len(xs[i])

@@ -21,11 +21,11 @@ class OneLabel:
     def __init__(self, bank: Any, label: Any):
         self._bank, self.labels = bank, [label]
 
-    def samples(self, label: Any) -> np.ndarray:
-        return self._bank.samples(label)
+    def samples_for(self, label: Any) -> np.ndarray:
+        return self._bank.samples_for(label)
 
-    def n_samples(self, label: Any) -> int:
-        return self._bank.n_samples(label)
+    def n_samples_for(self, label: Any) -> int:
+        return self._bank.n_samples_for(label)
 
 
 class MeanScore(Utility):
