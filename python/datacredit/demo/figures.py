@@ -28,8 +28,7 @@ def _img(ax, image: np.ndarray, title: str | None = None, cmap: str = "gray", **
 
 def _paired_bars(ax, players: list[str], series: dict[str, Any], title: str) -> None:
     """Grouped horizontal bars of each estimate's ``improvement`` (positive = makes the
-    generator better), players ordered most helpful first by the first estimate; the legend
-    sits below the axes, where it covers no bar."""
+    generator better), players ordered most helpful first by the first estimate."""
     first = next(iter(series.values()))
     order = np.argsort(-first.improvement, kind="stable")
     y = np.arange(len(players))
@@ -42,9 +41,6 @@ def _paired_bars(ax, players: list[str], series: dict[str, Any], title: str) -> 
     ax.axvline(0, color="k", lw=0.6)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("positive = makes the generator better", fontsize=8)
-    ax.legend(
-        fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(series), frameon=False
-    )
 
 
 def shapley_bars(
@@ -62,7 +58,11 @@ def shapley_bars(
     _paired_bars(
         fig.add_subplot(gs[:, 0]), players, fid_series, "FID (a loss), sign flipped: lowers FID →"
     )
-    _paired_bars(fig.add_subplot(gs[:, 1]), players, is_series, "Inception Score: raises IS →")
+    ax = fig.add_subplot(gs[:, 1])
+    _paired_bars(ax, players, is_series, "Inception Score: raises IS →")
+    # one legend for both charts, below them, where it covers no bar
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
     fig.text(
         0.72,
         0.99,
@@ -74,7 +74,7 @@ def shapley_bars(
     for r, (_, imgs) in enumerate(sorted(samples.items())):
         for c, im in enumerate(imgs):
             _img(fig.add_subplot(gs[r, 2 + c]), im)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return figure_png(fig)
 
 
