@@ -496,7 +496,7 @@ def _print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
     rows = [
         ("CNN test accuracy", f"{results['models']['cnn_test_accuracy']:.3f}"),
         (
-            "SurrogateSHAP most helpful contributor (lowers FID by)",
+            "SurrogateSHAP most helpful contributor (its share of the FID drop)",
             f"{ss['players'][best]} ({ss['improvement'][best]:+.3f})",
         ),
         ("SurrogateSHAP efficiency gap", f"{ss['efficiency_gap']:.2e}"),
