@@ -251,9 +251,10 @@ def config_dir_on_path(path: str | Path) -> str:
 def describe(schema: dict[str, Option]) -> str:
     """Help text listing every key of a schema; keys without a default are "(required)"."""
     lines = []
+    width = max((len(key) for key in schema), default=0)
     for key, opt in schema.items():
         default = "required" if opt.default is REQUIRED else f"default: {opt.default!r}"
-        lines.append(f"  {key:<14} {opt.help} ({default})")
+        lines.append(f"  {key:<{width}} {opt.help} ({default})")
     return "\n".join(lines)
 
 
