@@ -19,8 +19,8 @@ def main() -> None:
     from scipy import linalg
 
     from datacredit import shapley
-    from datacredit.surrogateshap import utilities as U
     from datacredit.surrogateshap import ProxyGame, SampleBank
+    from datacredit.surrogateshap import utilities as U
 
     rng = np.random.default_rng(0)
     L, n, d, K = 20, 500, 2048, 1000

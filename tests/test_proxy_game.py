@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import linalg, stats
 
-from datacredit.surrogateshap import utilities as U
 from datacredit.surrogateshap import ProxyGame, SampleBank
+from datacredit.surrogateshap import utilities as U
 
 
 class _Interrupted(Exception):
