@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from datacredit.store import MANIFEST, ShardStore, write_shard
+from datacredit.store import MANIFEST, ShardStore, compute_shard, write_shard
 
 
 def _open_stage(path: Path, stage: str) -> ShardStore:
@@ -43,7 +43,8 @@ def run_shard(path: str | Path, stage: str, shard: int, *, force: bool = False) 
 
     store = _open_stage(Path(path), stage)
     store._check_shard(shard)
-    if not force and store._marker(shard) is not None:
+    marker = store._marker(shard)
+    if not force and marker is not None and store._file_problem(shard, marker) is None:
         return f"shard {shard} of {store.path} is already done (use --force to recompute)"
     spec = store.manifest.get("worker")
     if spec is None:
@@ -53,9 +54,11 @@ def run_shard(path: str | Path, stage: str, shard: int, *, force: bool = False) 
         )
     fn = load_object(MOVED_WORKERS.get(spec, spec), "worker")
     rows = store.rows(shard)
-    write_shard(
-        store.path, shard, rows, fn(store.config, shard, rows), store.manifest["config_hash"]
-    )
+    chash = store.manifest["config_hash"]
+    if force:
+        write_shard(store.path, shard, rows, fn(store.config, shard, rows), chash)
+    else:  # under the shard's claim: a task running the same shard at once computes it once
+        compute_shard(store.path, shard, rows, lambda s, r: fn(store.config, s, r), chash)
     return f"shard {shard} of {store.path} done (rows {rows[0]}:{rows[1]})"
 
 

@@ -233,7 +233,7 @@ class SampleBank:
             if bar is not None:
                 bar.close()
         if bank.path is not None:
-            bank.write_manifest(complete=True)
+            bank._write_manifest(complete=True)
         return bank
 
     @classmethod
