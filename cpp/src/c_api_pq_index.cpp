@@ -109,6 +109,12 @@ static void load_pq_index(const char* qpath, const void* qbuf, size_t qsize, con
     for (int64_t l = 0; l < h->nlist; ++l)
       if (h->list_blocks[l + 1] < h->list_blocks[l])
         raise(DC_ERR_FORMAT, where, "list_blocks decreases");
+    // The metadata's n is untrusted: it sizes the inverse map below, so it is checked
+    // against the blocks actually in the file (each holds 32 codes) before allocating.
+    if (h->n > h->n_blocks * 32)
+      raise(DC_ERR_FORMAT, where,
+            "n = " + std::to_string(h->n) + " codes but the file holds " +
+                std::to_string(h->n_blocks) + " blocks of 32");
     // ids: every code exactly once, -1 for padding; the inverse map for the re-rank.
     h->positions.assign(static_cast<size_t>(h->n), -1);
     int64_t seen = 0;

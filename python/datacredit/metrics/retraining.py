@@ -63,9 +63,7 @@ def _subset_indices(subset: Any, name: str) -> np.ndarray:
             raise ValueError(f"{name}: a boolean mask must be 1-d, got shape {arr.shape}")
         return np.flatnonzero(arr)
     if arr.size and arr.dtype.kind not in "iu":
-        raise TypeError(
-            f"{name} must hold integer indices or booleans, got dtype {arr.dtype}"
-        )
+        raise TypeError(f"{name} must hold integer indices or booleans, got dtype {arr.dtype}")
     return arr.astype(np.int64, copy=False)
 
 
