@@ -269,6 +269,8 @@ def make_server(
             # method...) as JSON like every other answer, and the connection closed.
             if self.request_version == "HTTP/0.9":  # not parsed yet: answer with headers
                 self.request_version = "HTTP/1.0"
+            if code >= 500:  # 501 unknown method, 505 HTTP version: the client's fault
+                code, message = 400, f"{message or 'unsupported request'} ({code})"
             try:
                 self.close_connection = True
                 self._error(code, message or self.responses.get(code, ("error",))[0])
