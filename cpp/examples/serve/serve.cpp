@@ -17,10 +17,8 @@
 //                    [--http-threads 64] [--timeout 10] [--max-results 262144]
 // (port 0: any free port; the chosen one is printed as "listening on http://HOST:PORT").
 #include <datacredit/c_api.h>
-
-// Before httplib.h: its defaults are a backlog of 5 (resets under bursts of connections).
-#define CPPHTTPLIB_LISTEN_BACKLOG 512
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <cmath>
 #include <cstdio>
@@ -37,6 +35,11 @@ namespace {
 constexpr size_t kMaxBody = 8 * 1024 * 1024;  // as DEFAULT_MAX_BODY in serve.py
 constexpr size_t kMaxRows = 1024;
 int64_t g_max_results = int64_t{1} << 18;  // as DEFAULT_MAX_RESULTS in serve.py
+// httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's
+// libcpp-httplib): bursts of connections are reset.  Its socket-options hook hands us the
+// listening socket, and listen() again on it (after the bind) sets a backlog that fits.
+constexpr int kBacklog = 512;
+int g_listen_fd = -1;
 
 struct Reply {
   int status;
@@ -202,6 +205,11 @@ int main(int argc, char** argv) {
   svr.set_read_timeout(timeout, 0);
   svr.set_write_timeout(timeout, 0);
   svr.set_keep_alive_timeout(timeout);
+  svr.set_socket_options([](int fd) {
+    int yes = 1;  // httplib's default option, which a custom hook replaces
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    g_listen_fd = fd;
+  });
   svr.set_payload_max_length(kMaxBody);  // larger bodies: 413 before they are read
   svr.set_keep_alive_max_count(1000);    // httplib closes after 5 requests by default
   svr.set_tcp_nodelay(true);             // no Nagle / delayed-ACK stall on small replies
@@ -239,6 +247,10 @@ int main(int argc, char** argv) {
     port = -1;
   if (port < 0) {
     std::fprintf(stderr, "datacredit_serve: cannot bind %s\n", host.c_str());
+    return 1;
+  }
+  if (g_listen_fd < 0 || ::listen(g_listen_fd, kBacklog) != 0) {
+    std::fprintf(stderr, "datacredit_serve: cannot set the listen backlog\n");
     return 1;
   }
   std::printf("listening on http://%s:%d\n", host.c_str(), port);
