@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ class RetrainingHarness:
                 if not isinstance(cached, np.ndarray):
                     raise ValueError("not a .npy array")
                 return cached
-            except (OSError, ValueError, EOFError):
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile):
                 # A corrupt file (zero bytes after a crash, a truncated header, another
                 # format): retrain and overwrite it.
                 pass
