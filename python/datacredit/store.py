@@ -601,6 +601,8 @@ class ShardStore:
         if flat.size and (flat.min() < 0 or flat.max() >= self.n_rows):
             raise ValueError(f"indices must lie in [0, {self.n_rows})")
         spec = self.manifest["tensors"][name]
+        if flat.size:  # the manifest's row shape sizes `out`: check it against a shard first
+            self.shard(int(flat[0]) // int(self.manifest["shard_rows"]))
         out = np.empty((flat.size, *spec["row_shape"]), np.dtype(spec["dtype"]))
         shard_rows = int(self.manifest["shard_rows"])
         which = flat // shard_rows

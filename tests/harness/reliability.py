@@ -139,6 +139,10 @@ MANIFEST_EDITS = {
     "dtype_float64": (_tensors_dtype("<f8"), "manifest records"),
     "dtype_bogus": (_tensors_dtype("zz"), None),
     "row_shape_edit": (lambda m: m["tensors"]["x"].update(row_shape=[2]), "manifest records"),
+    "row_shape_huge": (
+        lambda m: m["tensors"]["x"].update(row_shape=[10**6, 10**6]),
+        "manifest records",
+    ),
     "deep_nesting": (lambda m: "[" * 100_000 + "]" * 100_000, "manifest.json"),
     "not_an_object": (lambda m: "[1, 2]", "manifest.json"),
     "truncated": (lambda m: json.dumps(m)[:40], "manifest.json"),
@@ -491,7 +495,18 @@ for _label, _subsets, _expect, _match in (
     add(Case(f"retraining.run.subsets.{_label}", _fn, _expect, _match))
 
 
-def _cache_corrupted(content: bytes):
+def _huge_npy_header() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**12,)}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + b"\0" * 64  # 8 TB claimed, 64 bytes there
+
+
+def _cache_corrupted(content: bytes | str):
+    if content == "HUGE_NPY":
+        content = _huge_npy_header()
     d = _tmp()
     h = _harness(d)
     h.run_one([1, 2, 3])
@@ -513,6 +528,7 @@ for _label, _content in (
         + b"\n",
     ),
     ("npz_instead", b"PK\x03\x04" + b"\0" * 30),
+    ("header_claims_1e12", "HUGE_NPY"),
     ("text", b"hello"),
 ):
     add(Case(f"retraining.cache.{_label}", (lambda c=_content: _cache_corrupted(c)), "returns"))

@@ -120,10 +120,12 @@ class RetrainingHarness:
         path = None if self.cache_dir is None else self._path(idx, seed)
         if path is not None and path.exists():
             try:
-                cached = np.load(path, allow_pickle=False)
+                # Memory-mapped first: a header claiming more data than the file holds is
+                # refused by the map (ValueError) before anything that size is allocated.
+                cached = np.load(path, mmap_mode="r", allow_pickle=False)
                 if not isinstance(cached, np.ndarray):
                     raise ValueError("not a .npy array")
-                return cached
+                return np.array(cached)
             except (OSError, ValueError, EOFError, zipfile.BadZipFile):
                 # A corrupt file (zero bytes after a crash, a truncated header, another
                 # format): retrain and overwrite it.
