@@ -53,6 +53,9 @@ def test_truncated_shard_is_recomputed_on_resume(tmp_path):
     run_stage(_make(d), _arange)
     f = d / "shard-00003.safetensors"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    dc = [sys.executable, "-m", "datacredit.cli", "shard", "status", "--verify", str(d)]
+    r = subprocess.run(dc, capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0 and "9/10 shards done" in r.stdout and "corrupt" in r.stdout, r
     with pytest.warns(RuntimeWarning, match="shard-00003.*checksum mismatch.*recomputes"):
         st = _make(d)
     assert st.missing() == [3]
