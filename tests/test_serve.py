@@ -238,6 +238,33 @@ def test_slow_clients_do_not_lock_out_the_others(server, explainer):
             s.close()
 
 
+def test_connections_over_the_cap_get_a_503():
+    srv = make_server(EXPLAINER, "127.0.0.1", 0, max_connections=3, timeout=TIMEOUT)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    addr = ("127.0.0.1", srv.server_address[1])
+    held = [socket.create_connection(addr, timeout=10) for _ in range(3)]
+    try:
+        for s in held:  # each holds a connection thread (a request line, never finished)
+            s.sendall(b"GET /hea")
+        status = None
+        for _ in range(50):  # the accept of the three may lag a little
+            with socket.create_connection(addr, timeout=10) as s:
+                s.sendall(b"GET /health HTTP/1.1\r\n\r\n")
+                resp = http.client.HTTPResponse(s)
+                resp.begin()
+                status, body = resp.status, _strict_json(resp.read())
+            if status == 503:
+                break
+        assert status == 503 and "too many" in body["error"]
+    finally:
+        for s in held:
+            s.close()
+        srv.shutdown()
+        srv.server_close()
+    with pytest.raises(ValueError, match="max_connections"):
+        make_server(EXPLAINER, max_connections=0)
+
+
 def test_bursts_of_fresh_connections_are_not_reset(server):
     """50 clients opening a new connection per request (repro serve_py_backlog5_resets)."""
     errors, ok = [], []
