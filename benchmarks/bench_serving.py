@@ -238,17 +238,19 @@ def run_load(ex: DualDAExplainer, conns: dict, clients: int, requests: int, k: i
 
 
 def main() -> None:
+    from _common import at_least
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lib", default="build/dev/libdatacredit.so")
     ap.add_argument("--server", default="build/dev/datacredit_serve")
-    ap.add_argument("--reps", type=int, default=300)
-    ap.add_argument("--n-sv", type=int, default=10_000)
-    ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--reps", type=at_least(1), default=300)
+    ap.add_argument("--n-sv", type=at_least(1), default=10_000)
+    ap.add_argument("--dim", type=at_least(1), default=512)
+    ap.add_argument("--k", type=at_least(1), default=10)
     ap.add_argument("--load", action="store_true", help="also run the load test")
     ap.add_argument("--load-only", action="store_true", help="only the load test")
-    ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--clients", type=at_least(1), default=50)
+    ap.add_argument("--requests", type=at_least(1), default=200)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     path = tmp / "explainer.safetensors"

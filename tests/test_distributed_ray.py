@@ -104,7 +104,7 @@ def test_gmvaluator_on_ray_equals_serial(tmp_path):
 def test_surrogateshap_stages_on_ray_equal_serial(tmp_path):
     from test_distributed_stages import _gen, _square
 
-    from datacredit import utilities as U
+    from datacredit.surrogateshap import utilities as U
     from datacredit.surrogateshap import ProxyGame, SampleBank
 
     ex = RayExecutor()

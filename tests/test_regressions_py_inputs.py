@@ -92,6 +92,8 @@ BAD_VALUES = [
     ("surrogateshap", "budget", 2),
     ("surrogateshap", "budget", True),
     ("surrogateshap", "cv", "yes"),
+    ("surrogateshap", "higher_is_better", 1),
+    ("surrogateshap", "higher_is_better", "false"),
     ("surrogateshap", "seed", -5),
     ("surrogateshap", "out", ""),
 ]

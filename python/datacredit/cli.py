@@ -222,6 +222,12 @@ SURROGATESHAP_SCHEMA = {
         _label_weights_spec,
     ),
     "empty_value": Option((int, float), None, "utility of the empty coalition", number()),
+    "higher_is_better": Option(
+        bool,
+        None,
+        "the utility's direction: true if larger = better model, false for a loss such as "
+        "FID (needed when the utility declares none)",
+    ),
     "budget": Option(int, 512, "coalitions evaluated (>= 4 and >= n_players + 2)", integer(4)),
     "cv": Option(bool, True, "choose the surrogate's hyperparameters by 5-fold CV"),
     "seed": Option(int, 0, "seed of generation and coalition sampling (0 .. 2**32-1)", _SEED),
@@ -304,6 +310,8 @@ def run_dualda(cfg: dict[str, Any]) -> Path:
             "top_k": cfg["top_k"],
             "top_indices": idx,
             "top_values": vals,
+            # high self-influence = suspicious (likely mislabeled or atypical): check first
+            "self_influence_direction": "higher = more suspicious",
             "most_self_influential": np.argsort(-si, kind="stable")[:20],
         },
     )
@@ -362,12 +370,13 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
         "total": float(val.values.sum()),
     }
     if cfg["groups"]:
-        keys, vals = val.by_group(
+        by_group = val.group_values(
             load_object(cfg["groups"], "groups", call=True), agg=cfg["group_agg"]
         )
         result["group_agg"] = cfg["group_agg"]
-        result["values_by_group"] = {str(k): float(v) for k, v in zip(keys, vals)}
-    result["top_training_samples"] = np.argsort(-val.values, kind="stable")[:20]
+        result["values_by_group"] = {str(k): v for k, v in by_group.items()}
+    result["direction"] = "higher value = contributed more to the generated samples"
+    result["top_training_samples"] = val.ranking()[:20]
     _write_json(out / "results.json", result)
     return out
 
@@ -375,6 +384,8 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
 def run_surrogateshap(cfg: dict[str, Any]) -> Path:
     """SurrogateSHAP from a validated config; writes results.json and shapley.json/npz."""
     from datacredit import SurrogateSHAP
+    from datacredit.direction import resolve_direction
+    from datacredit.shapley import ProgressGame
     from datacredit.surrogateshap import ProxyGame, SampleBank
 
     generator = load_object(cfg["generator"], "generator", call=True)
@@ -412,6 +423,10 @@ def run_surrogateshap(cfg: dict[str, Any]) -> Path:
             f"key 'utility': the factory '{cfg['utility']}' must return a datacredit.surrogateshap.utilities "
             f"object (with prepare(bank) and evaluate(weights)), got {type(utility).__name__}"
         )
+    try:  # before the bank is generated: ranking the contributors needs the direction
+        resolve_direction(cfg["higher_is_better"], utility, f"the utility '{cfg['utility']}'")
+    except ValueError as exc:
+        raise ConfigError(f"higher_is_better: {exc}") from exc
     labels = _contributor_labels(contributors)
     bank = SampleBank.generate(
         generator, labels, cfg["n_per_label"], seed=cfg["seed"], path=cfg["bank_path"]
@@ -422,21 +437,30 @@ def run_surrogateshap(cfg: dict[str, Any]) -> Path:
         utility,
         label_weights=cfg["label_weights"],
         empty_value=cfg["empty_value"],
+        higher_is_better=cfg["higher_is_better"],
     )
-    sv = SurrogateSHAP(budget=cfg["budget"], cv=cfg["cv"], seed=cfg["seed"]).explain(game)
+    n = game.n_players
+    counted = ProgressGame(
+        game,
+        total=min(cfg["budget"], 2**n) if n < 62 else cfg["budget"],
+        desc="SurrogateSHAP: utilities of the coalitions",
+    )
+    # ~50 game calls, so that the bar moves (the utilities do not depend on the batching)
+    batch = max(1, cfg["budget"] // 50)
+    try:
+        sv = SurrogateSHAP(
+            budget=cfg["budget"], cv=cfg["cv"], seed=cfg["seed"], batch_size=batch
+        ).explain(counted)
+    finally:
+        counted.close()
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     sv.save(out / "shapley.json")
     _write_json(
         out / "results.json",
-        {
-            "method": "surrogateshap",
-            "players": [str(p) for p in sv.players],
-            "values": sv.values,
-            "v_empty": float(sv.v_empty),
-            "v_full": float(sv.v_full),
-            "efficiency_gap": float(sv.efficiency_gap),
-        },
+        # values in the utility's units; improvement and ranking (most helpful first)
+        # oriented by higher_is_better, as ShapleyValues.to_frame and shapley.json
+        {"method": "surrogateshap", **sv.summary()},
     )
     return out
 
@@ -468,12 +492,12 @@ def _run_demo(args: argparse.Namespace) -> Path:
 
 def _print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
     ss, gm, dd = results["surrogateshap"], results["gmvaluator"], results["dualda"]
-    best = int(np.argmax(ss["values"]))
+    best = ss["players"].index(ss["ranking"][0])  # most helpful first, by the direction
     rows = [
         ("CNN test accuracy", f"{results['models']['cnn_test_accuracy']:.3f}"),
         (
-            "SurrogateSHAP top contributor (-FID)",
-            f"{ss['players'][best]} ({ss['values'][best]:+.3f})",
+            "SurrogateSHAP most helpful contributor (its share of the FID drop)",
+            f"{ss['players'][best]} ({ss['improvement'][best]:+.3f})",
         ),
         ("SurrogateSHAP efficiency gap", f"{ss['efficiency_gap']:.2e}"),
         ("GMValuator identical-class ratio", f"{gm['identical_class_ratio']:.3f}"),

@@ -16,6 +16,9 @@ output is bit-identical whatever the executor.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import logging
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -23,6 +26,47 @@ from datacredit.models._data import progress as _progress_bar
 from datacredit.store import ShardStore, compute_shard
 
 __all__ = ["RayExecutor", "ShardRows", "map_shards", "run_stage", "iter_results"]
+
+# Ray >= 2.5x logs a token-authentication warning (and where it saved the token) on every
+# local ray.init: noise the user cannot act on inside a library call.  It is dropped, and
+# explained in one line, once per process.
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+_ray_auth_explained = False
+
+
+class _DropRayTokenAuth(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "token" in record.getMessage().lower():
+            self.dropped = True
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def ray_token_auth_explained_once() -> Iterator[None]:
+    """Keep Ray's token-auth log lines out of the terminal during ``ray.init``; the first
+    time they occur in a process, one ``UserWarning`` says what they meant instead."""
+    global _ray_auth_explained
+    logger = logging.getLogger(_RAY_AUTH_LOGGER)
+    drop = _DropRayTokenAuth()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+    if drop.dropped and not _ray_auth_explained:
+        _ray_auth_explained = True
+        warnings.warn(
+            "Ray started its local runtime with token authentication (Ray's default; the "
+            "token lives in ~/.ray/auth_token). Set RAY_AUTH_MODE=token or "
+            "RAY_AUTH_MODE=disabled to choose yourself; this note is shown once per process",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class RayExecutor:
@@ -69,7 +113,8 @@ class RayExecutor:
         self.max_retries = max_retries
         self._ray = ray
         if not ray.is_initialized():
-            ray.init(address=address)
+            with ray_token_auth_explained_once():
+                ray.init(address=address)
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator:
         """Yield ``(item, fn(item))`` as they finish (order not guaranteed)."""

@@ -19,9 +19,31 @@ from typing import Any
 from datacredit.store import MANIFEST, ShardStore, compute_shard, write_shard
 
 
+def _stages_under(path: Path) -> list[str]:
+    """The stages of the stores directly under ``path`` (a method's root directory)."""
+    if not path.is_dir():
+        return []
+    return sorted(p.name for p in path.iterdir() if (p / MANIFEST).is_file())
+
+
 def _open_stage(path: Path, stage: str) -> ShardStore:
-    if not (path / MANIFEST).is_file() and (path / stage / MANIFEST).is_file():
-        path = path / stage  # a method's root directory holding one store per stage
+    if not (path / MANIFEST).is_file():
+        if (path / stage / MANIFEST).is_file():
+            path = path / stage  # a method's root directory holding one store per stage
+        else:
+            # name the real problem: a wrong --stage, a wrong --store, or no store at all
+            stages = _stages_under(path)
+            if stages:
+                raise ValueError(
+                    f"{path} has no store for --stage {stage!r}; its stages are: "
+                    f"{', '.join(stages)}"
+                )
+            if not path.exists():
+                raise FileNotFoundError(f"--store {path} does not exist")
+            raise FileNotFoundError(
+                f"--store {path} is not a shard store: no {MANIFEST} in it, nor in "
+                f"{path / stage} (--stage {stage!r})"
+            )
     store = ShardStore(path)
     if store.manifest["stage"] != stage:
         raise ValueError(f"{path} holds stage {store.manifest['stage']!r}, not {stage!r}")

@@ -596,7 +596,8 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
         raise ValueError("generated is empty")
     t0 = time.perf_counter()
     gen = as_float_matrix(
-        gmv.encoder.encode(generated, progress=gmv.progress), "generated embeddings"
+        gmv.encoder.encode(generated, progress=gmv.progress and "embedding generated"),
+        "generated embeddings",
     )
     if gen.shape[0] != n_gen:
         raise ValueError(f"the encoder returned {gen.shape[0]} rows for {n_gen} generated samples")

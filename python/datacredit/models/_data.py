@@ -87,4 +87,4 @@ def progress(iterable: Any, enabled: bool, total: int | None, desc: str) -> Any:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is optional
         return iterable
-    return tqdm(iterable, total=total, desc=desc)
+    return tqdm(iterable, total=total, desc=desc, leave=True)

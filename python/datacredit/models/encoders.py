@@ -1,6 +1,7 @@
 """Embedding encoders: adapters from images (or any samples) to float32 feature rows.
 
-Every encoder has ``encode(data, *, progress=False) -> np.ndarray`` of shape ``(n, d)``,
+Every encoder has ``encode(data, *, progress=False) -> np.ndarray`` of shape ``(n, d)``
+(``progress``: a bool, or the label of the bar, e.g. ``"embedding generated"``),
 float32, in the order of ``data`` (an array, a tensor, a sequence or a torch dataset;
 dataset items ``(x, label)`` use ``x``).  :func:`make_encoder` turns a user
 specification into one:
@@ -26,7 +27,7 @@ from datacredit.models._data import _is_torch, batches, data_len, progress, to_f
 class PrecomputedEncoder:
     """The data already are embeddings: returns them as a float32 matrix ``(n, d)``."""
 
-    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+    def encode(self, data: Any, *, progress: bool | str = False) -> np.ndarray:
         from datacredit._arrays import as_float_matrix
 
         return as_float_matrix(data, "embeddings", check_finite=False)
@@ -46,7 +47,7 @@ class PixelEncoder:
         self.scale = scale
         self.batch_size = batch_size
 
-    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+    def encode(self, data: Any, *, progress: bool | str = False) -> np.ndarray:
         n = data_len(data, "data")
         if n == 0:
             raise ValueError("data is empty")
@@ -69,7 +70,7 @@ class CallableEncoder:
         self.fn = fn
         self.batch_size = batch_size
 
-    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+    def encode(self, data: Any, *, progress: bool | str = False) -> np.ndarray:
         n = data_len(data, "data")
         if n == 0:
             raise ValueError("data is empty")
@@ -82,8 +83,10 @@ class CallableEncoder:
         return f"CallableEncoder({getattr(self.fn, '__name__', type(self.fn).__name__)})"
 
 
-def _progress(it: Any, enabled: bool, total: int) -> Any:
-    return progress(it, enabled, total, "embedding")
+def _progress(it: Any, enabled: bool | str, total: int) -> Any:
+    # ``progress`` may be the bar's label ("embedding training set"), so that two bars in a
+    # row say which data they embed
+    return progress(it, bool(enabled), total, enabled if isinstance(enabled, str) else "embedding")
 
 
 class TorchEncoder:
@@ -109,7 +112,7 @@ class TorchEncoder:
         t = batch if _is_torch(batch) else torch.as_tensor(np.asarray(batch))
         return t if t.is_floating_point() else t.float()
 
-    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+    def encode(self, data: Any, *, progress: bool | str = False) -> np.ndarray:
         import torch
 
         n = data_len(data, "data")

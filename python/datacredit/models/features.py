@@ -263,6 +263,22 @@ def select_inputs(data: Any, indices: Any) -> Any:
     )
 
 
+def count_batches(data: Any, batch_size: int) -> int | None:
+    """How many batches :func:`iterate_batches` yields for ``data`` (None when the data
+    has no length, e.g. an iterable DataLoader); for progress bars with a total.  O(1)."""
+    from math import ceil
+
+    try:
+        if hasattr(data, "batch_sampler") and hasattr(data, "dataset"):  # a DataLoader
+            return len(data)
+        if isinstance(data, (tuple, list)) and len(data) in (1, 2) and not isinstance(data[0], int):
+            return ceil(len(data[0]) / batch_size)
+        n = int(data.shape[0]) if hasattr(data, "shape") else len(data)
+        return ceil(n / batch_size)
+    except TypeError:
+        return None
+
+
 def iterate_batches(
     data: Any, batch_size: int, *, with_labels: bool = True
 ) -> Iterator[tuple[Any, Any]]:

@@ -40,6 +40,8 @@ class DreamSimDistance:
     ``"clip_vitb32"``, ``"dino_vitb16"``, ... are its single-backbone variants).
     """
 
+    higher_is_better = False  # a distance: smaller is more similar
+
     def __init__(
         self,
         *,

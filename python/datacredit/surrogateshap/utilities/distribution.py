@@ -85,6 +85,8 @@ class FID(Utility):
     each coalition's matrix is formed from its own samples, O(N_S·d²) per coalition.
     """
 
+    higher_is_better = False  # a loss
+
     def __init__(
         self,
         features: Callable | None,
@@ -302,6 +304,8 @@ class InceptionScore(Utility):
             the bank already stores probabilities.
     Per coalition: O(L·K).
     """
+
+    higher_is_better = True
 
     def __init__(self, class_probs: Callable | None = None, *, batch_size: int | None = None):
         self.class_probs = class_probs

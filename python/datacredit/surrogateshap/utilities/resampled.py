@@ -9,7 +9,12 @@ import numpy as np
 
 from datacredit._arrays import to_numpy
 from datacredit.metrics.correlation import spearman
-from datacredit.surrogateshap.utilities.base import Utility, check_weights, features_per_label
+from datacredit.surrogateshap.utilities.base import (
+    Utility,
+    check_weights,
+    direction_arg,
+    features_per_label,
+)
 
 
 class Resampled(Utility):
@@ -24,6 +29,8 @@ class Resampled(Utility):
         features: callable from bank samples to per-sample features (n, p); None when the
             bank already stores them.
         n_samples: draws per coalition.  seed: seeds the common random numbers.
+        higher_is_better: whether a larger statistic means a better model; no default
+            (the statistic is yours), so a game ranking contributors by it asks for it.
     Per coalition: O(n_samples · (log L + p)) + the statistic.
     """
 
@@ -35,9 +42,11 @@ class Resampled(Utility):
         n_samples: int = 2048,
         seed: int = 0,
         batch_size: int | None = None,
+        higher_is_better: bool | None = None,
     ):
         if not callable(statistic):
             raise TypeError("statistic must be callable")
+        self.higher_is_better = direction_arg(higher_is_better, None, type(self).__name__)
         if n_samples < 2:
             raise ValueError(f"n_samples must be ≥ 2, got {n_samples}")
         self.statistic = statistic
@@ -83,6 +92,8 @@ class ProbeCorrelation(Resampled):
     Args:
         f1, f2: callables from bank samples to one number per sample; with both None the
             bank must store two columns (probe 1, probe 2).
+        higher_is_better: no default: a correlation is the harm to rank by (a spurious
+            correlation: pass False) or the goal (pass True).
     """
 
     def __init__(
@@ -93,6 +104,7 @@ class ProbeCorrelation(Resampled):
         n_samples: int = 2048,
         seed: int = 0,
         batch_size: int | None = None,
+        higher_is_better: bool | None = None,
     ):
         if (f1 is None) != (f2 is None):
             raise ValueError("give both probes f1 and f2, or neither (bank stores two columns)")
@@ -110,6 +122,7 @@ class ProbeCorrelation(Resampled):
             n_samples=n_samples,
             seed=seed,
             batch_size=batch_size,
+            higher_is_better=higher_is_better,
         )
 
     def prepare(self, bank: Any) -> ProbeCorrelation:
