@@ -238,6 +238,40 @@ def test_slow_clients_do_not_lock_out_the_others(server, explainer):
             s.close()
 
 
+def test_a_trickling_request_is_cut_off():
+    """One header byte every 0.2 s never trips a per-recv timeout: the request deadline
+    (``timeout`` for the whole request) ends it (Python server; httplib has per-read ones)."""
+    import time
+
+    srv = make_server(EXPLAINER, "127.0.0.1", 0, timeout=1)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=30) as s:
+            s.sendall(b"POST /explain HTTP/1.1\r\n")
+            cut = False
+            for _ in range(150):  # up to 30 s of trickling
+                try:
+                    s.sendall(b"X")
+                except OSError:
+                    cut = True
+                    break
+                time.sleep(0.2)
+                s.setblocking(False)
+                try:
+                    cut = s.recv(4096) == b""
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    cut = True
+                s.setblocking(True)
+                if cut:
+                    break
+            assert cut, "the server kept a trickling request open"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_connections_over_the_cap_get_a_503():
     srv = make_server(EXPLAINER, "127.0.0.1", 0, max_connections=3, timeout=TIMEOUT)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

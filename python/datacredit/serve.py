@@ -141,6 +141,7 @@ class _Server(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(max_connections)
         self._deadlines: dict[socket.socket, float] = {}  # connection -> time it must be done
         self._lock = threading.Lock()
+        self._closed = threading.Event()
         super().__init__(address, handler)
         self._reaper = threading.Thread(target=self._reap, daemon=True)
         self._reaper.start()
@@ -172,6 +173,10 @@ class _Server(ThreadingHTTPServer):
                 self._deadlines.pop(request, None)
             self._slots.release()
 
+    def server_close(self) -> None:
+        self._closed.set()  # ends the reaper
+        super().server_close()
+
     def arm(self, conn: socket.socket, deadline: float | None) -> None:
         with self._lock:
             if deadline is None:
@@ -182,8 +187,7 @@ class _Server(ThreadingHTTPServer):
     def _reap(self) -> None:
         # A per-recv socket timeout alone lets a client trickle one byte per interval
         # forever: this closes the read side of any connection past its request deadline.
-        while True:
-            time.sleep(min(1.0, self.request_timeout / 4))
+        while not self._closed.wait(min(1.0, self.request_timeout / 4)):
             now = time.monotonic()
             with self._lock:
                 late = [c for c, t in self._deadlines.items() if t < now]
