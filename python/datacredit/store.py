@@ -557,7 +557,8 @@ class ShardStore:
         if have != want or marker["tensors"] != want:
             raise ValueError(
                 f"{file}: holds tensors {have}, the manifest records {want} (an edited or "
-                "stale manifest.json: ShardStore.create / run_stage rebuild it from the shards)"
+                "stale manifest.json: restore it, or delete it and ShardStore.create with the same "
+                "configuration adopts the shards)"
             )
         self._maps[shard] = tensors
         return tensors
