@@ -172,6 +172,11 @@ def test_only_temporaries_of_dead_writers_are_cleaned(tmp_path):
     assert live.exists() and foreign.exists() and unrelated.exists()
     os.utime(foreign, (0, 0))  # untouched for decades: its writer is gone too
     assert clean_stale_temporaries(tmp_path) == [foreign]
+    # Any process's first atomic write into a directory cleans it (caches, banks, ...).
+    stale.write_bytes(b"x")
+    code = "import sys; from datacredit._io import atomic_write_text as w; w(sys.argv[1], 'x')"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.txt")], check=True, env=ENV)
+    assert not stale.exists() and live.exists() and (tmp_path / "f.txt").read_text() == "x"
 
 
 def test_take_never_casts_and_manifest_fields_are_checked(tmp_path):

@@ -111,6 +111,19 @@ def clean_stale_temporaries(directory: str | os.PathLike, prefix: str = ".") -> 
     return removed
 
 
+_CLEANED_DIRS: set[str] = set()
+
+
+def _clean_once(directory: Path) -> None:
+    # The first write of this process into a directory deletes the temporaries that killed
+    # writers left there (a resumed run rewrites exactly the files it was killed writing, so
+    # their leftovers go on the resume). Once per directory: O(files) once, not per write.
+    key = os.path.abspath(directory)
+    if key not in _CLEANED_DIRS:
+        _CLEANED_DIRS.add(key)
+        clean_stale_temporaries(directory)
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; it replaces ``path`` only if the block succeeds.
@@ -119,9 +132,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     failing write (exception, kill -9, power loss) never leaves a truncated file at ``path``:
     the previous file, if any, stays intact until the new one is complete.  The temporary's
     name records the writer's pid and host, so that one left by a kill -9 is recognised and
-    removed by :func:`clean_stale_temporaries`.
+    removed by :func:`clean_stale_temporaries`, which the first write of a process into a
+    directory runs there.
     """
     path = Path(path)
+    _clean_once(path.parent)
     fd, tmp = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.{_owner_tag()}", suffix=".tmp"
     )
