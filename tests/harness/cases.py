@@ -2063,4 +2063,5 @@ def _cli_sshap_valid():
     assert abs(gap) < 1e-9 * max(1.0, abs(res["v_full"] - res["v_empty"])), res
 
 
-from harness import repros  # noqa: E402,F401  (registers the issue-11 reproducer cases)
+# Register the reproducer cases of issue 11 and the store/readers/servers cases of issue 26.
+from harness import reliability, repros  # noqa: E402,F401
