@@ -115,10 +115,10 @@ def test_surrogateshap_stages_on_ray_equal_serial(tmp_path):
     )
     mapped = ref.map(_square, batch_size=3, executor=ex)
     for lab in [0, 1, 2]:
-        np.testing.assert_array_equal(got.samples(lab), ref.samples(lab))
-        np.testing.assert_array_equal(disk.samples(lab), ref.samples(lab))
+        np.testing.assert_array_equal(got.samples_for(lab), ref.samples_for(lab))
+        np.testing.assert_array_equal(disk.samples_for(lab), ref.samples_for(lab))
         np.testing.assert_array_equal(
-            mapped.samples(lab), ref.map(_square, batch_size=3).samples(lab)
+            mapped.samples_for(lab), ref.map(_square, batch_size=3).samples_for(lab)
         )
     rng = np.random.default_rng(0)
     R = rng.normal(size=(40, 3))

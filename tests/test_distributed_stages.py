@@ -133,9 +133,9 @@ def test_sample_bank_sharded_equal_serial(pool, tmp_path):
             _gen, [0, 1, 2], 10, seed=3, batch_size=4, path=tmp_path / "b", executor=procs
         )
     for lab in [0, 1, 2]:
-        np.testing.assert_array_equal(mem.samples(lab), ref.samples(lab))
-        np.testing.assert_array_equal(disk.samples(lab), ref.samples(lab))
-    np.testing.assert_array_equal(SampleBank.load(tmp_path / "b").samples(1), ref.samples(1))
+        np.testing.assert_array_equal(mem.samples_for(lab), ref.samples_for(lab))
+        np.testing.assert_array_equal(disk.samples_for(lab), ref.samples_for(lab))
+    np.testing.assert_array_equal(SampleBank.load(tmp_path / "b").samples_for(1), ref.samples_for(1))
     with pytest.raises(ValueError, match="different bank"):
         SampleBank.generate(
             _gen, [0, 1], 10, seed=3, path=tmp_path / "b", batch_size=4, executor=pool
@@ -152,12 +152,12 @@ def test_sample_bank_sharded_equal_serial(pool, tmp_path):
     )
     assert counting.calls == [5, 6, 6, 6]  # label 5's first chunk, to check it; label 6
     ref2 = SampleBank.generate(_gen, [5, 6], 10, seed=1, batch_size=4, progress=False)
-    np.testing.assert_array_equal(again.samples(6), ref2.samples(6))
+    np.testing.assert_array_equal(again.samples_for(6), ref2.samples_for(6))
     # The feature transform, one shard per label.
     got = ref.map(_square, batch_size=3, executor=pool)
     want = ref.map(_square, batch_size=3)
     for lab in [0, 1, 2]:
-        np.testing.assert_array_equal(got.samples(lab), want.samples(lab))
+        np.testing.assert_array_equal(got.samples_for(lab), want.samples_for(lab))
 
 
 class _Shifted:
@@ -227,7 +227,7 @@ def test_bank_chunks_on_disk_are_always_attributable(pool, tmp_path):
     got = SampleBank.generate(_Shifted(), labels, 10, path=d, executor=pool, **kw)
     ref = SampleBank.generate(_gen, labels, 10, **kw)
     for lab in labels:
-        np.testing.assert_array_equal(got.samples(lab), ref.samples(lab))
+        np.testing.assert_array_equal(got.samples_for(lab), ref.samples_for(lab))
 
 
 def test_proxy_game_utilities_batched(pool):

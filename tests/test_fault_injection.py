@@ -76,7 +76,7 @@ WORKLOADS = textwrap.dedent(
     bank = SampleBank.generate(gen, [0, 1, 2, 3], 30, seed=2, path=f"{root}/bank",
                                batch_size=10, progress=False)
     bank = SampleBank.load(f"{root}/bank")
-    out["sample_bank"] = digest(*[np.asarray(bank.samples(lab)) for lab in bank.labels])
+    out["sample_bank"] = digest(*[np.asarray(bank.samples_for(lab)) for lab in bank.labels])
 
     print("begin dualda", flush=True)
     # 4. DualDA: features through a resumable store, the surrogate through its cache.

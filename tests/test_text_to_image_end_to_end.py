@@ -195,19 +195,19 @@ def _exact_shapley(Z: np.ndarray, v: np.ndarray) -> np.ndarray:
 def test_bank_from_a_real_pipeline_is_seeded_unit_images(pipe, bank):
     assert bank.labels == list(PROMPTS)
     for lab in PROMPTS:
-        x = bank.samples(lab)
+        x = bank.samples_for(lab)
         assert x.shape == (N_PER_PROMPT, SIZE, SIZE, 3) and x.dtype == np.float32
         assert x.min() >= 0.0 and x.max() <= 1.0
         assert x.std() > 0.01  # not a constant image
     # prompts matter: two prompts' samples differ
-    assert not np.allclose(bank.samples("p0"), bank.samples("p2"))
+    assert not np.allclose(bank.samples_for("p0"), bank.samples_for("p2"))
     # same seed -> bit-equal bank; another seed -> other images
     gen = DiffusersTextToImage(pipe, PROMPTS, num_inference_steps=STEPS, guidance_scale=7.5)
     again = SampleBank.generate(gen, list(PROMPTS), N_PER_PROMPT, seed=7, progress=False)
     other = SampleBank.generate(gen, ["p0"], N_PER_PROMPT, seed=8, progress=False)
     for lab in PROMPTS:
-        np.testing.assert_array_equal(again.samples(lab), bank.samples(lab))
-    assert not np.allclose(other.samples("p0"), bank.samples("p0"))
+        np.testing.assert_array_equal(again.samples_for(lab), bank.samples_for(lab))
+    assert not np.allclose(other.samples_for("p0"), bank.samples_for("p0"))
     # the adapter is the documented pipeline call with the label's prompt and the seed
     direct = pipe(
         prompt=PROMPTS["p3"],
@@ -303,7 +303,7 @@ def test_t2i_fid_game_matches_scipy_on_pooled_embeddings(pipe, bank, clip_encode
     )
     z = np.array([[True, False, True, False]])  # alice + carol: p0, p1, p3, p4
     pooled = clip_encoder.encode(
-        np.concatenate([bank.samples(p) for p in ("p0", "p1", "p3", "p4")])
+        np.concatenate([bank.samples_for(p) for p in ("p0", "p1", "p3", "p4")])
     )
     mu, cov = pooled.mean(0), np.cov(pooled, rowvar=False)
     mu_r, cov_r = reference.mean(0), np.cov(reference, rowvar=False)
@@ -317,7 +317,7 @@ def test_msssim_distance_takes_channels_last_images(bank):
     (n, C, H, W) and raised "too small" whatever the image size."""
     from pytorch_msssim import ms_ssim
 
-    a, b = bank.samples("p0"), bank.samples("p2")
+    a, b = bank.samples_for("p0"), bank.samples_for("p2")
     dist = MSSSIMDistance(win_size=3)
     ref = 1 - ms_ssim(
         torch.from_numpy(np.moveaxis(a, -1, 1)).double(),
@@ -339,7 +339,7 @@ def test_clip_score_takes_the_banks_images_with_preprocess(bank, tiny_clip):
     from PIL import Image
 
     model, preprocess = tiny_clip
-    x = bank.samples("p4")
+    x = bank.samples_for("p4")
     got = CLIPScore(model, PROMPTS, tokenizer=_clip_tokenizer, preprocess=preprocess)(x, "p4")
     pil = [Image.fromarray(np.round(im * 255).astype(np.uint8)) for im in x]
     with torch.no_grad():
@@ -381,11 +381,11 @@ def test_lora_full_data_model_through_diffusers_loading(tokenizer, pipe, bank, t
     lora_bank = SampleBank.generate(gen, ["p0", "p2"], N_PER_PROMPT, seed=7, progress=False)
     again = SampleBank.generate(gen, ["p0", "p2"], N_PER_PROMPT, seed=7, progress=False)
     for lab in ("p0", "p2"):
-        x = lora_bank.samples(lab)
+        x = lora_bank.samples_for(lab)
         assert x.shape == (N_PER_PROMPT, SIZE, SIZE, 3) and 0 <= x.min() and x.max() <= 1
-        np.testing.assert_array_equal(again.samples(lab), x)
+        np.testing.assert_array_equal(again.samples_for(lab), x)
         # the LoRA changes the samples of the base pipeline (same seed, same prompt)
-        assert np.abs(x - bank.samples(lab)).max() > 1e-2
+        assert np.abs(x - bank.samples_for(lab)).max() > 1e-2
     # and the loaded pipeline is the in-memory peft model it was saved from
     ref = DiffusersTextToImage(tuned, PROMPTS, num_inference_steps=STEPS, guidance_scale=7.5)
     np.testing.assert_allclose(gen("p2", 3, 5), ref("p2", 3, 5), atol=1e-5)

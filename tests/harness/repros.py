@@ -308,7 +308,7 @@ def r16():
     SampleBank.generate(lambda lab, n, s: np.zeros((n, 2)), [0, 1], 10, path=d, progress=False)
     b = SampleBank.generate(lambda lab, n, s: np.ones((n, 2)), [0, 1], 10, path=d, progress=False)
     # reaching here means the bank was reused; it must at least hold the new generator's output
-    assert np.asarray(b.samples(0)).mean() == 1.0, "bank mixes two generators"
+    assert np.asarray(b.samples_for(0)).mean() == 1.0, "bank mixes two generators"
 
 
 @case("repro.r17_gmv_tiny_temperature", "either")
