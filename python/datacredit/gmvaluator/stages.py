@@ -32,6 +32,16 @@ import numpy as np
 
 from datacredit._arrays import as_float_matrix
 from datacredit.distributed.executor import map_shards, run_stage
+from datacredit.gmvaluator.calibration import (
+    Calibration,
+    apply_calibration,
+    calibrate_ivf,
+    calibrate_pq,
+    calibration_rows,
+    diagnostic_rows,
+    exact_recall_diagnostics,
+    recall_diagnostics,
+)
 from datacredit.gmvaluator.contributions import softmax_weights
 from datacredit.gmvaluator.result import GMValuation
 from datacredit.gmvaluator.search import AUTO_IVF_MIN_TRAIN, candidate_distances, pq_settings
@@ -224,8 +234,7 @@ def fit_out_of_core(
         raise ValueError(
             f"fit(store=...) supports index='auto', 'ivf', 'pq' or 'exact', got index={gmv.index!r}"
         )
-    if gmv.recall > n:
-        raise ValueError(f"recall = {gmv.recall} exceeds the number of training samples {n}")
+    gmv.check_train_rows(n)
     shard_rows = DEFAULT_SHARD_ROWS if shard_rows is None else shard_rows
     root = Path(store)
     t0 = time.perf_counter()
@@ -320,7 +329,54 @@ def _build_ivf(gmv: Any, emb: ShardedEmbeddings, root: Path, config: dict, execu
         progress=gmv.progress,
         desc="inverted lists (shards)",
     )
-    return {"coarse": coarse, "nprobe": nprobe, "lists": lists_store}
+    sizes = np.zeros(nlist, np.int64)
+    for i in range(lists_store.n_shards):  # rows per list, for the recall calibration
+        sizes += np.bincount(np.asarray(lists_store.shard(i)["lists"]), minlength=nlist)
+    return {"coarse": coarse, "nprobe": nprobe, "lists": lists_store, "sizes": sizes}
+
+
+def _lists_of(ivf: dict, shard_rows: int, idx: np.ndarray) -> np.ndarray:
+    """Inverted list of the training rows ``idx`` (any shape), read shard by shard."""
+    flat = np.asarray(idx, np.int64).ravel()
+    out = np.empty(flat.shape, np.int64)
+    shard = flat // shard_rows
+    for s in np.unique(shard):
+        sel = shard == s
+        out[sel] = np.asarray(ivf["lists"].shard(int(s))["lists"])[flat[sel] - s * shard_rows]
+    return out.reshape(np.shape(idx))
+
+
+def calibrate(gmv: Any, queries: np.ndarray, executor: Any = None) -> Calibration:
+    """The recall calibration of a store-backed fit (as in core, exact top-k over the
+    shards): see :mod:`datacredit.gmvaluator.calibration`."""
+    exact = exact_topk(gmv, queries, gmv.k, executor)[1]
+    n = gmv._store.shape[0]
+    if gmv.index_ == "ivf":
+        shard_rows = int(gmv._store.store.manifest["shard_rows"])
+        return calibrate_ivf(
+            queries,
+            exact,
+            gmv._ivf["coarse"],
+            partial(_lists_of, gmv._ivf, shard_rows),
+            gmv._ivf["sizes"],
+            n,
+            gmv.target_recall,
+            gmv.pq_nprobe,
+            gmv.index == "auto",
+            gmv.n_threads,
+        )
+    pq = gmv._pq
+    return calibrate_pq(
+        exact,
+        lambda r, nprobe: recall_candidates(gmv, queries, executor, r, nprobe, "pq")[1],
+        n,
+        gmv.recall,
+        gmv._recall_pinned,
+        pq.nlist,
+        pq.nprobe if pq.nlist else 1,
+        gmv.pq_nprobe is not None,
+        gmv.target_recall,
+    )
 
 
 def _pq_codes_shard(emb: ShardedEmbeddings, pq: Any, shard: int, rows) -> dict:
@@ -504,16 +560,24 @@ def exact_topk(
 
 
 def recall_candidates(
-    gmv: Any, gen: np.ndarray, executor: Any = None
+    gmv: Any,
+    gen: np.ndarray,
+    executor: Any = None,
+    r: int | None = None,
+    nprobe: int | None = None,
+    index: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Squared l2 distances (float32) and candidates (int64, -1 when unused), both
-    ``(n_gen, recall)``, searched shard by shard and merged in shard order."""
-    r = gmv.recall
-    if gmv.index_ == "exact":
+    ``(n_gen, r)`` (default ``recall``), of ``index`` (default: the fitted one) probing
+    ``nprobe`` lists (default: the fitted one's), searched shard by shard and merged in
+    shard order."""
+    r = gmv.recall if r is None else r
+    index = gmv.index_ if index is None else index
+    if index == "exact":
         return exact_topk(gmv, gen, r, executor)
-    if gmv.index_ == "pq":
+    if index == "pq":
         parts = map_shards(
-            partial(_search_pq_shard, gmv._pq, gmv._pq_store, gen, r, gmv._pq.nprobe),
+            partial(_search_pq_shard, gmv._pq, gmv._pq_store, gen, r, nprobe or gmv._pq.nprobe),
             gmv._pq_store.n_shards,
             executor=executor,
             progress=gmv.progress,
@@ -526,7 +590,12 @@ def recall_candidates(
         return out_d, out_i
     ivf, emb = gmv._ivf, gmv._store
     _, probes = gram_topk(
-        gen, ivf["coarse"], ivf["nprobe"], metric="l2", largest=False, n_threads=gmv.n_threads
+        gen,
+        ivf["coarse"],
+        nprobe or ivf["nprobe"],
+        metric="l2",
+        largest=False,
+        n_threads=gmv.n_threads,
     )
     # As in-core: with an l2 (or no) re-rank only the top k matters, so each list gives k.
     per_list = gmv.k if gmv.rerank in ("l2", None) else r
@@ -580,7 +649,15 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
         )
     q = gmv._quality_scores(generated, n_gen, quality_scores)
     t1 = time.perf_counter()
-    rec_dist, cand = recall_candidates(gmv, gen, executor)
+    cal, cal_rows = None, None
+    index, r, nprobe = gmv.index_, gmv.recall, None
+    if gmv.index_ != "exact" and gmv.target_recall is not None:
+        cal_rows = calibration_rows(n_gen, gmv.calibration_queries)
+        cal = calibrate(gmv, gen[cal_rows], executor)
+        index, r, nprobe = apply_calibration(gmv, cal)
+    t_cal = time.perf_counter()
+    rec_dist, raw_cand = recall_candidates(gmv, gen, executor, r, nprobe, index)
+    cand = raw_cand
     invalid = cand < 0
     if invalid.any():
         cand = np.where(invalid, 0, cand)
@@ -607,40 +684,33 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
     )
     t3 = time.perf_counter()
     diag: dict[str, Any] = {
-        "index": gmv.index_,
+        "index": index,
         "rerank": gmv.rerank,
         "k": gmv.k,
-        "recall": gmv.recall,
+        "recall": r,
         "n_train": int(emb.shape[0]),
         "n_generated": n_gen,
         "store": str(emb.store.path.parent),
         "n_shards": emb.store.n_shards,
         "embed_generated_s": t1 - t0,
-        "recall_s": t2 - t1,
+        "calibration_s": t_cal - t1,
+        "recall_s": t2 - t_cal,
         "rerank_and_values_s": t3 - t2,
         **getattr(gmv, "_fit_times", {}),
     }
     if gmv._pq is not None:
         diag["pq_m"], diag["pq_nbits"] = gmv._pq.m, gmv._pq.nbits
-        diag["pq_nlist"], diag["pq_nprobe"] = gmv._pq.nlist, gmv._pq.nprobe
+        diag["pq_nlist"], diag["pq_nprobe"] = gmv._pq.nlist, nprobe or gmv._pq.nprobe
     if gmv._ivf is not None:
-        diag["pq_nlist"], diag["pq_nprobe"] = len(gmv._ivf["coarse"]), gmv._ivf["nprobe"]
-    if gmv.index_ != "exact":
-        if gmv.diagnostics_sample > 0:
-            rows = np.random.default_rng(0).choice(
-                n_gen, min(n_gen, gmv.diagnostics_sample), replace=False
-            )
-            rows.sort()
-            exact = exact_topk(gmv, gen[rows], gmv.k, executor)[1]
-            k = gmv.k
-            diag["diagnostics_rows"] = int(len(rows))
-            diag["recall_stage_recall_at_k"] = float(
-                np.mean([len(np.intersect1d(exact[i], cand[r])) / k for i, r in enumerate(rows)])
-            )
-            if gmv.rerank in ("l2", None):
-                diag["final_recall_at_k"] = float(
-                    np.mean(
-                        [len(np.intersect1d(exact[i], top_idx[r])) / k for i, r in enumerate(rows)]
-                    )
-                )
+        diag["pq_nlist"], diag["pq_nprobe"] = len(gmv._ivf["coarse"]), nprobe or gmv._ivf["nprobe"]
+    if cal is not None:
+        diag.update(cal.diagnostics())
+    if index == "exact":
+        diag.update(exact_recall_diagnostics())
+    elif gmv.diagnostics_sample > 0:
+        rows = diagnostic_rows(n_gen, gmv.diagnostics_sample, cal_rows)
+        exact = exact_topk(gmv, gen[rows], gmv.k, executor)[1]
+        diag.update(
+            recall_diagnostics(exact, raw_cand[rows], top_idx[rows], gmv.rerank, cal, gmv.k, index)
+        )
     return GMValuation(values, top_idx, weights, top_dist, q, diag)
