@@ -45,7 +45,7 @@ from datacredit.gmvaluator.calibration import (
 from datacredit.gmvaluator.contributions import softmax_weights
 from datacredit.gmvaluator.result import GMValuation
 from datacredit.gmvaluator.search import AUTO_IVF_MIN_TRAIN, candidate_distances, pq_settings
-from datacredit.kernels import gram_topk, kmeans
+from datacredit.kernels import gram_topk, ivf_flat_search, kmeans
 from datacredit.models._data import data_len, take
 from datacredit.store import ShardStore
 
@@ -55,11 +55,6 @@ ENCODE_PIECE = 65_536
 # k-means sample: rows per coarse centroid (as the in-core kmeans' own cap).
 KMEANS_POINTS_PER_LIST = 64
 _INT64_MAX = np.iinfo(np.int64).max
-# Candidate slots (gen rows x probed lists x per-list k) searched at once per shard: bounds
-# the search buffers to about 36 bytes per slot (300 MB), whatever n_gen.
-CANDIDATE_SLOTS = 1 << 23
-# Multiply-adds below which a per-list search runs on one thread.
-SMALL_GEMM = 1 << 24
 
 
 def _rows_of(data: Any, begin: int, end: int) -> Any:
@@ -486,54 +481,26 @@ def _search_exact_shard(emb, gen, r, n_threads, shard: int):
 
 
 def _search_ivf_shard(emb, ivf, gen, probes, per_list, r, n_threads, shard: int):
-    """Exact top-``per_list`` per probed list in one shard, reduced to the shard's best ``r``.
+    """Exact top-``per_list`` per probed list in one shard, reduced to the shard's best ``r``
+    (the batched IVF kernel, :func:`datacredit.kernels.ivf_flat_search`, on the shard's
+    memory-mapped rows).
 
     Global training indices, ties to the lower index; -1 / inf where the shard's probed
-    lists hold fewer than ``r`` rows. Memory O(chunk * nprobe * per_list), chunk bounded.
+    lists hold fewer than ``r`` rows.
     """
     begin = shard * int(emb.store.manifest["shard_rows"])
     keys = emb.shard(shard)
     lt = ivf["lists"].shard(shard)
     order = np.asarray(lt["order"], dtype=np.int64)
     starts = np.searchsorted(np.asarray(lt["lists"])[order], np.arange(len(ivf["coarse"]) + 1))
-    n_gen, nprobe = probes.shape
-    out_d = np.empty((n_gen, r), np.float32)
-    out_i = np.empty((n_gen, r), np.int64)
-    chunk = max(1, CANDIDATE_SLOTS // (nprobe * per_list))
-    gather = np.empty((int(np.diff(starts).max(initial=0)), keys.shape[1]), keys.dtype)
-    for c0 in range(0, n_gen, chunk):
-        pc = probes[c0 : c0 + chunk]
-        nc = pc.shape[0]
-        buf_d = np.full((nc, nprobe, per_list), np.inf, np.float32)
-        buf_i = np.full((nc, nprobe, per_list), -1, np.int64)
-        flat = pc.ravel()
-        by_list = np.argsort(flat, kind="stable")
-        bounds = np.searchsorted(flat[by_list], np.arange(len(starts)))
-        for lst in np.unique(flat):
-            s, e = starts[lst], starts[lst + 1]
-            if e == s:
-                continue
-            sel = by_list[bounds[lst] : bounds[lst + 1]]
-            rows, slots = sel // nprobe, sel % nprobe
-            kk = min(per_list, e - s)
-            members = np.take(keys, order[s:e], axis=0, out=gather[: e - s])
-            # One list is a small GEMM: threads cost more than they save (and spin against
-            # other processes); parallelism comes from the shards.
-            small = len(rows) * (e - s) * keys.shape[1] < SMALL_GEMM
-            d, i = gram_topk(
-                gen[c0 + rows],
-                members,
-                kk,
-                metric="l2",
-                largest=False,
-                n_threads=1 if small else n_threads,
-            )
-            buf_d[rows, slots, :kk] = d
-            buf_i[rows, slots, :kk] = order[s + i] + begin
-        out_d[c0 : c0 + nc], out_i[c0 : c0 + nc] = _merge_best(
-            buf_d.reshape(nc, -1), buf_i.reshape(nc, -1), r
-        )
-    return out_d, out_i
+    kk = min(r, keys.shape[0])
+    d, i = ivf_flat_search(
+        gen, keys, order, starts, probes, kk, per_list=min(per_list, kk), n_threads=n_threads
+    )
+    if kk < r:
+        d = np.pad(d, ((0, 0), (0, r - kk)), constant_values=np.inf)
+        i = np.pad(i, ((0, 0), (0, r - kk)), constant_values=-1)
+    return d, np.where(i < 0, -1, i + begin)
 
 
 def _kway(parts: list[tuple[np.ndarray, np.ndarray]], r: int) -> tuple[np.ndarray, np.ndarray]:
@@ -597,8 +564,10 @@ def recall_candidates(
         largest=False,
         n_threads=gmv.n_threads,
     )
-    # As in-core: with an l2 (or no) re-rank only the top k matters, so each list gives k.
-    per_list = gmv.k if gmv.rerank in ("l2", None) else r
+    # As in-core: with an l2 (or no) re-rank only the top k matters, so each list gives 2k
+    # (a margin for float32 near-ties; the re-rank recomputes distances in float64).
+    exact_metric = gmv.rerank in ("l2", None)
+    per_list = min(r, 2 * gmv.k) if exact_metric else r
     parts = map_shards(
         partial(_search_ivf_shard, emb, ivf, gen, probes, per_list, r, gmv.n_threads),
         emb.store.n_shards,
@@ -607,7 +576,7 @@ def recall_candidates(
         desc="search (training shards)",
     )
     out_d, out_i = _kway(parts, r)
-    need = gmv.k if per_list == gmv.k else r
+    need = gmv.k if exact_metric else r
     missing = np.flatnonzero((out_i >= 0).sum(1) < need)
     if missing.size:  # probed lists held too few samples: exact fallback for those rows
         out_d[missing], out_i[missing] = exact_topk(gmv, gen[missing], r, executor)

@@ -46,7 +46,7 @@ from datacredit.gmvaluator.search import (
     default_pq_m,
     pq_settings,
 )
-from datacredit.kernels import ProductQuantizer, gram_topk, kmeans
+from datacredit.kernels import ProductQuantizer, gram_topk, ivf_flat_search, kmeans
 from datacredit.models._data import data_len, take
 from datacredit.models.encoders import make_encoder
 from datacredit.models.fingerprint import fingerprint_data, fingerprint_model
@@ -379,8 +379,8 @@ class GMValuator:
             starts = np.searchsorted(lists[order], np.arange(nlist + 1))
             self._ivf = {
                 "coarse": coarse,
-                "order": order,
-                "starts": starts,
+                "order": order.astype(np.int64),
+                "starts": starts.astype(np.int64),
                 "nprobe": nprobe,
                 "lists": lists.astype(np.int32),
             }
@@ -460,56 +460,23 @@ class GMValuator:
             largest=False,
             n_threads=self.n_threads,
         )
-        nprobe = probes.shape[1]
         # With a re-rank in the index's own metric (l2, none, or cosine on the unit-norm
         # search space) only the global top-k matters, and it is the best of the per-list
-        # exact top-k: each list contributes k, not `recall`, candidates.
-        per_list = self.k if self.rerank in ("l2", None, "cosine") else r
-        out_d = np.empty((gen.shape[0], r), np.float32)
-        out_i = np.empty((gen.shape[0], r), np.int64)
-        chunk = max(1, (1 << 24) // (nprobe * per_list))
-        gather = np.empty((int(np.diff(ivf["starts"]).max()), emb.shape[1]), emb.dtype)
-        for c0 in range(0, gen.shape[0], chunk):
-            pc = probes[c0 : c0 + chunk]
-            nc = pc.shape[0]
-            buf_d = np.full((nc, nprobe, per_list), np.inf, np.float32)
-            buf_i = np.full((nc, nprobe, per_list), -1, np.int64)
-            flat = pc.ravel()
-            by_list = np.argsort(flat, kind="stable")
-            bounds = np.searchsorted(flat[by_list], np.arange(len(ivf["starts"])))
-            for lst in np.unique(flat):
-                sel = by_list[bounds[lst] : bounds[lst + 1]]
-                rows, slots = sel // nprobe, sel % nprobe
-                s, e = ivf["starts"][lst], ivf["starts"][lst + 1]
-                if e == s:
-                    continue
-                kk = min(per_list, e - s)
-                # The list's embeddings are gathered per use instead of keeping a list-ordered
-                # copy of all N: O(size * d) copying against O(size * d * queries) of GEMM.
-                members = np.take(emb, ivf["order"][s:e], axis=0, out=gather[: e - s])
-                d, i = gram_topk(
-                    gen[c0 + rows],
-                    members,
-                    kk,
-                    metric="l2",
-                    largest=False,
-                    n_threads=self.n_threads,
-                )
-                buf_d[rows, slots, :kk] = d
-                buf_i[rows, slots, :kk] = ivf["order"][s + i]
-            buf_d = buf_d.reshape(nc, -1)
-            buf_i = buf_i.reshape(nc, -1)
-            # Best r per row: distance, then training index (invalid slots sort last).
-            key_i = np.where(buf_i < 0, np.iinfo(np.int64).max, buf_i)
-            if buf_d.shape[1] < r:  # fewer slots than `recall`: pad (filled by the fallback)
-                pad = r - buf_d.shape[1]
-                buf_d = np.pad(buf_d, ((0, 0), (0, pad)), constant_values=np.inf)
-                buf_i = np.pad(buf_i, ((0, 0), (0, pad)), constant_values=-1)
-                key_i = np.where(buf_i < 0, np.iinfo(np.int64).max, buf_i)
-            order = np.lexsort((key_i, buf_d), axis=-1)[:, :r]
-            out_d[c0 : c0 + nc] = np.take_along_axis(buf_d, order, 1)
-            out_i[c0 : c0 + nc] = np.take_along_axis(buf_i, order, 1)
-        need = self.k if per_list == self.k else r
+        # top-k: each list contributes 2k (a margin for float32 near-ties at the k-th
+        # place; the re-rank recomputes the distances in float64), not `recall`, candidates.
+        exact_metric = self.rerank in ("l2", None, "cosine")
+        per_list = min(r, 2 * self.k) if exact_metric else r
+        out_d, out_i = ivf_flat_search(
+            gen,
+            emb,
+            ivf["order"],
+            ivf["starts"],
+            probes,
+            r,
+            per_list=per_list,
+            n_threads=self.n_threads,
+        )
+        need = self.k if exact_metric else r
         missing = np.flatnonzero((out_i >= 0).sum(1) < need)
         if missing.size:  # probed lists held too few samples: exact fallback for those rows
             d2, i2 = gram_topk(

@@ -7,6 +7,7 @@ used as is, other real dtypes are converted once.
 
 from datacredit.kernels.crammer_singer import CSResult, crammer_singer_fit, crammer_singer_objective
 from datacredit.kernels.gram import gram, gram_topk
+from datacredit.kernels.ivf import ivf_flat_search
 from datacredit.kernels.pq import PackedCodes, ProductQuantizer, kmeans
 from datacredit.kernels.treeshap import TreeEnsemble, from_xgboost, tree_shap_interventional
 
@@ -20,6 +21,7 @@ __all__ = [
     "from_xgboost",
     "gram",
     "gram_topk",
+    "ivf_flat_search",
     "kmeans",
     "tree_shap_interventional",
 ]
