@@ -8,7 +8,9 @@ used as is, other real dtypes are converted once.
 from datacredit.kernels.crammer_singer import CSResult, crammer_singer_fit, crammer_singer_objective
 from datacredit.kernels.gram import gram, gram_topk
 from datacredit.kernels.ivf import ivf_flat_search
-from datacredit.kernels.pq import PackedCodes, ProductQuantizer, kmeans
+from datacredit.kernels.kmeans import kmeans
+from datacredit.kernels.pq import ProductQuantizer
+from datacredit.kernels.pq_packed import PackedCodes
 from datacredit.kernels.treeshap import TreeEnsemble, from_xgboost, tree_shap_interventional
 
 __all__ = [
