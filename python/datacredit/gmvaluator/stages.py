@@ -341,10 +341,11 @@ def _lists_of(ivf: dict, shard_rows: int, idx: np.ndarray) -> np.ndarray:
     return out.reshape(np.shape(idx))
 
 
-def calibrate(gmv: Any, queries: np.ndarray, executor: Any = None) -> Calibration:
-    """The recall calibration of a store-backed fit (as in core, exact top-k over the
-    shards): see :mod:`datacredit.gmvaluator.calibration`."""
-    exact = exact_topk(gmv, queries, gmv.k, executor)[1]
+def calibrate(
+    gmv: Any, queries: np.ndarray, exact: np.ndarray, executor: Any = None
+) -> Calibration:
+    """The recall calibration of a store-backed fit on ``queries`` whose exact top-k (over
+    all shards) is ``exact``: see :mod:`datacredit.gmvaluator.calibration`."""
     n = gmv._store.shape[0]
     if gmv.index_ == "ivf":
         shard_rows = int(gmv._store.store.manifest["shard_rows"])
@@ -564,10 +565,10 @@ def recall_candidates(
         largest=False,
         n_threads=gmv.n_threads,
     )
-    # As in-core: with an l2 (or no) re-rank only the top k matters, so each list gives 2k
-    # (a margin for float32 near-ties; the re-rank recomputes distances in float64).
+    # As in-core: with an l2 (or no) re-rank only the top k matters (the best k of the
+    # per-list top k), so each list gives k and k candidates are returned.
     exact_metric = gmv.rerank in ("l2", None)
-    per_list = min(r, 2 * gmv.k) if exact_metric else r
+    per_list = r = gmv.k if exact_metric else r
     parts = map_shards(
         partial(_search_ivf_shard, emb, ivf, gen, probes, per_list, r, gmv.n_threads),
         emb.store.n_shards,
@@ -620,9 +621,18 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
     t1 = time.perf_counter()
     cal, cal_rows = None, None
     index, r, nprobe = gmv.index_, gmv.recall, None
-    if gmv.index_ != "exact" and gmv.target_recall is not None:
-        cal_rows = calibration_rows(n_gen, gmv.calibration_queries)
-        cal = calibrate(gmv, gen[cal_rows], executor)
+    diag_rows = np.zeros(0, np.int64)
+    if gmv.index_ != "exact":
+        if gmv.target_recall is not None:
+            cal_rows = calibration_rows(n_gen, gmv.calibration_queries)
+        if gmv.diagnostics_sample > 0:
+            diag_rows = diagnostic_rows(n_gen, gmv.diagnostics_sample, cal_rows)
+    # One exact pass over the shards serves the calibration and the held-out diagnostics.
+    n_cal = 0 if cal_rows is None else len(cal_rows)
+    exact_rows = np.concatenate([cal_rows if n_cal else diag_rows[:0], diag_rows])
+    exact = exact_topk(gmv, gen[exact_rows], gmv.k, executor)[1] if len(exact_rows) else None
+    if cal_rows is not None:
+        cal = calibrate(gmv, gen[cal_rows], exact[:n_cal], executor)
         index, r, nprobe = apply_calibration(gmv, cal)
     t_cal = time.perf_counter()
     rec_dist, raw_cand = recall_candidates(gmv, gen, executor, r, nprobe, index)
@@ -656,7 +666,7 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
         "index": index,
         "rerank": gmv.rerank,
         "k": gmv.k,
-        "recall": r,
+        "recall": int(raw_cand.shape[1]),
         "n_train": int(emb.shape[0]),
         "n_generated": n_gen,
         "store": str(emb.store.path.parent),
@@ -676,10 +686,11 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
         diag.update(cal.diagnostics())
     if index == "exact":
         diag.update(exact_recall_diagnostics())
-    elif gmv.diagnostics_sample > 0:
-        rows = diagnostic_rows(n_gen, gmv.diagnostics_sample, cal_rows)
-        exact = exact_topk(gmv, gen[rows], gmv.k, executor)[1]
+    elif len(diag_rows):
+        rows = diag_rows
         diag.update(
-            recall_diagnostics(exact, raw_cand[rows], top_idx[rows], gmv.rerank, cal, gmv.k, index)
+            recall_diagnostics(
+                exact[n_cal:], raw_cand[rows], top_idx[rows], gmv.rerank, cal, gmv.k, index
+            )
         )
     return GMValuation(values, top_idx, weights, top_dist, q, diag)

@@ -462,10 +462,9 @@ class GMValuator:
         )
         # With a re-rank in the index's own metric (l2, none, or cosine on the unit-norm
         # search space) only the global top-k matters, and it is the best of the per-list
-        # top-k: each list contributes 2k (a margin for float32 near-ties at the k-th
-        # place; the re-rank recomputes the distances in float64), not `recall`, candidates.
+        # top-k: each list contributes k, and k candidates (not `recall`) are returned.
         exact_metric = self.rerank in ("l2", None, "cosine")
-        per_list = min(r, 2 * self.k) if exact_metric else r
+        per_list = r = self.k if exact_metric else r
         out_d, out_i = ivf_flat_search(
             gen,
             emb,
@@ -634,9 +633,27 @@ class GMValuator:
         search = self._to_search_space(gen)
         cal, cal_rows = None, None
         index, r, nprobe = self.index_, self.recall, None
-        if self.index_ != "exact" and self.target_recall is not None:
-            cal_rows = calibration_rows(n_gen, self.calibration_queries)
-            cal = self._calibrate(search[cal_rows])
+        diag_rows = np.zeros(0, np.int64)
+        if self.index_ != "exact":
+            if self.target_recall is not None:
+                cal_rows = calibration_rows(n_gen, self.calibration_queries)
+            if self.diagnostics_sample > 0:
+                diag_rows = diagnostic_rows(n_gen, self.diagnostics_sample, cal_rows)
+        # One exact search serves the calibration and the held-out diagnostics.
+        n_cal = 0 if cal_rows is None else len(cal_rows)
+        exact_rows = np.concatenate([cal_rows if n_cal else diag_rows[:0], diag_rows])
+        exact = None
+        if len(exact_rows):
+            exact = gram_topk(
+                search[exact_rows],
+                self._search_emb,
+                self.k,
+                metric="l2",
+                largest=False,
+                n_threads=self.n_threads,
+            )[1]
+        if cal_rows is not None:
+            cal = self._calibrate(search[cal_rows], exact[:n_cal])
             index, r, nprobe = self._apply_calibration(cal)
         t_cal = time.perf_counter()
         rec_dist, raw_cand = self._recall(search, r, nprobe, index)
@@ -672,7 +689,7 @@ class GMValuator:
             "index": index,
             "rerank": self.rerank,
             "k": self.k,
-            "recall": r,
+            "recall": int(raw_cand.shape[1]),
             "n_train": int(self.train_embeddings.shape[0]),
             "n_generated": n_gen,
             "embed_generated_s": t1 - t0,
@@ -692,30 +709,20 @@ class GMValuator:
             diag.update(cal.diagnostics())
         if index == "exact":
             diag.update(exact_recall_diagnostics())
-        elif self.diagnostics_sample > 0:
-            rows = diagnostic_rows(n_gen, self.diagnostics_sample, cal_rows)
-            _, exact = gram_topk(
-                search[rows],
-                self._search_emb,
-                self.k,
-                metric="l2",
-                largest=False,
-                n_threads=self.n_threads,
-            )
+        elif len(diag_rows):
+            rows = diag_rows
             diag.update(
                 recall_diagnostics(
-                    exact, raw_cand[rows], top_idx[rows], self.rerank, cal, self.k, index
+                    exact[n_cal:], raw_cand[rows], top_idx[rows], self.rerank, cal, self.k, index
                 )
             )
         return GMValuation(values, top_idx, weights, top_dist, q, diag)
 
     # ------------------------------------------------------------ calibration
-    def _calibrate(self, queries: np.ndarray) -> Calibration:
+    def _calibrate(self, queries: np.ndarray, exact: np.ndarray) -> Calibration:
         """Search parameters meeting ``target_recall`` on ``queries`` (calibration rows of
-        the generated batch, in the search space); see :mod:`.calibration`."""
-        _, exact = gram_topk(
-            queries, self._search_emb, self.k, metric="l2", largest=False, n_threads=self.n_threads
-        )
+        the generated batch, in the search space) whose exact top-k is ``exact``; see
+        :mod:`.calibration`."""
         n = self._search_emb.shape[0]
         if self.index_ == "ivf":
             ivf = self._ivf

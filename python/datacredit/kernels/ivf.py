@@ -37,7 +37,10 @@ def ivf_flat_search(
 
     Returns:
         ``(dist, idx)`` ``(n, r)`` float32 squared distances and int64 key indices,
-        best first, ties to the lower key index; unused slots hold ``inf`` / ``-1``.
+        best first, ties to the lower key index; unused slots hold ``inf`` / ``-1``.  The
+        best ``per_list`` are exact (over the probed lists); keys farther than the
+        ``per_list``-th nearest of the query's first probe (probes nearest first) are
+        skipped, so with ``r > per_list`` the later slots hold only keys within that.
 
     Batched by list: one GEMM tile per (list, query block), keys gathered once per call,
     then a bounded-heap merge: ``O(n * nprobe * L * d)`` for lists of ``L`` keys.  GIL
