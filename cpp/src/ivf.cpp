@@ -20,7 +20,7 @@ namespace {
 // Queries scored per GEMM tile and keys per tile: a (kQueryBlock x kKeyTile) float tile
 // per thread stays in cache while it is scanned.
 constexpr int64_t kQueryBlock = 256;
-constexpr int64_t kKeyTile = 1024;
+constexpr int64_t kKeyTile = 512;
 // (query, probed list) candidate slots held at once: about 12 bytes each (48 MB).
 constexpr int64_t kMaxSlots = int64_t{1} << 22;
 
@@ -139,7 +139,9 @@ void ivf_flat_search(const float* queries, int64_t n, const float* keys, int64_t
       for (int64_t l = 0; l < nlist; ++l) {
         const int64_t m = list_ptr[l + 1] - list_ptr[l];
         if (m == 0 || starts[l + 1] == starts[l]) continue;
-        for (int64_t b = 0; b < m; b += kQueryBlock) items.emplace_back(l, b);
+        // Balanced blocks of at most kQueryBlock queries (no thin remainder GEMM).
+        const int64_t nb = (m + kQueryBlock - 1) / kQueryBlock, bs = (m + nb - 1) / nb;
+        for (int64_t b = 0; b < m; b += bs) items.emplace_back(l, b | (bs << 32));
       }
       const int64_t n_items = static_cast<int64_t>(items.size());
 
@@ -160,8 +162,9 @@ void ivf_flat_search(const float* queries, int64_t n, const float* keys, int64_t
         for (int64_t it = 0; it < n_items; ++it) {
           errors.run([&] {
             const int64_t l = items[static_cast<size_t>(it)].first;
-            const int64_t b0 = list_ptr[l] + items[static_cast<size_t>(it)].second;
-            const int64_t m = std::min(kQueryBlock, list_ptr[l + 1] - b0);
+            const int64_t packed = items[static_cast<size_t>(it)].second;
+            const int64_t b0 = list_ptr[l] + (packed & 0xffffffff), bs = packed >> 32;
+            const int64_t m = std::min(bs, list_ptr[l + 1] - b0);
             for (int64_t a = 0; a < m; ++a) {
               const int64_t q = c0 + entries[static_cast<size_t>(b0 + a)] / nprobe;
               std::copy(queries + q * dim, queries + (q + 1) * dim, qr + a * dim);
@@ -176,10 +179,13 @@ void ivf_flat_search(const float* queries, int64_t n, const float* keys, int64_t
               const int64_t cols = std::min(ktile, e - j0);
               for (int64_t j = 0; j < cols; ++j) {
                 const float* src = keys + order[j0 + j] * dim;
-                std::copy(src, src + dim, kr + j * dim);
-                double sq = 0.0;
-                for (int64_t p = 0; p < dim; ++p) sq += double(src[p]) * src[p];
-                ks[j] = static_cast<float>(sq);
+                float* dst = kr + j * dim;
+                float sq = 0.0f;
+                for (int64_t p = 0; p < dim; ++p) {
+                  dst[p] = src[p];
+                  sq += src[p] * src[p];
+                }
+                ks[j] = sq;
               }
               sgemm_nt(m, cols, dim, qr, dim, kr, dim, tile, cols);
               for (int64_t a = 0; a < m; ++a) {

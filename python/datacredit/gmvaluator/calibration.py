@@ -16,9 +16,10 @@ searching again:
   among the ``recall`` ADC candidates, so one ADC search with a generous candidate count per
   nprobe gives recall@k for every candidate count up to it.
 
-The chosen setting is the cheapest whose calibration recall minus one standard error (of
-the mean of the per-query recalls) reaches the target, so the recall of the remaining
-queries (measured on a disjoint diagnostics sample) lands at the target or above.
+The chosen setting is the cheapest whose calibration recall minus ``CALIBRATION_Z``
+standard errors (of the mean of the per-query recalls) reaches the target: a one-sided
+95 % lower confidence bound, so the recall of the whole batch (measured on a disjoint
+diagnostics sample) lands at the target or above with about 95 % probability.
 
 Cost: one exact search of ``C`` queries (``C * N * d``) plus ``C * nlist * d`` for the
 coarse ranking (IVF) or a few ADC searches of ``C`` queries (PQ): about ``C / n_gen`` of an
@@ -35,6 +36,8 @@ import numpy as np
 
 # Generated samples per value call used to calibrate (seeded sample of the batch).
 CALIBRATION_QUERIES = 64
+# Standard errors of margin of a chosen setting: a one-sided 95 % lower confidence bound.
+CALIBRATION_Z = 1.645
 # index="auto" keeps the inverted file only when its scanned rows (coarse centroids
 # included), weighted by this cost per row relative to a row of exact search, stay below
 # the N rows of exact search; above it falls back to exact. The inverted file searches a
@@ -171,11 +174,11 @@ def calibrate_ivf(
     np.add.at(hist, (np.repeat(np.arange(c), k), nb_rank.ravel()), 1)
     mean, se = recall_with_error(np.cumsum(hist, 1), k)  # index p-1: recall at nprobe p
     scanned = np.cumsum(np.asarray(list_sizes, np.float64)[ranking], 1).mean(0)
-    ok = np.flatnonzero(mean - se >= target)
+    ok = np.flatnonzero(mean - CALIBRATION_Z * se >= target)
     reach = int(ok[0]) + 1 if ok.size else nlist
     nprobe = pinned_nprobe or reach
-    # A chosen nprobe keeps one standard error of margin (or probes every list); a pinned one
-    # is judged on its measured recall.
+    # A chosen nprobe keeps CALIBRATION_Z standard errors of margin (or probes every list);
+    # a pinned one is judged on its measured recall.
     reaches = mean[nprobe - 1] >= target if pinned_nprobe else True
     cal = Calibration(
         target=target,
@@ -242,9 +245,10 @@ def calibrate_pq(
         return curves[nprobe]
 
     def first_reaching(probes: list, fixed_r: bool) -> tuple | None:
-        # A chosen setting keeps one standard error of margin; a fully pinned one is judged
-        # on its measured recall.
-        margin = 0.0 if fixed_r and len(probes) == 1 and (pinned_nprobe or not nlist) else 1.0
+        # A chosen setting keeps CALIBRATION_Z standard errors of margin; a fully pinned one
+        # is judged on its measured recall.
+        pinned = fixed_r and len(probes) == 1 and (pinned_nprobe or not nlist)
+        margin = 0.0 if pinned else CALIBRATION_Z
         for nprobe in probes:
             mean, se = curve(nprobe)
             lower = mean[start_recall - 1 :] - margin * se[start_recall - 1 :]
