@@ -7,7 +7,7 @@ TORCH   := torch==2.14.1 torchvision==0.29.1
 STAMP   := $(VENV)/.datacredit-installed
 EXTRAS  ?= all,test
 
-.PHONY: venv install test test-python test-cpp test-sanitize test-harness lint format demo bench clean
+.PHONY: venv install test test-python test-cpp test-sanitize test-harness lint format demo bench clean docs
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -59,6 +59,11 @@ test-sanitize: $(STAMP)
 # The bad-input harness alone (also part of `make test`): every case in a child process.
 test-harness: $(STAMP)
 	$(VPY) -m pytest -q tests/test_bad_inputs.py
+
+# The documentation site (needs the [docs] extra): build/site, strict (a broken reference,
+# a public name without a docstring or a documented parameter not in its signature fails).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check python tests benchmarks scripts examples

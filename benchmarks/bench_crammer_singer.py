@@ -47,14 +47,18 @@ def liblinear_model(prob, c: float, tol: float, d: int):
 
 
 def main() -> None:
+    from _common import at_least, positive
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--n", type=int, default=60000)
-    ap.add_argument("--d", type=int, default=512)
-    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--n", type=at_least(2), default=60000)
+    ap.add_argument("--d", type=at_least(1), default=512)
+    ap.add_argument("--k", type=at_least(2), default=10)
     ap.add_argument("--C", type=str, default="1e-5,1e-3,1e-1")
-    ap.add_argument("--tol", type=float, default=1e-4)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=1, help="our solver: best of this many runs")
+    ap.add_argument("--tol", type=positive, default=1e-4)
+    ap.add_argument("--threads", type=at_least(1), default=None)
+    ap.add_argument(
+        "--repeats", type=at_least(1), default=1, help="our solver: best of this many runs"
+    )
     ap.add_argument(
         "--shrink-factors",
         type=str,
@@ -75,7 +79,7 @@ def main() -> None:
         f"{convert:.2f} s, not counted)"
     )
     header = (
-        f"{'C':>8} {'shrink':>6} | {'ours s':>8} {'epochs':>6} {'#SV':>6} {'primal':>12} | "
+        f"{'C':>8} {'shrink':>6} | {'ours s':>8} {'passes':>6} {'#SV':>6} {'primal':>12} | "
         f"{'liblinear s':>11} {'primal':>12} | {'rel diff':>9} {'speedup':>7}"
     )
     print(header)

@@ -73,6 +73,19 @@ class Settings:
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # checked before any training: LDS is a rank correlation over the subsets, and a
+        # bad size used to crash only after every model was trained
+        if self.lds_subsets < 3:
+            raise ValueError(
+                f"lds_subsets must be >= 3 (LDS ranks subsets), got {self.lds_subsets}"
+            )
+        if not 0 <= self.shortcut_class < 10:
+            raise ValueError(f"shortcut_class must be a digit 0..9, got {self.shortcut_class}")
+        for name in ("shortcut_fraction", "lds_fraction", "coreset_fraction", "label_noise"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
 
 # ----------------------------------------------------------------------------- data, model
 def load_mnist(s: Settings) -> tuple[np.ndarray, ...]:
@@ -407,14 +420,18 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    from _common import at_least, fraction
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="write the markdown table (and a JSON beside it) here")
     ap.add_argument("--cache", help="cache directory of the retraining harness (resumable)")
-    ap.add_argument("--epochs", type=int, default=Settings.epochs)
-    ap.add_argument("--lds-subsets", type=int, default=Settings.lds_subsets)
-    ap.add_argument("--shortcut-class", type=int, default=Settings.shortcut_class)
-    ap.add_argument("--shortcut-fraction", type=float, default=Settings.shortcut_fraction)
-    ap.add_argument("--threads", type=int, default=Settings.threads)
+    ap.add_argument("--epochs", type=at_least(1), default=Settings.epochs)
+    ap.add_argument("--lds-subsets", type=at_least(3), default=Settings.lds_subsets)
+    ap.add_argument(
+        "--shortcut-class", type=int, choices=range(10), default=Settings.shortcut_class
+    )
+    ap.add_argument("--shortcut-fraction", type=fraction, default=Settings.shortcut_fraction)
+    ap.add_argument("--threads", type=at_least(1), default=Settings.threads)
     ap.add_argument("--no-peer", action="store_true")
     args = ap.parse_args()
     s = Settings(

@@ -22,14 +22,16 @@ import numpy as np
 
 
 def main() -> None:
+    from _common import at_least
+
     from datacredit import SurrogateSHAP, shapley
     from datacredit.games import DigitsRetraining
     from datacredit.metrics import lds_coalitions, lds_groups
     from datacredit.metrics.correlation import spearman
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", type=int, default=256)
-    ap.add_argument("--seeds", type=int, default=3, help="LDS test-set seeds")
+    ap.add_argument("--budget", type=at_least(12), default=256)
+    ap.add_argument("--seeds", type=at_least(1), default=3, help="LDS test-set seeds")
     args = ap.parse_args()
     Z = shapley.all_coalitions(10)
     ne = Z.any(1)

@@ -230,24 +230,26 @@ def _ivf_case(name: str, args: argparse.Namespace, faiss, GMValuator, gram_topk)
 
 
 def main() -> None:
+    from _common import at_least, positive
+
     ap = argparse.ArgumentParser()
     ap.add_argument(
         "--baselines", action="store_true", help="reference configurations side by side"
     )
-    ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--n-gen", type=int, default=10_000)
-    ap.add_argument("--d", type=int, default=512)
-    ap.add_argument("--k", type=int, default=50)
+    ap.add_argument("--n", type=at_least(1), default=1_000_000)
+    ap.add_argument("--n-gen", type=at_least(1), default=10_000)
+    ap.add_argument("--d", type=at_least(1), default=512)
+    ap.add_argument("--k", type=at_least(1), default=50)
     # Index settings default to GMValuator's own defaults (None: not passed).
     ap.add_argument("--index", default=None, choices=["ivf", "pq", "exact"])
-    ap.add_argument("--recall", type=int, default=None)
-    ap.add_argument("--pq-m", type=int, default=None)
-    ap.add_argument("--nlist", type=int, default=None)
-    ap.add_argument("--nprobe", type=int, default=None)
-    ap.add_argument("--brute-samples", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--clusters", type=int, default=1000)
-    ap.add_argument("--spread", type=float, default=1.5, help="--baselines: noise std per dim")
+    ap.add_argument("--recall", type=at_least(1), default=None)
+    ap.add_argument("--pq-m", type=at_least(1), default=None)
+    ap.add_argument("--nlist", type=at_least(1), default=None)
+    ap.add_argument("--nprobe", type=at_least(1), default=None)
+    ap.add_argument("--brute-samples", type=at_least(1), default=100)
+    ap.add_argument("--threads", type=at_least(1), default=2)
+    ap.add_argument("--clusters", type=at_least(1), default=1000)
+    ap.add_argument("--spread", type=positive, default=1.5, help="--baselines: noise std per dim")
     ap.add_argument("--ivf", action="store_true", help="our IVF vs faiss IVFFlat (issue 24)")
     args = ap.parse_args()
     if args.ivf:

@@ -111,15 +111,17 @@ def make_inputs(path: Path, n: int, n_gen: int, clusters: int) -> tuple[np.ndarr
 
 
 def main() -> None:
+    from _common import at_least
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=3_000_000)
-    ap.add_argument("--n-gen", type=int, default=5_000)
-    ap.add_argument("--k", type=int, default=50)
-    ap.add_argument("--clusters", type=int, default=1000)
-    ap.add_argument("--brute-samples", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n", type=at_least(1), default=3_000_000)
+    ap.add_argument("--n-gen", type=at_least(1), default=5_000)
+    ap.add_argument("--k", type=at_least(1), default=50)
+    ap.add_argument("--clusters", type=at_least(1), default=1000)
+    ap.add_argument("--brute-samples", type=at_least(1), default=20)
+    ap.add_argument("--threads", type=at_least(1), default=2)
     ap.add_argument("--dir", default="/tmp/gmv-ooc")
-    ap.add_argument("--shard-rows", type=int, default=1 << 20)
+    ap.add_argument("--shard-rows", type=at_least(1), default=1 << 20)
     ap.add_argument("--keep", action="store_true", help="keep the store from a previous run")
     args = ap.parse_args()
 

@@ -34,12 +34,14 @@ def numpy_topk(q: np.ndarray, keys: np.ndarray, k: int, metric: str = "ip"):
 
 
 def main() -> None:
+    from _common import at_least
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--N", type=int, default=50_000)
-    ap.add_argument("--d", type=int, default=512)
-    ap.add_argument("--k", type=int, default=50)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--n", type=at_least(1), default=2000)
+    ap.add_argument("--N", type=at_least(1), default=50_000)
+    ap.add_argument("--d", type=at_least(1), default=512)
+    ap.add_argument("--k", type=at_least(1), default=50)
+    ap.add_argument("--repeat", type=at_least(1), default=5)
     ap.add_argument("--metric", choices=("ip", "l2"), default="ip")
     args = ap.parse_args()
     rng = np.random.default_rng(0)

@@ -50,23 +50,27 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def main() -> None:
+    from _common import at_least, positive
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--nq", type=int, default=1000)
-    ap.add_argument("--d", type=int, default=512)
-    ap.add_argument("--m", type=int, default=64)
-    ap.add_argument("--k", type=int, default=50)
-    ap.add_argument("--clusters", type=int, default=1000)
-    ap.add_argument("--spread", type=float, default=1.0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n", type=at_least(1), default=1_000_000)
+    ap.add_argument("--nq", type=at_least(1), default=1000)
+    ap.add_argument("--d", type=at_least(1), default=512)
+    ap.add_argument("--m", type=at_least(1), default=64)
+    ap.add_argument("--k", type=at_least(1), default=50)
+    ap.add_argument("--clusters", type=at_least(1), default=1000)
+    ap.add_argument("--spread", type=positive, default=1.0)
+    ap.add_argument("--threads", type=at_least(1), default=2)
     ap.add_argument("--skip-flat", action="store_true")
     ap.add_argument(
         "--seeds", type=int, default=1, help="also compare recall over this many k-means seeds"
     )
     ap.add_argument("--skip-float4", action="store_true")
-    ap.add_argument("--rerank", type=int, default=200, help="fast scan + re-rank row (0: off)")
-    ap.add_argument("--nlist", type=int, default=0, help="IVF fast-scan rows (0: off)")
-    ap.add_argument("--nprobe", type=int, default=32)
+    ap.add_argument(
+        "--rerank", type=at_least(0), default=200, help="fast scan + re-rank row (0: off)"
+    )
+    ap.add_argument("--nlist", type=at_least(0), default=0, help="IVF fast-scan rows (0: off)")
+    ap.add_argument("--nprobe", type=at_least(1), default=32)
     args = ap.parse_args()
     import functools
 

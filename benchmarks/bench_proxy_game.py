@@ -19,8 +19,8 @@ def main() -> None:
     from scipy import linalg
 
     from datacredit import shapley
-    from datacredit import utilities as U
     from datacredit.surrogateshap import ProxyGame, SampleBank
+    from datacredit.surrogateshap import utilities as U
 
     rng = np.random.default_rng(0)
     L, n, d, K = 20, 500, 2048, 1000
@@ -37,7 +37,7 @@ def main() -> None:
     # mean score / IS / diversity on small per-sample statistics
     bank_p = SampleBank(probs)
     for name, util in [
-        ("MeanScore", U.MeanScore(lambda x: x[:, 0])),
+        ("MeanScore", U.MeanScore(lambda x: x[:, 0], higher_is_better=True)),
         ("InceptionScore", U.InceptionScore()),
         (
             "PairwiseDiversity",
@@ -76,7 +76,10 @@ def main() -> None:
     bank_f = SampleBank(feats)
     Zf = Z[:5]
     W = ProxyGame(
-        bank_f, contributors, U.MeanScore(lambda x: x[:, 0]), label_weights="uniform"
+        bank_f,
+        contributors,
+        U.MeanScore(lambda x: x[:, 0], higher_is_better=True),
+        label_weights="uniform",
     ).weights(Zf[:1])
     mu_r, cov_r = ref.mean(0), np.cov(ref, rowvar=False, ddof=0)
     t0 = time.perf_counter()

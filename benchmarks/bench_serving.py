@@ -16,8 +16,17 @@ process:
 Prints wall-clock p50 / p99 and CPU-time p50 / p99 (of the calling thread) in milliseconds,
 and the HTTP overhead (HTTP p50 - C API p50).
 
+Load test (``--load``, issue 26; CI runs ``--load-only`` on a small explainer): ``--clients``
+concurrent clients (50) x ``--requests`` requests each (200), one kept-alive connection per
+client with every 10th request on a fresh connection (so accept() bursts too), against each
+server. Every answer is checked against :meth:`DualDAExplainer.topk` in this process.
+Prints resets / other connection errors, non-200 answers, wrong answers, wall p50 / p99 per
+request and the throughput, beside the in-process call's p50 / p99; exits 1 unless resets,
+errors and wrong answers are all 0.
+
     flock /tmp/bench.lock python benchmarks/bench_serving.py [--lib build/dev/libdatacredit.so]
-        [--server build/dev/datacredit_serve] [--reps 300]
+        [--server build/dev/datacredit_serve] [--reps 300] [--load | --load-only]
+        [--clients 50] [--requests 200]
 """
 
 from __future__ import annotations
@@ -137,23 +146,122 @@ def bench_batch(lib, h, ex, conns, rng, n: int, k: int, dim: int, reps: int) -> 
     return rows
 
 
+def load_test(
+    ex: DualDAExplainer, port: int, clients: int, requests: int, k: int, seed: int = 2
+) -> dict:
+    """``clients`` threads x ``requests`` POST /explain each; counts and latencies."""
+    rng = np.random.default_rng(seed)
+    queries = np.maximum(rng.normal(size=(64, 1, ex.dim)), 0).astype(np.float32)
+    bodies = [json.dumps({"features": q.tolist(), "k": k}).encode() for q in queries]
+    want = [ex.topk(q, k)[1].tolist() for q in queries]
+    lock = threading.Lock()
+    stats = {"resets": 0, "conn_errors": 0, "non_200": 0, "wrong": 0, "ok": 0}
+    lat: list[float] = []
+    start = threading.Barrier(clients)
+
+    def client(c: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine = []
+        start.wait()
+        for r in range(requests):
+            j = (c * requests + r) % len(bodies)
+            if r % 10 == 9:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/explain", bodies[j], {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                payload = resp.read()
+            except ConnectionResetError:
+                with lock:
+                    stats["resets"] += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                continue
+            except (OSError, http.client.HTTPException):
+                with lock:
+                    stats["conn_errors"] += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                continue
+            mine.append(time.perf_counter() - t0)
+            key = "ok"
+            if resp.status != 200:
+                key = "non_200"
+            elif json.loads(payload)["indices"] != want[j]:
+                key = "wrong"
+            with lock:
+                stats[key] += 1
+        conn.close()
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    a = np.asarray(lat) * 1e3
+    stats.update(
+        p50=float(np.percentile(a, 50)) if a.size else float("nan"),
+        p99=float(np.percentile(a, 99)) if a.size else float("nan"),
+        rps=len(lat) / wall,
+    )
+    q = queries[0]
+    stats["inproc_p50"], stats["inproc_p99"] = percentiles(lambda: ex.topk(q, k), 300)[:2]
+    return stats
+
+
+def run_load(ex: DualDAExplainer, conns: dict, clients: int, requests: int, k: int) -> bool:
+    """Print the load test of every server; ``True`` when all answered everything right."""
+    print(
+        f"load test: {clients} concurrent clients x {requests} requests (1 row, k={k}) per "
+        "server; every 10th request on a fresh connection"
+    )
+    print(
+        f"{'server':<12} {'resets':>6} {'errors':>6} {'non200':>6} {'wrong':>6} {'ok':>6} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'in-process p50':>15} {'p99':>8}"
+    )
+    good = True
+    for name, port in conns.items():
+        st = load_test(ex, port, clients, requests, k)
+        print(
+            f"{name:<12} {st['resets']:>6} {st['conn_errors']:>6} {st['non_200']:>6} "
+            f"{st['wrong']:>6} {st['ok']:>6} {st['p50']:8.3f} {st['p99']:8.3f} "
+            f"{st['rps']:8.0f} {st['inproc_p50']:15.3f} {st['inproc_p99']:8.3f}"
+        )
+        good &= st["ok"] == clients * requests
+    return good
+
+
 def main() -> None:
+    from _common import at_least
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lib", default="build/dev/libdatacredit.so")
     ap.add_argument("--server", default="build/dev/datacredit_serve")
-    ap.add_argument("--reps", type=int, default=300)
-    ap.add_argument("--n-sv", type=int, default=10_000)
-    ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--reps", type=at_least(1), default=300)
+    ap.add_argument("--n-sv", type=at_least(1), default=10_000)
+    ap.add_argument("--dim", type=at_least(1), default=512)
+    ap.add_argument("--k", type=at_least(1), default=10)
+    ap.add_argument("--load", action="store_true", help="also run the load test")
+    ap.add_argument("--load-only", action="store_true", help="only the load test")
+    ap.add_argument("--clients", type=at_least(1), default=50)
+    ap.add_argument("--requests", type=at_least(1), default=200)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     path = tmp / "explainer.safetensors"
     make_explainer(path, args.n_sv, 2 * args.n_sv, args.dim, 10)
     ex = DualDAExplainer(path, n_threads=1)
-    lib = ctypes.CDLL(str(Path(args.lib).resolve()))
-    assert lib.dc_set_num_threads(1) == 0
-    h = ctypes.c_void_p()
-    assert lib.dc_dualda_load(str(path).encode(), ctypes.byref(h)) == 0
+    lib = h = None
+    if not args.load_only:
+        lib = ctypes.CDLL(str(Path(args.lib).resolve()))
+        assert lib.dc_set_num_threads(1) == 0
+        h = ctypes.c_void_p()
+        assert lib.dc_dualda_load(str(path).encode(), ctypes.byref(h)) == 0
     rng = np.random.default_rng(1)
     k = args.k
     rows = []
@@ -169,15 +277,22 @@ def main() -> None:
         )
         port = int(proc.stdout.readline().rsplit(":", 1)[1])
         conns["HTTP C++"] = port
+    good = True
     try:
-        for n in (1, 64):
-            rows += bench_batch(lib, h, ex, conns, rng, n, k, args.dim, args.reps)
+        if not args.load_only:
+            for n in (1, 64):
+                rows += bench_batch(lib, h, ex, conns, rng, n, k, args.dim, args.reps)
+        if args.load or args.load_only:
+            good = run_load(ex, conns, args.clients, args.requests, k)
     finally:
-        lib.dc_dualda_free(h)
+        if lib is not None:
+            lib.dc_dualda_free(h)
         srv.shutdown()
         if proc is not None:
             proc.terminate()
             proc.wait()
+    if args.load_only:
+        raise SystemExit(0 if good else 1)
     print(
         f"explainer: {args.n_sv} support vectors x d={args.dim}, k={k}, one thread; "
         f"{path.stat().st_size / 2**20:.1f} MiB file"
@@ -192,6 +307,8 @@ def main() -> None:
     print(
         f"max RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
     )
+    if not good:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,8 @@ def _tables(cache: Path, kinds, seed: int = 0) -> dict[str, np.ndarray]:
             split = load_split(seed=seed)
             cnn = train_classifier(split.x_train, split.y_train, epochs=s.cnn_epochs, seed=seed)
             _, fid_game, is_game = surrogateshap_games(split, cnn, load_unet(), s)
-            atomic_save_npz(path, {"demo_fid": fid_game(Z), "demo_is": is_game(Z)})
+            # the demo's game is FID itself (a loss) now; the table stays −FID, as cached
+            atomic_save_npz(path, {"demo_fid": -fid_game(Z), "demo_is": is_game(Z)})
             print(f"tabulated the demo games in {time.perf_counter() - t0:.0f} s")
         with np.load(path) as f:
             out.update({k: f[k] for k in f.files})
@@ -131,9 +132,11 @@ def run(kind, budget, trial, methods, tables, paper_cv):
 
 
 def main():
+    from _common import at_least
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=5)
-    ap.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512])
+    ap.add_argument("--trials", type=at_least(1), default=5)
+    ap.add_argument("--budgets", type=at_least(4), nargs="+", default=[128, 256, 512])
     ap.add_argument("--games", nargs="+", default=list(SYNTHETIC + TABLED))
     ap.add_argument("--paper-cv", action="store_true")
     ap.add_argument("--cache", type=Path, default=Path(".bench-cache"))

@@ -23,13 +23,16 @@ from _common import best_time  # noqa: E402
 def main() -> None:
     import shap
     import xgboost as xgb
+    from _common import at_least
 
     from datacredit.kernels import from_xgboost, tree_shap_interventional
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=None, help="datacredit threads (None: all)")
-    ap.add_argument("--n-explain", type=int, default=1000)
-    ap.add_argument("--refs", type=int, nargs="+", default=[1, 10, 100])
+    ap.add_argument(
+        "--threads", type=at_least(1), default=None, help="datacredit threads (None: all)"
+    )
+    ap.add_argument("--n-explain", type=at_least(1), default=1000)
+    ap.add_argument("--refs", type=at_least(1), nargs="+", default=[1, 10, 100])
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)

@@ -41,7 +41,7 @@ def main() -> None:
     dd = DualDA(model, (x, y), layer="classifier", C=1e-3, progress=False).fit()
     print(
         f"DualDA C=1e-3: {dd.n_support} support vectors of {dd.n_train}, "
-        f"{dd.stats['n_iter']} epochs ({time.perf_counter() - t0:.2f} s)"
+        f"{dd.stats['n_iter']} solver passes ({time.perf_counter() - t0:.2f} s)"
     )
     vals, idx = dd.attribute(xt, top_k=5)
     pred = model(xt).argmax(1).numpy()

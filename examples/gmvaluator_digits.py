@@ -8,7 +8,7 @@ embedding).  GMValuator (PQ recall + exact l2 re-rank, k=30) values every traini
 Checks: identical-class ratio of the top-30 credited images (C1) and where the 100
 noisy images land in the value ranking (C3).
 
-    PYTHONPATH=python python examples/gmvaluator_digits.py
+    python examples/gmvaluator_digits.py   (with datacredit installed: pip install -e .)
 """
 
 from __future__ import annotations
@@ -79,9 +79,21 @@ def run(seed: int = 0, verbose: bool = True) -> dict:
         "noisy_in_bottom_10pct": float(np.mean(ranks > 0.9 * len(x_train))),
         "pq_final_recall@30": result.diagnostics["final_recall_at_k"],
     }
+    noisy_values = result.values[is_noisy]
+    # all noisy images at one value (typically 0: never matched) share one average rank, so
+    # the min and mean percentiles coincide; say so instead of printing two equal numbers
+    tied = bool(np.all(noisy_values == noisy_values[0]))
     if verbose:
         for key, val in out.items():
             print(f"{key:28s} {val:.4f}")
+        if tied:
+            print(
+                f"note: all {int(is_noisy.sum())} noisy images have the same value "
+                f"({noisy_values[0]:.3g}{', never matched' if noisy_values[0] == 0 else ''}); "
+                "ties get their block's average rank, so noisy_min_percentile equals "
+                "noisy_mean_percentile"
+            )
+    out["noisy_all_tied"] = tied
     return out
 
 

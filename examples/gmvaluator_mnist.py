@@ -32,7 +32,9 @@ be downloaded here, and LPIPS on an untrained backbone is not LPIPS.  The callab
 re-rank ``cnn_feature_distance`` is LPIPS's formula with uniform layer weights on the CNN
 trained here -- a perceptual distance, not LPIPS.
 
-    PYTHONPATH=python python examples/gmvaluator_mnist.py --work /tmp/gmv_mnist
+    python examples/gmvaluator_mnist.py --work /tmp/gmv_mnist
+
+(with datacredit installed: ``pip install -e '.[all]'``; each step shows a progress bar)
 
 The trained models and samples are cached in ``--work`` (safetensors / npz) so re-runs
 only evaluate.
@@ -105,9 +107,13 @@ def prepare(
     seed: int = 0,
     threads: int = 2,
     cnn_epochs: int = 8,
+    progress: bool = True,
 ) -> dict:
-    """Train (or load from ``work``) the CNN encoder and the UNet; generate the samples."""
+    """Train (or load from ``work``) the CNN encoder and the UNet; generate the samples.
+
+    ``progress``: a labelled bar per step (training the CNN, the UNet, generating)."""
     import torch
+    from tqdm.auto import tqdm
 
     from datacredit._io import atomic_save_npz
     from datacredit.demo.nets import NULL_CLASS, DigitsCNN, make_scheduler
@@ -132,7 +138,7 @@ def prepare(
         )
     else:
         t = time.perf_counter()
-        cnn = train_classifier(x, y, epochs=cnn_epochs, seed=seed, progress=False)
+        cnn = train_classifier(x, y, epochs=cnn_epochs, seed=seed, progress=progress)
         times["train_cnn_s"] = time.perf_counter() - t
         save_safetensors(cnn_path, {k: v.numpy() for k, v in cnn.state_dict().items()})
     cnn.eval()
@@ -144,7 +150,7 @@ def prepare(
         unet.eval()
     else:
         t = time.perf_counter()
-        unet = train_diffusion(x, y, seed=seed, progress=False, unet=unet, **settings)
+        unet = train_diffusion(x, y, seed=seed, progress=progress, unet=unet, **settings)
         times["train_diffusion_s"] = time.perf_counter() - t
         save_safetensors(
             unet_path, {k: v.contiguous().numpy() for k, v in unet.state_dict().items()}
@@ -163,7 +169,13 @@ def prepare(
             null_label=NULL_CLASS,
             batch_size=250,
         )
-        gen = np.concatenate([sampler(c, n_per_class, seed + c) for c in range(10)])
+        classes = tqdm(
+            range(10),
+            desc=f"generating {n_per_class} digits per class",
+            unit="class",
+            disable=not progress,
+        )
+        gen = np.concatenate([sampler(c, n_per_class, seed + c) for c in classes])
         gen_y = np.repeat(np.arange(10), n_per_class)
         times["generate_s"] = time.perf_counter() - t
         atomic_save_npz(gen_path, {"images": gen, "labels": gen_y})
@@ -228,8 +240,11 @@ def cnn_feature_distance(cnn):
     return dist
 
 
-def evaluate(state: dict) -> list[dict]:
-    """C1 (k=30), C2 per attribute, C3 for each index path x re-rank."""
+def evaluate(state: dict, progress: bool = True) -> list[dict]:
+    """C1 (k=30), C2 per attribute, C3 for each index path x re-rank (one JSON line each,
+    under a bar over the configurations)."""
+    from tqdm.auto import tqdm
+
     from datacredit import GMValuator
     from datacredit.metrics import identical_class_ratio
 
@@ -251,7 +266,8 @@ def evaluate(state: dict) -> list[dict]:
         )
     configs.append(("GMValuator.paper(rerank='pixel_l2', quality=None)", "paper"))
     rows = []
-    for name, kw in configs:
+    bar = tqdm(configs, desc="GMValuator configurations", unit="config", disable=not progress)
+    for name, kw in bar:
         t0 = time.perf_counter()
         if kw == "paper":
             gmv = GMValuator.paper(encoder=encoder, rerank="pixel_l2", quality=None, k=K)
@@ -283,7 +299,7 @@ def evaluate(state: dict) -> list[dict]:
             "seconds": elapsed,
         }
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        tqdm.write(json.dumps(row))  # above the bar, never into it
     return rows
 
 

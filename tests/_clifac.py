@@ -42,7 +42,7 @@ def generator():
 def utility():
     from datacredit.surrogateshap.utilities import MeanScore
 
-    return MeanScore(lambda x: x[:, 0])
+    return MeanScore(lambda x: x[:, 0], higher_is_better=True)
 
 
 def not_callable():

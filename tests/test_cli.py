@@ -164,7 +164,8 @@ def test_gmvaluator_cli_rerank_and_group_agg(tmp_path, monkeypatch, rerank, agg)
     direct = {"none": None, "tests.test_cli:l1_rerank": l1_rerank()}.get(rerank, rerank)
     val = GMValuator(encoder="pixels", k=3, recall=12, index="exact", rerank=direct)
     val = val.fit(train_images()).value(generated_images())
-    keys, ref = val.by_group(groups60(), agg=agg)
+    by_group = val.group_values(groups60(), agg=agg)
+    keys, ref = list(by_group), list(by_group.values())
     assert res["group_agg"] == agg
     np.testing.assert_allclose([res["values_by_group"][str(k)] for k in keys], ref, rtol=1e-12)
 
@@ -213,7 +214,7 @@ def label_generator():
 def mean_first_feature():
     from datacredit.surrogateshap.utilities import MeanScore
 
-    return MeanScore(lambda x: x[:, 0])
+    return MeanScore(lambda x: x[:, 0], higher_is_better=True)
 
 
 def test_dualda_config_run(tmp_path, monkeypatch):
@@ -260,9 +261,12 @@ def test_dualda_cli_top_k_above_n_is_a_data_error(tmp_path, monkeypatch, capsys)
     )
     cfg.write_text(text + "top_k = 61\n")
     assert main(["dualda", "--config", str(cfg)]) == 1
-    err = capsys.readouterr().err.rsplit("\r", 1)[-1]  # after the progress bar's last frame
-    assert err.startswith("datacredit dualda: error: top_k: must be an integer in [1, N = 60]")
-    assert "got int 61" in err and err.count("\n") == 1
+    # the progress bar ends its own line; the error is the one line after it
+    err = capsys.readouterr().err.rsplit("\r", 1)[-1].split("\n")[-2:]
+    assert err[1] == "" and err[0].startswith(
+        "datacredit dualda: error: top_k: must be an integer in [1, N = 60]"
+    )
+    assert "got int 61" in err[0]
     assert not (tmp_path / "dd").exists()
     cfg.write_text(text + "top_k = 0\n")
     assert main(["dualda", "--config", str(cfg)]) == 2

@@ -104,8 +104,8 @@ def test_gmvaluator_on_ray_equals_serial(tmp_path):
 def test_surrogateshap_stages_on_ray_equal_serial(tmp_path):
     from test_distributed_stages import _gen, _square
 
-    from datacredit import utilities as U
     from datacredit.surrogateshap import ProxyGame, SampleBank
+    from datacredit.surrogateshap import utilities as U
 
     ex = RayExecutor()
     ref = SampleBank.generate(_gen, [0, 1, 2], 10, seed=3, batch_size=4, progress=False)

@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from datacredit import utilities as U
 from datacredit.dualda import stages as dualda_stages
 from datacredit.store import ShardStore
 from datacredit.surrogateshap import ProxyGame, SampleBank
+from datacredit.surrogateshap import utilities as U
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

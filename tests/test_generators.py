@@ -55,7 +55,7 @@ def test_class_conditional_generator():
     )
     assert not np.allclose(g(1, 2, seed=5), a, atol=1e-4)
     bank = SampleBank.generate(gen, [0, 1], 3, seed=0, batch_size=2, progress=False)
-    assert bank.samples(0).shape == (3, 3, 8, 8)
+    assert bank.samples_for(0).shape == (3, 3, 8, 8)
     with pytest.raises(ValueError, match="null_label"):
         DiffusersClassConditional(unet, sched, guidance_scale=2.0)
     with pytest.raises(ValueError, match="outside"):
@@ -116,7 +116,7 @@ def test_text_to_image_generator():
         pipe, prompts, num_inference_steps=2, guidance_scale=1.0, batch_size=2
     )
     bank = SampleBank.generate(gen, ["gogh", "monet"], 3, seed=0, progress=False)
-    a, b = bank.samples("gogh"), bank.samples("monet")
+    a, b = bank.samples_for("gogh"), bank.samples_for("monet")
     assert a.shape == (3, 8, 8, 3) and 0 <= a.min() and a.max() <= 1
     assert not np.allclose(a, b)
     np.testing.assert_array_equal(gen("gogh", 3, 7), gen("gogh", 3, 7))

@@ -146,18 +146,24 @@ def test_by_group_to_frame_save_load(rng, tmp_path):
     train, gen = _data(rng)
     res = GMValuator(k=5, recall=20, index="exact").fit(train).value(gen)
     groups = np.arange(len(train)) % 7
-    labels, s = res.by_group(groups, "sum")
-    _, mean = res.by_group(groups, "mean")
-    _, mx = res.by_group(groups, "max")
-    for g in labels:
+    s = res.group_values(groups, "sum")
+    mean = res.group_values(groups, "mean")
+    mx = res.group_values(groups, "max")
+    assert list(s) == list(range(7)) and all(type(g) is int for g in s)  # a plain mapping
+    for g in s:
         member = res.values[groups == g]
         assert s[g] == pytest.approx(member.sum())
         assert mean[g] == pytest.approx(member.mean())
         assert mx[g] == member.max()
     with pytest.raises(ValueError, match="agg"):
-        res.by_group(groups, "median")
+        res.group_values(groups, "median")
     with pytest.raises(ValueError, match="groups"):
-        res.by_group(groups[:-1])
+        res.group_values(groups[:-1])
+    # one release of the old tuple form, with a warning naming the new method
+    with pytest.warns(DeprecationWarning, match="group_values"):
+        labels, sums = res.by_group(groups, "sum")
+    np.testing.assert_array_equal(labels, np.arange(7))
+    np.testing.assert_array_equal(sums, list(s.values()))
     frame = res.to_frame()
     assert (
         frame["rank"].min() == 1

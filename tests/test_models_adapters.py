@@ -50,7 +50,13 @@ def test_torch_module_encoder_restores_mode(rng):
     assert net.training  # mode restored
     net.eval()
     with torch.no_grad():
-        np.testing.assert_allclose(out, net(x).numpy(), rtol=1e-6)
+        ref = net(x).numpy()
+        lin = net[1]
+        # float32 GEMMs blocked differently (batches of 4 vs 9): rounding bounded by
+        # d * eps * (|x| @ |W|^T + |b|) per element, not by the element's own size.
+        scale = x.flatten(1).abs() @ lin.weight.abs().T + lin.bias.abs()
+    bound = 12 * np.finfo(np.float32).eps * scale.numpy()
+    assert np.all(np.abs(out - ref) <= bound), np.max(np.abs(out - ref) / bound)
 
 
 @pytest.fixture

@@ -31,3 +31,29 @@ def test_unknown_attribute_and_dir():
     else:
         raise AssertionError("no AttributeError")
     assert {"metrics", "utilities", "DualDA"} <= set(dir(datacredit))
+
+
+def test_moved_modules_keep_their_old_paths_for_one_release():
+    """`datacredit.utilities` moved into `datacredit.surrogateshap.utilities`: the old path
+    still gives the same classes, with a DeprecationWarning naming the new home."""
+    code = """
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import datacredit.utilities as old
+import datacredit.surrogateshap.utilities as new
+assert old.FID is new.FID and old.InceptionScore is new.InceptionScore
+assert set(old.__all__) == set(new.__all__)
+msgs = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+assert any("datacredit.surrogateshap.utilities" in m for m in msgs), msgs
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stores_naming_the_old_embed_worker_still_run():
+    from datacredit.config import load_object
+    from datacredit.distributed.shard_cli import MOVED_WORKERS
+
+    for old, new in MOVED_WORKERS.items():
+        assert old.startswith("datacredit.distributed.")
+        assert callable(load_object(new, "worker"))

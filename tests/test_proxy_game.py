@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import linalg, stats
 
-from datacredit import utilities as U
 from datacredit.surrogateshap import ProxyGame, SampleBank
+from datacredit.surrogateshap import utilities as U
 
 
 class _Interrupted(Exception):
@@ -30,7 +30,7 @@ def _direct_fid(X, W, R):
 
 
 def _stack(bank, pi):
-    xs = [np.asarray(bank.samples(lab), dtype=np.float64) for lab in bank.labels]
+    xs = [np.asarray(bank.samples_for(lab), dtype=np.float64) for lab in bank.labels]
     X = np.concatenate(xs)
     W = np.concatenate([np.full(len(x), p / len(x)) for x, p in zip(xs, pi)])
     return X, W
@@ -38,7 +38,7 @@ def _stack(bank, pi):
 
 def test_bank_memory_disk_resume(tmp_path):
     mem = SampleBank.generate(_gen, [0, 1, 2], 10, seed=3, batch_size=4, progress=False)
-    assert mem.labels == [0, 1, 2] and mem.samples(1).shape == (10, 3)
+    assert mem.labels == [0, 1, 2] and mem.samples_for(1).shape == (10, 3)
     calls = []
     state = {"armed": True}
 
@@ -59,15 +59,15 @@ def test_bank_memory_disk_resume(tmp_path):
     # chunk to check that the generator is the one that made the stored chunks
     assert len(calls) == 6
     for lab in [0, 1, 2]:
-        np.testing.assert_array_equal(disk.samples(lab), mem.samples(lab))
+        np.testing.assert_array_equal(disk.samples_for(lab), mem.samples_for(lab))
     back = SampleBank.load(tmp_path / "b")
-    np.testing.assert_array_equal(back.samples(2), mem.samples(2))
+    np.testing.assert_array_equal(back.samples_for(2), mem.samples_for(2))
     with pytest.raises(ValueError, match="different bank"):
         SampleBank.generate(_gen, [0, 1], 10, seed=3, path=tmp_path / "b", batch_size=4)
     with pytest.raises(ValueError, match="samples along the first axis"):
         SampleBank.generate(lambda lab, n, s: np.zeros((n + 1, 2)), [0], 3, progress=False)
     with pytest.raises(KeyError, match="not in the sample bank"):
-        mem.samples(7)
+        mem.samples_for(7)
 
 
 @pytest.mark.parametrize("d,n", [(3, 40), (12, 2)])  # covariance path and Gram path (N < d)
@@ -124,7 +124,7 @@ def test_inception_score_mean_score_diversity(rng):
     assert ms.evaluate(pi)[0] == pytest.approx(W @ (X[:, 0] * 2), rel=1e-12)
     pair = lambda a, b: np.abs(a[:, None, 0] - b[None, :, 0])  # noqa: E731
     div = U.PairwiseDiversity(pair).prepare(bank)
-    xs = [bank.samples(lab) for lab in bank.labels]
+    xs = [bank.samples_for(lab) for lab in bank.labels]
     expect = 0.0
     for i in range(4):
         for j in range(4):
@@ -167,7 +167,7 @@ def test_resampling_and_probe_correlation(rng):
 
 def test_proxy_game_errors(rng):
     bank = SampleBank({0: rng.normal(size=(5, 2)), 1: rng.normal(size=(5, 2))})
-    ms = U.MeanScore(lambda x: x[:, 0])
+    ms = U.MeanScore(lambda x: x[:, 0], higher_is_better=True)
     with pytest.raises(ValueError, match="missing from the sample bank"):
         ProxyGame(bank, {"a": [0, 5]}, ms, label_weights="uniform")
     with pytest.raises(ValueError, match="no labels"):
@@ -182,7 +182,7 @@ def test_proxy_game_errors(rng):
         g(np.zeros((1, 2), bool))
     g2 = ProxyGame(bank, {"a": 0, "b": [0, 1]}, ms, empty_value=-1.0, label_weights="uniform")
     out = g2(np.array([[0, 0], [1, 0], [1, 1], [0, 1]], bool))
-    m0, m1 = bank.samples(0)[:, 0].mean(), bank.samples(1)[:, 0].mean()
+    m0, m1 = bank.samples_for(0)[:, 0].mean(), bank.samples_for(1)[:, 0].mean()
     np.testing.assert_allclose(out, [-1.0, m0, (m0 + m1) / 2, (m0 + m1) / 2])
     with pytest.raises(ValueError, match="shape"):
         g2(np.zeros((1, 3), bool))
@@ -191,12 +191,14 @@ def test_proxy_game_errors(rng):
 def test_bank_map_subset_and_features_bank(rng):
     bank = SampleBank({"a": rng.normal(size=(6, 2, 2)), "b": rng.normal(size=(4, 2, 2))})
     fb = bank.map(lambda x: x.reshape(len(x), -1).sum(1, keepdims=True), batch_size=4)
-    np.testing.assert_allclose(fb.samples("b")[:, 0], bank.samples("b").reshape(4, -1).sum(1))
+    np.testing.assert_allclose(
+        fb.samples_for("b")[:, 0], bank.samples_for("b").reshape(4, -1).sum(1)
+    )
     assert fb.labels == ["a", "b"] and bank.subset(["b"]).labels == ["b"]
     # a feature bank feeds the utilities directly (features=None)
-    ms = U.MeanScore().prepare(fb)
+    ms = U.MeanScore(higher_is_better=True).prepare(fb)
     assert ms.evaluate([0.5, 0.5])[0] == pytest.approx(
-        0.5 * fb.samples("a").mean() + 0.5 * fb.samples("b").mean()
+        0.5 * fb.samples_for("a").mean() + 0.5 * fb.samples_for("b").mean()
     )
     with pytest.raises(TypeError, match="int or str"):
         SampleBank({1.5: np.zeros((2, 1))})
@@ -285,7 +287,7 @@ def test_fid_bias_correction_recovers_analytic_shapley_values():
 def test_label_weights_huge_and_from_training_labels(rng):
     """label_weights=1e308 overflowed to inf and evaluated every coalition as empty."""
     data = {0: rng.normal(size=(5, 2)), 1: rng.normal(size=(5, 2)) + 3}
-    ms = U.MeanScore(lambda x: x[:, 0])
+    ms = U.MeanScore(lambda x: x[:, 0], higher_is_better=True)
     Z = np.array([[1, 0], [1, 1]], bool)
     ref = ProxyGame(SampleBank(data), {"a": 0, "b": 1}, ms, label_weights=[1.0, 3.0])(Z)
     huge = ProxyGame(SampleBank(data), {"a": 0, "b": 1}, ms, label_weights=[1e308 / 3, 1e308])
@@ -316,7 +318,7 @@ def test_r16_resume_refuses_another_generator_or_transform(tmp_path):
         )
     # the same generator resumes (reuses the stored bank)
     b = SampleBank.generate(lambda lab, n, s: np.zeros((n, 2)), [0, 1], 10, path=d, progress=False)
-    assert np.asarray(b.samples(1)).mean() == 0.0
+    assert np.asarray(b.samples_for(1)).mean() == 0.0
     # an explicit fingerprint replaces the first-chunk check and must match
     e = tmp_path / "fp"
     SampleBank.generate(_gen, [0], 4, path=e, progress=False, fingerprint="model-v1")
@@ -334,7 +336,7 @@ def test_sufficiency_diagnostic_warns_for_a_small_bank():
         return SampleBank({lab: rng.normal(size=(n, 1)) * 3 + shift[lab] for lab in range(4)})
 
     def game(b):
-        ms = U.MeanScore()
+        ms = U.MeanScore(higher_is_better=True)
         return ProxyGame(b, {f"p{lab}": lab for lab in range(4)}, ms, label_weights="uniform")
 
     small = game(bank(8))
@@ -342,7 +344,7 @@ def test_sufficiency_diagnostic_warns_for_a_small_bank():
         rep = small.sufficiency()
     assert not rep.sufficient and rep.half_values.shape == (2, 4)
     # the halves' means, recomputed directly
-    x0 = np.asarray(small.bank.samples(0))[:, 0]
+    x0 = np.asarray(small.bank.samples_for(0))[:, 0]
     assert rep.singleton_values[0] == pytest.approx(x0.mean())
     assert np.mean(rep.half_values[:, 0]) == pytest.approx(x0.mean())
     big = game(bank(20000))
@@ -418,7 +420,9 @@ def test_label_seeing_score_paired_to_reference(rng):
     def l2(a, b):
         return np.sqrt(((np.asarray(a) - np.asarray(b)) ** 2).reshape(len(a), -1).sum(1))
 
-    ms = U.MeanScore(PairedToReference(l2, refs), sees_label=True, batch_size=4)
+    ms = U.MeanScore(
+        PairedToReference(l2, refs), sees_label=True, batch_size=4, higher_is_better=False
+    )
     game = ProxyGame(SampleBank(data), {"A": "p", "B": "q"}, ms, label_weights=[1.0, 3.0])
     direct = {k: l2(v, np.broadcast_to(refs[k], v.shape)).mean() for k, v in data.items()}
     got = game(np.array([[1, 0], [1, 1]], bool))

@@ -40,6 +40,7 @@ SS_BASE = {
     "contributors": {"a": [1], "b": [2]},
     "utility": "a:b",
     "label_weights": "uniform",
+    "empty_value": 0.0,  # required: SurrogateSHAP evaluates v(∅)
 }
 
 # (method, key, a value that must be refused); every key of every schema appears.
@@ -92,6 +93,8 @@ BAD_VALUES = [
     ("surrogateshap", "budget", 2),
     ("surrogateshap", "budget", True),
     ("surrogateshap", "cv", "yes"),
+    ("surrogateshap", "higher_is_better", 1),
+    ("surrogateshap", "higher_is_better", "false"),
     ("surrogateshap", "seed", -5),
     ("surrogateshap", "out", ""),
 ]
@@ -211,7 +214,7 @@ def test_cli_budget_below_players_from_a_factory_exits_1(tmp_path, capsys, monke
     cfg = tmp_path / "ss.yaml"
     cfg.write_text(
         "generator: _clifac:generator\ncontributors: _clifac:contributors\n"
-        "utility: _clifac:utility\nbudget: 4\nlabel_weights: uniform\n"
+        "utility: _clifac:utility\nbudget: 4\nlabel_weights: uniform\nempty_value: 0.0\n"
     )
     assert main(["surrogateshap", "--config", str(cfg)]) == 1
     err = capsys.readouterr().err

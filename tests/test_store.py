@@ -121,7 +121,7 @@ def test_corruption_and_bad_input(tmp_path):
     with pytest.raises(ValueError, match="checksum mismatch"):
         ShardStore(tmp_path / "s").verify()
     f.write_bytes(bytes(raw[:20]))
-    with pytest.raises(ValueError, match="not a valid safetensors"):
+    with pytest.raises(ValueError, match="checksum mismatch.*recomputes this shard"):
         ShardStore(tmp_path / "s").shard(1)
     with pytest.raises(ValueError, match="out of range"):
         store.shard(3)

@@ -209,6 +209,24 @@ void check_pq(const std::string& dir, const st::File& expected) {
     CHECK(dc_pq_index_load_buffer(qbytes.data(), qbytes.size(), cbytes.data(), len, &h) ==
           DC_ERR_FORMAT);
   }
+  // The metadata's n is checked against the blocks in the file before anything is sized by
+  // it (edits of the same number of digits keep every offset; n up to 10^18 - 1:
+  // tests/test_c_api_untrusted_lengths.py).
+  const std::string text(cbytes.begin(), cbytes.end());
+  const std::string key = "\"n\":\"";
+  const size_t at = text.find(key);
+  REQUIRE(at != std::string::npos);
+  const size_t begin = at + key.size(), end = text.find('"', begin);
+  const std::string n0 = text.substr(begin, end - begin);
+  // All nines: more codes than the file's blocks hold (the fixture: 300 codes, 12 blocks).
+  {
+    const std::string edited =
+        text.substr(0, begin) + std::string(n0.size(), '9') + text.substr(end);
+    CHECK(dc_pq_index_load_buffer(qbytes.data(), qbytes.size(), edited.data(), edited.size(), &h) ==
+              DC_ERR_FORMAT &&
+          h == nullptr);
+    CHECK(std::string(dc_last_error()).find("blocks of 32") != std::string::npos);
+  }
 }
 
 }  // namespace

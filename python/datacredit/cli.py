@@ -29,6 +29,7 @@ from datacredit.config import (
     REQUIRED,
     ConfigError,
     Option,
+    config_dir_on_path,
     describe,
     integer,
     load_object,
@@ -221,7 +222,15 @@ SURROGATESHAP_SCHEMA = {
         "training count per label (paper eq. 4), or 'uniform'",
         _label_weights_spec,
     ),
-    "empty_value": Option((int, float), None, "utility of the empty coalition", number()),
+    "empty_value": Option(
+        (int, float), REQUIRED, "utility v(∅) of the empty coalition (untrained model)", number()
+    ),
+    "higher_is_better": Option(
+        bool,
+        None,
+        "the utility's direction: true if larger = better model, false for a loss such as "
+        "FID (needed when the utility declares none)",
+    ),
     "budget": Option(int, 512, "coalitions evaluated (>= 4 and >= n_players + 2)", integer(4)),
     "cv": Option(bool, True, "choose the surrogate's hyperparameters by 5-fold CV"),
     "seed": Option(int, 0, "seed of generation and coalition sampling (0 .. 2**32-1)", _SEED),
@@ -246,13 +255,109 @@ def _load_data(spec: str, key: str) -> Any:
     return data
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _describe_batch(batch: Any) -> str:
+    """``"float64 array (2, 5)"``, ``"dict of input_ids (2, 8), ..."`` — for one-line errors."""
+    if isinstance(batch, dict):
+        return "dict of " + ", ".join(f"{k} {_describe_batch(v)}" for k, v in batch.items())
+    shape = getattr(batch, "shape", None)
+    if shape is None:
+        return type(batch).__name__
+    dtype = str(getattr(batch, "dtype", "")).replace("torch.", "")
+    kind = "tensor" if type(batch).__module__.startswith("torch") else "array"
+    return f"{dtype} {kind} {tuple(shape)}"
+
+
+def _probe_dualda(dd: Any, data: Any, key: str) -> tuple[str, int]:
+    """Run the model on the first two samples of ``data`` (before any fit): the inputs'
+    description and the feature width at ``layer``; a one-line ``ValueError`` naming ``key``
+    when the data cannot be read or the model fails on them."""
+    from datacredit.models.features import batch_to, eval_mode, iterate_batches, slice_batch
+
+    try:
+        if isinstance(data, dict):  # one dict batch of keyword inputs, as attribute() takes
+            inputs = slice_batch(data, 0, 2)
+        else:
+            inputs, _ = next(iterate_batches(data, 2, with_labels=False))
+    except StopIteration:
+        raise ValueError(f"{key}: the factory returned no samples") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{key}: {_first_line(exc)}") from None
+    described = _describe_batch(inputs)
+    try:
+        with eval_mode(dd.model):
+            feats, _ = dd.extractor(batch_to(inputs, dd.device))
+    except Exception as exc:  # whatever the model raises: shapes, dtypes, devices
+        raise ValueError(
+            f"{key}: the model fails on its first samples ({described}): {_first_line(exc)}"
+        ) from None
+    return described, int(feats.shape[1])
+
+
+def _check_dualda_data(dd: Any, train: Any, test: Any) -> None:
+    """Train and test data both fit the model, with features of one width (before the fit)."""
+    train_desc, d_train = _probe_dualda(dd, train, "train_data")
+    test_desc, d_test = _probe_dualda(dd, test, "test_data")
+    if d_train != d_test:
+        raise ValueError(
+            f"test_data: its features at layer {dd.extractor.layer!r} have {d_test} dimensions, "
+            f"the training data's {d_train} (test {test_desc}, train {train_desc})"
+        )
+
+
+_PIXEL_RERANKS = ("pixel_l2", "lpips", "dreamsim")
+
+
+def _check_gmvaluator_data(gmv: Any, train: Any, generated: Any, rerank: Any) -> None:
+    """Encode the first two training and generated samples (before the fit): the encoder
+    takes both and gives embeddings of one width; pixel-space re-ranks need one image shape."""
+    from datacredit.models._data import data_len, take
+
+    widths = {}
+    for key, data in (("train_data", train), ("generated", generated)):
+        n = data_len(data, key)
+        if n == 0:
+            raise ValueError(f"{key}: the factory returned no samples")
+        first = take(data, np.arange(min(2, n)))
+        try:
+            widths[key] = gmv.encoder.encode(first).shape[1]
+        except Exception as exc:  # whatever the encoder raises: shapes, dtypes, channels
+            raise ValueError(
+                f"{key}: the encoder {gmv.encoder!r} fails on its first samples "
+                f"({_describe_batch(first)}): {_first_line(exc)}"
+            ) from None
+        widths[key + " shape"] = tuple(getattr(first, "shape", ())[1:])
+    if widths["train_data"] != widths["generated"]:
+        raise ValueError(
+            f"generated: its embeddings have {widths['generated']} dimensions, the training "
+            f"samples' {widths['train_data']} (sample shapes {widths['generated shape']} and "
+            f"{widths['train_data shape']})"
+        )
+    if (
+        rerank in _PIXEL_RERANKS
+        and widths["train_data shape"]
+        and widths["generated shape"] != widths["train_data shape"]
+    ):
+        raise ValueError(
+            f"generated: rerank {rerank!r} compares images, and the generated samples have "
+            f"shape {widths['generated shape']}, the training samples "
+            f"{widths['train_data shape']}"
+        )
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=2, default=to_jsonable))
 
 
 def _load_config(path: str, schema: dict[str, Option], method: str) -> dict[str, Any]:
-    return validate(read_config(path), schema, str(path), _RULES.get(method, ()))
+    cfg = validate(read_config(path), schema, str(path), _RULES.get(method, ()))
+    config_dir_on_path(path)  # factories in a module next to the config import as named
+    return cfg
 
 
 # ----------------------------------------------------------------------------- runners
@@ -281,6 +386,7 @@ def run_dualda(cfg: dict[str, Any]) -> Path:
         # Every argument comes from the config and no data was read yet: the model factory
         # returned no torch module, or `layer` names none of its submodules.
         raise ConfigError(str(exc)) from exc
+    _check_dualda_data(dd, train, test)  # one-line errors before the fit, not after it
     dd.fit()
     if cfg["top_k"] > dd.n_train:
         # Valid in the file, wrong only for the data loaded (N): exit 1, as GMValuator's k > N.
@@ -304,6 +410,8 @@ def run_dualda(cfg: dict[str, Any]) -> Path:
             "top_k": cfg["top_k"],
             "top_indices": idx,
             "top_values": vals,
+            # high self-influence = suspicious (likely mislabeled or atypical): check first
+            "self_influence_direction": "higher = more suspicious",
             "most_self_influential": np.argsort(-si, kind="stable")[:20],
         },
     )
@@ -346,13 +454,16 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
         batch_size=cfg["batch_size"],
         progress=True,
     )
-    gmv.fit(_load_data(cfg["train_data"], "train_data"))
+    train = _load_data(cfg["train_data"], "train_data")
+    generated = _load_data(cfg["generated"], "generated")
+    _check_gmvaluator_data(gmv, train, generated, rerank)  # before the fit, not after it
+    gmv.fit(train)
     q = (
         load_object(cfg["quality_scores"], "quality_scores", call=True)
         if cfg["quality_scores"]
         else None
     )
-    val = gmv.value(_load_data(cfg["generated"], "generated"), quality_scores=q)
+    val = gmv.value(generated, quality_scores=q)
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     val.save(out / "valuation.npz")
@@ -362,12 +473,13 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
         "total": float(val.values.sum()),
     }
     if cfg["groups"]:
-        keys, vals = val.by_group(
+        by_group = val.group_values(
             load_object(cfg["groups"], "groups", call=True), agg=cfg["group_agg"]
         )
         result["group_agg"] = cfg["group_agg"]
-        result["values_by_group"] = {str(k): float(v) for k, v in zip(keys, vals)}
-    result["top_training_samples"] = np.argsort(-val.values, kind="stable")[:20]
+        result["values_by_group"] = {str(k): v for k, v in by_group.items()}
+    result["direction"] = "higher value = contributed more to the generated samples"
+    result["top_training_samples"] = val.ranking()[:20]
     _write_json(out / "results.json", result)
     return out
 
@@ -375,6 +487,8 @@ def run_gmvaluator(cfg: dict[str, Any]) -> Path:
 def run_surrogateshap(cfg: dict[str, Any]) -> Path:
     """SurrogateSHAP from a validated config; writes results.json and shapley.json/npz."""
     from datacredit import SurrogateSHAP
+    from datacredit.direction import resolve_direction
+    from datacredit.shapley import ProgressGame
     from datacredit.surrogateshap import ProxyGame, SampleBank
 
     generator = load_object(cfg["generator"], "generator", call=True)
@@ -398,12 +512,6 @@ def run_surrogateshap(cfg: dict[str, Any]) -> Path:
                 f"({len(contributors)} players from the contributors factory), "
                 f"got {cfg['budget']}"
             )
-    if cfg["empty_value"] is None:
-        # SurrogateSHAP always evaluates the empty coalition, which has no samples to score.
-        raise ConfigError(
-            "empty_value: must be set to v(∅), the utility of the empty coalition (e.g. the "
-            "utility of an untrained model): SurrogateSHAP evaluates it"
-        )
     utility = load_object(cfg["utility"], "utility", call=True)
     if not (
         callable(getattr(utility, "prepare", None)) and callable(getattr(utility, "evaluate", None))
@@ -412,6 +520,10 @@ def run_surrogateshap(cfg: dict[str, Any]) -> Path:
             f"key 'utility': the factory '{cfg['utility']}' must return a datacredit.surrogateshap.utilities "
             f"object (with prepare(bank) and evaluate(weights)), got {type(utility).__name__}"
         )
+    try:  # before the bank is generated: ranking the contributors needs the direction
+        resolve_direction(cfg["higher_is_better"], utility, f"the utility '{cfg['utility']}'")
+    except ValueError as exc:
+        raise ConfigError(f"higher_is_better: {exc}") from exc
     labels = _contributor_labels(contributors)
     bank = SampleBank.generate(
         generator, labels, cfg["n_per_label"], seed=cfg["seed"], path=cfg["bank_path"]
@@ -422,21 +534,30 @@ def run_surrogateshap(cfg: dict[str, Any]) -> Path:
         utility,
         label_weights=cfg["label_weights"],
         empty_value=cfg["empty_value"],
+        higher_is_better=cfg["higher_is_better"],
     )
-    sv = SurrogateSHAP(budget=cfg["budget"], cv=cfg["cv"], seed=cfg["seed"]).explain(game)
+    n = game.n_players
+    counted = ProgressGame(
+        game,
+        total=min(cfg["budget"], 2**n) if n < 62 else cfg["budget"],
+        desc="SurrogateSHAP: utilities of the coalitions",
+    )
+    # ~50 game calls, so that the bar moves (the utilities do not depend on the batching)
+    batch = max(1, cfg["budget"] // 50)
+    try:
+        sv = SurrogateSHAP(
+            budget=cfg["budget"], cv=cfg["cv"], seed=cfg["seed"], batch_size=batch
+        ).explain(counted)
+    finally:
+        counted.close()
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     sv.save(out / "shapley.json")
     _write_json(
         out / "results.json",
-        {
-            "method": "surrogateshap",
-            "players": [str(p) for p in sv.players],
-            "values": sv.values,
-            "v_empty": float(sv.v_empty),
-            "v_full": float(sv.v_full),
-            "efficiency_gap": float(sv.efficiency_gap),
-        },
+        # values in the utility's units; improvement and ranking (most helpful first)
+        # oriented by higher_is_better, as ShapleyValues.to_frame and shapley.json
+        {"method": "surrogateshap", **sv.summary()},
     )
     return out
 
@@ -468,12 +589,12 @@ def _run_demo(args: argparse.Namespace) -> Path:
 
 def _print_summary(results: dict[str, Any], seconds: float, out: Path) -> None:
     ss, gm, dd = results["surrogateshap"], results["gmvaluator"], results["dualda"]
-    best = int(np.argmax(ss["values"]))
+    best = ss["players"].index(ss["ranking"][0])  # most helpful first, by the direction
     rows = [
         ("CNN test accuracy", f"{results['models']['cnn_test_accuracy']:.3f}"),
         (
-            "SurrogateSHAP top contributor (-FID)",
-            f"{ss['players'][best]} ({ss['values'][best]:+.3f})",
+            "SurrogateSHAP most helpful contributor (its share of the FID drop)",
+            f"{ss['players'][best]} ({ss['improvement'][best]:+.3f})",
         ),
         ("SurrogateSHAP efficiency gap", f"{ss['efficiency_gap']:.2e}"),
         ("GMValuator identical-class ratio", f"{gm['identical_class_ratio']:.3f}"),
@@ -502,10 +623,14 @@ def _seed_arg(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``datacredit`` argument parser: ``--version``, demo, the three methods, serve, shard."""
     parser = argparse.ArgumentParser(
         prog="datacredit",
         description="Which training data, and which data contributors, a model's behaviour comes from.",
     )
+    from datacredit import __version__
+
+    parser.add_argument("--version", action="version", version=f"datacredit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",

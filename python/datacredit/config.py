@@ -236,12 +236,25 @@ def load_object(spec: str, key: str, *, call: bool = False) -> Any:
     return obj
 
 
+def config_dir_on_path(path: str | Path) -> str:
+    """Put the directory of the config file ``path`` first on ``sys.path`` (once), so that
+    ``"mymod:fn"`` finds ``mymod.py`` next to the config, as it would next to a script.
+    Returns the directory."""
+    import sys
+
+    directory = str(Path(path).resolve().parent)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    return directory
+
+
 def describe(schema: dict[str, Option]) -> str:
-    """Help text listing every key of a schema."""
+    """Help text listing every key of a schema; keys without a default are "(required)"."""
     lines = []
+    width = max((len(key) for key in schema), default=0)
     for key, opt in schema.items():
         default = "required" if opt.default is REQUIRED else f"default: {opt.default!r}"
-        lines.append(f"  {key:<14} {opt.help} ({default})")
+        lines.append(f"  {key:<{width}} {opt.help} ({default})")
     return "\n".join(lines)
 
 

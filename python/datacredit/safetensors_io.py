@@ -99,6 +99,23 @@ def save_safetensors(
                 f.write(arrays[name].reshape(-1).view(np.uint8).data)
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+# Dimensions and byte offsets are int64 in the format (and in the C reader).
+_INT64_MAX = (1 << 63) - 1
+
+
 def _parse_header(path: Path, f) -> tuple[dict, int, int]:
     size = os.fstat(f.fileno()).st_size
     bad = f"{path}: not a valid safetensors file"
@@ -108,9 +125,15 @@ def _parse_header(path: Path, f) -> tuple[dict, int, int]:
     if hlen > min(_MAX_HEADER, size - 8):
         raise ValueError(f"{bad}: header length {hlen} exceeds the file ({size} bytes)")
     try:
-        header = json.loads(f.read(hlen).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{bad}: header is not JSON ({e})") from None
+        header = json.loads(f.read(hlen).decode("utf-8"), object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        # As the C reader (cpp/src/safetensors_reader.cpp): one file must mean the same
+        # tensors to every consumer, so a repeated name is an error, not "the last wins".
+        raise ValueError(f"{bad}: entry {e.args[0]!r} appears twice") from None
+    except RecursionError:
+        raise ValueError(f"{bad}: header is nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError; int literals too long
+        raise ValueError(f"{bad}: header is not JSON ({str(e)[:200]})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{bad}: header is not a JSON object")
     return header, 8 + hlen, size - 8 - hlen
@@ -149,7 +172,7 @@ def load_safetensors(
             raise ValueError(f"{bad}: entry {name!r} has unsupported dtype {spec['dtype']!r}")
         shape, offs = spec["shape"], spec["data_offsets"]
         if not isinstance(shape, list) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= _INT64_MAX for s in shape
         ):
             raise ValueError(f"{bad}: entry {name!r} has an invalid shape {shape!r}")
         if (
@@ -162,13 +185,15 @@ def load_safetensors(
         count = 1
         for s in shape:
             count *= s
+        if count * dt.itemsize > _INT64_MAX:
+            raise ValueError(f"{bad}: entry {name!r} has a shape {shape} too large to address")
         if offs[1] - offs[0] != count * dt.itemsize:
             raise ValueError(
                 f"{bad}: entry {name!r} holds {offs[1] - offs[0]} bytes, "
                 f"shape {shape} of {spec['dtype']} needs {count * dt.itemsize}"
             )
         spans.append((offs[0], offs[1], name))
-        specs[name] = (dt, tuple(shape), offs[0])
+        specs[name] = (dt, tuple(shape), offs[0], count * dt.itemsize)
     spans.sort()
     pos = 0
     for begin, end, name in spans:
@@ -189,10 +214,14 @@ def load_safetensors(
             whole = np.frombuffer(f.read(data_len), dtype=np.uint8)
             if whole.size != data_len:
                 raise ValueError(f"{bad}: file changed while reading")
-    for name, (dt, shape, begin) in specs.items():
-        nbytes = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+    for name, (dt, shape, begin, nbytes) in specs.items():
         if nbytes == 0 or whole is None:
-            tensors[name] = np.zeros(shape, dtype=dt)
+            try:
+                tensors[name] = np.zeros(shape, dtype=dt)
+            except ValueError:  # e.g. (0, 2**62): empty, but beyond what numpy can index
+                raise ValueError(
+                    f"{bad}: entry {name!r} has a shape {list(shape)} numpy cannot represent"
+                ) from None
             continue
         view = whole[begin : begin + nbytes]
         arr = np.ndarray(shape, dtype=dt, buffer=view) if mmap else view.view(dt).reshape(shape)

@@ -1007,7 +1007,7 @@ def _bank(d: int = 2, labels=(0, 1, 2)):
 def _mean_score():
     from datacredit.surrogateshap.utilities import MeanScore
 
-    return MeanScore(lambda x: x[:, 0])
+    return MeanScore(lambda x: x[:, 0], higher_is_better=True)
 
 
 def _proxy(**kw):
@@ -1861,8 +1861,10 @@ def _cli(cfg: dict, method: str = "gmvaluator", fmt: str = "yaml", data_key: str
     with contextlib.redirect_stderr(err):
         rc = main([method, "--config", path])
     if data_key:
-        # the last carriage-return segment: a progress bar may have drawn before the error
+        # after the progress bars: each ends its own line (its last frame precedes the
+        # error), so the error is the one line after the last bar
         lines = err.getvalue().rsplit("\r", 1)[-1].splitlines()
+        lines = lines[1:] if len(lines) == 2 and "|" in lines[0] else lines
         if rc != 1 or len(lines) != 1 or f": error: {data_key}" not in lines[0]:
             raise AssertionError(
                 f"exit status {rc}, stderr {err.getvalue()[-300:]!r}: not a one-line data "
@@ -2061,4 +2063,5 @@ def _cli_sshap_valid():
     assert abs(gap) < 1e-9 * max(1.0, abs(res["v_full"] - res["v_empty"])), res
 
 
-from harness import repros  # noqa: E402,F401  (registers the issue-11 reproducer cases)
+# Register the reproducer cases of issue 11 and the store/readers/servers cases of issue 26.
+from harness import reliability, repros  # noqa: E402,F401

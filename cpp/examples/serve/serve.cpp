@@ -5,13 +5,20 @@
 //   GET /health -> 200 {"status": "ok", "dim", "n_classes", "n_train"}
 //   POST /explain {"features": [[...]], "k": 10, "targets": [...], "opponents": false}
 //     -> 200 {"indices": [[...]], "values": [[...]]}
-//   errors {"error": "..."}: 400 bad JSON / types, 411 no length, 413 body or rows over the
-//   limit, 422 wrong dimension, k or target out of range, 404 / 405.
+//   errors {"error": "..."}: 400 bad JSON / types, 411 no length, 413 body, rows or
+//   rows * k over the limit, 422 wrong dimension, k or target out of range, features beyond
+//   float32 or non-finite scores (never written as JSON: only standard JSON goes out),
+//   404 / 405.
+// Robustness as `datacredit serve`: read/write/keep-alive timeouts per connection
+// (--timeout seconds), a pool of --http-threads connection threads with a listen backlog of
+// 512 (bursts queue instead of being reset), and a cap on rows * k (--max-results).
 //
 //   datacredit_serve EXPLAINER [--host 127.0.0.1] [--port 8080] [--threads 1]
+//                    [--http-threads 64] [--timeout 10] [--max-results 262144]
 // (port 0: any free port; the chosen one is printed as "listening on http://HOST:PORT").
 #include <datacredit/c_api.h>
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <cmath>
 #include <cstdio>
@@ -27,6 +34,12 @@ namespace {
 
 constexpr size_t kMaxBody = 8 * 1024 * 1024;  // as DEFAULT_MAX_BODY in serve.py
 constexpr size_t kMaxRows = 1024;
+int64_t g_max_results = int64_t{1} << 18;  // as DEFAULT_MAX_RESULTS in serve.py
+// httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's
+// libcpp-httplib): bursts of connections are reset.  Its socket-options hook hands us the
+// listening socket, and listen() again on it (after the bind) sets a backlog that fits.
+constexpr int kBacklog = 512;
+int g_listen_fd = -1;
 
 struct Reply {
   int status;
@@ -86,6 +99,10 @@ Reply explain(const dc_dualda* h, const std::string& text) {
   if (k < 1 || k > n_train)
     return error(422, "'k' = " + std::to_string(k) +
                           " must be in [1, n_train = " + std::to_string(n_train) + "]");
+  if (k > g_max_results / n)  // n * k > max_results, without overflow
+    return error(413, "rows * k = " + std::to_string(n) + " * " + std::to_string(k) + " exceeds " +
+                          std::to_string(g_max_results) +
+                          " results per request: send fewer rows or a smaller k");
   std::vector<int32_t> targets;
   if (body.contains("targets") && !body["targets"].is_null()) {
     const json& jt = body["targets"];
@@ -114,6 +131,9 @@ Reply explain(const dc_dualda* h, const std::string& text) {
                         opponents ? DC_DUALDA_OPPONENTS : 0, 0, values.data(),
                         indices.data()) != DC_OK)
     return error(422, dc_last_error());
+  for (const float v : values)  // nlohmann would write null: refuse as the Python server does
+    if (!std::isfinite(v))
+      return error(422, "the scores overflow float32 (non-finite): the features are too large");
   json out_i = json::array(), out_v = json::array();
   for (int64_t i = 0; i < n; ++i) {
     json ri = json::array(), rv = json::array();
@@ -136,11 +156,13 @@ void send(httplib::Response& res, const Reply& r) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: datacredit_serve EXPLAINER [--host H] [--port N] [--threads T]\n");
+    std::fprintf(stderr,
+                 "usage: datacredit_serve EXPLAINER [--host H] [--port N] [--threads T] "
+                 "[--http-threads N] [--timeout S] [--max-results R]\n");
     return 2;
   }
   std::string host = "127.0.0.1";
-  int port = 8080, threads = 1;
+  int port = 8080, threads = 1, http_threads = 64, timeout = 10;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--host")
@@ -149,10 +171,20 @@ int main(int argc, char** argv) {
       port = std::atoi(argv[i + 1]);
     else if (flag == "--threads")
       threads = std::atoi(argv[i + 1]);
+    else if (flag == "--http-threads")
+      http_threads = std::atoi(argv[i + 1]);
+    else if (flag == "--timeout")
+      timeout = std::atoi(argv[i + 1]);
+    else if (flag == "--max-results")
+      g_max_results = std::atoll(argv[i + 1]);
     else {
       std::fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
     }
+  }
+  if ((argc - 2) % 2 != 0 || http_threads < 1 || timeout < 1 || g_max_results < 1) {
+    std::fprintf(stderr, "datacredit_serve: options need positive values\n");
+    return 2;
   }
   dc_dualda* h = nullptr;
   if (dc_dualda_load(argv[1], &h) != DC_OK) {
@@ -167,6 +199,17 @@ int main(int argc, char** argv) {
       json{{"status", "ok"}, {"dim", d}, {"n_classes", n_classes}, {"n_train", n_train}}.dump();
 
   httplib::Server svr;
+  // One pool thread serves one connection at a time (keep-alive included): size it for the
+  // concurrent clients; idle or slow connections are closed after `timeout` seconds.
+  svr.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
+  svr.set_read_timeout(timeout, 0);
+  svr.set_write_timeout(timeout, 0);
+  svr.set_keep_alive_timeout(timeout);
+  svr.set_socket_options([](int fd) {
+    int yes = 1;  // httplib's default option, which a custom hook replaces
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    g_listen_fd = fd;
+  });
   svr.set_payload_max_length(kMaxBody);  // larger bodies: 413 before they are read
   svr.set_keep_alive_max_count(1000);    // httplib closes after 5 requests by default
   svr.set_tcp_nodelay(true);             // no Nagle / delayed-ACK stall on small replies
@@ -188,17 +231,26 @@ int main(int argc, char** argv) {
     send(res, error(405, "use GET /health"));
   });
   svr.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty()) {
+    if (res.body.empty()) {  // every error of httplib itself as JSON too
       const int status = res.status;
-      send(res, error(status, status == 413 ? "the body exceeds the limit" : "no such path"));
+      send(res, error(status, status == 413   ? "the body exceeds the limit"
+                              : status == 404 ? "no such path"
+                              : status == 405 ? "method not allowed"
+                                              : "bad request"));
     }
   });
+  svr.set_exception_handler([](const httplib::Request&, httplib::Response& res,
+                               std::exception_ptr) { send(res, error(400, "bad request")); });
   if (port == 0)
     port = svr.bind_to_any_port(host);
   else if (!svr.bind_to_port(host, port))
     port = -1;
   if (port < 0) {
     std::fprintf(stderr, "datacredit_serve: cannot bind %s\n", host.c_str());
+    return 1;
+  }
+  if (g_listen_fd < 0 || ::listen(g_listen_fd, kBacklog) != 0) {
+    std::fprintf(stderr, "datacredit_serve: cannot set the listen backlog\n");
     return 1;
   }
   std::printf("listening on http://%s:%d\n", host.c_str(), port);

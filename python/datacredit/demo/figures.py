@@ -26,36 +26,55 @@ def _img(ax, image: np.ndarray, title: str | None = None, cmap: str = "gray", **
         ax.set_title(title, fontsize=7)
 
 
-def _paired_bars(ax, players: list[str], series: dict[str, np.ndarray], title: str) -> None:
+def _paired_bars(ax, players: list[str], series: dict[str, Any], title: str) -> None:
+    """Grouped horizontal bars of each estimate's ``improvement`` (positive = makes the
+    generator better), players ordered most helpful first by the first estimate."""
+    first = next(iter(series.values()))
+    order = np.argsort(-first.improvement, kind="stable")
     y = np.arange(len(players))
     h = 0.8 / len(series)
-    for i, (name, vals) in enumerate(series.items()):
-        ax.barh(y + (i - (len(series) - 1) / 2) * h, np.asarray(vals), height=h, label=name)
+    for i, (name, sv) in enumerate(series.items()):
+        ax.barh(y + (i - (len(series) - 1) / 2) * h, sv.improvement[order], height=h, label=name)
     ax.set_yticks(y)
-    ax.set_yticklabels(players, fontsize=8)
+    ax.set_yticklabels([players[k] for k in order], fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="k", lw=0.6)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_xlabel("positive = makes the generator better", fontsize=8)
 
 
 def shapley_bars(
     players: list[str],
-    fid_series: dict[str, np.ndarray],
-    is_series: dict[str, np.ndarray],
+    fid_series: dict[str, Any],
+    is_series: dict[str, Any],
     samples: dict[int, np.ndarray],
 ) -> bytes:
-    """Two bar charts (one per utility) and a strip of generated samples per contributor."""
+    """Two bar charts (one per utility; ``ShapleyValues`` per estimator, drawn by their
+    direction-aware ``improvement``) and a strip of generated samples per contributor."""
     plt = _plt()
     n_img = max(len(v) for v in samples.values())
-    fig = plt.figure(figsize=(11, 5.2))
+    fig = plt.figure(figsize=(11, 5.6))
     gs = fig.add_gridspec(len(players), 2 + n_img, width_ratios=[4, 4] + [0.55] * n_img)
-    _paired_bars(fig.add_subplot(gs[:, 0]), players, fid_series, "Shapley value of -FID")
-    _paired_bars(fig.add_subplot(gs[:, 1]), players, is_series, "Shapley value of Inception Score")
+    _paired_bars(
+        fig.add_subplot(gs[:, 0]), players, fid_series, "FID (a loss), sign flipped: lowers FID →"
+    )
+    ax = fig.add_subplot(gs[:, 1])
+    _paired_bars(ax, players, is_series, "Inception Score: raises IS →")
+    # one legend for both charts, below them, where it covers no bar
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
+    fig.text(
+        0.72,
+        0.99,
+        "generated samples per contributor (digit 0 to 9, top to bottom)",
+        fontsize=8,
+        ha="center",
+        va="top",
+    )
     for r, (_, imgs) in enumerate(sorted(samples.items())):
         for c, im in enumerate(imgs):
             _img(fig.add_subplot(gs[r, 2 + c]), im)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return figure_png(fig)
 
 
@@ -100,10 +119,21 @@ def xda_grid(examples: list[tuple]) -> bytes:
     )
     for e, (x, test_map, train_imgs, tau, train_maps) in enumerate(examples):
         r = 2 * e
-        _img(axes[r, 0], x, "test digit")
+        # each row says what it holds: images above, their XDA heatmaps below
+        _img(axes[r, 0], x, f"test digit {e + 1}")
+        axes[r, 0].set_ylabel("images", fontsize=8)
         _heat(axes[r, 1], test_map, "XDA (test)")
         axes[r + 1, 0].axis("off")
         axes[r + 1, 1].axis("off")
+        axes[r + 1, 1].text(
+            1.0,
+            0.5,
+            f"test digit {e + 1}:\nXDA heatmaps of\nthe training\nimages above →",
+            fontsize=7,
+            ha="right",
+            va="center",
+            transform=axes[r + 1, 1].transAxes,
+        )
         for c in range(6):
             kind = "proponent" if c < 3 else "opponent"
             _img(axes[r, 2 + c], train_imgs[c], f"{kind} τ={tau[c]:.2g}")

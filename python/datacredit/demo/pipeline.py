@@ -132,7 +132,10 @@ def stage_models(run: DemoRun, split: DigitsSplit, s: DemoSettings):
 
 
 def surrogateshap_games(split: DigitsSplit, cnn, unet, s: DemoSettings):
-    """The demo's two proxy games over the 10 digit contributors: (bank, −FID game, IS game)."""
+    """The demo's two proxy games over the 10 digit contributors: (bank, FID game, IS game).
+
+    FID is a loss: its game declares ``higher_is_better=False`` (from the utility), so the
+    results rank the contributors that lower FID first."""
     from datacredit.models import DiffusersClassConditional
     from datacredit.surrogateshap import ProxyGame, SampleBank
     from datacredit.surrogateshap.utilities import FID, InceptionScore
@@ -156,13 +159,12 @@ def surrogateshap_games(split: DigitsSplit, cnn, unet, s: DemoSettings):
     reference = features(split.x_test)
     fid_empty = float(FID(features, reference=reference).prepare(noise_bank)(np.ones((1, 1)))[0])
     is_empty = float(InceptionScore(probs).prepare(noise_bank)(np.ones((1, 1)))[0])
-    # Utility = -FID (higher is better, so positive values mean "helps quality").
     fid_game = ProxyGame(
         bank,
         contributors,
-        _Negated(FID(features, reference=reference)),
+        FID(features, reference=reference),  # declares higher_is_better=False (a loss)
         label_weights=counts,
-        empty_value=-fid_empty,
+        empty_value=fid_empty,
     )
     is_game = ProxyGame(
         bank, contributors, InceptionScore(probs), label_weights=counts, empty_value=is_empty
@@ -173,7 +175,7 @@ def surrogateshap_games(split: DigitsSplit, cnn, unet, s: DemoSettings):
 def baseline_kernel_shap(game, budget: int, seed: int):
     """The strongest KernelSHAP available for the comparison: shapiq's when it is installed
     (sampling without replacement, border trick), else datacredit's stratified one."""
-    from datacredit.shapley import ShapleyValues, evaluate, kernel_shap
+    from datacredit.shapley import ShapleyValues, evaluate, game_direction, kernel_shap
 
     try:
         import shapiq
@@ -192,6 +194,7 @@ def baseline_kernel_shap(game, budget: int, seed: int):
         v_full=float(ends[1]),
         method="shapiq.KernelSHAP",
         info={"budget": int(budget)},
+        higher_is_better=game_direction(game),
     )
     return sv, "KernelSHAP (shapiq)"
 
@@ -203,23 +206,27 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
     bank, fid_game, is_game = surrogateshap_games(split, cnn, unet, s)
     out = {}
     ks_name = "KernelSHAP"
+    estimators = tqdm(
+        total=6, desc="SurrogateSHAP: fit + KernelSHAP + exact, FID and IS", unit="estimate"
+    )
     for name, game in (("fid", fid_game), ("inception_score", is_game)):
         sv = SurrogateSHAP(budget=s.budget, cv=s.cv, seed=s.seed).explain(game)
+        estimators.update()
         ks, ks_name = baseline_kernel_shap(game, s.budget, s.seed)
+        estimators.update()
         # 10 players: all 1,024 coalitions are cheap on the sample bank, so the exact
         # values are there to check both estimators against.
         ex = exact(game)
+        estimators.update()
         out[name] = (sv, ks, ex)
+    estimators.close()
     sv, ks, ex = out["fid"]
     sv_is, ks_is, ex_is = out["inception_score"]
     run.results["surrogateshap"] = {
-        "utility": "-FID (CNN features, test split as reference)",
-        "players": list(sv.players),
-        "values": _floats(sv.values),
-        "v_empty": float(sv.v_empty),
-        "v_full": float(sv.v_full),
-        "efficiency_gap": float(sv.efficiency_gap),
-        "stderr": _floats(sv.stderr),
+        "utility": "FID (CNN features, test split as reference), a loss: lower is better",
+        # players, values (in FID units: negative = lowers FID), higher_is_better,
+        # improvement (positive = lowers FID), ranking (most helpful first), v_empty, ...
+        **sv.summary(),
         "kernelshap_method": ks_name,
         "kernelshap_values": _floats(ks.values),
         "exact_values": _floats(ex.values),
@@ -227,19 +234,16 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
         "kernelshap_relative_error": _rel_err(ks.values, ex.values),
         "surrogate_cv_score": _maybe_float(getattr(sv, "cv_score", None)),
         "inception_score": {
-            "values": _floats(sv_is.values),
+            **sv_is.summary(),
             "kernelshap_values": _floats(ks_is.values),
             "exact_values": _floats(ex_is.values),
             "relative_error": _rel_err(sv_is.values, ex_is.values),
             "kernelshap_relative_error": _rel_err(ks_is.values, ex_is.values),
-            "v_empty": float(sv_is.v_empty),
-            "v_full": float(sv_is.v_full),
-            "efficiency_gap": float(sv_is.efficiency_gap),
         },
         "n_per_label": s.n_per_label,
         "budget": s.budget,
     }
-    samples = {d: bank.samples(d)[:4] for d in range(N_CLASSES)}
+    samples = {d: bank.samples_for(d)[:4] for d in range(N_CLASSES)}
     run.sections.append(
         Section(
             "SurrogateSHAP: which contributors make the generator good",
@@ -256,14 +260,20 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
                 "(all 1,024 coalitions) as the reference.",
                 "Efficiency check: the values sum to v(full) - v(empty) up to the gap shown "
                 "(float32 rounding of the trees); each value carries a standard error.",
+                "FID is a loss (lower is better): a contributor's FID value is negative when "
+                "it lowers FID. The figure and the rankings flip its sign, so for both "
+                "utilities a bar to the right means the contributor makes the generator "
+                "better, and the most helpful contributor is on top.",
             ],
             rows=[
-                ("-FID: v(empty) (noise) / v(full)", f"{sv.v_empty:.3f} / {sv.v_full:.3f}"),
-                ("-FID: efficiency gap", f"{sv.efficiency_gap:.2e}"),
+                ("FID: v(empty) (noise) / v(full)", f"{sv.v_empty:.3f} / {sv.v_full:.3f}"),
+                ("FID: efficiency gap", f"{sv.efficiency_gap:.2e}"),
+                ("most helpful contributors, FID", ", ".join(map(str, sv.ranking()[:3]))),
+                ("most helpful contributors, IS", ", ".join(map(str, sv_is.ranking()[:3]))),
                 ("IS: v(empty) / v(full)", f"{sv_is.v_empty:.3f} / {sv_is.v_full:.3f}"),
                 ("IS: efficiency gap", f"{sv_is.efficiency_gap:.2e}"),
                 (
-                    f"relative l2 error vs exact, -FID: SurrogateSHAP / {ks_name}",
+                    f"relative l2 error vs exact, FID: SurrogateSHAP / {ks_name}",
                     f"{_rel_err(sv.values, ex.values):.3f} / {_rel_err(ks.values, ex.values):.3f}",
                 ),
                 (
@@ -274,17 +284,13 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
             ],
             figures=[
                 (
-                    "Contributor Shapley values for -FID (left) and Inception Score (right), "
-                    f"SurrogateSHAP, {ks_name} and exact values, with generated samples of each "
-                    "contributor",
+                    "Contributor Shapley values for FID, sign flipped so that right = lowers "
+                    "FID (left), and for the Inception Score (right): SurrogateSHAP, "
+                    f"{ks_name} and exact values, with generated samples of each contributor",
                     figures.shapley_bars(
                         list(sv.players),
-                        {"SurrogateSHAP": sv.values, ks_name: ks.values, "exact": ex.values},
-                        {
-                            "SurrogateSHAP": sv_is.values,
-                            ks_name: ks_is.values,
-                            "exact": ex_is.values,
-                        },
+                        {"SurrogateSHAP": sv, ks_name: ks, "exact": ex},
+                        {"SurrogateSHAP": sv_is, ks_name: ks_is, "exact": ex_is},
                         samples,
                     ),
                 )
@@ -294,40 +300,21 @@ def stage_surrogateshap(run: DemoRun, split: DigitsSplit, cnn, unet, s: DemoSett
     return bank
 
 
-class _Negated:
-    """Wraps a utility so the game maximises it (v = -FID)."""
-
-    def __init__(self, utility) -> None:
-        self.utility = utility
-
-    def prepare(self, bank):
-        self.utility.prepare(bank)
-        return self
-
-    def evaluate(self, weights):
-        return -np.asarray(self.utility.evaluate(weights))
-
-    def __call__(self, weights):
-        return self.evaluate(weights)
-
-
 def stage_gmvaluator(run: DemoRun, split: DigitsSplit, cnn, bank, s: DemoSettings):
     from datacredit import GMValuator
     from datacredit.metrics import identical_class_ratio
 
-    gen = np.concatenate([bank.samples(d) for d in range(N_CLASSES)])
-    gen_labels = np.repeat(np.arange(N_CLASSES), [bank.n_samples(d) for d in range(N_CLASSES)])
+    gen = np.concatenate([bank.samples_for(d) for d in range(N_CLASSES)])
+    gen_labels = np.repeat(np.arange(N_CLASSES), [bank.n_samples_for(d) for d in range(N_CLASSES)])
     valuator = GMValuator(
         encoder=_cnn_features(cnn), k=s.gmv_k, recall=s.gmv_recall, index="exact", rerank="l2"
     )
     valuator.fit(split.x_train)
     val = valuator.value(gen)
-    by_group_keys, by_group = val.by_group(split.y_train, agg="sum")
+    by_group = val.group_values(split.y_train, agg="sum")  # digit -> summed value
     icr = float(identical_class_ratio(val.topk_indices, split.y_train, gen_labels, s.gmv_k))
     run.results["gmvaluator"] = {
-        "values_by_contributor": {
-            f"digit {int(g)}": float(v) for g, v in zip(by_group_keys, by_group)
-        },
+        "values_by_contributor": {f"digit {g}": v for g, v in by_group.items()},
         "total_quality": float(np.sum(val.values)),
         "n_generated": len(gen),
         "identical_class_ratio": icr,
@@ -356,7 +343,9 @@ def stage_gmvaluator(run: DemoRun, split: DigitsSplit, cnn, bank, s: DemoSetting
                 (
                     "Value per contributor (sum over its training images)",
                     figures.bars(
-                        [f"digit {int(g)}" for g in by_group_keys], by_group, "GMValuator value"
+                        [f"digit {g}" for g in by_group],
+                        list(by_group.values()),
+                        "GMValuator value (higher = contributed more)",
                     ),
                 ),
             ],

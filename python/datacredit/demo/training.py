@@ -29,7 +29,9 @@ def train_classifier(
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    for _ in tqdm(range(epochs), desc="train CNN", disable=not progress, leave=False):
+    for _ in tqdm(
+        range(epochs), desc="train CNN (epochs)", unit="epoch", disable=not progress, leave=True
+    ):
         for idx in torch.randperm(len(xt), generator=gen).split(64):
             opt.zero_grad()
             loss_fn(model(xt[idx]), yt[idx]).backward()
@@ -71,7 +73,9 @@ def train_diffusion(
     yt = torch.from_numpy(y)
     gen = torch.Generator().manual_seed(seed)
     unet.train()
-    bar = tqdm(range(steps), desc="train diffusion", disable=not progress, leave=False)
+    bar = tqdm(
+        range(steps), desc="train diffusion (steps)", unit="step", disable=not progress, leave=True
+    )
     for _ in bar:
         idx = torch.randint(0, len(xt), (batch_size,), generator=gen)
         clean, labels = xt[idx], yt[idx].clone()

@@ -16,13 +16,57 @@ output is bit-identical whatever the executor.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import logging
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from datacredit.models._data import progress as _progress_bar
-from datacredit.store import ShardStore, write_shard
+from datacredit.store import ShardStore, compute_shard
 
 __all__ = ["RayExecutor", "ShardRows", "map_shards", "run_stage", "iter_results"]
+
+# Ray >= 2.5x logs a token-authentication warning (and where it saved the token) on every
+# local ray.init: noise the user cannot act on inside a library call.  It is dropped, and
+# explained in one line, once per process.
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+_ray_auth_explained = False
+
+
+class _DropRayTokenAuth(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "token" in record.getMessage().lower():
+            self.dropped = True
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def ray_token_auth_explained_once() -> Iterator[None]:
+    """Keep Ray's token-auth log lines out of the terminal during ``ray.init``; the first
+    time they occur in a process, one ``UserWarning`` says what they meant instead."""
+    global _ray_auth_explained
+    logger = logging.getLogger(_RAY_AUTH_LOGGER)
+    drop = _DropRayTokenAuth()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+    if drop.dropped and not _ray_auth_explained:
+        _ray_auth_explained = True
+        warnings.warn(
+            "Ray started its local runtime with token authentication (Ray's default; the "
+            "token lives in ~/.ray/auth_token). Set RAY_AUTH_MODE=token or "
+            "RAY_AUTH_MODE=disabled to choose yourself; this note is shown once per process",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class RayExecutor:
@@ -69,7 +113,8 @@ class RayExecutor:
         self.max_retries = max_retries
         self._ray = ray
         if not ray.is_initialized():
-            ray.init(address=address)
+            with ray_token_auth_explained_once():
+                ray.init(address=address)
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator:
         """Yield ``(item, fn(item))`` as they finish (order not guaranteed)."""
@@ -210,16 +255,25 @@ class ShardRows:
 
 
 class _WriteShard:
-    """Worker side of :func:`run_stage`: compute one shard, write its files, return the marker."""
+    """Worker side of :func:`run_stage`: compute one shard under its claim, write its files,
+    return the marker (``None``: another driver holds the claim, see ``blocking``)."""
 
     def __init__(
-        self, path: str, fn: Callable[[int, tuple[int, int]], dict], rows: list, config_hash: str
+        self,
+        path: str,
+        fn: Callable[[int, tuple[int, int]], dict],
+        rows: list,
+        config_hash: str,
+        blocking: bool = False,
     ) -> None:
         self.path, self.fn, self.rows, self.config_hash = path, fn, rows, config_hash
+        self.blocking = blocking
 
-    def __call__(self, shard: int) -> dict:
+    def __call__(self, shard: int) -> dict | None:
         rows = tuple(self.rows[shard])
-        return write_shard(self.path, shard, rows, self.fn(shard, rows), self.config_hash)
+        return compute_shard(
+            self.path, shard, rows, self.fn, self.config_hash, blocking=self.blocking
+        )
 
 
 def run_stage(
@@ -235,20 +289,35 @@ def run_stage(
     ``fn(shard, (begin, end))`` returns the shard's tensors (name -> array with
     ``end - begin`` rows). Workers write only their shard's files; this driver writes the
     manifest. Shards already done (by an earlier, possibly killed run, or by a SLURM array
-    through ``datacredit shard run``) are not recomputed. Returns ``store``, complete.
+    through ``datacredit shard run``) are not recomputed; done shards whose file fails its
+    SHA-256 are (see :meth:`ShardStore.refresh`). Another driver running on the same store
+    at the same time is a cooperator: the shards it has claimed are skipped, then waited
+    for and adopted once it finishes them (see :mod:`datacredit.store`). Returns ``store``,
+    complete.
     """
+    store.refresh()  # verifies the done shards: a bad one is discarded and recomputed here
     todo = store.missing()
     rows = [list(store.rows(i)) for i in range(store.n_shards)]
-    worker = _WriteShard(str(store.path), fn, rows, store.manifest["config_hash"])
+    chash = store.manifest["config_hash"]
     bar = None
     if progress:
         bar = _progress_bar(None, True, store.n_shards, desc or store.manifest["stage"])
         if bar is not None:
             bar.update(store.n_shards - len(todo))
     try:
-        for _shard, _marker in iter_results(executor, worker, todo):
-            if bar is not None:
-                bar.update(1)
+        # First the shards nobody else is computing, then (blocking on their claims) the
+        # ones another driver had: it has finished them by then, or died and left them.
+        for blocking in (False, True):
+            worker = _WriteShard(str(store.path), fn, rows, chash, blocking)
+            skipped = []
+            for shard, marker in iter_results(executor, worker, todo):
+                if marker is None:
+                    skipped.append(shard)
+                elif bar is not None:
+                    bar.update(1)
+            todo = sorted(skipped)
+            if not todo:
+                break
     finally:
         if bar is not None:
             bar.close()

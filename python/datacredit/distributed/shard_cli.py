@@ -16,12 +16,34 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from datacredit.store import MANIFEST, ShardStore, write_shard
+from datacredit.store import MANIFEST, ShardStore, compute_shard, write_shard
+
+
+def _stages_under(path: Path) -> list[str]:
+    """The stages of the stores directly under ``path`` (a method's root directory)."""
+    if not path.is_dir():
+        return []
+    return sorted(p.name for p in path.iterdir() if (p / MANIFEST).is_file())
 
 
 def _open_stage(path: Path, stage: str) -> ShardStore:
-    if not (path / MANIFEST).is_file() and (path / stage / MANIFEST).is_file():
-        path = path / stage  # a method's root directory holding one store per stage
+    if not (path / MANIFEST).is_file():
+        if (path / stage / MANIFEST).is_file():
+            path = path / stage  # a method's root directory holding one store per stage
+        else:
+            # name the real problem: a wrong --stage, a wrong --store, or no store at all
+            stages = _stages_under(path)
+            if stages:
+                raise ValueError(
+                    f"{path} has no store for --stage {stage!r}; its stages are: "
+                    f"{', '.join(stages)}"
+                )
+            if not path.exists():
+                raise FileNotFoundError(f"--store {path} does not exist")
+            raise FileNotFoundError(
+                f"--store {path} is not a shard store: no {MANIFEST} in it, nor in "
+                f"{path / stage} (--stage {stage!r})"
+            )
     store = ShardStore(path)
     if store.manifest["stage"] != stage:
         raise ValueError(f"{path} holds stage {store.manifest['stage']!r}, not {stage!r}")
@@ -43,7 +65,8 @@ def run_shard(path: str | Path, stage: str, shard: int, *, force: bool = False) 
 
     store = _open_stage(Path(path), stage)
     store._check_shard(shard)
-    if not force and store._marker(shard) is not None:
+    marker = store._marker(shard)
+    if not force and marker is not None and store._file_problem(shard, marker) is None:
         return f"shard {shard} of {store.path} is already done (use --force to recompute)"
     spec = store.manifest.get("worker")
     if spec is None:
@@ -53,14 +76,19 @@ def run_shard(path: str | Path, stage: str, shard: int, *, force: bool = False) 
         )
     fn = load_object(MOVED_WORKERS.get(spec, spec), "worker")
     rows = store.rows(shard)
-    write_shard(
-        store.path, shard, rows, fn(store.config, shard, rows), store.manifest["config_hash"]
-    )
+    chash = store.manifest["config_hash"]
+    if force:
+        write_shard(store.path, shard, rows, fn(store.config, shard, rows), chash)
+    else:  # under the shard's claim: a task running the same shard at once computes it once
+        compute_shard(store.path, shard, rows, lambda s, r: fn(store.config, s, r), chash)
     return f"shard {shard} of {store.path} done (rows {rows[0]}:{rows[1]})"
 
 
-def status_lines(path: str | Path) -> list[str]:
-    """One line per store at ``path`` (or in its sub-directories): stage, done/total, pending."""
+def status_lines(path: str | Path, *, verify: bool = False) -> list[str]:
+    """One line per store at ``path`` (or in its sub-directories): stage, done/total, pending.
+
+    ``verify``: also hash every done shard against its marker (O(store bytes)); a shard that
+    fails is listed as corrupt (the next ``run_stage`` recomputes it). Nothing is written."""
     path = Path(path)
     dirs = (
         [path]
@@ -75,6 +103,13 @@ def status_lines(path: str | Path) -> list[str]:
     for d in dirs:
         st = ShardStore(d)
         missing = st.missing()
+        corrupt = []
+        if verify:
+            for i in range(st.n_shards):
+                marker = None if i in missing else st._marker(i)
+                if marker is not None and st._file_problem(i, marker) is not None:
+                    corrupt.append(i)
+            missing = sorted(set(missing) | set(corrupt))
         m = st.manifest
         line = (
             f"{d}: {m['method']}/{m['stage']}  {st.n_shards - len(missing)}/{st.n_shards} "
@@ -83,6 +118,8 @@ def status_lines(path: str | Path) -> list[str]:
         if missing:
             shown = ",".join(map(str, missing[:20])) + (",..." if len(missing) > 20 else "")
             line += f"; pending: {shown}"
+        if corrupt:
+            line += f"; corrupt (recomputed by the next run): {','.join(map(str, corrupt[:20]))}"
         lines.append(line)
     return lines
 
@@ -92,7 +129,7 @@ def _run(args: argparse.Namespace) -> Any:
         if args.shard_command == "run":
             print(run_shard(args.store, args.stage, args.shard, force=args.force))
         else:
-            print("\n".join(status_lines(args.dir)))
+            print("\n".join(status_lines(args.dir, verify=args.verify)))
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"datacredit shard {args.shard_command}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -115,4 +152,7 @@ def add_shard_parser(sub: Any) -> None:
     run.add_argument("--force", action="store_true", help="recompute a shard already done")
     status = ss.add_parser("status", help="done / pending shards of DIR's store(s)")
     status.add_argument("dir", help="a store directory, or a directory of stores")
+    status.add_argument(
+        "--verify", action="store_true", help="also check every done shard's SHA-256"
+    )
     p.set_defaults(handler=_run)

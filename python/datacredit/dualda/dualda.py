@@ -34,6 +34,7 @@ from datacredit.models.features import (
     FeatureExtractor,
     batch_len,
     batch_to,
+    count_batches,
     eval_mode,
     iterate_batches,
     layer_out_features,
@@ -80,9 +81,10 @@ class DualDA:
         seed: seeds the solver's permutations (results are deterministic for a seed).
         use_predictions: fit on the model's predictions instead of the training labels.
         tol, max_iter, n_threads: passed to :func:`datacredit.kernels.crammer_singer_fit`.
-            ``max_iter`` (epochs) defaults to 1,000,000: near-hard-margin fits need many
-            epochs, but shrinking makes each cheap once few samples are free (measured on
-            4,000 MNIST CNN features, d=64: 838 epochs at C=1e-3, 23k at C=0.1, 86k at
+            ``max_iter`` (solver passes over the samples not shrunk yet) defaults to
+            1,000,000: near-hard-margin fits need many passes, but shrinking makes each
+            cheap once few samples are free (measured on 4,000 MNIST CNN features, d=64:
+            838 passes at C=1e-3, 23k at C=0.1, 86k at
             C=10, 7 s on one core).  The fit summary :attr:`stats` reports ``n_iter``,
             ``converged``, the objectives and the (relative) ``duality_gap``.
         progress: show a progress bar while extracting features.
@@ -90,6 +92,9 @@ class DualDA:
     Raises:
         ValueError: unknown ``layer``, ``C <= 0``, bad ``batch_size`` or ``device``.
     """
+
+    # self-influence flags suspicious samples: high = suspicious (see self_influence)
+    self_influence_higher_is_better = False
 
     def __init__(
         self,
@@ -172,7 +177,15 @@ class DualDA:
         if self.progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc=f"DualDA {desc}", leave=False)
+            # a total and a line end: "0it" without either ran into the next print
+            what = {"train": "the training data", "test": "the test data"}.get(desc, desc)
+            batches = tqdm(
+                batches,
+                total=count_batches(data, self.batch_size),
+                desc=f"DualDA: features of {what}",
+                unit="batch",
+                leave=True,
+            )
         for inputs, lab in batches:
             inputs = batch_to(inputs, self.device)
             f, out = self._features(inputs, "the training data" if desc == "train" else desc)
@@ -341,13 +354,13 @@ class DualDA:
             import warnings
 
             warnings.warn(
-                f"the SVM solver stopped after max_iter={self.max_iter} epochs with max KKT "
+                f"the SVM solver stopped after max_iter={self.max_iter} passes with max KKT "
                 f"violation {res.max_violation:.3g} > tol={self.tol:g} (relative duality gap "
                 f"{res.relative_duality_gap:.2g}); attributions are approximate. "
                 + res.extras.get(
                     "advice",
                     "Raise max_iter, loosen tol (a margin violation; 1e-3 is often enough), or "
-                    "lower C (large C on large-norm features needs the most epochs)",
+                    "lower C (large C on large-norm features needs the most passes)",
                 ),
                 RuntimeWarning,
                 stacklevel=2,
@@ -599,6 +612,10 @@ class DualDA:
         ``"lambda_norm"``: ``lambda_{i,y_i} * ||f_i||`` (the variant of one published
         codebase: less weight on feature norms); ``"lambda"``: ``lambda_{i,y_i}`` alone
         (in ``[0, C]``; ties at ``C`` for every margin violator).
+
+        Direction: higher = more suspicious (a likely mislabeled or atypical sample), so
+        check samples in decreasing order (``np.argsort(-si)``); as a score of the data's
+        quality it is lower-is-better (:attr:`self_influence_higher_is_better` is False).
         """
         self._require_fit()
         if kind not in SELF_INFLUENCE_KINDS:

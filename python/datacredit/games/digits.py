@@ -151,6 +151,7 @@ class DigitsRetraining:
         return val
 
     def retraining_game(self, Z: Any) -> np.ndarray:
+        """Retrained utilities of coalitions ``Z`` ``(m, 10)`` bool (one column per digit): ``(m,)``."""
         Z = np.asarray(Z, dtype=bool)
         if Z.ndim != 2 or Z.shape[1] != 10:
             raise ValueError(f"Z must have shape (m, 10), got {Z.shape}")

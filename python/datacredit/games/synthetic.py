@@ -23,6 +23,8 @@ class SyntheticGame:
     enumeration otherwise).
     """
 
+    higher_is_better = True  # a utility: larger is better
+
     def __init__(self, kind: str, w: np.ndarray, b: float = 0.25):
         self.kind = check_choice(kind, "kind", ("linear", "nonlinear", "interaction"))
         self.w = np.asarray(w, dtype=np.float64).ravel()

@@ -49,17 +49,7 @@ class GMValuation:
         """Training indices by decreasing value (ties to the lower index)."""
         return np.lexsort((np.arange(self.n_train), -self.values))
 
-    def by_group(self, groups: Any, agg: str = "sum") -> tuple[np.ndarray, np.ndarray]:
-        """Contributor-level values.
-
-        Args:
-            groups: ``(N,)`` group label of each training sample (any sortable dtype).
-            agg: ``"sum"``, ``"mean"`` or ``"max"`` of the member values.
-
-        Returns:
-            ``(labels, values)``: the sorted unique labels and their aggregated values
-            (float64).  ``O(N log N)``.
-        """
+    def _aggregate(self, groups: Any, agg: str) -> tuple[np.ndarray, np.ndarray]:
         if agg not in AGGREGATIONS:
             raise ValueError(f"unknown agg {agg!r}; expected one of {AGGREGATIONS}")
         g = np.asarray(groups.detach().cpu().numpy() if hasattr(groups, "detach") else groups)
@@ -74,6 +64,35 @@ class GMValuation:
         out = np.full(len(labels), -np.inf)
         np.maximum.at(out, inv, self.values)
         return labels, out
+
+    def group_values(self, groups: Any, agg: str = "sum") -> dict[Any, float]:
+        """Contributor-level values: a dict group label → aggregated value, in sorted label
+        order (labels as plain Python scalars; higher = contributed more).
+
+        Args:
+            groups: ``(N,)`` group label of each training sample (any sortable dtype).
+            agg: ``"sum"``, ``"mean"`` or ``"max"`` of the member values.
+
+        ``O(N log N)``.
+        """
+        labels, vals = self._aggregate(groups, agg)
+        return {
+            lab.item() if isinstance(lab, np.generic) else lab: float(v)
+            for lab, v in zip(labels, vals)
+        }
+
+    def by_group(self, groups: Any, agg: str = "sum") -> tuple[np.ndarray, np.ndarray]:
+        """Deprecated (removed in the next release): the ``(labels, values)`` arrays of
+        :meth:`group_values`, which returns a mapping label → value."""
+        import warnings
+
+        warnings.warn(
+            "GMValuation.by_group returns a (labels, values) tuple and will be removed in the "
+            "next release; use GMValuation.group_values, a dict label -> value",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._aggregate(groups, agg)
 
     def to_frame(self) -> Any:
         """A pandas DataFrame, one row per training sample: index, value, rank (1 = best),

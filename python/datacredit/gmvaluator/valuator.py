@@ -321,7 +321,10 @@ class GMValuator:
             emb = cached(entries, "embeddings", data_fp, enc_fp, n)
         if emb is None:
             emb = as_float_matrix(
-                self.encoder.encode(train_data, progress=self.progress), "training embeddings"
+                self.encoder.encode(
+                    train_data, progress=self.progress and "embedding training set"
+                ),
+                "training embeddings",
             )
             if cache is not None:
                 to_write["embeddings"] = (emb, data_fp, enc_fp)
@@ -617,7 +620,8 @@ class GMValuator:
             raise ValueError("generated is empty")
         t0 = time.perf_counter()
         gen = as_float_matrix(
-            self.encoder.encode(generated, progress=self.progress), "generated embeddings"
+            self.encoder.encode(generated, progress=self.progress and "embedding generated"),
+            "generated embeddings",
         )
         if gen.shape[0] != n_gen:
             raise ValueError(

@@ -44,7 +44,8 @@ class CSResult:
             constant-1 feature's weight), zeros otherwise.
         support: int64 indices, ascending, of the samples with ``max_c |lambda_ic| >
             SUPPORT_RTOL * C`` (``1e-9 C``; below it is solver round-off).
-        n_iter: epochs actually run.
+        n_iter: solver passes run; each pass visits the samples not yet shrunk away, so
+            after the first few it touches far fewer than N (no epoch count).
         converged: whether a full unshrunk float64 pass ended with max KKT violation
             ``< tol`` and the returned ``(lambda, coef, bias)`` satisfies it too (checked
             from scratch after the pass).
@@ -165,7 +166,7 @@ def crammer_singer_fit(
         y: ``(N,)`` integer class indices in ``[0, K)``.
         C: regularization, ``> 0`` (larger C: fewer support vectors, harder margin).
         tol: bound on the max KKT violation of the final (full) pass.
-        max_iter: maximum number of epochs, in ``[1, 2**31 - 1]`` (``n_iter`` reports the
+        max_iter: maximum number of solver passes (see ``n_iter``), in ``[1, 2**31 - 1]`` (``n_iter`` reports the
             true count).
         seed: in ``[0, 2**63 - 1]``; seeds the per-epoch permutation; the result is
             deterministic for a seed.
@@ -246,7 +247,7 @@ def crammer_singer_fit(
             import warnings
 
             warnings.warn(
-                f"crammer_singer_fit did not converge in {int(stats['n_iter'])} epochs "
+                f"crammer_singer_fit did not converge in {int(stats['n_iter'])} solver passes "
                 f"(max KKT violation {float(stats['max_violation']):.3g} > tol={float(tol):g}); "
                 + extras["advice"],
                 RuntimeWarning,

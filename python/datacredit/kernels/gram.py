@@ -83,7 +83,9 @@ def gram_topk(
 
     Returns:
         ``(values, indices)``: float32 ``(n, k)`` scores and int64 ``(n, k)`` key
-        indices, best first; ties go to the lower key index.
+        indices, best first; ties go to the lower key index.  With ``metric="l2"`` the
+        values are **squared** Euclidean distances ``‖q − k‖²`` (take ``np.sqrt`` for the
+        distances themselves; the order is the same).
 
     ``"l2"`` is exact: every value is the float32 rounding of the true (weighted) squared
     distance and the selection is the float64 brute force's, whatever the offset of the

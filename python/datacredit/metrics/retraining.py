@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,21 @@ def cross_entropy_loss(logits: Any, labels: Any) -> float:
     zmax = z.max(1, keepdims=True)
     lse = np.log(np.exp(z - zmax).sum(1)) + zmax[:, 0]
     return float(np.mean(lse - z[np.arange(z.shape[0]), y]))
+
+
+def _subset_indices(subset: Any, name: str) -> np.ndarray:
+    """A training subset as int64 indices: a boolean mask's True positions, else the
+    integers themselves (``name`` is the argument in error messages)."""
+    if hasattr(subset, "detach"):  # a torch tensor
+        subset = subset.detach().cpu().numpy()
+    arr = np.asarray(subset)
+    if arr.dtype == bool:
+        if arr.ndim != 1:
+            raise ValueError(f"{name}: a boolean mask must be 1-d, got shape {arr.shape}")
+        return np.flatnonzero(arr)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer indices or booleans, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
 
 
 class RetrainingHarness:
@@ -96,16 +112,24 @@ class RetrainingHarness:
         return self.cache_dir / f"retrain-{h.hexdigest()[:40]}.npy"
 
     def run_one(self, indices: Any, seed: int = 0) -> np.ndarray:
-        """Train on ``indices`` with ``seed`` (or read the cached result) and evaluate."""
-        idx = np.unique(np.asarray(indices, dtype=np.int64).reshape(-1))
+        """Train on ``indices`` (integers, or a boolean mask) with ``seed`` (or read the
+        cached result) and evaluate."""
+        idx = np.unique(_subset_indices(indices, "indices").reshape(-1))
         if idx.size == 0:
             raise ValueError("the training subset is empty")
         path = None if self.cache_dir is None else self._path(idx, seed)
         if path is not None and path.exists():
             try:
-                return np.load(path, allow_pickle=False)
-            except (OSError, ValueError):
-                pass  # a corrupt file: retrain and overwrite it
+                # Memory-mapped first: a header claiming more data than the file holds is
+                # refused by the map (ValueError) before anything that size is allocated.
+                cached = np.load(path, mmap_mode="r", allow_pickle=False)
+                if not isinstance(cached, np.ndarray):
+                    raise ValueError("not a .npy array")
+                return np.array(cached)
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+                # A corrupt file (zero bytes after a crash, a truncated header, another
+                # format): retrain and overwrite it.
+                pass
         out = np.asarray(self.evaluate_fn(self.train_fn(idx, int(seed))))
         if out.dtype == object:
             raise TypeError("evaluate_fn must return a numeric array")
@@ -121,7 +145,9 @@ class RetrainingHarness:
         """Results of every subset, stacked ``(m, *result_shape)``.
 
         Args:
-            subsets: ``(m, N)`` boolean masks or a list of ``m`` index arrays.
+            subsets: ``(m, N)`` boolean masks, or ``m`` subsets each given as an index array
+                or as a boolean mask (a list of bools, a bool array or tensor): a mask's
+                ``True`` positions are the subset.
             seeds: one seed for all runs, or one per subset.
         """
         if isinstance(subsets, np.ndarray) and subsets.dtype == bool:
@@ -129,7 +155,9 @@ class RetrainingHarness:
                 raise ValueError(f"subset masks must be (m, N), got {subsets.shape}")
             index_sets = [np.flatnonzero(row) for row in subsets]
         else:
-            index_sets = [np.asarray(s, dtype=np.int64) for s in subsets]
+            # Each subset on its own: a boolean mask (list of bools, bool array or tensor)
+            # is its True positions, never the indices {0, 1}.
+            index_sets = [_subset_indices(s, f"subsets[{j}]") for j, s in enumerate(subsets)]
         m = len(index_sets)
         seed_list = [int(seeds)] * m if np.ndim(seeds) == 0 else [int(s) for s in seeds]
         if len(seed_list) != m:

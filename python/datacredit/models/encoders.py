@@ -1,6 +1,7 @@
 """Embedding encoders: adapters from images (or any samples) to float32 feature rows.
 
-Every encoder has ``encode(data, *, progress=False) -> np.ndarray`` of shape ``(n, d)``,
+Every encoder has ``encode(data, *, progress=False) -> np.ndarray`` of shape ``(n, d)``
+(``progress``: a bool, or the label of the bar, e.g. ``"embedding generated"``),
 float32, in the order of ``data`` (an array, a tensor, a sequence or a torch dataset;
 dataset items ``(x, label)`` use ``x``).  :func:`make_encoder` turns a user
 specification into one:
@@ -26,7 +27,8 @@ from datacredit.models._data import _is_torch, batches, data_len, progress, to_f
 class PrecomputedEncoder:
     """The data already are embeddings: returns them as a float32 matrix ``(n, d)``."""
 
-    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+    def encode(self, data: Any, *, progress: bool | str = False) -> np.ndarray:
+        """Embeddings of ``data`` (``N`` samples): float32 ``(N, d)``, in the data's order."""
         from datacredit._arrays import as_float_matrix
 
         return as_float_matrix(data, "embeddings", check_finite=False)
@@ -46,11 +48,14 @@ class PixelEncoder:
         self.scale = scale
         self.batch_size = batch_size
 
-    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+    def encode(self, data: Any, *, progress: bool | str = False) -> np.ndarray:
+        """Embeddings of ``data`` (``N`` samples): float32 ``(N, d)``, in the data's order."""
         n = data_len(data, "data")
         if n == 0:
             raise ValueError("data is empty")
-        rows = [to_float_rows(b, "data") for b in batches(data, self.batch_size, "data")]
+        rows = [
+            to_float_rows(_pil_as_nchw(b), "data") for b in batches(data, self.batch_size, "data")
+        ]
         out = np.concatenate(rows)
         if self.scale is not None:
             out *= np.float32(self.scale)
@@ -58,6 +63,16 @@ class PixelEncoder:
 
     def __repr__(self) -> str:
         return f"PixelEncoder(scale={self.scale})"
+
+
+def _pil_as_nchw(batch: Any) -> Any:
+    """A list of PIL images as one uint8 ``(N, C, H, W)`` array (the layout of array images,
+    so PIL and array inputs flatten alike); anything else unchanged."""
+    if isinstance(batch, list) and batch and type(batch[0]).__module__.startswith("PIL."):
+        from datacredit.models.images import _stack_items
+
+        return _stack_items(batch, "data")
+    return batch
 
 
 class CallableEncoder:
@@ -69,7 +84,8 @@ class CallableEncoder:
         self.fn = fn
         self.batch_size = batch_size
 
-    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+    def encode(self, data: Any, *, progress: bool | str = False) -> np.ndarray:
+        """Embeddings of ``data`` (``N`` samples): float32 ``(N, d)``, in the data's order."""
         n = data_len(data, "data")
         if n == 0:
             raise ValueError("data is empty")
@@ -82,8 +98,10 @@ class CallableEncoder:
         return f"CallableEncoder({getattr(self.fn, '__name__', type(self.fn).__name__)})"
 
 
-def _progress(it: Any, enabled: bool, total: int) -> Any:
-    return progress(it, enabled, total, "embedding")
+def _progress(it: Any, enabled: bool | str, total: int) -> Any:
+    # ``progress`` may be the bar's label ("embedding training set"), so that two bars in a
+    # row say which data they embed
+    return progress(it, bool(enabled), total, enabled if isinstance(enabled, str) else "embedding")
 
 
 class TorchEncoder:
@@ -109,7 +127,8 @@ class TorchEncoder:
         t = batch if _is_torch(batch) else torch.as_tensor(np.asarray(batch))
         return t if t.is_floating_point() else t.float()
 
-    def encode(self, data: Any, *, progress: bool = False) -> np.ndarray:
+    def encode(self, data: Any, *, progress: bool | str = False) -> np.ndarray:
+        """Embeddings of ``data`` (``N`` samples): float32 ``(N, d)``, in the data's order."""
         import torch
 
         n = data_len(data, "data")
@@ -189,6 +208,7 @@ class OpenCLIPEncoder(TorchEncoder):
         return torch.stack([self.preprocess(img) for img in to_pil_images(batch, "images")])
 
     def fingerprint(self) -> str:
+        """Content fingerprint of the model, preprocessing and normalisation (cache keys)."""
         from datacredit.models.fingerprint import fingerprint_model
 
         return fingerprint_model([self.module, repr(self.preprocess), self.normalize])

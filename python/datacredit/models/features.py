@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from datacredit.models._data import INPUT_KEYS, LABEL_KEYS, hf_torch_view, is_hf_dataset
+
 
 def _torch():
     import torch
@@ -55,10 +57,7 @@ def eval_mode(model: Any) -> Iterator[None]:
             model.train(was_training)
 
 
-#: Keys of a dict batch that hold the labels (never passed to the model).
-LABEL_KEYS = ("label", "labels", "y", "target")
-#: Keys of a dict batch that hold the model's single positional input.
-INPUT_KEYS = ("input", "x", "image", "pixel_values")
+# INPUT_KEYS and LABEL_KEYS (the dict keys of inputs and labels) live in models._data.
 
 
 def batch_len(batch: Any) -> int:
@@ -204,11 +203,6 @@ class FeatureExtractor:
         return feats.float(), model_logits(outputs)
 
 
-def _is_hf_dataset(data: Any) -> bool:
-    """A Hugging Face ``datasets.Dataset`` (checked without importing ``datasets``)."""
-    return type(data).__module__.startswith("datasets.") and hasattr(data, "with_format")
-
-
 def split_batch(batch: Any) -> tuple[Any, Any]:
     """``(inputs, labels)`` of one batch: an ``(inputs, labels, ...)`` tuple, a dict (see
     :func:`iterate_batches`) or bare inputs (``labels`` ``None``)."""
@@ -250,8 +244,8 @@ def select_inputs(data: Any, indices: Any) -> Any:
         return split_batch(data.collate_fn([data.dataset[i] for i in idx]))[0]
     if isinstance(data, Dataset):
         return split_batch(default_collate([data[i] for i in idx]))[0]
-    if _is_hf_dataset(data):
-        return _split_dict_batch(dict(data.with_format("torch")[idx]))[0]
+    if is_hf_dataset(data):
+        return _split_dict_batch(dict(hf_torch_view(data)[idx]))[0]
     if isinstance(data, (tuple, list)) and len(data) in (1, 2) and not isinstance(data[0], int):
         data = data[0]
     if isinstance(data, (torch.Tensor, np.ndarray)):
@@ -261,6 +255,22 @@ def select_inputs(data: Any, indices: Any) -> Any:
         "data must be a torch Dataset, a DataLoader, an (X, y) pair or a tensor, "
         f"got {type(data).__name__}"
     )
+
+
+def count_batches(data: Any, batch_size: int) -> int | None:
+    """How many batches :func:`iterate_batches` yields for ``data`` (None when the data
+    has no length, e.g. an iterable DataLoader); for progress bars with a total.  O(1)."""
+    from math import ceil
+
+    try:
+        if hasattr(data, "batch_sampler") and hasattr(data, "dataset"):  # a DataLoader
+            return len(data)
+        if isinstance(data, (tuple, list)) and len(data) in (1, 2) and not isinstance(data[0], int):
+            return ceil(len(data[0]) / batch_size)
+        n = int(data.shape[0]) if hasattr(data, "shape") else len(data)
+        return ceil(n / batch_size)
+    except TypeError:
+        return None
 
 
 def iterate_batches(
@@ -290,8 +300,8 @@ def iterate_batches(
         loader = data
     elif isinstance(data, Dataset):
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    elif _is_hf_dataset(data):
-        hf = data.with_format("torch")
+    elif is_hf_dataset(data):
+        hf = hf_torch_view(data)  # keeps a format or transform the user set
         if len(hf) == 0:
             raise ValueError("the data is empty")
         for start in range(0, len(hf), batch_size):

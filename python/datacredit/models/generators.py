@@ -201,6 +201,7 @@ class DiffusersTextToImage:
         self.kwargs = kwargs
 
     def prompt(self, label: Any) -> str:
+        """The prompt of ``label`` (from the mapping or callable ``prompts``)."""
         if callable(self.prompts):
             return str(self.prompts(label))
         if label not in self.prompts:

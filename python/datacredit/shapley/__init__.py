@@ -5,7 +5,13 @@ with a ``players`` attribute; see :mod:`datacredit.games` for ready-made games a
 :class:`datacredit.SurrogateSHAP` for the tree-surrogate estimator.
 """
 
-from datacredit.shapley._game import FunctionGame, evaluate, game_players
+from datacredit.shapley._game import (
+    FunctionGame,
+    ProgressGame,
+    evaluate,
+    game_direction,
+    game_players,
+)
 from datacredit.shapley.adjusted import AdjustedEstimate, regression_adjusted
 from datacredit.shapley.exact import exact, shapley_from_table
 from datacredit.shapley.interactions import interactions_from_table, tree_interactions
@@ -23,10 +29,12 @@ __all__ = [
     "AdjustedEstimate",
     "CoalitionPlan",
     "FunctionGame",
+    "ProgressGame",
     "ShapleyValues",
     "all_coalitions",
     "evaluate",
     "exact",
+    "game_direction",
     "game_players",
     "interactions_from_table",
     "kernel_shap",

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from datacredit._arrays import check_int
+from datacredit.direction import check_direction, declared_direction
 
 
 class FunctionGame:
@@ -23,9 +24,19 @@ class FunctionGame:
         fn: callable taking a bool matrix (m × n) and returning m utilities.
         players: distinct player names (length n), or an int n >= 1 (names
             ``"0".."n-1"``).  A bool is neither.
+        higher_is_better: True when a larger utility means a better model, False for a
+            loss.  None leaves it undeclared: the values are still computed, but ranking
+            them (``ShapleyValues.ranking``, ``to_frame``, ``plot``) asks for it.
     """
 
-    def __init__(self, fn: Callable[[np.ndarray], Any], players: Sequence[Any] | int):
+    def __init__(
+        self,
+        fn: Callable[[np.ndarray], Any],
+        players: Sequence[Any] | int,
+        *,
+        higher_is_better: bool | None = None,
+    ):
+        self.higher_is_better = check_direction(higher_is_better)
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         if isinstance(players, (bool, np.bool_, int, np.integer)):
@@ -38,6 +49,36 @@ class FunctionGame:
 
     def __call__(self, Z: np.ndarray) -> np.ndarray:
         return np.asarray(self._fn(Z), dtype=np.float64)
+
+
+class ProgressGame:
+    """``game`` with a labelled tqdm bar counting the coalitions evaluated (the players and
+    the direction are the game's).  Use with an estimator's ``batch_size`` so that the bar
+    moves; :meth:`close` ends the bar on its own line.
+
+    Args:
+        game: the game.  total: coalitions expected (the bar's total; corrected at
+            :meth:`close` when the estimator evaluated another number).  desc: the label.
+    """
+
+    def __init__(self, game: Any, total: int, desc: str = "evaluating coalitions") -> None:
+        from tqdm.auto import tqdm
+
+        self.game = game
+        self.players = game_players(game)
+        self.higher_is_better = declared_direction(game, "game.higher_is_better")
+        self.bar = tqdm(total=int(total), desc=desc, unit="coalition", leave=True)
+
+    def __call__(self, Z: np.ndarray) -> np.ndarray:
+        out = self.game(Z)
+        self.bar.update(len(Z))
+        return out
+
+    def close(self) -> None:
+        if self.bar.n != self.bar.total:
+            self.bar.total = self.bar.n
+            self.bar.refresh()
+        self.bar.close()
 
 
 def _check_distinct(players: list) -> None:
@@ -68,6 +109,11 @@ def game_players(game: Any, n_players: int | None = None) -> list:
     if n_players is None:
         raise TypeError("game has no 'players' attribute: pass n_players")
     return [str(i) for i in range(check_int(n_players, "n_players", 1))]
+
+
+def game_direction(game: Any) -> bool | None:
+    """The ``higher_is_better`` that ``game`` declares, or None (TypeError for a non-bool)."""
+    return declared_direction(game, "game.higher_is_better")
 
 
 def evaluate(game: Any, Z: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from datacredit._arrays import check_int
-from datacredit.shapley._game import evaluate, game_players
+from datacredit.shapley._game import evaluate, game_direction, game_players
 from datacredit.shapley.result import ShapleyValues
 from datacredit.shapley.sampling import all_coalitions
 
@@ -68,4 +68,5 @@ def exact(
         coalitions=Z,
         utilities=v,
         method="exact",
+        higher_is_better=game_direction(game),
     )

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from datacredit._arrays import as_integer_array, check_int
-from datacredit.shapley._game import evaluate, game_players
+from datacredit.shapley._game import evaluate, game_direction, game_players
 from datacredit.shapley.plan import CoalitionPlan, plan_coalitions
 from datacredit.shapley.result import ShapleyValues
 from datacredit.shapley.sampling import sample_coalitions
@@ -116,6 +116,7 @@ def kernel_shap(
             utilities=v,
             method="kernel_shap",
             info={"budget": int(budget), "sampling": sampling, "evaluated": int(len(v))},
+            higher_is_better=game_direction(game),
         )
     if budget < n + 2:
         raise ValueError(f"budget must be at least n_players + 2 = {n + 2}, got {budget}")
@@ -133,4 +134,5 @@ def kernel_shap(
         utilities=v,
         method="kernel_shap",
         info={"budget": int(budget), "sampling": sampling, "unique": unique, "paired": paired},
+        higher_is_better=game_direction(game),
     )

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from datacredit._io import atomic_save_npz, atomic_write_text
+from datacredit.direction import check_direction, describe, improvement
 
 
 def _plain(x: Any, where: str) -> Any:
@@ -59,6 +60,12 @@ class ShapleyValues:
             none; 0 for exact values).
         interactions: float64 (n × n) symmetric pairwise Shapley interaction index (None
             unless asked for): > 0 complementary contributors, < 0 redundant ones.
+        higher_is_better: the direction of the game's utility (True: larger = better
+            model; False: a loss such as FID), taken from the game; None when the game
+            declared none.  ``values`` are always in the utility's own units and sign;
+            :attr:`improvement`, :meth:`ranking`, :meth:`to_frame`, :meth:`plot`,
+            :meth:`summary` and the saved files orient them so that the most helpful
+            contributor comes first, and ask for the direction when it is None.
     """
 
     values: np.ndarray
@@ -72,8 +79,10 @@ class ShapleyValues:
     info: dict = field(default_factory=dict)
     stderr: np.ndarray | None = None
     interactions: np.ndarray | None = None
+    higher_is_better: bool | None = None
 
     def __post_init__(self) -> None:
+        self.higher_is_better = check_direction(self.higher_is_better)
         self.values = np.asarray(self.values, dtype=np.float64)
         self.players = list(self.players)
         if self.values.shape != (len(self.players),):
@@ -118,20 +127,72 @@ class ShapleyValues:
             f"efficiency_gap={self.efficiency_gap:.3g})"
         )
 
+    def _direction(self, what: str) -> bool:
+        hib = check_direction(self.higher_is_better)
+        if hib is None:
+            raise ValueError(
+                f"{what} needs the direction of the game's utility, which it did not declare: "
+                "set higher_is_better=True if larger utilities mean a better model, False for "
+                "a loss (e.g. FunctionGame(fn, players, higher_is_better=...), "
+                "ProxyGame(..., higher_is_better=...), or sv.higher_is_better = ...)"
+            )
+        return hib
+
+    @property
+    def improvement(self) -> np.ndarray:
+        """float64 (n,): the values oriented so that positive = makes the model better
+        (``values`` for a higher-is-better utility, ``-values`` for a loss)."""
+        return improvement(self.values, self._direction("improvement"))
+
+    @property
+    def direction(self) -> str:
+        """One line saying which way ``values`` point."""
+        return describe(self.higher_is_better)
+
     def ranking(self, descending: bool = True) -> list:
-        """Players ordered by value (largest first by default)."""
-        order = np.argsort(-self.values if descending else self.values, kind="stable")
+        """Players most helpful first (largest :attr:`improvement`; ties keep the players'
+        order); ``descending=False``: most harmful first."""
+        imp = improvement(self.values, self._direction("ranking"))
+        order = np.argsort(-imp if descending else imp, kind="stable")
         return [self.players[i] for i in order]
 
     def to_frame(self):
-        """A pandas DataFrame (player, value[, stderr], rank), sorted by decreasing value."""
+        """A pandas DataFrame (player, value[, stderr], improvement, rank), most helpful
+        first: ``value`` in the utility's units and sign, ``improvement`` oriented so that
+        positive = makes the model better, ``rank`` 1 = most helpful.  ``frame.attrs``
+        holds ``higher_is_better`` and the ``direction`` in words."""
         import pandas as pd
 
+        imp = improvement(self.values, self._direction("to_frame"))
         df = pd.DataFrame({"player": self.players, "value": self.values})
         if self.stderr is not None:
             df["stderr"] = self.stderr
-        df["rank"] = df["value"].rank(ascending=False, method="first").astype(int)
-        return df.sort_values("rank").reset_index(drop=True)
+        df["improvement"] = imp
+        rank = np.empty(len(self), np.int64)
+        rank[np.argsort(-imp, kind="stable")] = np.arange(1, len(self) + 1)
+        df["rank"] = rank
+        df = df.sort_values("rank").reset_index(drop=True)
+        df.attrs.update(higher_is_better=self.higher_is_better, direction=self.direction)
+        return df
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON types for a results file: the values in player order, their
+        :attr:`improvement`, the direction and the ``ranking`` (most helpful first)."""
+        hib = self._direction("summary")
+        out: dict[str, Any] = {
+            "players": [_plain(p, "players") for p in self.players],
+            "values": self.values.tolist(),
+            "higher_is_better": hib,
+            "direction": self.direction,
+            "improvement": improvement(self.values, hib).tolist(),
+            "ranking": [_plain(p, "players") for p in self.ranking()],
+            "v_empty": float(self.v_empty),
+            "v_full": float(self.v_full),
+            "efficiency_gap": self.efficiency_gap,
+        }
+        if self.stderr is not None:
+            out["stderr"] = self.stderr.tolist()
+        return out
 
     def interactions_frame(self):
         """The pairwise interactions as a pandas DataFrame (players × players)."""
@@ -158,16 +219,20 @@ class ShapleyValues:
         return ax
 
     def plot(self, ax=None, *, top: int | None = None, sort: bool = True):
-        """Horizontal bar chart of the values (matplotlib); returns the Axes."""
+        """Horizontal bar chart of :attr:`improvement` (matplotlib), most helpful at the
+        top: green bars make the model better, red ones worse; the axis label says which
+        way the utility points.  Returns the Axes."""
         import matplotlib.pyplot as plt
 
-        order = np.argsort(-self.values, kind="stable") if sort else np.arange(len(self))
+        hib = self._direction("plot")
+        imp = improvement(self.values, hib)
+        order = np.argsort(-imp, kind="stable") if sort else np.arange(len(self))
         if top is not None:
             order = order[:top]
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 0.3 * len(order) + 1))
-        vals = self.values[order]
-        colors = ["tab:red" if v > 0 else "tab:blue" for v in vals]
+        vals = imp[order]
+        colors = ["tab:green" if v > 0 else "tab:red" for v in vals]
         err = None
         if self.stderr is not None and np.isfinite(self.stderr).all():
             err = self.stderr[order][::-1]  # one standard error either side
@@ -180,7 +245,10 @@ class ShapleyValues:
             capsize=2,
         )
         ax.axvline(0, color="k", lw=0.5)
-        ax.set_xlabel("Shapley value")
+        if hib:
+            ax.set_xlabel("Shapley value (positive = makes the model better)")
+        else:
+            ax.set_xlabel("−Shapley value of the loss (positive = makes the model better)")
         ax.set_title(self.method or "Shapley values")
         return ax
 
@@ -193,10 +261,15 @@ class ShapleyValues:
             "cv_score": None if self.cv_score is None else float(self.cv_score),
             "method": self.method,
             "info": self.info,
+            "higher_is_better": self.higher_is_better,
         }
 
     def save(self, path: str | Path, *, format: str | None = None) -> None:
         """Write to exactly ``path``, atomically (temp file, fsync, rename).
+
+        The file holds ``higher_is_better`` and, when it is declared, the ``ranking``
+        (most helpful first) and the ``improvement`` of each player, so a reader of the
+        file ranks the players the same way as :meth:`to_frame`.
 
         ``format``: ``"json"`` (everything as lists) or ``"npz"`` (arrays binary, metadata
         as JSON); None picks it from the suffix, ``.npz`` for any other name.
@@ -206,6 +279,9 @@ class ShapleyValues:
         if fmt not in ("json", "npz"):
             raise ValueError(f"unknown format {format!r}; expected 'json' or 'npz'")
         meta = self._meta()
+        if self.higher_is_better is not None:
+            meta["ranking"] = self.ranking()
+            meta["improvement"] = self.improvement.tolist()
         if fmt == "json":
             meta["values"] = self.values.tolist()
             if self.stderr is not None:
@@ -235,6 +311,8 @@ class ShapleyValues:
             head = f.read(2)
         if head != b"PK":
             meta = json.loads(path.read_text())
+            meta.pop("ranking", None)  # derived: recomputed from values and direction
+            meta.pop("improvement", None)
             coal = meta.pop("coalitions", None)
             util = meta.pop("utilities", None)
             values = meta.pop("values")
@@ -250,6 +328,8 @@ class ShapleyValues:
             )
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
+            meta.pop("ranking", None)
+            meta.pop("improvement", None)
             return cls(
                 values=f["values"],
                 coalitions=f["coalitions"] if "coalitions" in f else None,

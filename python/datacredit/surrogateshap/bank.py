@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Callable
@@ -233,7 +234,7 @@ class SampleBank:
             if bar is not None:
                 bar.close()
         if bank.path is not None:
-            bank.write_manifest(complete=True)
+            bank._write_manifest(complete=True)
         return bank
 
     @classmethod
@@ -284,15 +285,37 @@ class SampleBank:
         except ValueError:
             raise KeyError(f"label {label!r} is not in the sample bank") from None
 
-    def samples(self, label: Any) -> np.ndarray:
-        """What is stored for ``label``: array (n_label, ...)."""
+    def samples_for(self, label: Any) -> np.ndarray:
+        """What is stored for ``label``: array (n_label, ...) (memory-mapped for a bank on
+        disk; KeyError for a label the bank does not hold)."""
         i = self.index(label)
         if label in self._mem:
             return self._mem[label]
         return np.load(self.path / f"label{i}.npy", mmap_mode="r", allow_pickle=False)
 
+    def n_samples_for(self, label: Any) -> int:
+        """How many samples the bank holds for ``label``."""
+        return int(self.samples_for(label).shape[0])
+
+    def samples(self, label: Any) -> np.ndarray:
+        """Deprecated alias of :meth:`samples_for` (removed in the next release)."""
+        warnings.warn(
+            "SampleBank.samples(label) is now SampleBank.samples_for(label); the old name "
+            "will be removed in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.samples_for(label)
+
     def n_samples(self, label: Any) -> int:
-        return int(self.samples(label).shape[0])
+        """Deprecated alias of :meth:`n_samples_for` (removed in the next release)."""
+        warnings.warn(
+            "SampleBank.n_samples(label) is now SampleBank.n_samples_for(label); the old "
+            "name will be removed in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.n_samples_for(label)
 
     def map(
         self,
@@ -309,7 +332,7 @@ class SampleBank:
             return stages.map_bank(self, fn, batch_size=batch_size, executor=executor)
         data = {}
         for label in self._labels:
-            x = self.samples(label)
+            x = self.samples_for(label)
             bs = x.shape[0] if batch_size is None else int(batch_size)
             outs = [
                 to_numpy(fn(np.asarray(x[s : s + bs])), "fn output")
@@ -327,4 +350,4 @@ class SampleBank:
         counts = None
         if self.label_counts is not None:
             counts = {lab: self.label_counts[lab] for lab in labels}
-        return SampleBank({lab: self.samples(lab) for lab in labels}, label_counts=counts)
+        return SampleBank({lab: self.samples_for(lab) for lab in labels}, label_counts=counts)

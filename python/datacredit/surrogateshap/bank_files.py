@@ -25,6 +25,7 @@ def label_seed(seed: int, index: int, chunk: int) -> int:
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path`` as ``.npy`` (no pickle) through the atomic writer."""
     with atomic_open(path) as f:
         np.save(f, array, allow_pickle=False)
 
@@ -38,6 +39,7 @@ def callable_name(fn: Any) -> str | None:
 
 
 def array_digest(a: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and bytes (hex): identifies a bank chunk."""
     h = hashlib.sha256(str((a.dtype.str, a.shape)).encode())
     h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
@@ -46,6 +48,7 @@ def array_digest(a: np.ndarray) -> str:
 def write_manifest(
     path: Path, labels: list, meta: dict, counts: list | None, complete: bool
 ) -> None:
+    """Write the bank manifest at ``path`` atomically (labels, generator meta, counts, complete)."""
     doc = {"labels": labels, "meta": meta, "label_counts": counts, "complete": complete}
     atomic_write_text(path / MANIFEST, json.dumps(doc))
 
@@ -142,6 +145,7 @@ def claim_path(
 
 
 def counts_from(labels: list, train_labels: Any) -> dict:
+    """Training count of each of ``labels`` in ``train_labels`` (integer-valued): ``{label: count}``."""
     y = np.asarray(to_numpy(train_labels, "train_labels")).ravel()
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
@@ -154,6 +158,7 @@ def counts_from(labels: list, train_labels: Any) -> dict:
 
 
 def check_label(label: Any) -> Hashable:
+    """A bank label as ``int`` or ``str`` (numpy integers converted); ``TypeError`` otherwise."""
     if isinstance(label, (np.integer,)):
         label = int(label)
     if not isinstance(label, (int, str)) or isinstance(label, bool):

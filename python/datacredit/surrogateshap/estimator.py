@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from datacredit._arrays import as_mask, check_int
-from datacredit.shapley._game import evaluate, game_players
+from datacredit.shapley._game import evaluate, game_direction, game_players
 from datacredit.shapley.plan import plan_coalitions
 from datacredit.shapley.result import ShapleyValues
 from datacredit.shapley.sampling import sample_coalitions
@@ -343,6 +343,7 @@ class SurrogateSHAP:
         values (``"adjusted"`` only; exact when every coalition is evaluated).
         """
         players = game_players(game, n_players)
+        direction = game_direction(game)  # carried to the result: it ranks by it
         n = len(players)
         need = self._minimum_budget(n)
         if self.budget < need:
@@ -353,10 +354,12 @@ class SurrogateSHAP:
         if self.estimator == "adjusted" or small:
             plan = plan_coalitions(n, self.budget, self.seed, paired=True)
             v = evaluate(game, plan.Z, batch_size=self.batch_size)
-            return self._explain_plan(plan, v, players, interactions)
+            sv = self._explain_plan(plan, v, players, interactions)
+            sv.higher_is_better = direction
+            return sv
         Z = sample_coalitions(n, self.budget, self.seed, unique=self.unique, paired=self.paired)
         v = evaluate(game, Z, batch_size=self.batch_size)
-        return self.explain_coalitions(Z, v, players)
+        return self.explain_coalitions(Z, v, players, higher_is_better=direction)
 
     def _candidates(self) -> list[dict[str, Any] | None]:
         extra = self.xgb_params or {}
@@ -417,10 +420,18 @@ class SurrogateSHAP:
             },
         )
 
-    def explain_coalitions(self, Z: Any, v: Any, players: Sequence | None = None) -> ShapleyValues:
+    def explain_coalitions(
+        self,
+        Z: Any,
+        v: Any,
+        players: Sequence | None = None,
+        *,
+        higher_is_better: bool | None = None,
+    ) -> ShapleyValues:
         """The paper's estimator on already evaluated coalitions; rows must include ∅ and N.
 
-        Z: bool (m × n); v: float (m,).
+        Z: bool (m × n); v: float (m,); ``higher_is_better``: the direction of ``v``
+        (True: larger = better model, False: a loss), carried to the result's ranking.
         """
         Z = as_mask(Z, "Z")  # 0.5 or 2 is no coalition membership
         v = np.asarray(v, dtype=np.float64)
@@ -472,4 +483,5 @@ class SurrogateSHAP:
                 "efficiency": self.efficiency,
                 "surrogate_efficiency_gap": surrogate_gap,
             },
+            higher_is_better=higher_is_better,
         )

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from datacredit._arrays import as_mask, check_float
+from datacredit.direction import resolve_direction
 from datacredit.surrogateshap import stages
 
 
@@ -53,6 +54,11 @@ class ProxyGame:
             ``"uniform"``: π_S uniform over Y_S.  Only ratios matter (the counts are scaled
             by their maximum, so any finite positive magnitude is exact).
         empty_value: v(∅); querying the empty coalition without it raises.
+        higher_is_better: the utility's direction (True: larger = better model; False: a
+            loss such as FID).  None takes what ``utility`` declares; a utility that
+            declares none (a user's statistic) needs it here, and one that contradicts
+            the utility's own declaration raises.  Results rank contributors most helpful
+            first by it (:attr:`ShapleyValues.improvement`).
 
     Call with a bool matrix Z (m × n_players); returns float64 (m,).  Cost per coalition:
     O(n_players · L) for the weights + the utility's per-coalition cost.
@@ -66,6 +72,7 @@ class ProxyGame:
         *,
         label_weights: Mapping[Any, float] | Sequence[float] | str | None = None,
         empty_value: float | None = None,
+        higher_is_better: bool | None = None,
     ):
         if not isinstance(contributors, Mapping) or not contributors:
             raise ValueError("contributors must be a non-empty mapping player -> labels")
@@ -132,6 +139,7 @@ class ProxyGame:
                 "utility must be a datacredit.surrogateshap.utilities object (prepare(bank), "
                 f"evaluate(weights)), got {type(utility).__name__}"
             )
+        self.higher_is_better = resolve_direction(higher_is_better, utility, "the utility")
         self.bank = bank
         self.utility = utility
         utility.prepare(bank)
@@ -156,7 +164,7 @@ class ProxyGame:
         rng = np.random.default_rng(seed)
         halves: list[dict] = [{}, {}]
         for lab in self.bank.labels:
-            x = np.asarray(self.bank.samples(lab))
+            x = np.asarray(self.bank.samples_for(lab))
             if len(x) < 2:
                 raise ValueError(f"label {lab!r} has {len(x)} sample; the halves need >= 2")
             order = rng.permutation(len(x))

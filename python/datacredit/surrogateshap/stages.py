@@ -176,8 +176,8 @@ class _Indexed:
 def _map_label(bank: Any, fn: Callable, batch_size: Any, i: int) -> np.ndarray:
     """Stage ``bank-map``: ``fn`` over one label's samples, in batches (as ``SampleBank.map``)."""
     label = bank.labels[i]
-    sub = type(bank)({label: np.asarray(bank.samples(label))})
-    return sub.map(fn, batch_size=batch_size).samples(label)
+    sub = type(bank)({label: np.asarray(bank.samples_for(label))})
+    return sub.map(fn, batch_size=batch_size).samples_for(label)
 
 
 def map_bank(bank: Any, fn: Callable, *, batch_size: int | None, executor: Any) -> Any:

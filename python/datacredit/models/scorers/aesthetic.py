@@ -25,6 +25,8 @@ class LAIONAestheticScorer:
     Returns float64 (n,) scores (LAION's scale, about 1–10 with the real weights).
     """
 
+    higher_is_better = True  # a quality score: larger is better
+
     def __init__(self, encoder: Any, head: Any) -> None:
         if not hasattr(encoder, "encode"):
             raise TypeError("encoder must have an encode(images) method")

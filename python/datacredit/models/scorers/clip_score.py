@@ -64,6 +64,8 @@ class CLIPScore:
     float64 (n,).
     """
 
+    higher_is_better = True  # image-prompt agreement: larger is better
+
     def __init__(
         self,
         model: Any,

@@ -40,6 +40,8 @@ class DreamSimDistance:
     ``"clip_vitb32"``, ``"dino_vitb16"``, ... are its single-backbone variants).
     """
 
+    higher_is_better = False  # a distance: smaller is more similar
+
     def __init__(
         self,
         *,
@@ -111,6 +113,7 @@ class DreamSimDistance:
         return as_scores(out, out.shape[0], self.name)
 
     def fingerprint(self) -> str:
+        """Content fingerprint of the DreamSim model and its preprocessing (cache keys)."""
         from datacredit.models.fingerprint import fingerprint_model
 
         return fingerprint_model([self.model, repr(self.preprocess)])

@@ -23,6 +23,8 @@ class MANIQAScorer:
     ``pyiqa.create_metric("maniqa")``) or let this class create pyiqa's metric.
     """
 
+    higher_is_better = True  # a quality score: larger is better
+
     def __init__(
         self,
         *,

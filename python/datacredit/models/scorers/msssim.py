@@ -21,6 +21,8 @@ class MSSSIMDistance:
     ``win_size``.  Returns float64 (n,), 0 for identical images.
     """
 
+    higher_is_better = False  # a distance: smaller is more similar
+
     def __init__(
         self,
         *,

@@ -18,6 +18,8 @@ class PixelL2Distance:
     antialiased).  ``(n,)`` float64, ``O(n * C * H * W)``.
     """
 
+    higher_is_better = False  # a distance: smaller is more similar
+
     name = "pixel_l2"
 
     def __call__(self, a: Any, b: Any) -> np.ndarray:

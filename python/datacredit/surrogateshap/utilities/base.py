@@ -9,6 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from datacredit._arrays import to_numpy
+from datacredit.direction import check_direction
 
 
 def apply_in_batches(
@@ -38,14 +39,25 @@ def check_weights(weights: Any, n_labels: int) -> np.ndarray:
 
 
 class Utility:
-    """Base class: ``prepare(bank)`` once, then ``evaluate(weights (m × L)) -> (m,)``."""
+    """Base class: ``prepare(bank)`` once, then ``evaluate(weights (m × L)) -> (m,)``.
+
+    ``higher_is_better``: True when a larger utility means a better model, False for a
+    loss (FID); None when the utility cannot know (a user's statistic), and then the
+    :class:`~datacredit.surrogateshap.ProxyGame` that ranks contributors by it asks for it.
+    """
 
     n_labels: int = 0
+    higher_is_better: bool | None = None
 
     def prepare(self, bank: Any) -> Utility:  # pragma: no cover - interface
+        """Compute the per-label statistics from ``bank`` (a ``SampleBank``) once; returns
+        ``self``."""
         raise NotImplementedError
 
     def evaluate(self, weights: Any) -> np.ndarray:  # pragma: no cover - interface
+        """Utilities ``(m,)`` float64 of ``m`` label mixtures, ``weights`` ``(m, L)`` (rows
+        sum to 1 over the bank's labels). The direction is the utility's own (FID is a
+        loss: lower is better; the scores are higher-is-better)."""
         raise NotImplementedError
 
     def _require(self) -> None:
@@ -56,15 +68,22 @@ class Utility:
         return self.evaluate(weights)
 
 
+def direction_arg(value: Any, default: bool | None, owner: str) -> bool | None:
+    """A utility's ``higher_is_better`` argument: ``default`` when None, else a bool
+    (TypeError naming ``owner`` otherwise)."""
+    value = check_direction(value, f"{owner}(higher_is_better=...)")
+    return default if value is None else value
+
+
 def features_per_label(bank: Any, fn: Callable | None, batch_size: int | None, name: str) -> list:
     """``fn`` over each label's samples: one float64 ``(n_label, p)`` array per label, checked
     for one finite row per sample."""
     feats = []
     for label in bank.labels:
-        f = apply_in_batches(fn, bank.samples(label), batch_size, name)
+        f = apply_in_batches(fn, bank.samples_for(label), batch_size, name)
         if f.ndim == 1:
             f = f[:, None]
-        if f.ndim != 2 or f.shape[0] != bank.n_samples(label):
+        if f.ndim != 2 or f.shape[0] != bank.n_samples_for(label):
             raise ValueError(
                 f"{name} must return one row per sample; got shape {f.shape} for label {label!r}"
             )

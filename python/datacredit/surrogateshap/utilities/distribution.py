@@ -38,6 +38,9 @@ def _sqrtm_psd(C: np.ndarray) -> np.ndarray:
 class FID(Utility):
     """Fréchet Inception Distance of the coalition's mixture to a reference set.
 
+    Direction: a loss (lower is better). A contributor that helps lowers FID, so its
+    Shapley value for FID is negative, and its value for −FID (the negation) positive.
+
     FID = ‖μ − μ_r‖² + tr Σ + tr Σ_r − 2 tr (Σ_r^{1/2} Σ Σ_r^{1/2})^{1/2}, with μ, Σ the mean
     and covariance of the mixture Σ_y π_y p(x | y), each label's conditional represented by
     its bank samples — no resampling.
@@ -84,6 +87,8 @@ class FID(Utility):
     at d = 2048 would need ~150 GB) the whitened samples are kept instead (N·d values) and
     each coalition's matrix is formed from its own samples, O(N_S·d²) per coalition.
     """
+
+    higher_is_better = False  # a loss
 
     def __init__(
         self,
@@ -294,6 +299,8 @@ class FID(Utility):
 class InceptionScore(Utility):
     """Inception Score exp(E_x KL(p(y|x) ‖ p̄(y))) of the mixture (one split).
 
+    Direction: higher is better (a helpful contributor gets a positive value).
+
     Computed exactly from per-label statistics m_l = E[p(y|x)] and
     h_l = E[Σ_y p log p]: IS = exp(Σ_l π_l h_l − Σ_y p̄_y log p̄_y), p̄ = Σ_l π_l m_l.
 
@@ -302,6 +309,8 @@ class InceptionScore(Utility):
             the bank already stores probabilities.
     Per coalition: O(L·K).
     """
+
+    higher_is_better = True
 
     def __init__(self, class_probs: Callable | None = None, *, batch_size: int | None = None):
         self.class_probs = class_probs

@@ -8,23 +8,33 @@ from typing import Any, Callable
 import numpy as np
 
 from datacredit._arrays import to_numpy
-from datacredit.surrogateshap.utilities.base import Utility, check_weights
+from datacredit.surrogateshap.utilities.base import Utility, check_weights, direction_arg
 
 
 class PairwiseDiversity(Utility):
     """Expected pair score of two independent draws from the mixture: πᵀ D π.
+
+    Direction: that of ``pair_score``; for a distance, higher = more diverse.
 
     D[l, l'] is the mean of ``pair_score`` over sample pairs of labels l and l' (distinct
     samples within a label), e.g. 1 − MS-SSIM or an LPIPS distance.
 
     Args:
         pair_score: callable (A (n_a, ...), B (n_b, ...)) → (n_a × n_b) scores.
+        higher_is_better: True (default: more diverse is better); False when the pair
+            score is a similarity, or when diversity is what should go down.
     Preparation: L(L+1)/2 calls; per coalition: O(L²).
     """
 
-    def __init__(self, pair_score: Callable[[np.ndarray, np.ndarray], Any]):
+    def __init__(
+        self,
+        pair_score: Callable[[np.ndarray, np.ndarray], Any],
+        *,
+        higher_is_better: bool | None = None,
+    ):
         if not callable(pair_score):
             raise TypeError("pair_score must be callable")
+        self.higher_is_better = direction_arg(higher_is_better, True, "PairwiseDiversity")
         self.pair_score = pair_score
         self._ready = False
 
@@ -32,7 +42,7 @@ class PairwiseDiversity(Utility):
         labels = bank.labels
         L = len(labels)
         D = np.zeros((L, L))
-        xs = [np.asarray(bank.samples(lab)) for lab in labels]
+        xs = [np.asarray(bank.samples_for(lab)) for lab in labels]
         for i in range(L):
             for j in range(i, L):
                 s = np.asarray(
@@ -65,6 +75,8 @@ class SampledPairDiversity(Utility):
     πᵀ D π with D[l, l'] the mean of ``distance`` over ``n_pairs`` random pairs of one
     sample of label l and one of label l' (two distinct samples when l = l').
 
+    Direction: higher = more diverse (a contributor adding variety gets a positive value).
+
     For costly pair scores such as 1 − MS-SSIM
     (:class:`~datacredit.models.MSSSIMDistance`) or LPIPS, where
     :class:`PairwiseDiversity`'s all-pairs matrices are too expensive.
@@ -72,6 +84,8 @@ class SampledPairDiversity(Utility):
     Args:
         distance: callable (A (k, ...), B (k, ...)) → (k,) distances of aligned pairs.
         n_pairs: pairs per label pair.  seed: seeds the pairs.  batch_size: pairs per call.
+        higher_is_better: True (default: more diverse is better); False to rank
+            contributors by how much they lower the diversity.
     Preparation: L(L+1)/2 · n_pairs distance evaluations; per coalition: O(L²).
     """
 
@@ -82,9 +96,11 @@ class SampledPairDiversity(Utility):
         n_pairs: int = 256,
         seed: int = 0,
         batch_size: int | None = 64,
+        higher_is_better: bool | None = None,
     ):
         if not callable(distance):
             raise TypeError("distance must be callable")
+        self.higher_is_better = direction_arg(higher_is_better, True, "SampledPairDiversity")
         if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 1:
             raise ValueError(f"n_pairs must be a positive integer, got {n_pairs!r}")
         self.distance = distance
@@ -111,7 +127,7 @@ class SampledPairDiversity(Utility):
         labels = bank.labels
         L = len(labels)
         rng = np.random.default_rng(self.seed)
-        xs = [bank.samples(lab) for lab in labels]
+        xs = [bank.samples_for(lab) for lab in labels]
         D = np.zeros((L, L))
         for i in range(L):
             ni = len(xs[i])

@@ -9,11 +9,18 @@ import numpy as np
 
 from datacredit._arrays import to_numpy
 from datacredit.metrics.correlation import spearman
-from datacredit.surrogateshap.utilities.base import Utility, check_weights, features_per_label
+from datacredit.surrogateshap.utilities.base import (
+    Utility,
+    check_weights,
+    direction_arg,
+    features_per_label,
+)
 
 
 class Resampled(Utility):
     """Any statistic of a sample set drawn from the mixture, with common random numbers.
+
+    Direction: that of the statistic.
 
     For each coalition, ``n_samples`` draws: label k by inverting the CDF of π at a fixed
     uniform u_k, then a stored sample of that label at a fixed uniform u'_k.  The same
@@ -24,6 +31,8 @@ class Resampled(Utility):
         features: callable from bank samples to per-sample features (n, p); None when the
             bank already stores them.
         n_samples: draws per coalition.  seed: seeds the common random numbers.
+        higher_is_better: whether a larger statistic means a better model; no default
+            (the statistic is yours), so a game ranking contributors by it asks for it.
     Per coalition: O(n_samples · (log L + p)) + the statistic.
     """
 
@@ -35,9 +44,11 @@ class Resampled(Utility):
         n_samples: int = 2048,
         seed: int = 0,
         batch_size: int | None = None,
+        higher_is_better: bool | None = None,
     ):
         if not callable(statistic):
             raise TypeError("statistic must be callable")
+        self.higher_is_better = direction_arg(higher_is_better, None, type(self).__name__)
         if n_samples < 2:
             raise ValueError(f"n_samples must be ≥ 2, got {n_samples}")
         self.statistic = statistic
@@ -80,9 +91,14 @@ class ProbeCorrelation(Resampled):
     """Spearman correlation between two probes (e.g. sex and melanoma classifiers, §6) on
     a resampled mixture set, with common random numbers across coalitions.
 
+    Direction: the correlation itself: a contributor that raises it gets a positive value
+    (negate the values to credit contributors that lower a spurious correlation).
+
     Args:
         f1, f2: callables from bank samples to one number per sample; with both None the
             bank must store two columns (probe 1, probe 2).
+        higher_is_better: no default: a correlation is the harm to rank by (a spurious
+            correlation: pass False) or the goal (pass True).
     """
 
     def __init__(
@@ -93,6 +109,7 @@ class ProbeCorrelation(Resampled):
         n_samples: int = 2048,
         seed: int = 0,
         batch_size: int | None = None,
+        higher_is_better: bool | None = None,
     ):
         if (f1 is None) != (f2 is None):
             raise ValueError("give both probes f1 and f2, or neither (bank stores two columns)")
@@ -110,6 +127,7 @@ class ProbeCorrelation(Resampled):
             n_samples=n_samples,
             seed=seed,
             batch_size=batch_size,
+            higher_is_better=higher_is_better,
         )
 
     def prepare(self, bank: Any) -> ProbeCorrelation:

@@ -6,7 +6,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from datacredit.surrogateshap.utilities.base import Utility, check_weights, features_per_label
+from datacredit.direction import declared_direction
+from datacredit.surrogateshap.utilities.base import (
+    Utility,
+    check_weights,
+    direction_arg,
+    features_per_label,
+)
 
 
 class OneLabel:
@@ -15,15 +21,20 @@ class OneLabel:
     def __init__(self, bank: Any, label: Any):
         self._bank, self.labels = bank, [label]
 
-    def samples(self, label: Any) -> np.ndarray:
-        return self._bank.samples(label)
+    def samples_for(self, label: Any) -> np.ndarray:
+        """What is stored for ``label`` (the wrapped bank's samples)."""
+        return self._bank.samples_for(label)
 
-    def n_samples(self, label: Any) -> int:
-        return self._bank.n_samples(label)
+    def n_samples_for(self, label: Any) -> int:
+        """Number of samples stored for ``label``."""
+        return self._bank.n_samples_for(label)
 
 
 class MeanScore(Utility):
     """Mixture mean of a per-sample score: Σ_l π_l · mean_l(score).
+
+    Direction: that of the score (higher is better for aesthetic and CLIP scores; a
+    distance to a reference, e.g. LPIPS, is a loss).
 
     Args:
         score: callable from bank samples to one number per sample (n,) — an aesthetic
@@ -33,6 +44,11 @@ class MeanScore(Utility):
             label or prompt the samples were generated for (paired LPIPS to the training
             image of the prompt, :class:`~datacredit.models.PairedToReference`; CLIP score
             to the prompt text).
+        higher_is_better: True when a larger score means a better model; None takes what
+            ``score`` declares (the library's scorers do: aesthetic, CLIP and quality
+            scores are higher-is-better).  A score that declares nothing (a plain
+            function, a distance to a reference) leaves it None, and ranking contributors
+            by it then needs it (:class:`~datacredit.surrogateshap.ProxyGame` says so).
     Per coalition: O(L).
     """
 
@@ -42,12 +58,20 @@ class MeanScore(Utility):
         *,
         batch_size: int | None = None,
         sees_label: bool = False,
+        higher_is_better: bool | None = None,
     ):
         if sees_label and score is None:
             raise ValueError("sees_label=True needs a score callable")
         self.score = score
         self.batch_size = batch_size
         self.sees_label = bool(sees_label)
+        declared = None if score is None else declared_direction(score)
+        self.higher_is_better = direction_arg(higher_is_better, declared, "MeanScore")
+        if declared is not None and self.higher_is_better != declared:
+            raise ValueError(
+                f"higher_is_better={self.higher_is_better} contradicts the score "
+                f"({type(score).__name__}), which declares higher_is_better={declared}"
+            )
         self._ready = False
 
     def prepare(self, bank: Any) -> MeanScore:
