@@ -120,8 +120,8 @@ class GMValuator:
             search costs (``diagnostics["auto_fallback"]`` says so); a pinned ``pq_nprobe``
             (or ``recall`` for ``"pq"``) that misses the target raises a ``UserWarning``
             naming the measured recall and the setting that reaches it.  Cost: an exact
-            search of the calibration queries (64 of 2,000 generated: about 3 % of an exact
-            ``value`` call).
+            search of the calibration queries, done in one pass with the diagnostics rows
+            (64 of 2,000 generated: about 10 % of an exact ``value`` call on its own).
         calibration_queries: generated samples per ``value`` call used to calibrate.
         seed: PQ training seed.
         n_threads: threads of the kernels (``None``: all cores).
