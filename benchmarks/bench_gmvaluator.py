@@ -21,6 +21,16 @@ its defaults (k=50) and at the demo's k=4: time of index build + search, recall@
 exact search, and the identical-class ratio C1 of the top-k.
 
     python benchmarks/bench_gmvaluator.py --baselines [--n 200000 --n-gen 2000 --d 128]
+
+``--ivf``: the inverted file against faiss side by side in one process (issue 24), on
+clustered embeddings (600,000 x 64 around 3,000 centres, 2,000 generated, k=20) and on
+unstructured ones (isotropic Gaussian, same size): GMValuator ``index="ivf"`` at its
+calibrated nprobe (target_recall=0.95), GMValuator ``index="exact"``, faiss
+``IndexIVFFlat`` at the same nlist / nprobe, faiss ``IndexFlatL2``; the time of
+``value`` (ours: calibration, search, float64 re-rank and values) and of the search
+alone, each with its recall@k against exact search on all generated samples.
+
+    python benchmarks/bench_gmvaluator.py --ivf [--n 600000 --n-gen 2000 --d 64 --k 20]
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PeakRSS  # noqa: E402
+from _common import PeakRSS, best_time  # noqa: E402
 from bench_pq import clustered  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001
@@ -148,6 +158,77 @@ def baselines(args: argparse.Namespace) -> None:
         )
 
 
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(np.intersect1d(f[:k], t)) / k for f, t in zip(found, truth)]))
+
+
+def ivf_versus_faiss(args: argparse.Namespace) -> None:
+    """Our IVF / our exact / faiss IVFFlat / faiss Flat at equal nlist and nprobe."""
+    import faiss
+
+    from datacredit import GMValuator
+    from datacredit.kernels import gram_topk
+
+    faiss.omp_set_num_threads(args.threads)
+    for name in ("clustered", "unstructured"):
+        _ivf_case(name, args, faiss, GMValuator, gram_topk)
+
+
+def _ivf_case(name: str, args: argparse.Namespace, faiss, GMValuator, gram_topk) -> None:
+    """One data set: ours IVF / ours exact / faiss IVFFlat / faiss Flat."""
+    rng = np.random.default_rng(3)
+    if name == "clustered":
+        data = clustered(args.n + args.n_gen, args.d, args.clusters, args.spread, seed=1)
+    else:
+        data = rng.standard_normal((args.n + args.n_gen, args.d), dtype=np.float32)
+    train, gen = data[: args.n], data[args.n :]
+    truth = gram_topk(gen, train, args.k, metric="l2", largest=False)[1]
+    print(
+        f"\n{name}: {args.n} x {args.d}, {args.n_gen} generated, k={args.k}, threads={args.threads}"
+    )
+    kw = dict(k=args.k, n_threads=args.threads, diagnostics_sample=0)
+    exact = GMValuator(index="exact", **kw).fit(train)
+    t_exact, res_e = best_time(lambda: exact.value(gen), 2)
+    ivf = GMValuator(index="ivf", pq_nlist=args.nlist, **kw).fit(train)
+    t_ivf, res_i = best_time(lambda: ivf.value(gen), 2)
+    nlist, nprobe = res_i.diagnostics["pq_nlist"], res_i.diagnostics["pq_nprobe"]
+    search = ivf._to_search_space(gen)
+    t_ivf_search, (_, cand) = best_time(lambda: ivf._recall(search, ivf.recall, nprobe, "ivf"), 2)
+    auto = GMValuator(pq_nlist=args.nlist, **kw).fit(train)
+    t_auto, res_a = best_time(lambda: auto.value(gen), 2)
+    quant = faiss.IndexFlatL2(args.d)
+    fivf = faiss.IndexIVFFlat(quant, args.d, nlist)
+    fivf.train(train)
+    fivf.add(train)
+    fivf.nprobe = nprobe
+    t_fivf, (_, fi) = best_time(lambda: fivf.search(gen, args.k), 2)
+    flat = faiss.IndexFlatL2(args.d)
+    flat.add(train)
+    t_flat, (_, ff) = best_time(lambda: flat.search(gen, args.k), 2)
+    print(
+        f"  nlist={nlist}, calibrated nprobe={nprobe} "
+        f"(calibration {res_i.diagnostics['calibration_s']:.3f} s)"
+    )
+    rows = [
+        ("ours IVF value()", t_ivf, _recall(res_i.topk_indices, truth)),
+        ("ours IVF search only", t_ivf_search, _recall(cand, truth)),
+        (
+            f"ours auto value() -> {res_a.diagnostics['index']}",
+            t_auto,
+            _recall(res_a.topk_indices, truth),
+        ),
+        ("ours exact value()", t_exact, _recall(res_e.topk_indices, truth)),
+        (f"faiss IndexIVFFlat nprobe={nprobe}", t_fivf, _recall(fi, truth)),
+        ("faiss IndexFlatL2", t_flat, _recall(ff, truth)),
+    ]
+    for label, t, rec in rows:
+        print(f"  {label:38s} {t:7.3f} s  recall@{args.k} {rec:.4f}")
+    print(f"  ours IVF value / ours exact value:  {t_ivf / t_exact:.2f}")
+    print(f"  ours IVF search / faiss IVFFlat:    {t_ivf_search / t_fivf:.2f}")
+    print(f"  ours IVF value / faiss IVFFlat:     {t_ivf / t_fivf:.2f}")
+
+
 def main() -> None:
     from _common import at_least, positive
 
@@ -169,7 +250,17 @@ def main() -> None:
     ap.add_argument("--threads", type=at_least(1), default=2)
     ap.add_argument("--clusters", type=at_least(1), default=1000)
     ap.add_argument("--spread", type=positive, default=1.5, help="--baselines: noise std per dim")
+    ap.add_argument("--ivf", action="store_true", help="our IVF vs faiss IVFFlat (issue 24)")
     args = ap.parse_args()
+    if args.ivf:
+        defaults = {"--n": 600_000, "--n-gen": 2_000, "--d": 64, "--k": 20, "--clusters": 3000}
+        for flag, v in defaults.items():
+            if flag not in sys.argv:
+                setattr(args, flag[2:].replace("-", "_"), v)
+        if "--spread" not in sys.argv:
+            args.spread = 1.0
+        ivf_versus_faiss(args)
+        return
     if args.baselines:
         if "--n" not in sys.argv:
             args.n = 200_000

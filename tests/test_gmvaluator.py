@@ -8,6 +8,8 @@ import pytest
 
 import datacredit
 from datacredit.gmvaluator import GMValuation, GMValuator
+from datacredit.gmvaluator.calibration import recall_diagnostics
+from datacredit.kernels import gram_topk
 
 
 def _data(rng, n=600, n_gen=40, d=32, centres=12):
@@ -645,8 +647,10 @@ def test_recall_diagnostic_does_not_count_padding_as_index_0(rng):
     g = GMValuator(k=3, recall=5, index="ivf", pq_nlist=4, pq_nprobe=4).fit(train)
     gen0 = np.repeat(train[:1], 10, 0)  # training sample 0 is everyone's nearest
     search = g._to_search_space(gen0)
+    exact = gram_topk(search, g._search_emb, 3, metric="l2", largest=False)[1]
+    assert (exact[:, 0] == 0).all()
     padded = np.full((10, 5), -1, np.int64)
-    diag = g._recall_diagnostics(search, padded, padded[:, :3])
+    diag = recall_diagnostics(exact, padded, padded[:, :3], "l2", None, 3, "ivf")
     assert diag["recall_stage_recall_at_k"] == 0.0 and diag["final_recall_at_k"] == 0.0
 
 

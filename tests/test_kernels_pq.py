@@ -227,3 +227,28 @@ def test_ivf_save_load_and_errors(rng, tmp_path):
     flat = ProductQuantizer(d, m, 6).train(x, n_iter=2)
     with pytest.raises(RuntimeError, match="nlist"):
         flat.assign(x)
+
+
+def test_adc_search_equals_faiss_index_pq_on_the_same_codebooks():
+    """Issue 24: with faiss's trained codebooks, our codes and our 8-bit ADC top-k are
+    faiss IndexPQ's (same ids, distances to float rounding), so any recall gap between the
+    two comes from k-means training, not from the search (ties, tables, candidates)."""
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((40, 32)).astype(np.float32) * 3
+    xb = (centres[rng.integers(0, 40, 6000)] + rng.standard_normal((6000, 32))).astype(np.float32)
+    xq = (centres[rng.integers(0, 40, 50)] + rng.standard_normal((50, 32))).astype(np.float32)
+    m, k = 4, 20
+    index = faiss.IndexPQ(32, m, 8)
+    index.train(xb)
+    index.add(xb)
+    pq = ProductQuantizer(32, m, 8, seed=0, n_threads=1).train(xb[:2000], n_iter=1)
+    pq.centroids = np.ascontiguousarray(
+        faiss.vector_to_array(index.pq.centroids).reshape(pq.centroids.shape)
+    )
+    codes = pq.encode(xb)
+    np.testing.assert_array_equal(codes, faiss.vector_to_array(index.codes).reshape(len(xb), m))
+    dist, ids = pq.search(xq, codes, k)
+    f_dist, f_ids = index.search(xq, k)
+    np.testing.assert_array_equal(ids, f_ids)
+    np.testing.assert_allclose(dist, f_dist, rtol=1e-5, atol=1e-5)

@@ -61,5 +61,6 @@ void bind_crammer_singer(py::module_& m);
 void bind_treeshap(py::module_& m);
 void bind_pq(py::module_& m);
 void bind_pq_fastscan(py::module_& m);
+void bind_ivf(py::module_& m);
 
 }  // namespace datacredit::bindings

@@ -34,4 +34,5 @@ PYBIND11_MODULE(_core, m) {
   datacredit::bindings::bind_treeshap(m);
   datacredit::bindings::bind_pq(m);
   datacredit::bindings::bind_pq_fastscan(m);
+  datacredit::bindings::bind_ivf(m);
 }

@@ -11,6 +11,7 @@
 #include "datacredit/blas.hpp"
 #include "datacredit/common.hpp"
 #include "datacredit/topk.hpp"
+#include "pq_scan.hpp"
 
 #ifdef DATACREDIT_HAVE_OPENMP
 #include <omp.h>
@@ -34,7 +35,7 @@ void check_pq_shape(const PQShape& shape, const char* where) {
         "nbits must be in [1, 8], got " + std::to_string(shape.nbits));
 }
 
-namespace {
+namespace pq_detail {
 
 constexpr int64_t kAssignChunk = 1024;  // rows per GEMM tile in k-means / encoding
 
@@ -253,13 +254,6 @@ int64_t first_plane_width(int64_t m) {
   return std::min(m, std::max(kPlane, w));
 }
 
-struct Planes {
-  std::vector<uint8_t> data;
-  std::vector<int64_t> offset;  // start of each plane in data
-  std::vector<int64_t> width;   // columns of each plane
-  std::vector<int64_t> first;   // first sub-space of each plane
-};
-
 Planes make_planes(const uint8_t* codes, int64_t n, int64_t m, int threads) {
   Planes p;
   p.data.resize(static_cast<size_t>(n * m));
@@ -299,15 +293,6 @@ inline float partial(const float* t, int64_t ksub, const uint8_t* c, int64_t w, 
   for (int64_t s = 0; s < w; ++s) acc += t[s * ksub + c[s]];
   return acc;
 }
-
-// Per-query scan state: the (minimised) table, the heap and the pruning bounds.
-struct QueryState {
-  const float* table;       // m x ksub, smaller is better
-  std::vector<float> tail;  // tail[p]: lower bound of the sum over planes >= p (minus slack)
-  TopKHeap heap;
-  const int64_t* id_map = nullptr;  // scan position -> code index (IVF order), or identity
-  QueryState(const float* t, float* keys, int64_t* ids, int64_t k) : table(t), heap(keys, ids, k) {}
-};
 
 void prepare_bounds(QueryState& st, const Planes& pl, int64_t m, int64_t ksub) {
   const size_t np = pl.width.size();
@@ -445,7 +430,9 @@ void validate_codes(const PQShape& shape, const uint8_t* codes, int64_t n, const
                       std::to_string(shape.ksub()) + ")");
 }
 
-}  // namespace
+}  // namespace pq_detail
+
+using namespace pq_detail;
 
 void pq_train(const PQShape& shape, const float* x, int64_t n, int n_iter,
               int64_t max_points_per_centroid, uint64_t seed, float* centroids, int n_threads) {
@@ -699,97 +686,6 @@ void pq_search(const PQShape& shape, const float* centroids, const float* querie
     pq_search_tables(shape, tables.data(), nc, codes, n_codes, k, metric, distances + q0 * k,
                      indices + q0 * k, n_threads);
   }
-}
-
-void check_ivf_search(const char* where, int64_t nq, int64_t n_codes, int64_t nlist, int64_t nprobe,
-                      int64_t k) {
-  check(nq > 0, where, "queries is empty");
-  check(n_codes > 0, where, "codes is empty");
-  check(nlist >= 1, where, "nlist must be >= 1");
-  check(nprobe >= 1 && nprobe <= nlist, where,
-        "nprobe = " + std::to_string(nprobe) + " must be in [1, nlist = " + std::to_string(nlist) +
-            "]");
-  check(k >= 1 && k <= n_codes, where,
-        "k = " + std::to_string(k) + " must be in [1, n_codes = " + std::to_string(n_codes) + "]");
-}
-
-void pq_search_ivf(const PQShape& shape, const float* tables, int64_t nq, const uint8_t* codes,
-                   int64_t n_codes, const int64_t* lists, int64_t nlist, const int64_t* probes,
-                   int64_t nprobe, int64_t k, PQMetric metric, float* distances, int64_t* indices,
-                   int n_threads) {
-  const char* where = "pq_search";
-  check_pq_shape(shape, where);
-  check_ivf_search(where, nq, n_codes, nlist, nprobe, k);
-  check(all_finite(tables, nq * shape.m * shape.ksub()), where, "tables contains NaN or inf");
-  validate_codes(shape, codes, n_codes, where);
-  for (int64_t i = 0; i < n_codes; ++i)
-    if (lists[i] < 0 || lists[i] >= nlist)
-      fail(where, "lists[" + std::to_string(i) + "] = " + std::to_string(lists[i]) +
-                      " is outside [0, " + std::to_string(nlist) + ")");
-  for (int64_t i = 0; i < nq * nprobe; ++i)
-    if (probes[i] < 0 || probes[i] >= nlist)
-      fail(where, "probes holds " + std::to_string(probes[i]) + ", outside [0, nlist)");
-  const int64_t ksub = shape.ksub(), m = shape.m;
-  const int threads = resolve_threads(n_threads);
-
-  // Inverted lists: codes grouped by list (stable counting sort keeps index order inside).
-  std::vector<int64_t> start(static_cast<size_t>(nlist + 1), 0);
-  for (int64_t i = 0; i < n_codes; ++i) ++start[static_cast<size_t>(lists[i] + 1)];
-  for (int64_t l = 0; l < nlist; ++l)
-    start[static_cast<size_t>(l + 1)] += start[static_cast<size_t>(l)];
-  std::vector<int64_t> order(static_cast<size_t>(n_codes));
-  {
-    std::vector<int64_t> fill(start.begin(), start.end() - 1);
-    for (int64_t i = 0; i < n_codes; ++i)
-      order[static_cast<size_t>(fill[static_cast<size_t>(lists[i])]++)] = i;
-  }
-  std::vector<uint8_t> sorted(static_cast<size_t>(n_codes * m));
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t p = 0; p < n_codes; ++p)
-    std::copy(codes + order[static_cast<size_t>(p)] * m,
-              codes + (order[static_cast<size_t>(p)] + 1) * m, sorted.data() + p * m);
-  const Planes pl = make_planes(sorted.data(), n_codes, m, threads);
-  std::vector<uint8_t>().swap(sorted);
-
-  const bool negate = metric == PQMetric::kInnerProduct;
-  const float sign = negate ? 1.0f : -1.0f;
-  ParallelErrors errors;
-#pragma omp parallel num_threads(threads)
-  {
-    std::vector<float> neg, keys;
-    std::vector<int64_t> ids;
-    errors.run([&] {
-      keys.resize(static_cast<size_t>(k));
-      ids.resize(static_cast<size_t>(k));
-    });
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t q = 0; q < nq; ++q)
-      errors.run([&] {
-        const float* t = tables + q * m * ksub;
-        if (negate) {
-          neg.resize(static_cast<size_t>(m * ksub));
-          for (int64_t j = 0; j < m * ksub; ++j) neg[static_cast<size_t>(j)] = -t[j];
-          t = neg.data();
-        }
-        QueryState st(t, keys.data(), ids.data(), k);
-        st.id_map = order.data();
-        prepare_bounds(st, pl, m, ksub);
-        for (int64_t pr = 0; pr < nprobe; ++pr) {
-          const int64_t l = probes[q * nprobe + pr];
-          scan_block_any(st, pl, ksub, start[static_cast<size_t>(l)],
-                         start[static_cast<size_t>(l + 1)]);
-        }
-        // Fewer than k codes in the probed lists: pad with +inf distances and index -1.
-        const int64_t got = st.heap.size();
-        st.heap.write_sorted(distances + q * k, indices + q * k, sign);
-        for (int64_t j = got; j < k; ++j) {
-          distances[q * k + j] = negate ? -std::numeric_limits<float>::infinity()
-                                        : std::numeric_limits<float>::infinity();
-          indices[q * k + j] = -1;
-        }
-      });
-  }
-  errors.rethrow();
 }
 
 void kmeans(const float* x, int64_t n, int64_t dim, int64_t k, int n_iter,

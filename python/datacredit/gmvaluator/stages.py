@@ -32,10 +32,20 @@ import numpy as np
 
 from datacredit._arrays import as_float_matrix
 from datacredit.distributed.executor import map_shards, run_stage
+from datacredit.gmvaluator.calibration import (
+    Calibration,
+    apply_calibration,
+    calibrate_ivf,
+    calibrate_pq,
+    calibration_rows,
+    diagnostic_rows,
+    exact_recall_diagnostics,
+    recall_diagnostics,
+)
 from datacredit.gmvaluator.contributions import softmax_weights
 from datacredit.gmvaluator.result import GMValuation
 from datacredit.gmvaluator.search import AUTO_IVF_MIN_TRAIN, candidate_distances, pq_settings
-from datacredit.kernels import gram_topk, kmeans
+from datacredit.kernels import gram_topk, ivf_flat_search, kmeans
 from datacredit.models._data import data_len, take
 from datacredit.store import ShardStore
 
@@ -45,11 +55,6 @@ ENCODE_PIECE = 65_536
 # k-means sample: rows per coarse centroid (as the in-core kmeans' own cap).
 KMEANS_POINTS_PER_LIST = 64
 _INT64_MAX = np.iinfo(np.int64).max
-# Candidate slots (gen rows x probed lists x per-list k) searched at once per shard: bounds
-# the search buffers to about 36 bytes per slot (300 MB), whatever n_gen.
-CANDIDATE_SLOTS = 1 << 23
-# Multiply-adds below which a per-list search runs on one thread.
-SMALL_GEMM = 1 << 24
 
 
 def _rows_of(data: Any, begin: int, end: int) -> Any:
@@ -251,8 +256,7 @@ def fit_out_of_core(
         raise ValueError(
             f"fit(store=...) supports index='auto', 'ivf', 'pq' or 'exact', got index={gmv.index!r}"
         )
-    if gmv.recall > n:
-        raise ValueError(f"recall = {gmv.recall} exceeds the number of training samples {n}")
+    gmv.check_train_rows(n)
     shard_rows = DEFAULT_SHARD_ROWS if shard_rows is None else shard_rows
     root = Path(store)
     t0 = time.perf_counter()
@@ -347,7 +351,55 @@ def _build_ivf(gmv: Any, emb: ShardedEmbeddings, root: Path, config: dict, execu
         progress=gmv.progress,
         desc="inverted lists (shards)",
     )
-    return {"coarse": coarse, "nprobe": nprobe, "lists": lists_store}
+    sizes = np.zeros(nlist, np.int64)
+    for i in range(lists_store.n_shards):  # rows per list, for the recall calibration
+        sizes += np.bincount(np.asarray(lists_store.shard(i)["lists"]), minlength=nlist)
+    return {"coarse": coarse, "nprobe": nprobe, "lists": lists_store, "sizes": sizes}
+
+
+def _lists_of(ivf: dict, shard_rows: int, idx: np.ndarray) -> np.ndarray:
+    """Inverted list of the training rows ``idx`` (any shape), read shard by shard."""
+    flat = np.asarray(idx, np.int64).ravel()
+    out = np.empty(flat.shape, np.int64)
+    shard = flat // shard_rows
+    for s in np.unique(shard):
+        sel = shard == s
+        out[sel] = np.asarray(ivf["lists"].shard(int(s))["lists"])[flat[sel] - s * shard_rows]
+    return out.reshape(np.shape(idx))
+
+
+def calibrate(
+    gmv: Any, queries: np.ndarray, exact: np.ndarray, executor: Any = None
+) -> Calibration:
+    """The recall calibration of a store-backed fit on ``queries`` whose exact top-k (over
+    all shards) is ``exact``: see :mod:`datacredit.gmvaluator.calibration`."""
+    n = gmv._store.shape[0]
+    if gmv.index_ == "ivf":
+        shard_rows = int(gmv._store.store.manifest["shard_rows"])
+        return calibrate_ivf(
+            queries,
+            exact,
+            gmv._ivf["coarse"],
+            partial(_lists_of, gmv._ivf, shard_rows),
+            gmv._ivf["sizes"],
+            n,
+            gmv.target_recall,
+            gmv.pq_nprobe,
+            gmv.index == "auto",
+            gmv.n_threads,
+        )
+    pq = gmv._pq
+    return calibrate_pq(
+        exact,
+        lambda r, nprobe: recall_candidates(gmv, queries, executor, r, nprobe, "pq")[1],
+        n,
+        gmv.recall,
+        gmv._recall_pinned,
+        pq.nlist,
+        pq.nprobe if pq.nlist else 1,
+        gmv.pq_nprobe is not None,
+        gmv.target_recall,
+    )
 
 
 def _pq_codes_shard(emb: ShardedEmbeddings, pq: Any, shard: int, rows) -> dict:
@@ -457,54 +509,26 @@ def _search_exact_shard(emb, gen, r, n_threads, shard: int):
 
 
 def _search_ivf_shard(emb, ivf, gen, probes, per_list, r, n_threads, shard: int):
-    """Exact top-``per_list`` per probed list in one shard, reduced to the shard's best ``r``.
+    """Exact top-``per_list`` per probed list in one shard, reduced to the shard's best ``r``
+    (the batched IVF kernel, :func:`datacredit.kernels.ivf_flat_search`, on the shard's
+    memory-mapped rows).
 
     Global training indices, ties to the lower index; -1 / inf where the shard's probed
-    lists hold fewer than ``r`` rows. Memory O(chunk * nprobe * per_list), chunk bounded.
+    lists hold fewer than ``r`` rows.
     """
     begin = shard * int(emb.store.manifest["shard_rows"])
     keys = emb.shard(shard)
     lt = ivf["lists"].shard(shard)
     order = np.asarray(lt["order"], dtype=np.int64)
     starts = np.searchsorted(np.asarray(lt["lists"])[order], np.arange(len(ivf["coarse"]) + 1))
-    n_gen, nprobe = probes.shape
-    out_d = np.empty((n_gen, r), np.float32)
-    out_i = np.empty((n_gen, r), np.int64)
-    chunk = max(1, CANDIDATE_SLOTS // (nprobe * per_list))
-    gather = np.empty((int(np.diff(starts).max(initial=0)), keys.shape[1]), keys.dtype)
-    for c0 in range(0, n_gen, chunk):
-        pc = probes[c0 : c0 + chunk]
-        nc = pc.shape[0]
-        buf_d = np.full((nc, nprobe, per_list), np.inf, np.float32)
-        buf_i = np.full((nc, nprobe, per_list), -1, np.int64)
-        flat = pc.ravel()
-        by_list = np.argsort(flat, kind="stable")
-        bounds = np.searchsorted(flat[by_list], np.arange(len(starts)))
-        for lst in np.unique(flat):
-            s, e = starts[lst], starts[lst + 1]
-            if e == s:
-                continue
-            sel = by_list[bounds[lst] : bounds[lst + 1]]
-            rows, slots = sel // nprobe, sel % nprobe
-            kk = min(per_list, e - s)
-            members = np.take(keys, order[s:e], axis=0, out=gather[: e - s])
-            # One list is a small GEMM: threads cost more than they save (and spin against
-            # other processes); parallelism comes from the shards.
-            small = len(rows) * (e - s) * keys.shape[1] < SMALL_GEMM
-            d, i = gram_topk(
-                gen[c0 + rows],
-                members,
-                kk,
-                metric="l2",
-                largest=False,
-                n_threads=1 if small else n_threads,
-            )
-            buf_d[rows, slots, :kk] = d
-            buf_i[rows, slots, :kk] = order[s + i] + begin
-        out_d[c0 : c0 + nc], out_i[c0 : c0 + nc] = _merge_best(
-            buf_d.reshape(nc, -1), buf_i.reshape(nc, -1), r
-        )
-    return out_d, out_i
+    kk = min(r, keys.shape[0])
+    d, i = ivf_flat_search(
+        gen, keys, order, starts, probes, kk, per_list=min(per_list, kk), n_threads=n_threads
+    )
+    if kk < r:
+        d = np.pad(d, ((0, 0), (0, r - kk)), constant_values=np.inf)
+        i = np.pad(i, ((0, 0), (0, r - kk)), constant_values=-1)
+    return d, np.where(i < 0, -1, i + begin)
 
 
 def _kway(parts: list[tuple[np.ndarray, np.ndarray]], r: int) -> tuple[np.ndarray, np.ndarray]:
@@ -531,16 +555,24 @@ def exact_topk(
 
 
 def recall_candidates(
-    gmv: Any, gen: np.ndarray, executor: Any = None
+    gmv: Any,
+    gen: np.ndarray,
+    executor: Any = None,
+    r: int | None = None,
+    nprobe: int | None = None,
+    index: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Squared l2 distances (float32) and candidates (int64, -1 when unused), both
-    ``(n_gen, recall)``, searched shard by shard and merged in shard order."""
-    r = gmv.recall
-    if gmv.index_ == "exact":
+    ``(n_gen, r)`` (default ``recall``), of ``index`` (default: the fitted one) probing
+    ``nprobe`` lists (default: the fitted one's), searched shard by shard and merged in
+    shard order."""
+    r = gmv.recall if r is None else r
+    index = gmv.index_ if index is None else index
+    if index == "exact":
         return exact_topk(gmv, gen, r, executor)
-    if gmv.index_ == "pq":
+    if index == "pq":
         parts = map_shards(
-            partial(_search_pq_shard, gmv._pq, gmv._pq_store, gen, r, gmv._pq.nprobe),
+            partial(_search_pq_shard, gmv._pq, gmv._pq_store, gen, r, nprobe or gmv._pq.nprobe),
             gmv._pq_store.n_shards,
             executor=executor,
             progress=gmv.progress,
@@ -553,10 +585,17 @@ def recall_candidates(
         return out_d, out_i
     ivf, emb = gmv._ivf, gmv._store
     _, probes = gram_topk(
-        gen, ivf["coarse"], ivf["nprobe"], metric="l2", largest=False, n_threads=gmv.n_threads
+        gen,
+        ivf["coarse"],
+        nprobe or ivf["nprobe"],
+        metric="l2",
+        largest=False,
+        n_threads=gmv.n_threads,
     )
-    # As in-core: with an l2 (or no) re-rank only the top k matters, so each list gives k.
-    per_list = gmv.k if gmv.rerank in ("l2", None) else r
+    # As in-core: with an l2 (or no) re-rank only the top k matters (the best k of the
+    # per-list top k), so each list gives k and k candidates are returned.
+    exact_metric = gmv.rerank in ("l2", None)
+    per_list = r = gmv.k if exact_metric else r
     parts = map_shards(
         partial(_search_ivf_shard, emb, ivf, gen, probes, per_list, r, gmv.n_threads),
         emb.store.n_shards,
@@ -565,7 +604,7 @@ def recall_candidates(
         desc="search (training shards)",
     )
     out_d, out_i = _kway(parts, r)
-    need = gmv.k if per_list == gmv.k else r
+    need = gmv.k if exact_metric else r
     missing = np.flatnonzero((out_i >= 0).sum(1) < need)
     if missing.size:  # probed lists held too few samples: exact fallback for those rows
         out_d[missing], out_i[missing] = exact_topk(gmv, gen[missing], r, executor)
@@ -608,7 +647,24 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
         )
     q = gmv._quality_scores(generated, n_gen, quality_scores)
     t1 = time.perf_counter()
-    rec_dist, cand = recall_candidates(gmv, gen, executor)
+    cal, cal_rows = None, None
+    index, r, nprobe = gmv.index_, gmv.recall, None
+    diag_rows = np.zeros(0, np.int64)
+    if gmv.index_ != "exact":
+        if gmv.target_recall is not None:
+            cal_rows = calibration_rows(n_gen, gmv.calibration_queries)
+        if gmv.diagnostics_sample > 0:
+            diag_rows = diagnostic_rows(n_gen, gmv.diagnostics_sample, cal_rows)
+    # One exact pass over the shards serves the calibration and the held-out diagnostics.
+    n_cal = 0 if cal_rows is None else len(cal_rows)
+    exact_rows = np.concatenate([cal_rows if n_cal else diag_rows[:0], diag_rows])
+    exact = exact_topk(gmv, gen[exact_rows], gmv.k, executor)[1] if len(exact_rows) else None
+    if cal_rows is not None:
+        cal = calibrate(gmv, gen[cal_rows], exact[:n_cal], executor)
+        index, r, nprobe = apply_calibration(gmv, cal)
+    t_cal = time.perf_counter()
+    rec_dist, raw_cand = recall_candidates(gmv, gen, executor, r, nprobe, index)
+    cand = raw_cand
     invalid = cand < 0
     if invalid.any():
         cand = np.where(invalid, 0, cand)
@@ -635,40 +691,34 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
     )
     t3 = time.perf_counter()
     diag: dict[str, Any] = {
-        "index": gmv.index_,
+        "index": index,
         "rerank": gmv.rerank,
         "k": gmv.k,
-        "recall": gmv.recall,
+        "recall": int(raw_cand.shape[1]),
         "n_train": int(emb.shape[0]),
         "n_generated": n_gen,
         "store": str(emb.store.path.parent),
         "n_shards": emb.store.n_shards,
         "embed_generated_s": t1 - t0,
-        "recall_s": t2 - t1,
+        "calibration_s": t_cal - t1,
+        "recall_s": t2 - t_cal,
         "rerank_and_values_s": t3 - t2,
         **getattr(gmv, "_fit_times", {}),
     }
     if gmv._pq is not None:
         diag["pq_m"], diag["pq_nbits"] = gmv._pq.m, gmv._pq.nbits
-        diag["pq_nlist"], diag["pq_nprobe"] = gmv._pq.nlist, gmv._pq.nprobe
+        diag["pq_nlist"], diag["pq_nprobe"] = gmv._pq.nlist, nprobe or gmv._pq.nprobe
     if gmv._ivf is not None:
-        diag["pq_nlist"], diag["pq_nprobe"] = len(gmv._ivf["coarse"]), gmv._ivf["nprobe"]
-    if gmv.index_ != "exact":
-        if gmv.diagnostics_sample > 0:
-            rows = np.random.default_rng(0).choice(
-                n_gen, min(n_gen, gmv.diagnostics_sample), replace=False
+        diag["pq_nlist"], diag["pq_nprobe"] = len(gmv._ivf["coarse"]), nprobe or gmv._ivf["nprobe"]
+    if cal is not None:
+        diag.update(cal.diagnostics())
+    if index == "exact":
+        diag.update(exact_recall_diagnostics())
+    elif len(diag_rows):
+        rows = diag_rows
+        diag.update(
+            recall_diagnostics(
+                exact[n_cal:], raw_cand[rows], top_idx[rows], gmv.rerank, cal, gmv.k, index
             )
-            rows.sort()
-            exact = exact_topk(gmv, gen[rows], gmv.k, executor)[1]
-            k = gmv.k
-            diag["diagnostics_rows"] = int(len(rows))
-            diag["recall_stage_recall_at_k"] = float(
-                np.mean([len(np.intersect1d(exact[i], cand[r])) / k for i, r in enumerate(rows)])
-            )
-            if gmv.rerank in ("l2", None):
-                diag["final_recall_at_k"] = float(
-                    np.mean(
-                        [len(np.intersect1d(exact[i], top_idx[r])) / k for i, r in enumerate(rows)]
-                    )
-                )
+        )
     return GMValuation(values, top_idx, weights, top_dist, q, diag)

@@ -23,6 +23,18 @@ import numpy as np
 
 from datacredit._arrays import as_float_matrix, check_choice, check_int
 from datacredit.gmvaluator import stages
+from datacredit.gmvaluator.calibration import (
+    CALIBRATION_QUERIES,
+    Calibration,
+    apply_calibration,
+    calibrate_ivf,
+    calibrate_pq,
+    calibration_rows,
+    check_target_recall,
+    diagnostic_rows,
+    exact_recall_diagnostics,
+    recall_diagnostics,
+)
 from datacredit.gmvaluator.contributions import softmax_weights
 from datacredit.gmvaluator.embedding_cache import cached, read_cache, write_cache
 from datacredit.gmvaluator.result import GMValuation
@@ -34,13 +46,14 @@ from datacredit.gmvaluator.search import (
     default_pq_m,
     pq_settings,
 )
-from datacredit.kernels import ProductQuantizer, gram_topk, kmeans
+from datacredit.kernels import ProductQuantizer, gram_topk, ivf_flat_search, kmeans
 from datacredit.models._data import data_len, take
 from datacredit.models.encoders import make_encoder
 from datacredit.models.fingerprint import fingerprint_data, fingerprint_model
 from datacredit.models.scorers import IMAGE_DISTANCES, make_distance, make_quality
 
 EMBEDDING_RERANKS = ("l2", "cosine")
+DEFAULT_RECALL = 200
 RERANKS = (*EMBEDDING_RERANKS, *IMAGE_DISTANCES)
 
 
@@ -59,6 +72,8 @@ class GMValuator:
             a torch module, an object with ``.encode``, or a callable.
         k: training samples kept per generated sample.
         recall: candidates recalled per generated sample before re-ranking, ``>= k``.
+            ``None`` (default): 200 (capped at the training set size), and for ``"pq"`` /
+            ``"faiss"`` a starting point the recall calibration may raise; an integer pins it.
         index: ``"auto"`` (default: ``"exact"`` below 100,000 training samples, ``"ivf"``
             from there), ``"ivf"`` (inverted file with exact l2 inside the ``pq_nprobe``
             probed lists: the training samples are grouped by list once (indices only), each
@@ -94,7 +109,20 @@ class GMValuator:
         device: torch device of the encoder and scorers.
         batch_size: samples per encoder / scorer batch, and image pairs per re-rank call.
         diagnostics_sample: generated samples on which an approximate index is checked
-            against exact search (recall@k in ``GMValuation.diagnostics``); 0 disables.
+            against exact search (recall@k in ``GMValuation.diagnostics``, on samples held
+            out from the calibration when the batch is large enough); 0 disables.
+        target_recall: recall@k against exact search that the approximate indexes must
+            reach, in (0, 1] (default 0.95); ``None`` turns the calibration off.  Each
+            ``value`` call first calibrates on ``calibration_queries`` of its generated
+            samples (:mod:`datacredit.gmvaluator.calibration`): ``"ivf"`` picks the smallest
+            nprobe reaching the target, ``"pq"`` the smallest nprobe and ``recall``;
+            ``"auto"`` searches exactly when the inverted file would scan more than exact
+            search costs (``diagnostics["auto_fallback"]`` says so); a pinned ``pq_nprobe``
+            (or ``recall`` for ``"pq"``) that misses the target raises a ``UserWarning``
+            naming the measured recall and the setting that reaches it.  Cost: an exact
+            search of the calibration queries, done in one pass with the diagnostics rows
+            (64 of 2,000 generated: about 10 % of an exact ``value`` call on its own).
+        calibration_queries: generated samples per ``value`` call used to calibrate.
         seed: PQ training seed.
         n_threads: threads of the kernels (``None``: all cores).
         progress: show progress bars (tqdm) while embedding.
@@ -114,7 +142,7 @@ class GMValuator:
         *,
         encoder: Any = None,
         k: int = 50,
-        recall: int = 200,
+        recall: int | None = None,
         index: str = "auto",
         pq_m: int | None = None,
         pq_nlist: int | None = None,
@@ -125,12 +153,21 @@ class GMValuator:
         device: str = "cpu",
         batch_size: int = 256,
         diagnostics_sample: int = 100,
+        target_recall: float | None = 0.95,
+        calibration_queries: int = CALIBRATION_QUERIES,
         seed: int = 0,
         n_threads: int | None = None,
         progress: bool = False,
     ) -> None:
         self.k = _positive_int(k, "k")
-        self.recall = _positive_int(recall, "recall")
+        # recall=None: 200 to start with; index="pq"/"faiss" may raise it to meet the target
+        self._recall_pinned = recall is not None
+        self.recall = DEFAULT_RECALL if recall is None else _positive_int(recall, "recall")
+        if not self._recall_pinned:
+            self.recall = max(self.recall, self.k)
+        self._recall_default = self.recall
+        self.target_recall = check_target_recall(target_recall)
+        self.calibration_queries = _positive_int(calibration_queries, "calibration_queries")
         if self.k > self.recall:
             raise ValueError(f"k = {self.k} must not exceed recall = {self.recall}")
         self.index = check_choice(index, "index", INDEXES)
@@ -201,8 +238,7 @@ class GMValuator:
             GMValuator.paper(encoder=cnn_features, rerank="pixel_l2", quality=None)
         """
         k = _positive_int(k, "k")
-        recall = max(200, 4 * k) if recall is None else recall
-        return cls(
+        gmv = cls(
             encoder=encoder,
             k=k,
             recall=recall,
@@ -211,8 +247,24 @@ class GMValuator:
             quality=quality,
             **kwargs,
         )
+        if recall is None:  # a starting point: the calibration may raise it
+            gmv.recall = gmv._recall_default = max(DEFAULT_RECALL, 4 * k)
+        return gmv
 
     # ------------------------------------------------------------------ fit
+    def check_train_rows(self, n: int) -> None:
+        """Raises when ``n`` training samples cannot serve ``k`` / ``recall``; an unpinned
+        ``recall`` (the default) is capped at ``n``."""
+        if self.k > n:
+            raise ValueError(
+                f"k = {self.k} exceeds the number of training samples {n} (recall@k, and its "
+                "calibration, need at least k rows)"
+            )
+        if not self._recall_pinned:
+            self.recall = max(self.k, min(self._recall_default, n))
+        if self.recall > n:
+            raise ValueError(f"recall = {self.recall} exceeds the number of training samples {n}")
+
     def fit(
         self,
         train_data: Any,
@@ -278,8 +330,7 @@ class GMValuator:
                 to_write["embeddings"] = (emb, data_fp, enc_fp)
         if emb.shape[0] != n:
             raise ValueError(f"the encoder returned {emb.shape[0]} rows for {n} training samples")
-        if self.recall > n:
-            raise ValueError(f"recall = {self.recall} exceeds the number of training samples {n}")
+        self.check_train_rows(n)
         self._rerank_train_emb = None
         if self._embeds_for_rerank():
             # DreamSim-like re-ranks: every training image embedded once, cached alongside.
@@ -331,9 +382,10 @@ class GMValuator:
             starts = np.searchsorted(lists[order], np.arange(nlist + 1))
             self._ivf = {
                 "coarse": coarse,
-                "order": order,
-                "starts": starts,
+                "order": order.astype(np.int64),
+                "starts": starts.astype(np.int64),
                 "nprobe": nprobe,
+                "lists": lists.astype(np.int32),
             }
         if self.index_ == "pq":
             m, nbits, nlist, nprobe = pq_settings(self, n, d)
@@ -364,18 +416,22 @@ class GMValuator:
         return self
 
     # ------------------------------------------------------------------ value
-    def _recall(self, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates (n_gen, recall) and their squared l2 distances from the index, for
-        ``gen`` already mapped to the search space (:meth:`_to_search_space`)."""
+    def _recall(
+        self, gen: np.ndarray, r: int, nprobe: int | None, index: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates (n_gen, r) and their squared l2 distances from ``index`` (the fitted
+        one, or ``"exact"``) probing ``nprobe`` lists, for ``gen`` already mapped to the
+        search space (:meth:`_to_search_space`)."""
         emb = self._search_emb
-        if self.index_ == "exact":
-            dist, idx = gram_topk(
-                gen, emb, self.recall, metric="l2", largest=False, n_threads=self.n_threads
+        if index == "exact":
+            dist, idx = gram_topk(gen, emb, r, metric="l2", largest=False, n_threads=self.n_threads)
+        elif index == "ivf":
+            dist, idx = self._ivf_search(gen, r, nprobe)
+        elif index == "pq":
+            lists = self._lists
+            dist, idx = self._pq.search(
+                gen, self._codes, r, lists=lists, nprobe=nprobe if lists is not None else None
             )
-        elif self.index_ == "ivf":
-            dist, idx = self._ivf_search(gen)
-        elif self.index_ == "pq":
-            dist, idx = self._pq.search(gen, self._codes, self.recall, lists=self._lists)
             if self._lists is not None and (idx < 0).any():
                 # Probed lists held fewer than `recall` codes: fill the empty slots with
                 # exact candidates of the missing rows (rare; keeps shapes rectangular).
@@ -383,73 +439,46 @@ class GMValuator:
                 d2, i2 = gram_topk(
                     gen[rows],
                     emb,
-                    self.recall,
+                    r,
                     metric="l2",
                     largest=False,
                     n_threads=self.n_threads,
                 )
                 dist[rows], idx[rows] = d2, i2
         else:
-            dist, idx = self._faiss.search(gen, self.recall)
+            dist, idx = self._faiss.search(gen, r)
         return dist, idx
 
-    def _ivf_search(self, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-`recall` (squared l2) inside each sample's probed lists."""
-        ivf, r = self._ivf, self.recall
+    def _ivf_search(
+        self, gen: np.ndarray, r: int, nprobe: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``r`` (squared l2) inside each sample's ``nprobe`` probed lists."""
+        ivf = self._ivf
         emb = self._search_emb
         _, probes = gram_topk(
-            gen, ivf["coarse"], ivf["nprobe"], metric="l2", largest=False, n_threads=self.n_threads
+            gen,
+            ivf["coarse"],
+            nprobe or ivf["nprobe"],
+            metric="l2",
+            largest=False,
+            n_threads=self.n_threads,
         )
-        nprobe = probes.shape[1]
         # With a re-rank in the index's own metric (l2, none, or cosine on the unit-norm
         # search space) only the global top-k matters, and it is the best of the per-list
-        # exact top-k: each list contributes k, not `recall`, candidates.
-        per_list = self.k if self.rerank in ("l2", None, "cosine") else r
-        out_d = np.empty((gen.shape[0], r), np.float32)
-        out_i = np.empty((gen.shape[0], r), np.int64)
-        chunk = max(1, (1 << 24) // (nprobe * per_list))
-        gather = np.empty((int(np.diff(ivf["starts"]).max()), emb.shape[1]), emb.dtype)
-        for c0 in range(0, gen.shape[0], chunk):
-            pc = probes[c0 : c0 + chunk]
-            nc = pc.shape[0]
-            buf_d = np.full((nc, nprobe, per_list), np.inf, np.float32)
-            buf_i = np.full((nc, nprobe, per_list), -1, np.int64)
-            flat = pc.ravel()
-            by_list = np.argsort(flat, kind="stable")
-            bounds = np.searchsorted(flat[by_list], np.arange(len(ivf["starts"])))
-            for lst in np.unique(flat):
-                sel = by_list[bounds[lst] : bounds[lst + 1]]
-                rows, slots = sel // nprobe, sel % nprobe
-                s, e = ivf["starts"][lst], ivf["starts"][lst + 1]
-                if e == s:
-                    continue
-                kk = min(per_list, e - s)
-                # The list's embeddings are gathered per use instead of keeping a list-ordered
-                # copy of all N: O(size * d) copying against O(size * d * queries) of GEMM.
-                members = np.take(emb, ivf["order"][s:e], axis=0, out=gather[: e - s])
-                d, i = gram_topk(
-                    gen[c0 + rows],
-                    members,
-                    kk,
-                    metric="l2",
-                    largest=False,
-                    n_threads=self.n_threads,
-                )
-                buf_d[rows, slots, :kk] = d
-                buf_i[rows, slots, :kk] = ivf["order"][s + i]
-            buf_d = buf_d.reshape(nc, -1)
-            buf_i = buf_i.reshape(nc, -1)
-            # Best r per row: distance, then training index (invalid slots sort last).
-            key_i = np.where(buf_i < 0, np.iinfo(np.int64).max, buf_i)
-            if buf_d.shape[1] < r:  # fewer slots than `recall`: pad (filled by the fallback)
-                pad = r - buf_d.shape[1]
-                buf_d = np.pad(buf_d, ((0, 0), (0, pad)), constant_values=np.inf)
-                buf_i = np.pad(buf_i, ((0, 0), (0, pad)), constant_values=-1)
-                key_i = np.where(buf_i < 0, np.iinfo(np.int64).max, buf_i)
-            order = np.lexsort((key_i, buf_d), axis=-1)[:, :r]
-            out_d[c0 : c0 + nc] = np.take_along_axis(buf_d, order, 1)
-            out_i[c0 : c0 + nc] = np.take_along_axis(buf_i, order, 1)
-        need = self.k if per_list == self.k else r
+        # top-k: each list contributes k, and k candidates (not `recall`) are returned.
+        exact_metric = self.rerank in ("l2", None, "cosine")
+        per_list = r = self.k if exact_metric else r
+        out_d, out_i = ivf_flat_search(
+            gen,
+            emb,
+            ivf["order"],
+            ivf["starts"],
+            probes,
+            r,
+            per_list=per_list,
+            n_threads=self.n_threads,
+        )
+        need = self.k if exact_metric else r
         missing = np.flatnonzero((out_i >= 0).sum(1) < need)
         if missing.size:  # probed lists held too few samples: exact fallback for those rows
             d2, i2 = gram_topk(
@@ -606,7 +635,32 @@ class GMValuator:
         q = self._quality_scores(generated, n_gen, quality_scores)
         t1 = time.perf_counter()
         search = self._to_search_space(gen)
-        rec_dist, raw_cand = self._recall(search)
+        cal, cal_rows = None, None
+        index, r, nprobe = self.index_, self.recall, None
+        diag_rows = np.zeros(0, np.int64)
+        if self.index_ != "exact":
+            if self.target_recall is not None:
+                cal_rows = calibration_rows(n_gen, self.calibration_queries)
+            if self.diagnostics_sample > 0:
+                diag_rows = diagnostic_rows(n_gen, self.diagnostics_sample, cal_rows)
+        # One exact search serves the calibration and the held-out diagnostics.
+        n_cal = 0 if cal_rows is None else len(cal_rows)
+        exact_rows = np.concatenate([cal_rows if n_cal else diag_rows[:0], diag_rows])
+        exact = None
+        if len(exact_rows):
+            exact = gram_topk(
+                search[exact_rows],
+                self._search_emb,
+                self.k,
+                metric="l2",
+                largest=False,
+                n_threads=self.n_threads,
+            )[1]
+        if cal_rows is not None:
+            cal = self._calibrate(search[cal_rows], exact[:n_cal])
+            index, r, nprobe = self._apply_calibration(cal)
+        t_cal = time.perf_counter()
+        rec_dist, raw_cand = self._recall(search, r, nprobe, index)
         invalid = raw_cand < 0  # unused slots (index="ivf" with few candidates); never kept
         cand = np.where(invalid, 0, raw_cand) if invalid.any() else raw_cand
         t2 = time.perf_counter()
@@ -636,53 +690,72 @@ class GMValuator:
         )
         t3 = time.perf_counter()
         diag: dict[str, Any] = {
-            "index": self.index_,
+            "index": index,
             "rerank": self.rerank,
             "k": self.k,
-            "recall": self.recall,
+            "recall": int(raw_cand.shape[1]),
             "n_train": int(self.train_embeddings.shape[0]),
             "n_generated": n_gen,
             "embed_generated_s": t1 - t0,
-            "recall_s": t2 - t1,
+            "calibration_s": t_cal - t1,
+            "recall_s": t2 - t_cal,
             "rerank_and_values_s": t3 - t2,
             **getattr(self, "_fit_times", {}),
         }
         if self._ivf is not None:
-            diag["pq_nlist"], diag["pq_nprobe"] = len(self._ivf["starts"]) - 1, self._ivf["nprobe"]
+            diag["pq_nlist"] = len(self._ivf["starts"]) - 1
+            diag["pq_nprobe"] = nprobe or self._ivf["nprobe"]
         if self._pq is not None:
             diag["pq_m"], diag["pq_nbits"] = self._pq.m, self._pq.nbits
-            diag["pq_nlist"], diag["pq_nprobe"] = self._pq.nlist, self._pq.nprobe
-        if self.index_ != "exact" and self.diagnostics_sample > 0:
-            diag.update(self._recall_diagnostics(search, raw_cand, top_idx))
-        return GMValuation(values, top_idx, weights, top_dist, q, diag)
-
-    def _recall_diagnostics(self, search: np.ndarray, cand: np.ndarray, top: np.ndarray) -> dict:
-        """recall@k of the approximate stage against exact search (in the index's search
-        space) on a sample; padded slots (-1) count as misses."""
-        n = search.shape[0]
-        rows = np.random.default_rng(0).choice(n, min(n, self.diagnostics_sample), replace=False)
-        rows.sort()
-        _, exact = gram_topk(
-            search[rows],
-            self._search_emb,
-            self.k,
-            metric="l2",
-            largest=False,
-            n_threads=self.n_threads,
-        )
-        k = self.k
-
-        def overlap(found: np.ndarray) -> float:
-            return float(
-                np.mean(
-                    [
-                        len(np.intersect1d(exact[i], found[r][found[r] >= 0])) / k
-                        for i, r in enumerate(rows)
-                    ]
+            diag["pq_nlist"] = self._pq.nlist
+            diag["pq_nprobe"] = nprobe or self._pq.nprobe
+        if cal is not None:
+            diag.update(cal.diagnostics())
+        if index == "exact":
+            diag.update(exact_recall_diagnostics())
+        elif len(diag_rows):
+            rows = diag_rows
+            diag.update(
+                recall_diagnostics(
+                    exact[n_cal:], raw_cand[rows], top_idx[rows], self.rerank, cal, self.k, index
                 )
             )
+        return GMValuation(values, top_idx, weights, top_dist, q, diag)
 
-        out = {"diagnostics_rows": int(len(rows)), "recall_stage_recall_at_k": overlap(cand)}
-        if self.rerank in ("l2", None, "cosine"):
-            out["final_recall_at_k"] = overlap(top)
-        return out
+    # ------------------------------------------------------------ calibration
+    def _calibrate(self, queries: np.ndarray, exact: np.ndarray) -> Calibration:
+        """Search parameters meeting ``target_recall`` on ``queries`` (calibration rows of
+        the generated batch, in the search space) whose exact top-k is ``exact``; see
+        :mod:`.calibration`."""
+        n = self._search_emb.shape[0]
+        if self.index_ == "ivf":
+            ivf = self._ivf
+            return calibrate_ivf(
+                queries,
+                exact,
+                ivf["coarse"],
+                lambda idx: ivf["lists"][idx],
+                np.diff(ivf["starts"]),
+                n,
+                self.target_recall,
+                self.pq_nprobe,
+                self.index == "auto",
+                self.n_threads,
+            )
+        nlist = self._pq.nlist if self._pq is not None else None
+        return calibrate_pq(
+            exact,
+            lambda r, nprobe: self._recall(queries, r, nprobe, self.index_)[1],
+            n,
+            self.recall,
+            self._recall_pinned,
+            nlist,
+            self._pq.nprobe if nlist else 1,
+            self.pq_nprobe is not None,
+            self.target_recall,
+        )
+
+    def _apply_calibration(self, cal: Calibration) -> tuple[str, int, int | None]:
+        """(index, recall, nprobe) of this call after ``cal``; warns when a pinned (or the
+        largest searched) setting misses the target."""
+        return apply_calibration(self, cal)

@@ -7,7 +7,10 @@ used as is, other real dtypes are converted once.
 
 from datacredit.kernels.crammer_singer import CSResult, crammer_singer_fit, crammer_singer_objective
 from datacredit.kernels.gram import gram, gram_topk
-from datacredit.kernels.pq import PackedCodes, ProductQuantizer, kmeans
+from datacredit.kernels.ivf import ivf_flat_search
+from datacredit.kernels.kmeans import kmeans
+from datacredit.kernels.pq import ProductQuantizer
+from datacredit.kernels.pq_packed import PackedCodes
 from datacredit.kernels.treeshap import TreeEnsemble, from_xgboost, tree_shap_interventional
 
 __all__ = [
@@ -20,6 +23,7 @@ __all__ = [
     "from_xgboost",
     "gram",
     "gram_topk",
+    "ivf_flat_search",
     "kmeans",
     "tree_shap_interventional",
 ]

@@ -15,295 +15,25 @@ from datacredit._arrays import (
     resolve_threads,
     to_numpy,
 )
+from datacredit.kernels.kmeans import kmeans, positive_int
+from datacredit.kernels.pq_packed import (
+    ST_VERSION,
+    PackedCodes,
+    check_st_format,
+    is_npz,
+    meta_int,
+)
 from datacredit.safetensors_io import load_safetensors, save_safetensors
+
+__all__ = ["PQ_METRICS", "PackedCodes", "ProductQuantizer", "kmeans"]
 
 PQ_METRICS = ("l2", "ip")
 _FORMAT = "datacredit.ProductQuantizer/1"  # the legacy .npz files (read only)
 
 
-def _positive_int(value: Any, name: str, upper: int = 2**63 - 1) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or not 1 <= value <= upper
-    ):
-        raise ValueError(f"{name} must be an integer in [1, {upper}], got {value!r}")
-    return int(value)
-
-
-def _seed(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {type(value).__name__}")
-    if not 0 <= value <= 2**63 - 1:
-        raise ValueError(f"seed = {value} must be in [0, 2**63 - 1]")
-    return int(value)
-
-
-def kmeans(
-    x: Any,
-    k: int,
-    *,
-    n_iter: int = 10,
-    max_points_per_centroid: int = 64,
-    seed: int = 0,
-) -> np.ndarray:
-    """Lloyd's k-means: ``(k, d)`` float32 centroids of ``x`` ``(n, d)``, ``n >= k``.
-
-    Trained on a seeded sample of at most ``max_points_per_centroid * k`` rows, centroids
-    initialised from distinct sample rows, empty clusters re-seeded by splitting the largest;
-    deterministic for a given seed.  ``O(n_iter * sample * k * d)`` through GEMM (the
-    coarse quantizer of inverted-file indexes).  ``n_iter`` and ``max_points_per_centroid``
-    are integers in ``[1, 2**31 - 1]``, ``seed`` in ``[0, 2**63 - 1]``; others raise.
-    """
-    arr = as_float_matrix(x, "x")
-    k = _positive_int(k, "k")
-    if arr.shape[0] < k:
-        raise ValueError(f"x needs at least k = {k} rows, got {arr.shape[0]}")
-    return _core.kmeans(
-        arr,
-        k,
-        _positive_int(n_iter, "n_iter", 2**31 - 1),
-        _positive_int(max_points_per_centroid, "max_points_per_centroid", 2**31 - 1),
-        _seed(seed),
-        0,
-    )
-
-
 _FASTSCAN_ENV = "DATACREDIT_PQ_FASTSCAN"
-_PACKED_FORMAT = "datacredit.PackedCodes/1"  # the legacy .npz files (read only)
 # Safetensors formats (written since 0.1; readable from C, see docs/c_api.md).
 _PQ_ST_FORMAT = "datacredit.product_quantizer"
-_PACKED_ST_FORMAT = "datacredit.packed_codes"
-_ST_VERSION = "1"
-
-
-def _is_npz(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a zip archive (the legacy ``.npz`` format) rather than safetensors."""
-    with open(path, "rb") as f:
-        return f.read(4) == b"PK\x03\x04"
-
-
-def _check_st_format(path: Any, meta: dict[str, str], fmt: str, what: str) -> None:
-    if meta.get("format") != fmt:
-        raise ValueError(f"{path} is not a datacredit {what} file (format {meta.get('format')!r})")
-    if meta.get("format_version") != _ST_VERSION:
-        raise ValueError(
-            f"{path}: {what} format version {meta.get('format_version')!r} is not supported "
-            f"(this version reads {_ST_VERSION!r})"
-        )
-
-
-def _meta_int(path: Any, meta: dict[str, str], key: str) -> int:
-    value = meta.get(key, "")
-    if not value.isdigit():
-        raise ValueError(f"{path}: metadata {key!r} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-class PackedCodes:
-    """4-bit PQ codes packed for the fast-scan search (from :meth:`ProductQuantizer.pack`).
-
-    Layout (``data``, uint8, shape ``(ceil(n / 32), ceil(m / 2), 32)``): blocks of 32
-    vectors; in block ``b``, row ``p`` holds one byte per vector ``j``: the code of
-    sub-space ``2p`` in the low nibble and of sub-space ``2p + 1`` in the high nibble of
-    vector ``32 b + j``.  An odd ``m`` gets a zero code in the extra sub-space, and the
-    last block is filled with zero codes whose results are never reported.
-    ``n * m / 2`` bytes (plus padding): half the memory of the unpacked codes.
-
-    Inverted lists (``pack(codes, lists=...)``): the codes are grouped by list (stable:
-    index order inside a list) and every list is padded to whole blocks of 32, so that
-    list ``l`` occupies blocks ``list_blocks[l]:list_blocks[l + 1]`` of ``data``
-    (``ceil(count_l / 32)`` blocks, none for an empty list).  ``ids[32 b + j]`` is the
-    original index of the code at position ``j`` of block ``b`` (-1 for a padding
-    position, which holds zero codes and only ends a list).  Extra memory: 8 bytes per
-    position, plus at most 31 padding positions per list.
-
-    Persist with :meth:`save` / :meth:`load` (safetensors, no pickle).
-
-    Attributes:
-        data: the packed bytes (read them, do not modify them).
-        n: number of codes.
-        m: sub-spaces per code.
-        list_blocks: ``(nlist + 1,)`` int64 block offsets of the lists, or ``None`` (flat).
-        ids: ``(data.shape[0] * 32,)`` int64 position -> original index map, or ``None``.
-    """
-
-    __slots__ = ("_positions", "data", "ids", "list_blocks", "m", "n")
-
-    def __init__(
-        self,
-        data: np.ndarray,
-        n: int,
-        m: int,
-        list_blocks: np.ndarray | None = None,
-        ids: np.ndarray | None = None,
-    ) -> None:
-        self.data, self.n, self.m, self.list_blocks, self.ids = _check_packed(
-            data, n, m, list_blocks, ids
-        )
-        self._positions: np.ndarray | None = None
-
-    @property
-    def nlist(self) -> int | None:
-        """Number of inverted lists, or ``None`` when packed without lists."""
-        return None if self.list_blocks is None else len(self.list_blocks) - 1
-
-    def positions(self) -> np.ndarray:
-        """``(n,)`` int64 packed position of each code (the inverse of ``ids``).
-
-        Computed once (``O(n)``) and cached; the identity when packed without lists.
-        """
-        if self._positions is None:
-            if self.ids is None:
-                self._positions = np.arange(self.n, dtype=np.int64)
-            else:
-                pos = np.full(self.n, -1, np.int64)
-                valid = np.flatnonzero(self.ids >= 0)
-                pos[self.ids[valid]] = valid
-                self._positions = pos
-        return self._positions
-
-    def __len__(self) -> int:
-        return self.n
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(n, m)``, the shape of the unpacked codes."""
-        return (self.n, self.m)
-
-    def unpack(self) -> np.ndarray:
-        """The codes ``(n, m)`` uint8 again, in their original order (``O(n m)``)."""
-        if self.ids is None:
-            return _core.pq_fastscan_unpack(self.data, self.n, self.m)
-        allpos = _core.pq_fastscan_unpack(self.data, len(self.ids), self.m)
-        return np.ascontiguousarray(allpos[self.positions()])
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the packed codes to a safetensors file at exactly ``path``, atomically.
-
-        Format ``datacredit.packed_codes`` version 1 (readable by the C API,
-        ``dc_pq_index_load``): tensors ``data`` (U8, as above), and with lists
-        ``list_blocks`` and ``ids`` (I64); metadata ``n``, ``m``.
-        """
-        tensors = {"data": self.data}
-        if self.list_blocks is not None:
-            tensors["list_blocks"] = self.list_blocks
-            tensors["ids"] = self.ids
-        meta = {
-            "format": _PACKED_ST_FORMAT,
-            "format_version": _ST_VERSION,
-            "n": str(self.n),
-            "m": str(self.m),
-        }
-        save_safetensors(path, tensors, meta)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> PackedCodes:
-        """Read packed codes written by :meth:`save` (or the ``.npz`` of datacredit <= 0.1's
-        format 1); the layout is checked (``O(n)``)."""
-        if _is_npz(path):
-            with np.load(path, allow_pickle=False) as f:
-                if "format" not in f or str(f["format"]) != _PACKED_FORMAT:
-                    raise ValueError(f"{path} is not a datacredit PackedCodes file")
-                data = np.ascontiguousarray(f["data"])
-                n, m = int(f["n"]), int(f["m"])
-                has_lists = bool(f["has_lists"])
-                list_blocks = (
-                    np.ascontiguousarray(f["list_blocks"], np.int64) if has_lists else None
-                )
-                ids = np.ascontiguousarray(f["ids"], np.int64) if has_lists else None
-        else:
-            tensors, meta = load_safetensors(path, mmap=False)
-            _check_st_format(path, meta, _PACKED_ST_FORMAT, "PackedCodes")
-            n, m = _meta_int(path, meta, "n"), _meta_int(path, meta, "m")
-            data = tensors.get("data")
-            list_blocks, ids = tensors.get("list_blocks"), tensors.get("ids")
-            if data is None or (list_blocks is None) != (ids is None):
-                raise ValueError(
-                    f"{path}: PackedCodes file lacks data, or has only one of list_blocks/ids"
-                )
-            if list_blocks is not None and (list_blocks.dtype != np.int64 or ids.dtype != np.int64):
-                raise ValueError(f"{path}: list_blocks and ids must be int64")
-        n_blocks = data.shape[0] if data.ndim == 3 else -1
-        if data.dtype != np.uint8 or data.shape[1:] != ((m + 1) // 2, 32) or n < 1:
-            raise ValueError(f"{path}: packed data of shape {data.shape} does not fit n={n}, m={m}")
-        if list_blocks is None:
-            if n_blocks != (n + 31) // 32:
-                raise ValueError(f"{path}: {n_blocks} blocks for n={n} codes")
-        else:
-            ok = (
-                list_blocks.ndim == 1
-                and len(list_blocks) >= 2
-                and list_blocks[0] == 0
-                and list_blocks[-1] == n_blocks
-                and (np.diff(list_blocks) >= 0).all()
-                and ids.shape == (n_blocks * 32,)
-            )
-            real = ids[ids >= 0] if ok else ids
-            if not ok or real.size != n or not np.array_equal(np.sort(real), np.arange(n)):
-                raise ValueError(f"{path}: inconsistent inverted-list layout")
-        return cls(data, n, m, list_blocks, ids)
-
-    def __repr__(self) -> str:
-        lists = "" if self.list_blocks is None else f", nlist={self.nlist}"
-        return f"PackedCodes(n={self.n}, m={self.m}{lists}, {self.data.nbytes} bytes)"
-
-
-def _check_packed(data: Any, n: Any, m: Any, list_blocks: Any, ids: Any):
-    """Validated ``(data, n, m, list_blocks, ids)`` of a :class:`PackedCodes` (``O(n)``).
-
-    The compiled searches read ``data`` and ``ids`` through ``list_blocks``: an
-    inconsistent layout would read out of bounds, so it is refused here (and again in C++).
-    """
-    for name, v in (("n", n), ("m", m)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"PackedCodes: {name} must be a positive integer, got {v!r}")
-    n, m = int(n), int(m)
-    data = np.asarray(data)
-    if data.dtype != np.uint8 or data.ndim != 3 or data.shape[1:] != ((m + 1) // 2, 32):
-        raise ValueError(
-            f"PackedCodes: data must be uint8 of shape (n_blocks, {(m + 1) // 2}, 32) for m={m}, "
-            f"got {data.dtype} {data.shape}"
-        )
-    data = np.ascontiguousarray(data)
-    n_blocks = data.shape[0]
-    if (list_blocks is None) != (ids is None):
-        raise ValueError("PackedCodes: list_blocks and ids go together (both or neither)")
-    if list_blocks is None:
-        if n_blocks != (n + 31) // 32:
-            raise ValueError(
-                f"PackedCodes: {n_blocks} blocks for n={n} codes (expected {(n + 31) // 32})"
-            )
-        return data, n, m, None, None
-    lb, ids = np.asarray(list_blocks), np.asarray(ids)
-    if lb.dtype.kind not in "iu" or ids.dtype.kind not in "iu":
-        raise TypeError("PackedCodes: list_blocks and ids must be integer arrays")
-    lb = np.ascontiguousarray(lb, dtype=np.int64)
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    if (
-        lb.ndim != 1
-        or lb.shape[0] < 2
-        or lb[0] != 0
-        or lb[-1] != n_blocks
-        or (np.diff(lb) < 0).any()
-    ):
-        raise ValueError(
-            "PackedCodes: list_blocks must be a non-decreasing (nlist + 1,) vector from 0 to "
-            f"the number of blocks ({n_blocks})"
-        )
-    if ids.shape != (n_blocks * 32,):
-        raise ValueError(f"PackedCodes: ids must have shape ({n_blocks * 32},), got {ids.shape}")
-    real = ids[ids >= 0]
-    if (
-        (ids < -1).any()
-        or real.size != n
-        or (real >= n).any()
-        or np.bincount(real, minlength=n).max(initial=0) > 1
-    ):
-        raise ValueError(
-            f"PackedCodes: ids must hold each code index 0..{n - 1} once (-1 for padding)"
-        )
-    return data, n, m, lb, ids
 
 
 class ProductQuantizer:
@@ -357,11 +87,11 @@ class ProductQuantizer:
         seed: int = 0,
         n_threads: int | None = None,
     ) -> None:
-        self.d = _positive_int(d, "d")
-        self.m = _positive_int(m, "m")
+        self.d = positive_int(d, "d")
+        self.m = positive_int(m, "m")
         if self.d % self.m:
             raise ValueError(f"d = {self.d} must be a multiple of m = {self.m}")
-        nbits = _positive_int(nbits, "nbits")
+        nbits = positive_int(nbits, "nbits")
         if nbits > 8:
             raise ValueError(f"nbits must be in [1, 8], got {nbits}")
         self.nbits = nbits
@@ -375,8 +105,8 @@ class ProductQuantizer:
         self.seed = int(seed)
         self.n_threads = n_threads
         resolve_threads(n_threads)
-        self.nlist = None if nlist is None else _positive_int(nlist, "nlist")
-        self.nprobe = _positive_int(nprobe, "nprobe")
+        self.nlist = None if nlist is None else positive_int(nlist, "nlist")
+        self.nprobe = positive_int(nprobe, "nprobe")
         if self.nlist is not None and self.nprobe > self.nlist:
             raise ValueError(f"nprobe = {self.nprobe} must not exceed nlist = {self.nlist}")
         self.centroids: np.ndarray | None = None
@@ -459,8 +189,8 @@ class ProductQuantizer:
             arr,
             self.m,
             self.nbits,
-            _positive_int(n_iter, "n_iter", 2**31 - 1),
-            _positive_int(max_points_per_centroid, "max_points_per_centroid", 2**31 - 1),
+            positive_int(n_iter, "n_iter", 2**31 - 1),
+            positive_int(max_points_per_centroid, "max_points_per_centroid", 2**31 - 1),
             self.seed,
             self._threads(),
         )
@@ -470,8 +200,8 @@ class ProductQuantizer:
             self.coarse_centroids = _core.kmeans(
                 arr,
                 self.nlist,
-                _positive_int(coarse_iter, "coarse_iter"),
-                _positive_int(coarse_points_per_centroid, "coarse_points_per_centroid", 2**31 - 1),
+                positive_int(coarse_iter, "coarse_iter"),
+                positive_int(coarse_points_per_centroid, "coarse_points_per_centroid", 2**31 - 1),
                 self.seed + 1,
                 self._threads(),
             )
@@ -591,13 +321,13 @@ class ProductQuantizer:
                 raise ValueError(
                     f"packed codes have nlist = {packed.nlist}, this quantizer nlist = {self.nlist}"
                 )
-            nprobe = self.nprobe if nprobe is None else _positive_int(nprobe, "nprobe")
+            nprobe = self.nprobe if nprobe is None else positive_int(nprobe, "nprobe")
             if nprobe > self.nlist:
                 raise ValueError(f"nprobe = {nprobe} must not exceed nlist = {self.nlist}")
         if not 1 <= k <= packed.n:
             raise ValueError(f"k = {k} must be in [1, N = {packed.n}]")
         if rerank is not None:
-            rerank = _positive_int(rerank, "rerank")
+            rerank = positive_int(rerank, "rerank")
             if not k <= rerank <= packed.n:
                 raise ValueError(f"rerank = {rerank} must be in [k = {k}, N = {packed.n}]")
         mode = os.environ.get(_FASTSCAN_ENV, "auto")
@@ -716,7 +446,7 @@ class ProductQuantizer:
             return _core.pq_search(cent, q, c, int(k), self.nbits, self.metric, self._threads())
         if self.coarse_centroids is None:
             raise RuntimeError("lists= needs a coarse quantizer: create it with nlist=...")
-        nprobe = self.nprobe if nprobe is None else _positive_int(nprobe, "nprobe")
+        nprobe = self.nprobe if nprobe is None else positive_int(nprobe, "nprobe")
         if nprobe > self.nlist:
             raise ValueError(f"nprobe = {nprobe} must not exceed nlist = {self.nlist}")
         lst = as_index_vector(lists, "lists", c.shape[0], self.nlist)
@@ -755,7 +485,7 @@ class ProductQuantizer:
             tensors["coarse_centroids"] = self.coarse_centroids
         meta = {
             "format": _PQ_ST_FORMAT,
-            "format_version": _ST_VERSION,
+            "format_version": ST_VERSION,
             "d": str(self.d),
             "m": str(self.m),
             "nbits": str(self.nbits),
@@ -770,7 +500,7 @@ class ProductQuantizer:
     def load(cls, path: str | os.PathLike, *, n_threads: int | None = None) -> ProductQuantizer:
         """Read a quantizer written by :meth:`save` (or the ``.npz`` of datacredit <= 0.1's
         format 1, read with ``allow_pickle=False``)."""
-        if _is_npz(path):
+        if is_npz(path):
             with np.load(path, allow_pickle=False) as f:
                 if "format" not in f or str(f["format"]) != _FORMAT:
                     raise ValueError(f"{path} is not a datacredit ProductQuantizer file")
@@ -780,8 +510,8 @@ class ProductQuantizer:
                 coarse = np.ascontiguousarray(f["coarse_centroids"], np.float32)
         else:
             tensors, meta = load_safetensors(path, mmap=False)
-            _check_st_format(path, meta, _PQ_ST_FORMAT, "ProductQuantizer")
-            params = {k: _meta_int(path, meta, k) for k in ("d", "m", "nbits", "nlist", "nprobe")}
+            check_st_format(path, meta, _PQ_ST_FORMAT, "ProductQuantizer")
+            params = {k: meta_int(path, meta, k) for k in ("d", "m", "nbits", "nlist", "nprobe")}
             seed = meta.get("seed", "")
             if not seed.lstrip("-").isdigit():
                 raise ValueError(f"{path}: metadata 'seed' must be an integer, got {seed!r}")
