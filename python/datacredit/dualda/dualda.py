@@ -356,7 +356,7 @@ class DualDA:
         self.train_labels = y
         self.support = res.support
         self.support_features = np.ascontiguousarray(feats[res.support])
-        self.support_dual_coef = np.ascontiguousarray(res.dual_coef[res.support])
+        self.support_dual_coef = res.dual.dense_rows(res.support)
         self.coef = res.coef
         self._bias = res.bias
         self.stats = dict(
