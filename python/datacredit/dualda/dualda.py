@@ -31,7 +31,12 @@ from datacredit.dualda import stages
 from datacredit.dualda.cache import CACHE_ARRAYS, CACHE_VERSION, arrays_digest, check_cache
 from datacredit.dualda.sparse_attribution import column_dense, column_topk
 from datacredit.kernels import crammer_singer_fit
-from datacredit.kernels.sparse_dual import DualColumns, SparseDual, check_dense_allocation
+from datacredit.kernels.sparse_dual import (
+    DENSE_SILENT_BYTES,
+    DualColumns,
+    SparseDual,
+    check_dense_allocation,
+)
 from datacredit.models.features import (
     FeatureExtractor,
     batch_len,
@@ -43,14 +48,6 @@ from datacredit.models.features import (
 )
 
 SELF_INFLUENCE_KINDS = ("lambda_norm2", "lambda_norm", "lambda")
-
-
-def _class_labels(lab: Any, n: int) -> np.ndarray:
-    """A batch's labels as int64 class indices (0.5 raises: it must not become class 0)."""
-    a = as_integer_array(lab.detach().cpu() if hasattr(lab, "detach") else lab, "training labels")
-    if a.shape != (n,):
-        raise ValueError(f"the training labels of a batch have shape {a.shape}, expected ({n},)")
-    return a
 
 
 def _torch():
@@ -181,7 +178,7 @@ class DualDA:
             feats.append(f)
             preds.append(out.argmax(1))
             labels.append(
-                np.full(len(f), -1, np.int64) if lab is None else _class_labels(lab, len(f))
+                np.full(len(f), -1, np.int64) if lab is None else stages.class_labels(lab, len(f))
             )
         if not feats:
             raise ValueError("the data is empty")
@@ -319,7 +316,13 @@ class DualDA:
                 self._fitted = True
                 self.loaded_from_cache = True
                 return self
-        if executor is not None or store is not None:
+        if path is not None and executor is None and store is None:
+            # features on disk: streamed into memory-mapped files named by the cache key,
+            # resumable; the solver reads them in place
+            feats, labels, preds = stages.extract_features_to_disk(
+                self, self.train_data, self.cache_dir / f"features-{key[:40]}", desc="train"
+            )
+        elif executor is not None or store is not None:
             feats, labels, preds = stages.extract_features(
                 self, self.train_data, desc="train", store=store, executor=executor
             )
@@ -372,7 +375,14 @@ class DualDA:
         self.n_train = feats.shape[0]
         self.train_labels = y
         self.support = res.support
-        self.support_features = np.ascontiguousarray(feats[res.support])
+        if isinstance(feats, np.memmap) and res.support.size * feats.shape[1] * 4 > (
+            DENSE_SILENT_BYTES
+        ):
+            self.support_features = stages.gather_rows_to_disk(
+                feats, res.support, self.cache_dir / f"support-{key[:40]}.npy"
+            )
+        else:
+            self.support_features = np.ascontiguousarray(feats[res.support])
         self.support_dual = res.dual.take_rows(res.support)
         self.coef = res.coef
         self._bias = res.bias
