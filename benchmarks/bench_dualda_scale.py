@@ -44,14 +44,17 @@ def sample():
         peak[0] = max(peak[0], rss_anon())
         time.sleep(0.02)
 
-path, n, d, C, tol, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+path, n, d, C, tol, threads, max_iter = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 from datacredit.kernels import crammer_singer_fit
 x = np.memmap(path + ".x", np.float32, "r", shape=(n, d))
 y = np.fromfile(path + ".y", np.int64, count=n)
 base = rss_anon()
 t = threading.Thread(target=sample, daemon=True); t.start()
 start = time.perf_counter()
-res = crammer_singer_fit(x, y, C, tol=tol, max_iter=100000, n_threads=threads)
+import warnings
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # a max_iter-limited run is not expected to converge
+    res = crammer_singer_fit(x, y, C, tol=tol, max_iter=max_iter, n_threads=threads)
 seconds = time.perf_counter() - start
 stop.set(); t.join()
 peak[0] = max(peak[0], rss_anon())
@@ -83,9 +86,11 @@ def write_features(path: Path, n: int, d: int, k: int, seed: int = 0, chunk: int
     y.tofile(path.with_suffix(".y"))
 
 
-def run_child(python: str, env: dict, path: Path, n: int, d: int, c: float, tol: float, t: int):
+def run_child(
+    python: str, env: dict, path: Path, n: int, d: int, c: float, tol: float, t: int, it: int
+):
     proc = subprocess.run(
-        [python, "-c", CHILD, str(path), str(n), str(d), str(c), str(tol), str(t)],
+        [python, "-c", CHILD, str(path), str(n), str(d), str(c), str(tol), str(t), str(it)],
         capture_output=True,
         text=True,
         env=env,
@@ -157,6 +162,7 @@ def main() -> None:
     ap.add_argument("--dense-n", type=str, default="", help="sizes to run the dense solver at")
     ap.add_argument("--explain-n", type=int, default=0, help="explanation timing at this N")
     ap.add_argument("--explain-queries", type=int, default=2000)
+    ap.add_argument("--max-iter", type=int, default=100000, help="epochs (a partial run: 1-2)")
     ap.add_argument("--skip-fit", action="store_true")
     args = ap.parse_args()
     root = Path(args.dir)
@@ -168,11 +174,23 @@ def main() -> None:
     for n in [] if args.skip_fit else sizes:
         path = root / f"relu_n{n}_d{args.d}_k{args.k}"
         write_features(path, n, args.d, args.k)
-        r = run_child(sys.executable, env, path, n, args.d, args.C, args.tol, args.threads)
+        r = run_child(
+            sys.executable, env, path, n, args.d, args.C, args.tol, args.threads, args.max_iter
+        )
         print(f"sparse n={n}: {json.dumps(r)}", flush=True)
         if args.dense_python and str(n) in args.dense_n.split(","):
             denv = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-            r = run_child(args.dense_python, denv, path, n, args.d, args.C, args.tol, args.threads)
+            r = run_child(
+                args.dense_python,
+                denv,
+                path,
+                n,
+                args.d,
+                args.C,
+                args.tol,
+                args.threads,
+                args.max_iter,
+            )
             print(f"dense  n={n}: {json.dumps(r)}", flush=True)
     if args.explain_n:
         r = explain_timing(args.explain_n, args.d, args.k, args.explain_queries, args.C, 10)
