@@ -16,7 +16,6 @@ import numpy as np
 from datacredit.kernels import gram, gram_topk
 from datacredit.kernels.sparse_dual import DualColumns
 
-
 #: A class group with fewer multiply-adds than this runs on one thread: waking a thread team
 #: costs more than the work (on a loaded 2-core machine a team of 2 made a 2-query group
 #: with 600 keys take 27 ms instead of 1 ms).
