@@ -384,3 +384,17 @@ def test_memmap_features_read_in_place_and_wrong_dtype_refused(tmp_path):
     wrong = np.memmap(tmp_path / "g.bin", np.float64, "w+", shape=x.shape)
     with pytest.raises(ValueError, match="memory-mapped float64"):
         crammer_singer_fit(wrong, y, 0.1)
+
+
+def test_sparse_dual_classes_without_samples():
+    """n_classes above the labels present: the absent classes only ever take lambda <= 0
+    (pushed down), the solve converges and the KKT test holds over all n_classes."""
+    x, y = make_data(300, 6, 5, seed=6)
+    res = crammer_singer_fit(x, y, 0.1, tol=1e-6, n_classes=8, max_iter=10000)
+    assert res.converged and res.dual.shape == (300, 8)
+    absent = res.dual.indices >= 5
+    assert np.all(res.dual.values[absent] < 0)
+    assert np.all(res.bias[5:] <= 0)
+    assert kkt_violation(x, y, res) < 1e-6
+    with pytest.raises(ValueError, match="outside"):
+        crammer_singer_fit(x, y, 0.1, n_classes=4)
