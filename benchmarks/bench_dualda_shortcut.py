@@ -61,7 +61,7 @@ def run(perturbation: str, args) -> dict:
     x_sc = x.copy()
     x_sc[perturbed] = omega(x[perturbed])
     t0 = time.perf_counter()
-    model, _ = train_cnn(x_sc, y, s, seed=args.seed + 4)
+    model, ckpts = train_cnn(x_sc, y, s, seed=args.seed + 4)
     train_s = time.perf_counter() - t0
     clean_acc = float((logits_of(model, xt).argmax(1) == yt).mean())
     others = xt[yt != c]
@@ -111,6 +111,24 @@ def run(perturbation: str, args) -> dict:
     # features: where do the perturbed samples lie?
     f_train, _, _ = dd.extract((x_sc, y), desc="train")
     f_eval, _, _ = dd.extract(x_eval, desc="eval")
+    # peers on the same model and evaluation set
+    # representer points (Yeh et al. 2018) on the trained final layer, without their L2
+    # fine-tuning: alpha_ic = (onehot - softmax)_ic, tau_c(x, i) = alpha_ic f_i . f_x (a
+    # positive constant 1 / (2 lambda n) does not change the ranking)
+    logits = logits_of(model, x_sc)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    alpha_c = (y == c).astype(np.float64) - p[:, c]
+    rp = (f_eval.astype(np.float64) @ f_train.astype(np.float64).T) * alpha_c[None, :]
+    out["peers"] = {"representer_points": shortcut_detection_auprc(rp, perturbed)}
+    if args.peer:
+        from bench_dualda_mnist import TracInMethod
+
+        tracin = TracInMethod(model, ckpts, x_sc, y, s)
+        out["peers"]["tracin_cp_fast"] = shortcut_detection_auprc(
+            tracin.attribute(x_eval, targets), perturbed
+        )
+    print(json.dumps(out["peers"]), flush=True)
     f_train = f_train.astype(np.float64)
     f_eval = f_eval.astype(np.float64)
     ip = f_eval @ f_train.T
@@ -175,6 +193,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figures", default=None, help="path prefix of the diagnosis PNGs")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--peer", action="store_true", help="also captum's TracInCPFast")
     args = ap.parse_args()
     results = [run(p, args) for p in args.perturbation.split(",")]
     for r in results:
