@@ -49,17 +49,17 @@ def model():
 
 
 def test_on_disk_fit_equals_in_memory_and_resumes(model, tmp_path):
-    n = 3000
-    ref = DualDA(model, LazyBlobs(n), layer="fc", C=0.1, batch_size=16, progress=False).fit()
-    broken = LazyBlobs(n, fail_at_call=n + 2100)  # during the extraction pass
+    n = 800
+    ref = DualDA(model, LazyBlobs(n), layer="fc", C=0.1, batch_size=4, progress=False).fit()
+    broken = LazyBlobs(n, fail_at_call=n + 600)  # during the extraction pass
     with pytest.raises(RuntimeError, match="interrupted"):
-        DualDA(model, broken, layer="fc", C=0.1, batch_size=16, cache_dir=tmp_path).fit()
+        DualDA(model, broken, layer="fc", C=0.1, batch_size=4, cache_dir=tmp_path).fit()
     partial = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     assert len(partial) == 1 and (partial[0] / "progress.json").exists()
-    # 64 batches of 16 rows are recorded at a time: the resumed run starts at row 2048
+    # 64 batches of 4 rows are recorded at a time: the resumed run starts at row 512
     data = LazyBlobs(n)
-    dd = DualDA(model, data, layer="fc", C=0.1, batch_size=16, cache_dir=tmp_path).fit()
-    assert data.calls == n + (n - 2048)  # one pass to key the cache, the rest to extract
+    dd = DualDA(model, data, layer="fc", C=0.1, batch_size=4, cache_dir=tmp_path).fit()
+    assert data.calls == n + (n - 512)  # one pass to key the cache, the rest to extract
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
     feats = np.load(next(tmp_path.glob("features-*")) / "features.npy", mmap_mode="r")
     ref_feats, _, _ = ref.extract(LazyBlobs(n))
