@@ -304,3 +304,97 @@ def test_shrink_factor_keeps_the_optimum():
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="shrink_factor"):
             crammer_singer_fit(x, y, 0.1, shrink_factor=bad)
+
+
+# --- sparse duals (issue 25): K above the stored working-set cap (64), CSR end to end ---
+
+
+@pytest.mark.parametrize("c", [1e-3, 0.1])
+def test_sparse_dual_many_classes_matches_liblinear(c):
+    """K = 80 > 64 exercises the "too many to store: all classes" path; the CSR dual must be
+    feasible, give W = lambda^T X, meet the KKT test, and reach LIBLINEAR's objective."""
+    x, y = make_data(600, 10, 80, seed=3, spread=2.0)
+    res = crammer_singer_fit(x, y, c, tol=1e-5, max_iter=20000, seed=1)
+    assert res.converged
+    dual = res.dual
+    assert dual.indptr.dtype == np.int64 and dual.indices.dtype == np.int32
+    assert dual.shape == (600, 80) and np.all(dual.values != 0.0)
+    rows = dual.row_ids()
+    # each row ascending in class, true class in [0, C], the others <= 0, rows sum to 0
+    assert np.all((np.diff(dual.indices) > 0) | (np.diff(rows) > 0))
+    on_y = dual.indices == y[rows]
+    assert np.all(dual.values[on_y] <= c) and np.all(dual.values[on_y] > 0)
+    assert np.all(dual.values[~on_y] < 0)
+    np.testing.assert_allclose(np.bincount(rows, dual.values, 600), 0.0, atol=1e-15)
+    # W = lambda^T X from the CSR alone (numpy scatter-add, independent of the solver)
+    w = np.zeros((80, 10))
+    np.add.at(w, dual.indices, dual.values[:, None] * x[rows].astype(np.float64))
+    np.testing.assert_allclose(res.coef, w, atol=1e-12)
+    np.testing.assert_allclose(res.bias, np.bincount(dual.indices, dual.values, 80), atol=1e-13)
+    assert kkt_violation(x, y, res) < 1e-5
+    assert res.peak_nnz >= dual.nnz
+    assert dual.nnz < 0.2 * 600 * 80  # sparse at the optimum
+    w_ll, b_ll = liblinear_fit(x, y, c, 1e-7)
+    ours = primal_np(x, y, res.coef, res.bias, c)
+    ref = primal_np(x, y, w_ll, b_ll, c)
+    assert ours <= ref * (1 + 1e-4)
+    assert res.primal_objective - res.dual_objective <= 1e-4 * res.primal_objective
+
+
+def test_sparse_dual_dense_views_agree():
+    """dual_coef / alpha (dense, guarded) are the CSR scattered; take_rows / column agree."""
+    from datacredit.kernels.sparse_dual import SparseDual
+
+    x, y = make_data(300, 6, 12, seed=4)
+    res = crammer_singer_fit(x, y, 0.05, tol=1e-6, max_iter=10000)
+    dense = res.dual_coef
+    back = SparseDual.from_dense(dense)
+    np.testing.assert_array_equal(back.indptr, res.dual.indptr)
+    np.testing.assert_array_equal(back.indices, res.dual.indices)
+    np.testing.assert_array_equal(back.values, res.dual.values)
+    idx = np.array([5, 0, 299, 5])
+    np.testing.assert_array_equal(res.dual.dense_rows(idx), dense[idx])
+    r, v = res.dual.column(3)
+    np.testing.assert_array_equal(r, np.flatnonzero(dense[:, 3]))
+    np.testing.assert_array_equal(v, dense[r, 3])
+    np.testing.assert_allclose(res.alpha, 0.05 * np.eye(12)[y] - dense, atol=1e-15)
+
+
+def test_dense_guard_refuses_more_than_free_memory(monkeypatch):
+    from datacredit.kernels import sparse_dual
+
+    monkeypatch.setattr(sparse_dual, "available_memory", lambda: 2**30)
+    with pytest.raises(MemoryError, match="sparse form"):
+        sparse_dual.check_dense_allocation(2**31, "test")
+    with pytest.warns(ResourceWarning, match="0.50 GiB"):
+        sparse_dual.check_dense_allocation(2**29, "test")
+    sparse_dual.check_dense_allocation(2**20, "test")  # small: silent
+
+
+def test_memmap_features_read_in_place_and_wrong_dtype_refused(tmp_path):
+    x, y = make_data(200, 5, 4, seed=5)
+    path = tmp_path / "f.bin"
+    mm = np.memmap(path, np.float32, "w+", shape=x.shape)
+    mm[:] = x
+    mm.flush()
+    ro = np.memmap(path, np.float32, "r", shape=x.shape)
+    a = crammer_singer_fit(ro, y, 0.1, tol=1e-6)
+    b = crammer_singer_fit(x, y, 0.1, tol=1e-6)
+    np.testing.assert_array_equal(a.dual.values, b.dual.values)
+    wrong = np.memmap(tmp_path / "g.bin", np.float64, "w+", shape=x.shape)
+    with pytest.raises(ValueError, match="memory-mapped float64"):
+        crammer_singer_fit(wrong, y, 0.1)
+
+
+def test_sparse_dual_classes_without_samples():
+    """n_classes above the labels present: the absent classes only ever take lambda <= 0
+    (pushed down), the solve converges and the KKT test holds over all n_classes."""
+    x, y = make_data(300, 6, 5, seed=6)
+    res = crammer_singer_fit(x, y, 0.1, tol=1e-6, n_classes=8, max_iter=10000)
+    assert res.converged and res.dual.shape == (300, 8)
+    absent = res.dual.indices >= 5
+    assert np.all(res.dual.values[absent] < 0)
+    assert np.all(res.bias[5:] <= 0)
+    assert kkt_violation(x, y, res) < 1e-6
+    with pytest.raises(ValueError, match="outside"):
+        crammer_singer_fit(x, y, 0.1, n_classes=4)

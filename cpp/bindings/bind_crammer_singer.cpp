@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <limits>
 #include <optional>
 
@@ -33,24 +34,32 @@ void bind_crammer_singer(py::module_& m) {
             throw py::value_error("crammer_singer_fit: sample_weight must have one value per row");
           opt.sample_weight = sample_weight->data();
         }
-        DoubleArray lam({n, n_classes > 0 ? n_classes : int64_t{0}});
         DoubleArray coef({n_classes > 0 ? n_classes : int64_t{0}, d});
         DoubleArray bias({n_classes > 0 ? n_classes : int64_t{0}});
-        double* pl = lam.mutable_data();
         double* pc = coef.mutable_data();
         double* pb = bias.mutable_data();
         CrammerSingerStats st;
+        CrammerSingerDual dual;
         {
           py::gil_scoped_release release;
-          st = crammer_singer_fit(X.data(), n, d, y.data(), n_classes, opt, pl, pc, pb);
+          st = crammer_singer_fit_sparse(X.data(), n, d, y.data(), n_classes, opt, dual, pc, pb);
         }
+        // lambda as CSR (O(nnz), never dense N x K).
+        const auto nnz = static_cast<py::ssize_t>(dual.values.size());
+        Int64Array indptr(static_cast<py::ssize_t>(dual.indptr.size()));
+        py::array_t<int32_t> indices(nnz);
+        DoubleArray values(nnz);
+        std::copy(dual.indptr.begin(), dual.indptr.end(), indptr.mutable_data());
+        std::copy(dual.indices.begin(), dual.indices.end(), indices.mutable_data());
+        std::copy(dual.values.begin(), dual.values.end(), values.mutable_data());
         py::dict stats;
         stats["n_iter"] = st.n_iter;
         stats["converged"] = st.converged;
         stats["max_violation"] = st.max_violation;
         stats["primal_objective"] = st.primal_objective;
         stats["dual_objective"] = st.dual_objective;
-        return py::make_tuple(lam, coef, bias, stats);
+        stats["peak_nnz"] = st.peak_nnz;
+        return py::make_tuple(indptr, indices, values, coef, bias, stats);
       },
       py::arg("X"), py::arg("y"), py::arg("n_classes"), py::arg("C"), py::arg("tol"),
       py::arg("max_iter"), py::arg("seed"), py::arg("fit_bias"), py::arg("n_threads"),

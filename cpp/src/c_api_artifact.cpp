@@ -45,14 +45,16 @@ int64_t meta_int(const Artifact& a, const char* key, const char* where, bool all
   return std::stoll(s);
 }
 
-void check_format(const Artifact& a, const char* format, const char* where) {
+int check_format(const Artifact& a, const char* format, const char* where, int max_version) {
   const std::string f = meta_str(a, "format", where);
   if (f != format)
     raise(DC_ERR_FORMAT, where, "format is '" + f + "', expected '" + std::string(format) + "'");
   const std::string v = meta_str(a, "format_version", where);
-  if (v != "1")
-    raise(DC_ERR_FORMAT, where,
-          "format version '" + v + "' is not supported (this version reads '1')");
+  for (int version = 1; version <= max_version; ++version)
+    if (v == std::to_string(version)) return version;
+  raise(DC_ERR_FORMAT, where,
+        "format version '" + v + "' is not supported (this version reads '1'" +
+            (max_version > 1 ? " to '" + std::to_string(max_version) + "'" : std::string()) + ")");
 }
 
 const Tensor& tensor(const Artifact& a, const char* name, DType dtype,

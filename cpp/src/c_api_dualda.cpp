@@ -29,8 +29,13 @@ using datacredit::capi::threads_of;
 struct dc_dualda {
   Artifact art;
   int64_t n_sv = 0, d = 0, n_classes = 0, n_train = 0;
-  const float* features = nullptr;   // n_sv x d
-  const float* lambda = nullptr;     // n_sv x n_classes
+  const float* features = nullptr;  // n_sv x d
+  const float* lambda = nullptr;    // n_sv x n_classes (format version 1; null in 2)
+  // Format version 2 (lambda in CSR): its nonzeros by class column, built at load, so a
+  // query for class c scores only the samples of column c (O(nnz_c * d)).
+  std::vector<int64_t> col_ptr;      // n_classes + 1
+  std::vector<int64_t> col_rows;     // nnz, support position, ascending within a column
+  std::vector<float> col_vals;       // nnz
   const double* coef = nullptr;      // n_classes x d
   const double* bias = nullptr;      // n_classes
   const int64_t* support = nullptr;  // n_sv, strictly increasing
@@ -45,7 +50,7 @@ static void load_dualda(const char* path, const void* buffer, size_t size, dc_du
   std::unique_ptr<dc_dualda> h(new dc_dualda());
   open_artifact(path, buffer, size, where, &h->art);
   const Artifact& a = h->art;
-  check_format(a, "datacredit.dualda_explainer", where);
+  const int version = check_format(a, "datacredit.dualda_explainer", where, 2);
   h->n_train = meta_int(a, "n_train", where);
   h->n_classes = meta_int(a, "n_classes", where);
   h->d = meta_int(a, "dim", where);
@@ -58,7 +63,39 @@ static void load_dualda(const char* path, const void* buffer, size_t size, dc_du
   const int64_t n_sv = h->n_sv, d = h->d, nc = h->n_classes;
   if (n_sv > h->n_train) raise(DC_ERR_FORMAT, where, "more support vectors than training samples");
   h->features = as<float>(tensor(a, "features", DType::kF32, {n_sv, d}, where));
-  h->lambda = as<float>(tensor(a, "dual_coef", DType::kF32, {n_sv, nc}, where));
+  if (version == 1) {
+    h->lambda = as<float>(tensor(a, "dual_coef", DType::kF32, {n_sv, nc}, where));
+  } else {
+    auto vt = a.file.tensors.find("dual_values");
+    if (vt == a.file.tensors.end() || vt->second.shape.size() != 1)
+      raise(DC_ERR_FORMAT, where, "tensor 'dual_values' is missing or not 1-d");
+    const int64_t nnz = vt->second.shape[0];
+    const auto* indptr = as<int64_t>(tensor(a, "dual_indptr", DType::kI64, {n_sv + 1}, where));
+    const auto* cls = as<int32_t>(tensor(a, "dual_indices", DType::kI32, {nnz}, where));
+    const auto* val = as<float>(tensor(a, "dual_values", DType::kF32, {nnz}, where));
+    if (indptr[0] != 0 || indptr[n_sv] != nnz)
+      raise(DC_ERR_FORMAT, where, "dual_indptr does not rise from 0 to nnz");
+    for (int64_t i = 0; i < n_sv; ++i)
+      if (indptr[i + 1] < indptr[i])
+        raise(DC_ERR_FORMAT, where, "dual_indptr does not rise from 0 to nnz");
+    if (!finite(val, nnz)) raise(DC_ERR_FORMAT, where, "dual_values hold NaN or inf");
+    h->col_ptr.assign(static_cast<size_t>(nc + 1), 0);
+    for (int64_t p = 0; p < nnz; ++p) {
+      if (cls[p] < 0 || cls[p] >= nc)
+        raise(DC_ERR_FORMAT, where, "dual_indices outside [0, n_classes)");
+      ++h->col_ptr[static_cast<size_t>(cls[p] + 1)];
+    }
+    for (int64_t c = 0; c < nc; ++c) h->col_ptr[c + 1] += h->col_ptr[c];
+    h->col_rows.resize(static_cast<size_t>(nnz));
+    h->col_vals.resize(static_cast<size_t>(nnz));
+    std::vector<int64_t> fill(h->col_ptr.begin(), h->col_ptr.end() - 1);
+    for (int64_t i = 0; i < n_sv; ++i)  // rows ascending: each column's rows come out sorted
+      for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) {
+        const int64_t at = fill[static_cast<size_t>(cls[p])]++;
+        h->col_rows[static_cast<size_t>(at)] = i;
+        h->col_vals[static_cast<size_t>(at)] = val[p];
+      }
+  }
   h->coef = as<double>(tensor(a, "coef", DType::kF64, {nc, d}, where));
   h->bias = as<double>(tensor(a, "bias", DType::kF64, {nc}, where));
   h->support = as<int64_t>(tensor(a, "support", DType::kI64, {n_sv}, where));
@@ -68,10 +105,85 @@ static void load_dualda(const char* path, const void* buffer, size_t size, dc_du
     if (s < 0 || s >= h->n_train || (i > 0 && s <= h->support[i - 1]))
       raise(DC_ERR_FORMAT, where, "support indices are not strictly increasing in [0, n_train)");
   }
-  if (!finite(h->features, n_sv * d) || !finite(h->lambda, n_sv * nc) || !finite(h->coef, nc * d) ||
-      !finite(h->bias, nc))
+  if (!finite(h->features, n_sv * d) || (h->lambda && !finite(h->lambda, n_sv * nc)) ||
+      !finite(h->coef, nc * d) || !finite(h->bias, nc))
     raise(DC_ERR_FORMAT, where, "features, dual_coef, coef or bias hold NaN or inf");
   *out = h.release();
+}
+
+// Top-k for format version 2: queries grouped by class; each group scores the samples of
+// its class's column (gathered, then the fused Gram top-k kernel) and merges them with the
+// lowest-indexed samples outside the column, which score exactly 0.  Same answers as the
+// Python reader (datacredit.dualda.sparse_attribution.column_topk).
+static void dualda_topk_columns(const dc_dualda& h, const float* features, int64_t n,
+                                const std::vector<int64_t>& cls, int64_t k, bool opponents,
+                                int n_threads, float* values, int64_t* indices) {
+  const int64_t d = h.d;
+  std::vector<std::vector<int64_t>> groups(static_cast<size_t>(h.n_classes));
+  for (int64_t i = 0; i < n; ++i) groups[static_cast<size_t>(cls[i])].push_back(i);
+  auto better = [opponents](float va, int64_t ia, float vb, int64_t ib) {
+    if (va != vb) return opponents ? va < vb : va > vb;
+    return ia < ib;
+  };
+  std::vector<float> keys, queries, cv;
+  std::vector<int64_t> ci, taken, zeros;
+  for (int64_t c = 0; c < h.n_classes; ++c) {
+    const auto& g = groups[static_cast<size_t>(c)];
+    if (g.empty()) continue;
+    const int64_t b = h.col_ptr[static_cast<size_t>(c)], e = h.col_ptr[static_cast<size_t>(c + 1)];
+    const int64_t m = e - b, nq = static_cast<int64_t>(g.size()), k_col = std::min(k, m);
+    taken.resize(static_cast<size_t>(m));
+    keys.resize(static_cast<size_t>(m * d));
+    for (int64_t r = 0; r < m; ++r) {
+      const int64_t row = h.col_rows[static_cast<size_t>(b + r)];
+      taken[static_cast<size_t>(r)] = h.support[row];
+      std::copy(h.features + row * d, h.features + (row + 1) * d, keys.begin() + r * d);
+    }
+    queries.resize(static_cast<size_t>(nq * d));
+    for (int64_t q = 0; q < nq; ++q)
+      std::copy(features + g[q] * d, features + (g[q] + 1) * d, queries.begin() + q * d);
+    cv.resize(static_cast<size_t>(nq * k_col));
+    ci.resize(static_cast<size_t>(nq * k_col));
+    if (k_col > 0) {
+      datacredit::KeyWeights w{h.col_vals.data() + b, 1, nullptr};
+      datacredit::gram_topk(queries.data(), nq, keys.data(), m, d, k_col, w,
+                            datacredit::Metric::kInnerProduct, !opponents, cv.data(), ci.data(),
+                            n_threads, /*keys_checked=*/true);
+    }
+    // The k lowest training indices outside the column (taken is ascending).
+    zeros.clear();
+    for (int64_t i = 0, t = 0; i < h.n_train && static_cast<int64_t>(zeros.size()) < k; ++i) {
+      if (t < m && taken[static_cast<size_t>(t)] == i) {
+        ++t;
+        continue;
+      }
+      zeros.push_back(i);
+    }
+    const int64_t nz = static_cast<int64_t>(zeros.size());
+    for (int64_t q = 0; q < nq; ++q) {
+      float* vo = values + g[q] * k;
+      int64_t* io = indices + g[q] * k;
+      int64_t a = 0, z = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        bool take_col;
+        if (a >= k_col)
+          take_col = false;
+        else if (z >= nz)
+          take_col = true;
+        else
+          take_col = better(cv[q * k_col + a], taken[ci[q * k_col + a]], 0.0f, zeros[z]);
+        if (take_col) {
+          vo[j] = cv[q * k_col + a];
+          io[j] = taken[ci[q * k_col + a]];
+          ++a;
+        } else {
+          vo[j] = 0.0f;
+          io[j] = zeros[z];
+          ++z;
+        }
+      }
+    }
+  }
 }
 
 int dc_dualda_load(const char* path, dc_dualda** out) {
@@ -149,6 +261,11 @@ int dc_dualda_topk_ex(const dc_dualda* h, const float* features, int64_t n, int6
         }
       }
       cls[i] = best;
+    }
+    if (h->lambda == nullptr) {
+      dualda_topk_columns(*h, features, n, cls, k, opponents, threads_of(n_threads), values,
+                          indices);
+      return;
     }
     const int64_t k_sv = std::min(k, h->n_sv);
     std::vector<float> sv_vals(static_cast<size_t>(n * k_sv));

@@ -96,8 +96,9 @@ std::string meta_str(const Artifact& a, const char* key, const char* where);
 int64_t meta_int(const Artifact& a, const char* key, const char* where,
                  bool allow_negative = false);
 
-// Checks the metadata 'format' is `format` and 'format_version' is "1".
-void check_format(const Artifact& a, const char* format, const char* where);
+// Checks the metadata 'format' is `format` and 'format_version' one of 1 .. max_version;
+// returns the version (raises DC_ERR_FORMAT otherwise).
+int check_format(const Artifact& a, const char* format, const char* where, int max_version = 1);
 
 // The tensor `name` with dtype `dtype` and exactly `shape`; raises DC_ERR_FORMAT otherwise.
 const Tensor& tensor(const Artifact& a, const char* name, DType dtype,

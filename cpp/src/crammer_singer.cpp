@@ -30,6 +30,17 @@ namespace {
 
 constexpr const char* kWhere = "crammer_singer_fit";
 
+// A shrunk sample's working set of classes is stored only up to this size; a larger one
+// counts as "all classes" (shrinking is an optimisation, not part of the solution), which
+// bounds the solver's per-sample state by 4 * kMaxStoredActive bytes.
+constexpr int64_t kMaxStoredActive = 64;
+
+// One nonzero lambda_{i,c} of a sample's row.
+struct NonZero {
+  int32_t cls;
+  double val;
+};
+
 // out[a] = W[classes[a]] . x for a < count.  Four classes share each load of x and keep
 // four independent accumulators; a last partial group repeats its final class rather than
 // falling back to a single latency-bound accumulator.
@@ -194,17 +205,21 @@ double crammer_singer_primal(const float* X, int64_t n, int64_t d, const int64_t
   return 0.5 * reg + C * loss;
 }
 
-CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, const int64_t* y,
-                                      int64_t n_classes, const CrammerSingerOptions& o,
-                                      double* dual_coef, double* coef, double* bias) {
+CrammerSingerStats crammer_singer_fit_sparse(const float* X, int64_t n, int64_t d, const int64_t* y,
+                                             int64_t n_classes, const CrammerSingerOptions& o,
+                                             CrammerSingerDual& dual, double* coef, double* bias) {
   validate(X, n, d, y, n_classes, o);
   const int K = static_cast<int>(n_classes);
   // Per-sample box: C_i = C * sample_weight[i] (C when no weights are given).
   auto sample_c = [&](int64_t i) { return o.sample_weight ? o.C * o.sample_weight[i] : o.C; };
   const double bias_term = o.fit_bias ? 1.0 : 0.0;
 
-  double* lam = dual_coef;
-  std::fill(lam, lam + n * K, 0.0);
+  // lambda, row by row: the nonzero classes of each sample.  A visit scatters its row into the
+  // dense K-vector `lam_d` (zero outside the visit), works on it and gathers it back, so the
+  // per-visit cost is O(nnz_i + k_active) beside the O(k_active * d) of the scores.
+  std::vector<std::vector<NonZero>> rows(static_cast<size_t>(n));
+  std::vector<double> lam_d(static_cast<size_t>(K), 0.0);
+  int64_t nnz = 0, peak_nnz = 0;
   std::vector<double> W(static_cast<size_t>(K * d), 0.0);   // maintained W = lambda^T X
   std::vector<float> Wf(static_cast<size_t>(K * d), 0.0f);  // its float32 rounding
   std::vector<double> b(static_cast<size_t>(K), 0.0);       // maintained bias = sum_i lambda_i
@@ -215,7 +230,8 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
     sqnorm[static_cast<size_t>(i)] = squared_norm(X + i * d, d) + bias_term;
   }
 
-  // Active set: samples index[0..active) and, per sample, classes cls[i*K .. i*K+n_act[i]).
+  // Active set: samples index[0..active) and, per sample, its unshrunk classes act[i]; an
+  // empty act[i] means all K classes (so an unshrunk problem stores nothing per sample).
   std::vector<int64_t> index;
   index.reserve(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
@@ -225,15 +241,17 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
     } else {
       // x_i = 0 without bias: it does not move W; the dual optimum puts lambda_{i,y_i} = C
       // against any other class (its hinge loss is 1 whatever W is).
-      lam[i * K + y[i]] = sample_c(i);
-      lam[i * K + (y[i] == 0 ? 1 : 0)] = -sample_c(i);
+      const int32_t yi = static_cast<int32_t>(y[i]), other = yi == 0 ? 1 : 0;
+      rows[static_cast<size_t>(i)] = {
+          {std::min(yi, other), yi < other ? sample_c(i) : -sample_c(i)},
+          {std::max(yi, other), yi < other ? -sample_c(i) : sample_c(i)}};
+      nnz += 2;
     }
   }
+  peak_nnz = nnz;
   const int64_t n_work = static_cast<int64_t>(index.size());
-  std::vector<int32_t> cls(static_cast<size_t>(n * K));
-  std::vector<int32_t> n_act(static_cast<size_t>(n), K);
-  for (int64_t i = 0; i < n; ++i)
-    for (int m = 0; m < K; ++m) cls[static_cast<size_t>(i * K + m)] = m;
+  std::vector<std::vector<int32_t>> act(static_cast<size_t>(n));
+  std::vector<int32_t> cls(static_cast<size_t>(K));
 
   std::vector<double> G(static_cast<size_t>(K)), B(static_cast<size_t>(K)),
       D(static_cast<size_t>(K));
@@ -255,11 +273,13 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
     const bool parallel = threads > 1 && n * n_classes * d >= (int64_t{1} << 26);
 #pragma omp parallel num_threads(threads) reduction(max : worst) if (parallel)
     {
-      std::vector<double> g(static_cast<size_t>(K));
+      std::vector<double> g(static_cast<size_t>(K)), lam(static_cast<size_t>(K), 0.0);
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < n; ++i) {
         const double Ci = sample_c(i);
         if (Ci == 0.0) continue;
+        const auto& row = rows[static_cast<size_t>(i)];
+        for (const auto& e : row) lam[static_cast<size_t>(e.cls)] = e.val;
         class_scores(W.data(), d, X + i * d, all.data(), K, g.data());
         double gmax = -std::numeric_limits<double>::infinity();
         double gmin = std::numeric_limits<double>::infinity();
@@ -267,8 +287,9 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
           const double gm = g[static_cast<size_t>(m)] + bias_term * b[static_cast<size_t>(m)] +
                             (m == y[i] ? 0.0 : 1.0);
           gmax = std::max(gmax, gm);
-          if (lam[i * K + m] < (m == y[i] ? Ci : 0.0)) gmin = std::min(gmin, gm);
+          if (lam[static_cast<size_t>(m)] < (m == y[i] ? Ci : 0.0)) gmin = std::min(gmin, gm);
         }
+        for (const auto& e : row) lam[static_cast<size_t>(e.cls)] = 0.0;
         if (gmin < std::numeric_limits<double>::infinity()) worst = std::max(worst, gmax - gmin);
       }
     }
@@ -288,6 +309,7 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
     }
     return std::sqrt(static_cast<double>(d)) * 0x1p-24 * w_max * x_max;
   };
+  const int max_stored = static_cast<int>(std::min<int64_t>(K, kMaxStoredActive));
   bool confirm = false;       // the next pass confirms a float32 convergence in float64
   bool force_double = false;  // float32 scores are too coarse for the remaining tolerance
   while (stats.n_iter < o.max_iter) {
@@ -299,9 +321,23 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
       const float* x = X + i * d;
       const int64_t yi = y[i];
       const double C = sample_c(i);
-      double* lam_i = lam + i * K;
-      int32_t* cls_i = cls.data() + i * K;
-      int na = n_act[static_cast<size_t>(i)];
+      auto& row = rows[static_cast<size_t>(i)];
+      auto& act_i = act[static_cast<size_t>(i)];
+      double* lam_i = lam_d.data();
+      for (const auto& e : row) lam_i[e.cls] = e.val;
+      int32_t* cls_i = cls.data();
+      int na;
+      if (act_i.empty()) {
+        na = K;
+        for (int m = 0; m < K; ++m) cls_i[m] = m;
+      } else {
+        na = static_cast<int>(act_i.size());
+        std::copy(act_i.begin(), act_i.end(), cls_i);
+      }
+      // Leaves the visit: lambda_d back to zero, the row unchanged.
+      auto leave = [&]() {
+        for (const auto& e : row) lam_i[e.cls] = 0.0;
+      };
 
       if (precise)
         class_scores(W.data(), d, x, cls_i, na, G.data());
@@ -328,15 +364,23 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
           ++a;
         }
       }
-      n_act[static_cast<size_t>(i)] = na;
       if (na <= 1) {  // nothing left to move for this sample
+        leave();
+        act_i.clear();
         --active;
         std::swap(index[static_cast<size_t>(s)], index[static_cast<size_t>(active)]);
         --s;
         continue;
       }
+      if (na < K && na <= max_stored)
+        act_i.assign(cls_i, cls_i + na);
+      else
+        act_i.clear();  // too many to store: all classes stay active (shrinking is optional)
       const double violation = max_g - min_g;
-      if (violation <= 1e-12) continue;
+      if (violation <= 1e-12) {
+        leave();
+        continue;
+      }
       max_violation = std::max(max_violation, violation);
 
       const double A = sqnorm[static_cast<size_t>(i)];
@@ -359,7 +403,10 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
       }
       // Nothing moves: relative to the lambdas themselves, not to C (with a huge C or huge
       // features every useful step is far below 1e-15 * C).
-      if (largest_change <= 1e-15 * largest_value) continue;
+      if (largest_change <= 1e-15 * largest_value) {
+        leave();
+        continue;
+      }
       for (int a = 0; a < na; ++a) {
         const int m = cls_i[a];
         const double delta = B[a] - lam_i[m];
@@ -368,6 +415,25 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
         axpy(delta, x, W.data() + m * d, Wf.data() + m * d, d);
         b[m] += delta;
       }
+      // Gather: the old nonzeros take their new values (and leave lam_d), then any active
+      // class still nonzero in lam_d is new; zeros are dropped.
+      const int64_t old_nnz = static_cast<int64_t>(row.size());
+      for (auto& e : row) {
+        e.val = lam_i[e.cls];
+        lam_i[e.cls] = 0.0;
+      }
+      for (int a = 0; a < na; ++a) {
+        const int m = cls_i[a];
+        if (lam_i[m] != 0.0) {
+          row.push_back({m, lam_i[m]});
+          lam_i[m] = 0.0;
+        }
+      }
+      row.erase(
+          std::remove_if(row.begin(), row.end(), [](const NonZero& e) { return e.val == 0.0; }),
+          row.end());
+      nnz += static_cast<int64_t>(row.size()) - old_nnz;
+      peak_nnz = std::max(peak_nnz, nnz);
     }
     ++stats.n_iter;
     stats.max_violation = max_violation;
@@ -389,7 +455,7 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
       confirm = next_confirm;
       // Unshrink everything and tighten the shrink tolerance.
       active = n_work;
-      std::fill(n_act.begin(), n_act.end(), K);
+      for (auto& a : act) a.clear();
       eps_shrink = std::max(o.shrink_factor * eps_shrink, o.tol);
       start_from_all = true;
       if (!force_double && eps_shrink <= 4.0 * float_noise()) force_double = true;
@@ -398,18 +464,50 @@ CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, cons
       start_from_all = false;
     }
   }
+  act = {};  // the working sets are no longer needed: free them before building the CSR
 
   // The maintained W and bias are lambda^T X and sum_i lambda_i, accumulated in float64
   // along the way (rounding error ~1e-15 relative).
   std::copy(W.begin(), W.end(), coef);
   for (int m = 0; m < K; ++m) bias[m] = o.fit_bias ? b[static_cast<size_t>(m)] : 0.0;
   double sum_lam_y = 0.0, reg = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum_lam_y += lam[i * K + y[i]];
+  dual.indptr.assign(static_cast<size_t>(n + 1), 0);
+  dual.indices.clear();
+  dual.values.clear();
+  dual.indices.reserve(static_cast<size_t>(nnz));
+  dual.values.reserve(static_cast<size_t>(nnz));
+  for (int64_t i = 0; i < n; ++i) {
+    auto& row = rows[static_cast<size_t>(i)];
+    std::sort(row.begin(), row.end(),
+              [](const NonZero& a, const NonZero& c) { return a.cls < c.cls; });
+    for (const auto& e : row) {
+      dual.indices.push_back(e.cls);
+      dual.values.push_back(e.val);
+      if (e.cls == y[i]) sum_lam_y += e.val;
+    }
+    dual.indptr[static_cast<size_t>(i + 1)] = static_cast<int64_t>(dual.indices.size());
+    std::vector<NonZero>().swap(row);  // free as we go: the CSR and the rows never both peak
+  }
   for (int64_t p = 0; p < K * d; ++p) reg += coef[p] * coef[p];
   for (int m = 0; m < K; ++m) reg += bias[m] * bias[m];
   stats.dual_objective = sum_lam_y - 0.5 * reg;
+  stats.peak_nnz = peak_nnz;
   stats.primal_objective = crammer_singer_primal(
       X, n, d, y, n_classes, coef, o.fit_bias ? bias : nullptr, o.C, o.n_threads, o.sample_weight);
+  return stats;
+}
+
+CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, const int64_t* y,
+                                      int64_t n_classes, const CrammerSingerOptions& o,
+                                      double* dual_coef, double* coef, double* bias) {
+  CrammerSingerDual dual;
+  const auto stats = crammer_singer_fit_sparse(X, n, d, y, n_classes, o, dual, coef, bias);
+  std::fill(dual_coef, dual_coef + n * n_classes, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t p = dual.indptr[static_cast<size_t>(i)];
+         p < dual.indptr[static_cast<size_t>(i + 1)]; ++p)
+      dual_coef[i * n_classes + dual.indices[static_cast<size_t>(p)]] =
+          dual.values[static_cast<size_t>(p)];
   return stats;
 }
 

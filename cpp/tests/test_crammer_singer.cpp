@@ -79,6 +79,22 @@ int main() {
                                  b2.data());
   DC_EXPECT(lam == lam2);
 
+  // the sparse solve is the same solve: its CSR scattered is the dense lambda, rows ascending
+  datacredit::CrammerSingerDual dual;
+  std::vector<double> W3(K * d), b3(K);
+  const auto st3 = datacredit::crammer_singer_fit_sparse(X.data(), n, d, y.data(), K, opt, dual,
+                                                         W3.data(), b3.data());
+  DC_EXPECT(static_cast<int64_t>(dual.indptr.size()) == n + 1 && dual.indptr[0] == 0);
+  DC_EXPECT(st3.peak_nnz >= static_cast<int64_t>(dual.values.size()));
+  std::vector<double> scattered(n * K, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t p = dual.indptr[i]; p < dual.indptr[i + 1]; ++p) {
+      DC_EXPECT(dual.values[p] != 0.0);
+      if (p > dual.indptr[i]) DC_EXPECT(dual.indices[p] > dual.indices[p - 1]);
+      scattered[i * K + dual.indices[p]] = dual.values[p];
+    }
+  DC_EXPECT(scattered == lam2 && W3 == W2);
+
   // errors name the argument
   auto fit = [&](double C, int64_t classes, std::vector<float> x, std::vector<int64_t> labels) {
     datacredit::CrammerSingerOptions o;

@@ -7,9 +7,12 @@
 //   min_lambda 1/2 ||lambda^T X||_F^2 - sum_i lambda_{i,y_i}
 //   s.t. lambda_{i,y_i} <= C, lambda_{i,m} <= 0 (m != y_i), sum_m lambda_{i,m} = 0,
 // and W = lambda^T X.  Features are dense row-major float32 and are never copied.
+// lambda is kept sparse throughout (a sample has a handful of nonzero classes at the optimum):
+// the solve needs O(n d) for the (possibly memory-mapped) features plus O(nnz(lambda) + K d).
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace datacredit {
 
@@ -36,12 +39,30 @@ struct CrammerSingerStats {
   double max_violation = 0.0;     // max KKT violation of the last pass
   double primal_objective = 0.0;  // 1/2||W||^2 + C * sum of hinge losses (W = lambda^T X)
   double dual_objective = 0.0;    // sum_i lambda_{i,y_i} - 1/2||W||^2  (<= primal)
+  int64_t peak_nnz = 0;           // the most nonzeros lambda held at any point of the solve
 };
 
+// lambda in compressed sparse rows: sample i's nonzero classes are
+// indices[indptr[i] .. indptr[i+1]) (ascending), with values at the same positions.
+struct CrammerSingerDual {
+  std::vector<int64_t> indptr;   // n + 1
+  std::vector<int32_t> indices;  // nnz, class of each value
+  std::vector<double> values;    // nnz, lambda_{i,c} (> 0 only for c = y_i)
+};
+
+// Fits the SVM; lambda comes back sparse in `dual` (overwritten), coef (n_classes x d) and
+// bias (n_classes) as below.  Time O(epochs * n_active * (k_active * d)); memory besides X:
+// O(n + nnz(lambda) + K * d), where the working set of a shrunk sample is stored only when it
+// has at most kMaxStoredActive classes (a larger one is kept as "all classes").
+CrammerSingerStats crammer_singer_fit_sparse(const float* X, int64_t n, int64_t d, const int64_t* y,
+                                             int64_t n_classes, const CrammerSingerOptions& options,
+                                             CrammerSingerDual& dual, double* coef, double* bias);
+
 // Fits the SVM on X (n x d, row-major float32) with labels y (n, values in [0, n_classes)).
-// Outputs (caller-owned): dual_coef (n x n_classes, lambda, float64), coef (n_classes x d,
-// W = lambda^T X accumulated in float64), bias (n_classes; sum_i lambda_{i,c} when fit_bias,
-// else zeros).  Time O(epochs * n_active * (k_active * d)); memory O(n * n_classes + K * d).
+// Outputs (caller-owned): dual_coef (n x n_classes, lambda, float64, dense: the sparse solve
+// scattered into it), coef (n_classes x d, W = lambda^T X accumulated in float64), bias
+// (n_classes; sum_i lambda_{i,c} when fit_bias, else zeros).  For small problems and the C
+// API; large ones use crammer_singer_fit_sparse.
 CrammerSingerStats crammer_singer_fit(const float* X, int64_t n, int64_t d, const int64_t* y,
                                       int64_t n_classes, const CrammerSingerOptions& options,
                                       double* dual_coef, double* coef, double* bias);

@@ -1,7 +1,8 @@
 """DualDA's cache of a fitted surrogate: what a valid file holds, and its checks.
 
 A cache file (``dualda-<key>.npz``, written by the one atomic writer, no pickles) holds the
-support vectors' indices, features and dual variables, the training labels, ``coef`` and
+support vectors' indices, features and dual variables (``lambda`` in CSR: ``dual_indptr``,
+``dual_indices``, ``dual_values``; never a dense ``(n_sv, K)`` array), the training labels, ``coef`` and
 ``bias``, and JSON metadata with the settings key, the solver statistics and a sha256
 digest of the arrays.  A file that fails any check of :func:`check_cache` is never used:
 DualDA warns and refits.
@@ -14,8 +15,18 @@ from typing import Any
 
 import numpy as np
 
-CACHE_VERSION = "dualda-cache-v3"  # v2: a digest of the arrays; v3: support = max|lambda| > 1e-9 C
-CACHE_ARRAYS = ("support", "features", "dual_coef", "train_labels", "coef", "bias")
+# v2: a digest of the arrays; v3: support = max|lambda| > 1e-9 C; v4: lambda in CSR
+CACHE_VERSION = "dualda-cache-v4"
+CACHE_ARRAYS = (
+    "support",
+    "features",
+    "dual_indptr",
+    "dual_indices",
+    "dual_values",
+    "train_labels",
+    "coef",
+    "bias",
+)
 
 
 def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
@@ -24,7 +35,7 @@ def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
     for name in CACHE_ARRAYS:
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
+        h.update(a.reshape(-1).view(np.uint8))  # the buffer itself: no copy of a memory map
     return h.hexdigest()
 
 
@@ -35,7 +46,7 @@ def check_cache(arrays: dict[str, np.ndarray], meta: dict[str, Any], dd: Any) ->
     training samples and classes against ``dd`` (the current data and layer), and that the
     surrogate is the one the dual variables give (``coef = lambda.T @ f``, ``bias =
     lambda.sum(0)``, to 1e-6 of the norms).  ``dd`` is the ``DualDA`` loading the file.
-    ``O(n_sv * K * d)``.
+    ``O(nnz(lambda) * d + K * d)``.
 
     Raises:
         ValueError: saying what is wrong with the file.
@@ -59,7 +70,8 @@ def check_cache(arrays: dict[str, np.ndarray], meta: dict[str, Any], dd: Any) ->
     )
     if dd.n_classes is not None:
         need(k == dd.n_classes, f"{k} classes, the layer has {dd.n_classes}")
-    sup, feats, lam = arrays["support"], arrays["features"], arrays["dual_coef"]
+    sup, feats = arrays["support"], arrays["features"]
+    indptr, indices, values = arrays["dual_indptr"], arrays["dual_indices"], arrays["dual_values"]
     labels, coef, bias = arrays["train_labels"], arrays["coef"], arrays["bias"]
     need(sup.dtype == np.int64 and sup.ndim == 1, f"support: {sup.dtype} {sup.shape}")
     n_sv = sup.shape[0]
@@ -75,11 +87,27 @@ def check_cache(arrays: dict[str, np.ndarray], meta: dict[str, Any], dd: Any) ->
     in_features = getattr(getattr(dd.extractor.module, "weight", None), "shape", (None, None))
     if len(in_features) == 2 and isinstance(in_features[1], int):
         need(d == in_features[1], f"{d} features, the layer takes {in_features[1]}")
-    for name, a, shape in (
-        ("dual_coef", lam, (n_sv, k)),
-        ("coef", coef, (k, d)),
-        ("bias", bias, (k,)),
-    ):
+    need(
+        indptr.dtype == np.int64 and indptr.shape == (n_sv + 1,),
+        f"dual_indptr: {indptr.dtype} {indptr.shape}, not ({n_sv + 1},)",
+    )
+    need(
+        indices.dtype == np.int32
+        and values.dtype == np.float64
+        and indices.ndim == 1
+        and values.shape == indices.shape,
+        f"dual_indices / dual_values: {indices.dtype} {indices.shape} / {values.dtype} "
+        f"{values.shape}",
+    )
+    need(
+        indptr[0] == 0 and indptr[-1] == values.size and bool(np.all(np.diff(indptr) >= 0)),
+        "dual_indptr does not rise from 0 to nnz",
+    )
+    need(
+        values.size == 0 or (indices.min() >= 0 and indices.max() < k),
+        f"dual_indices outside [0, {k})",
+    )
+    for name, a, shape in (("coef", coef, (k, d)), ("bias", bias, (k,))):
         need(
             a.dtype == np.float64 and a.shape == shape, f"{name}: {a.dtype} {a.shape}, not {shape}"
         )
@@ -88,19 +116,25 @@ def check_cache(arrays: dict[str, np.ndarray], meta: dict[str, Any], dd: Any) ->
         f"train_labels: {labels.dtype} {labels.shape}, not ({n},)",
     )
     need(bool(np.all((labels >= 0) & (labels < k))), f"train_labels outside [0, {k})")
-    for name, a in (("features", feats), ("dual_coef", lam), ("coef", coef), ("bias", bias)):
+    for name, a in (("features", feats), ("dual_values", values), ("coef", coef), ("bias", bias)):
         need(bool(np.isfinite(a).all()), f"{name} holds NaN or inf")
     # The surrogate must be the dual variables' (W = lambda.T f, bias = lambda.sum(0)): a
     # file with another W would give attributions that do not add up to its logits.  The
     # solver accumulates W in float64 (relative error ~1e-12); 1e-6 of the norms is loose
-    # for that and tight for any real mismatch.
-    f64 = feats.astype(np.float64)
-    for name, got, want, scale in (
-        ("coef", coef, lam.T @ f64, np.abs(lam).T @ np.abs(f64)),
-        ("bias", bias, lam.sum(0), np.abs(lam).sum(0)),
+    # for that and tight for any real mismatch.  Accumulated class by class from the CSR.
+    rows = np.repeat(np.arange(n_sv), np.diff(indptr))
+    want, scale = np.zeros((k, d)), np.zeros((k, d))
+    for b in range(0, values.size, 65536):  # bounded temporaries
+        r, c, v = rows[b : b + 65536], indices[b : b + 65536], values[b : b + 65536]
+        f64 = feats[r].astype(np.float64)
+        np.add.at(want, c, v[:, None] * f64)
+        np.add.at(scale, c, np.abs(v)[:, None] * np.abs(f64))
+    for name, got, want_, scale_ in (
+        ("coef", coef, want, scale),
+        ("bias", bias, np.bincount(indices, values, k), np.bincount(indices, np.abs(values), k)),
     ):
         need(
-            np.linalg.norm(got - want) <= 1e-6 * np.linalg.norm(scale),
+            np.linalg.norm(got - want_) <= 1e-6 * np.linalg.norm(scale_),
             f"{name} is not the one the dual variables give",
         )
     names = ("n_iter", "converged", "primal_objective", "dual_objective")

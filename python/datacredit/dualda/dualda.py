@@ -29,7 +29,14 @@ from datacredit._arrays import as_integer_array, check_float, check_int, positiv
 from datacredit._io import atomic_save_npz
 from datacredit.dualda import stages
 from datacredit.dualda.cache import CACHE_ARRAYS, CACHE_VERSION, arrays_digest, check_cache
-from datacredit.kernels import crammer_singer_fit, gram, gram_topk
+from datacredit.dualda.sparse_attribution import column_dense, column_topk
+from datacredit.kernels import crammer_singer_fit
+from datacredit.kernels.sparse_dual import (
+    DENSE_SILENT_BYTES,
+    DualColumns,
+    SparseDual,
+    check_dense_allocation,
+)
 from datacredit.models.features import (
     FeatureExtractor,
     batch_len,
@@ -42,14 +49,6 @@ from datacredit.models.features import (
 )
 
 SELF_INFLUENCE_KINDS = ("lambda_norm2", "lambda_norm", "lambda")
-
-
-def _class_labels(lab: Any, n: int) -> np.ndarray:
-    """A batch's labels as int64 class indices (0.5 raises: it must not become class 0)."""
-    a = as_integer_array(lab.detach().cpu() if hasattr(lab, "detach") else lab, "training labels")
-    if a.shape != (n,):
-        raise ValueError(f"the training labels of a batch have shape {a.shape}, expected ({n},)")
-    return a
 
 
 def _torch():
@@ -192,7 +191,7 @@ class DualDA:
             feats.append(f)
             preds.append(out.argmax(1))
             labels.append(
-                np.full(len(f), -1, np.int64) if lab is None else _class_labels(lab, len(f))
+                np.full(len(f), -1, np.int64) if lab is None else stages.class_labels(lab, len(f))
             )
         if not feats:
             raise ValueError("the data is empty")
@@ -240,7 +239,9 @@ class DualDA:
         arrays = dict(
             support=self.support,
             features=self.support_features,
-            dual_coef=self.support_dual_coef,
+            dual_indptr=self.support_dual.indptr,
+            dual_indices=self.support_dual.indices,
+            dual_values=self.support_dual.values,
             train_labels=self.train_labels,
             coef=self.coef,
             bias=self._bias,
@@ -267,6 +268,17 @@ class DualDA:
                 meta = json.loads(str(z["meta"][()]))
                 if not isinstance(meta, dict) or meta.get("key") != key:
                     return False  # another fit's file (a 40-hex prefix collision)
+                if meta.get("version") != CACHE_VERSION:
+                    import warnings
+
+                    warnings.warn(
+                        f"DualDA cache {str(path)!r} has format {meta.get('version')!r}, this "
+                        f"version reads {CACHE_VERSION!r} (lambda in CSR): refitting, and the "
+                        "file is overwritten with the new format",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                    return False
                 arrays = {name: z[name] for name in CACHE_ARRAYS}
             stats = check_cache(arrays, meta, self)
         except Exception as exc:  # any unreadable cache is recomputed, never trusted
@@ -281,7 +293,9 @@ class DualDA:
             return False
         self.support = arrays["support"]
         self.support_features = arrays["features"]
-        self.support_dual_coef = arrays["dual_coef"]
+        self.support_dual = SparseDual(
+            arrays["dual_indptr"], arrays["dual_indices"], arrays["dual_values"], stats["n_classes"]
+        )
         self.train_labels = arrays["train_labels"]
         self.coef = arrays["coef"]
         self._bias = arrays["bias"]
@@ -315,7 +329,13 @@ class DualDA:
                 self._fitted = True
                 self.loaded_from_cache = True
                 return self
-        if executor is not None or store is not None:
+        if path is not None and executor is None and store is None:
+            # features on disk: streamed into memory-mapped files named by the cache key,
+            # resumable; the solver reads them in place
+            feats, labels, preds = stages.extract_features_to_disk(
+                self, self.train_data, self.cache_dir / f"features-{key[:40]}", desc="train"
+            )
+        elif executor is not None or store is not None:
             feats, labels, preds = stages.extract_features(
                 self, self.train_data, desc="train", store=store, executor=executor
             )
@@ -368,8 +388,15 @@ class DualDA:
         self.n_train = feats.shape[0]
         self.train_labels = y
         self.support = res.support
-        self.support_features = np.ascontiguousarray(feats[res.support])
-        self.support_dual_coef = np.ascontiguousarray(res.dual_coef[res.support])
+        if isinstance(feats, np.memmap) and res.support.size * feats.shape[1] * 4 > (
+            DENSE_SILENT_BYTES
+        ):
+            self.support_features = stages.gather_rows_to_disk(
+                feats, res.support, self.cache_dir / f"support-{key[:40]}.npy"
+            )
+        else:
+            self.support_features = np.ascontiguousarray(feats[res.support])
+        self.support_dual = res.dual.take_rows(res.support)
         self.coef = res.coef
         self._bias = res.bias
         self.stats = dict(
@@ -460,10 +487,11 @@ class DualDA:
             indices)``: float32 / int64 ``(n, top_k)``, largest first (most negative first
             with ``opponents``), indices into the training data (ties to the lower index).
 
-        Complexity: ``ceil(n / batch_size)`` forward passes, then ``O(n * n_sv * d)`` through
-        the fused Gram top-k kernel over the support vectors only; memory ``O(n * N)``
-        dense or ``O(n * top_k + batch_size * (d + K))`` with ``top_k``.  Never forms an
-        ``n x N x K`` tensor.
+        Complexity: ``ceil(n / batch_size)`` forward passes, then, per target class ``c``,
+        ``O(n_c * nnz_c * d)`` through the fused Gram top-k kernel over the samples whose
+        sparse ``lambda`` has class ``c`` (:mod:`datacredit.dualda.sparse_attribution`);
+        memory ``O(n * N)`` dense or ``O(n * top_k + max_c nnz_c * d)`` with ``top_k``.
+        Never forms an ``n x N x K`` tensor nor an ``(n_sv, K)`` weight matrix.
 
         Thread-safe once fitted: threads may share one ``DualDA`` (and one model); their
         forward passes take turns on the model's lock
@@ -511,35 +539,43 @@ class DualDA:
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         f, out = self._features(inputs)
         t = self._targets(targets, out)
-        n, n_sv, big_n = f.shape[0], self.n_support, self.n_train
-        # opponents: the top-k of -tau, negated back at the end
-        sign = -1.0 if opponents else 1.0
-        lam = (sign * self.support_dual_coef).astype(np.float32)
+        cols = self._dual_columns()
         if top_k is None:
-            dense = np.zeros((n, big_n), np.float32)
-            if n_sv:
-                dense[:, self.support] = gram(
-                    f, self.support_features, weights=lam, classes=t, n_threads=self.n_threads
-                )
-            return dense
-        k_sv = min(int(top_k), n_sv)
-        if n_sv:
-            sv_vals, sv_idx = gram_topk(
-                f, self.support_features, k_sv, weights=lam, classes=t, n_threads=self.n_threads
+            return column_dense(
+                f,
+                self.support_features,
+                cols,
+                t,
+                self.support,
+                self.n_train,
+                n_threads=self.n_threads,
             )
-            sv_idx = self.support[sv_idx]
-        else:
-            sv_vals = np.zeros((n, 0), np.float32)
-            sv_idx = np.zeros((n, 0), np.int64)
-        if n_sv < big_n and (k_sv < top_k or (k_sv and np.any(sv_vals[:, -1] <= 0))):
-            # The exact zeros of non-support samples outrank negative values (and fill in
-            # when there are fewer support vectors than top_k).
-            non_support = np.setdiff1d(np.arange(big_n), self.support)[:top_k]
-            vals = np.concatenate([sv_vals, np.zeros((n, len(non_support)), np.float32)], 1)
-            idx = np.concatenate([sv_idx, np.broadcast_to(non_support, (n, len(non_support)))], 1)
-            order = np.lexsort((idx, -vals), axis=1)[:, :top_k]
-            sv_vals, sv_idx = np.take_along_axis(vals, order, 1), np.take_along_axis(idx, order, 1)
-        return (sign * sv_vals).astype(np.float32), sv_idx
+        return column_topk(
+            f,
+            self.support_features,
+            cols,
+            t,
+            int(top_k),
+            self.support,
+            self.n_train,
+            largest=not opponents,
+            n_threads=self.n_threads,
+        )
+
+    def _dual_columns(self) -> DualColumns:
+        """The support vectors' lambda by class column, built once per fit."""
+        cols = getattr(self, "_columns", None)
+        if cols is None or cols[0] is not self.support_dual:
+            cols = (self.support_dual, self.support_dual.columns())
+            self._columns = cols
+        return cols[1]
+
+    @property
+    def support_dual_coef(self) -> np.ndarray:
+        """lambda of the support vectors, dense float64 ``(n_sv, K)`` (built on each access,
+        through the dense guard); ``support_dual`` is the sparse form the library uses."""
+        self._require_fit()
+        return self.support_dual.toarray(what="DualDA.support_dual_coef")
 
     def save_explainer(self, path: str | os.PathLike) -> None:
         """Write what a server needs to explain predictions, readable without Python.
@@ -557,7 +593,7 @@ class DualDA:
         write_explainer(
             path,
             features=self.support_features,
-            dual_coef=self.support_dual_coef,
+            dual=self.support_dual,
             coef=self.coef,
             bias=self._bias,
             support=self.support,
@@ -585,8 +621,12 @@ class DualDA:
         cached = getattr(self, "_global_attribution", None)
         if cached is not None and cached.shape == (self.n_train, self.n_classes):
             return cached
+        check_dense_allocation(
+            self.n_train * self.n_classes * 8, "DualDA.global_attribution (dense N x K)"
+        )
         out = np.zeros((self.n_train, self.n_classes), np.float64)
-        out[self.support] = self.support_dual_coef
+        sd = self.support_dual
+        out[self.support[sd.row_ids()], sd.indices] = sd.values
         out.flags.writeable = False
         self._global_attribution = out
         return out
@@ -601,7 +641,7 @@ class DualDA:
             return out
         pos = np.searchsorted(self.support, idx)
         hit = (pos < self.n_support) & (self.support[np.minimum(pos, self.n_support - 1)] == idx)
-        out[hit] = self.support_dual_coef[pos[hit]]
+        out[hit] = self.support_dual.dense_rows(pos[hit])
         return out
 
     def self_influence(self, kind: str = "lambda_norm2") -> np.ndarray:
@@ -622,7 +662,11 @@ class DualDA:
             raise ValueError(
                 f"unknown kind {kind!r}; expected one of {', '.join(map(repr, SELF_INFLUENCE_KINDS))}"
             )
-        lam_y = self.support_dual_coef[np.arange(self.n_support), self.train_labels[self.support]]
+        sd = self.support_dual
+        rows = sd.row_ids()
+        on_y = sd.indices == self.train_labels[self.support][rows]
+        lam_y = np.zeros(self.n_support)
+        lam_y[rows[on_y]] = sd.values[on_y]
         sq = (self.support_features.astype(np.float64) ** 2).sum(1)
         vals = {"lambda": lam_y, "lambda_norm": lam_y * np.sqrt(sq), "lambda_norm2": lam_y * sq}
         out = np.zeros(self.n_train, np.float64)

@@ -32,6 +32,16 @@ def _torch():
     return torch
 
 
+def class_labels(lab: Any, n: int) -> np.ndarray:
+    """A batch's labels as int64 class indices (0.5 raises: it must not become class 0)."""
+    from datacredit._arrays import as_integer_array
+
+    a = as_integer_array(lab.detach().cpu() if hasattr(lab, "detach") else lab, "training labels")
+    if a.shape != (n,):
+        raise ValueError(f"the training labels of a batch have shape {a.shape}, expected ({n},)")
+    return a
+
+
 def _length(data: Any) -> int:
     torch = _torch()
     from torch.utils.data import DataLoader, Dataset
@@ -194,3 +204,159 @@ def attribute(
     if top_k is None:
         return np.concatenate(parts)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+# ---------------------------------------------------------------------- features on disk
+FEATURES_ON_DISK_VERSION = 1
+_SHARD_ROWS_ON_DISK = 64  # forward batches between two progress records
+
+
+def _open_npy(path: Any, mode: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    return np.lib.format.open_memmap(path, mode=mode, dtype=dtype, shape=shape)
+
+
+def _finished_features(directory: Any, n: int) -> tuple[np.ndarray, ...] | None:
+    """The features of a completed extraction in ``directory``, memory-mapped read-only, or
+    None (with a warning) when the files are missing, of the wrong dtype or shape."""
+    import json
+    import warnings
+    from pathlib import Path
+
+    d = Path(directory)
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+        f = np.load(d / "features.npy", mmap_mode="r")
+        lab = np.load(d / "labels.npy", mmap_mode="r")
+        pred = np.load(d / "predictions.npy", mmap_mode="r")
+        ok = (
+            meta.get("version") == FEATURES_ON_DISK_VERSION
+            and f.dtype == np.float32
+            and f.ndim == 2
+            and f.shape[0] == n
+            and f.flags.c_contiguous
+            and lab.dtype == np.int64
+            and lab.shape == (n,)
+            and pred.dtype == np.int64
+            and pred.shape == (n,)
+        )
+        if not ok:
+            raise ValueError(
+                f"features {f.dtype} {f.shape}, labels {lab.dtype} {lab.shape}, predictions "
+                f"{pred.dtype} {pred.shape}; expected float32 ({n}, d) and int64 ({n},)"
+            )
+    except Exception as exc:  # an unusable file is re-extracted, never trusted
+        warnings.warn(
+            f"DualDA features in {str(d)!r} are unusable and are extracted again: "
+            f"{type(exc).__name__}: {exc}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return f, np.asarray(lab), np.asarray(pred)
+
+
+def extract_features_to_disk(
+    dualda: Any, data: Any, directory: str | os.PathLike, *, desc: str = "train"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``DualDA.extract(data)`` streamed batch by batch into memory-mapped ``.npy`` files.
+
+    ``directory`` (named by the caller after the model, layer, settings and data, e.g. the
+    DualDA cache key) ends up holding ``features.npy`` float32 ``(N, d)``, ``labels.npy``
+    and ``predictions.npy`` int64 ``(N,)`` and ``meta.json``.  They are written in
+    ``directory.partial`` first, with a progress record (written atomically) every 64
+    batches: an interrupted extraction resumes from its last record; the directory is
+    renamed into place only when complete, so a complete ``directory`` is never half
+    written.  A complete one is reused (files of the wrong dtype or shape: warning,
+    re-extraction).
+
+    Returns the features memory-mapped read-only (page cache, not anonymous memory) and the
+    labels and predictions.  Memory: one batch plus ``O(N)`` for labels; the data is only
+    iterated (a torch ``Dataset`` of millions of items streams through its DataLoader).
+    """
+    import json
+    import shutil
+    from pathlib import Path
+
+    from datacredit._io import atomic_write_text
+    from datacredit.models.features import batch_to, iterate_batches
+
+    n = _length(data)
+    if n == 0:
+        raise ValueError("the data is empty")
+    final = Path(directory)
+    if final.exists():
+        got = _finished_features(final, n)
+        if got is not None:
+            return got
+        shutil.rmtree(final)
+    part = final.with_name(final.name + ".partial")
+    part.mkdir(parents=True, exist_ok=True)
+    progress_file = part / "progress.json"
+    done = 0
+    if progress_file.exists() and (part / "features.npy").exists():
+        done = int(json.loads(progress_file.read_text()).get("rows", 0))
+    bs = dualda.batch_size
+    feats = labels = preds = None
+    if done:
+        feats = np.load(part / "features.npy", mmap_mode="r+")
+        labels = np.load(part / "labels.npy", mmap_mode="r+")
+        preds = np.load(part / "predictions.npy", mmap_mode="r+")
+        if feats.shape[0] != n or labels.shape != (n,):
+            feats = labels = preds = None
+            done = 0
+    rest = subset(data, done, n) if done else data
+    batches = iterate_batches(rest, bs, with_labels=False)
+    if dualda.progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(
+            batches, desc=f"DualDA {desc} (to disk)", total=-(-(n - done) // bs), leave=False
+        )
+    row = done
+    for b, (inputs, lab) in enumerate(batches):
+        with _FORWARD:
+            f, out = dualda._features(batch_to(inputs, dualda.device), f"the {desc} data")
+        m = f.shape[0]
+        if feats is None:  # the feature width is known after the first batch
+            feats = _open_npy(part / "features.npy", "w+", np.float32, (n, f.shape[1]))
+            labels = _open_npy(part / "labels.npy", "w+", np.int64, (n,))
+            preds = _open_npy(part / "predictions.npy", "w+", np.int64, (n,))
+        if f.shape[1] != feats.shape[1] or row + m > n:
+            raise ValueError(f"the {desc} data changed during extraction (batch at row {row})")
+        feats[row : row + m] = f
+        preds[row : row + m] = out.argmax(1)
+        labels[row : row + m] = -1 if lab is None else class_labels(lab, m)
+        row += m
+        if (b + 1) % _SHARD_ROWS_ON_DISK == 0 or row == n:
+            for a in (feats, labels, preds):
+                a.flush()
+            atomic_write_text(progress_file, json.dumps({"rows": row}))
+    if row != n:
+        raise ValueError(f"the {desc} data yielded {row} rows, expected {n}")
+    atomic_write_text(
+        part / "meta.json",
+        json.dumps({"version": FEATURES_ON_DISK_VERSION, "n": n, "dim": int(feats.shape[1])}),
+    )
+    del feats, labels, preds
+    progress_file.unlink()
+    os.replace(part, final)
+    got = _finished_features(final, n)
+    assert got is not None
+    return got
+
+
+def gather_rows_to_disk(src: np.ndarray, rows: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """``src[rows]`` written chunk by chunk to the ``.npy`` file ``path`` (atomically: a
+    temporary file renamed into place) and returned memory-mapped read-only.  Memory: one
+    chunk of 65,536 rows."""
+    from pathlib import Path
+
+    final = Path(path)
+    tmp = final.with_name(final.name + ".partial")
+    out = _open_npy(tmp, "w+", src.dtype, (int(rows.size), int(src.shape[1])))
+    for b in range(0, rows.size, 65536):
+        out[b : b + 65536] = src[rows[b : b + 65536]]
+    out.flush()
+    del out
+    os.replace(tmp, final)
+    return np.load(final, mmap_mode="r")

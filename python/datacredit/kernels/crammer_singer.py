@@ -18,6 +18,7 @@ from datacredit._arrays import (
     resolve_threads,
     to_numpy,
 )
+from datacredit.kernels.sparse_dual import SparseDual
 
 # Above this C * max ||x||^2 a solve that did not converge is called ill-conditioned.
 _ILL_CONDITIONED = 1e10
@@ -34,11 +35,16 @@ class CSResult:
     """A fitted Crammer–Singer SVM and the dual variables behind it.
 
     Attributes:
-        dual_coef: ``lambda``, float64 ``(N, K)``: ``lambda[i, y_i]`` in ``[0, C]``,
-            ``lambda[i, c] <= 0`` for ``c != y_i``, every row sums to 0.  ``W = lambda.T @ X``.
+        dual: ``lambda`` as a :class:`~datacredit.kernels.sparse_dual.SparseDual` (CSR,
+            ``O(nnz)``): ``lambda[i, y_i]`` in ``[0, C]``, ``lambda[i, c] <= 0`` for
+            ``c != y_i``, every row sums to 0.  ``W = lambda.T @ X``.
+        dual_coef: ``lambda`` as a dense float64 ``(N, K)`` array, built on first access
+            through the dense guard (warns above 256 MiB, refuses more than the free memory);
+            large problems use ``dual``.
         alpha: the paper's dual variables, float64 ``(N, K)``: ``alpha >= 0``, rows sum to
-            ``C``, ``lambda = C * onehot(y) - alpha``.  Built on first access (a second
-            dense ``N x K`` float64 array), then kept.
+            ``C``, ``lambda = C * onehot(y) - alpha``.  Dense, built on first access (guarded
+            like ``dual_coef``), then kept.
+        peak_nnz: the most nonzeros ``lambda`` held during the solve (its working memory).
         coef: ``W``, float64 ``(K, d)``, accumulated in float64 from ``lambda`` and ``X``.
         bias: float64 ``(K,)``; ``bias[c] = sum_i lambda[i, c]`` with ``fit_bias`` (the
             constant-1 feature's weight), zeros otherwise.
@@ -58,7 +64,7 @@ class CSResult:
             ill-conditioned (``C * max ||x||^2`` huge): what to change instead of max_iter.
     """
 
-    dual_coef: np.ndarray
+    dual: SparseDual
     coef: np.ndarray
     bias: np.ndarray
     support: np.ndarray
@@ -71,11 +77,17 @@ class CSResult:
     labels: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     box: np.ndarray | None = field(default=None, repr=False)  # per-sample C_i, None: all C
     extras: dict = field(default_factory=dict, repr=False)
+    peak_nnz: int = 0
+
+    @cached_property
+    def dual_coef(self) -> np.ndarray:
+        """``lambda`` dense, float64 ``(N, K)`` (built once, on first access; guarded)."""
+        return self.dual.toarray(what="CSResult.dual_coef")
 
     @cached_property
     def alpha(self) -> np.ndarray:
         """``C_i * onehot(y) - lambda``, float64 ``(N, K)`` (built once, on first access)."""
-        alpha = -self.dual_coef
+        alpha = -self.dual.toarray(what="CSResult.alpha")
         rows = np.arange(self.labels.shape[0])
         alpha[rows, self.labels] += self.C if self.box is None else self.box
         return alpha
@@ -159,7 +171,8 @@ def crammer_singer_fit(
     samples and classes at their bounds with a shrink tolerance that decreases
     geometrically (``shrink_factor``), and a stop when a full unshrunk pass has max KKT
     violation ``< tol`` (confirmed by a float64 pass).  Features stay dense float32 (never
-    copied to a sparse format); ``W`` and ``lambda`` are float64.
+    copied: a float32 C-contiguous ``np.memmap`` is read in place); ``W`` is float64 and
+    ``lambda`` float64 sparse (CSR, ``CSResult.dual``) throughout the solve.
 
     Args:
         X: ``(N, d)`` real features (numpy or CPU torch); float32 is used without a copy.
@@ -188,7 +201,9 @@ def crammer_singer_fit(
 
     Complexity: ``O(d)`` per class per visited sample; an epoch costs ``O(N_active *
     K_active * d)``, with shrinking removing samples and classes that sit at their bounds.
-    Memory ``O(N * K + K * d)`` besides ``X``.  The GIL is released while it runs.
+    Memory ``O(N + nnz(lambda) + K * d)`` besides ``X`` (never a dense ``N x K`` array; the
+    working set of a shrunk sample is stored up to 64 classes).  The GIL is released while
+    it runs.
 
     Warns:
         RuntimeWarning: not converged and ``C * max ||x||^2 > 1e10``: the dual is
@@ -201,6 +216,13 @@ def crammer_singer_fit(
         TypeError: non-numeric ``X``, non-integer ``y``; a bool or a string for ``C``,
             ``tol``, ``max_iter`` or ``seed``; anything but a bool for ``fit_bias``.
     """
+    if isinstance(X, np.memmap) and (X.dtype != np.float32 or not X.flags.c_contiguous):
+        raise ValueError(
+            f"X is a memory-mapped {X.dtype} array of shape {X.shape}"
+            f"{'' if X.flags.c_contiguous else ' (not C-contiguous)'}: the solver reads "
+            "float32 C-order features in place; converting this one would copy all "
+            f"{X.size * 4 / 2**30:.2f} GiB into memory. Write the features as float32 (C order)"
+        )
     x = as_float_matrix(X, "X", check_finite=False)
     lab, k = _labels(y, x.shape[0], n_classes)
     c_val = positive_float(C, "C")
@@ -212,7 +234,7 @@ def crammer_singer_fit(
     seed = check_int(seed, "seed", 0, 2**63 - 1)
     fit_bias = check_flag(fit_bias, "fit_bias")
     sw = _weights(sample_weight, x.shape[0])
-    lam, coef, bias, stats = _core.crammer_singer_fit(
+    indptr, indices, values, coef, bias, stats = _core.crammer_singer_fit(
         x,
         lab,
         k,
@@ -225,6 +247,7 @@ def crammer_singer_fit(
         sw,
         shrink_factor,
     )
+    dual = SparseDual(indptr, indices, values, k)
     extras: dict = {}
     if not stats["converged"]:
         # The dual is invariant under X -> s X, C -> C s^2: what limits coordinate descent is
@@ -233,7 +256,7 @@ def crammer_singer_fit(
         c_max = c_val * (float(sw.max()) if sw is not None else 1.0)
         sq = float(np.max(np.einsum("ij,ij->i", x, x, dtype=np.float64))) + float(bool(fit_bias))
         conditioning = c_max * sq
-        if not np.any(lam):
+        if not np.any(values):
             raise ValueError(
                 "crammer_singer_fit made no progress (every lambda is still 0): "
                 f"C * max ||x||^2 = {conditioning:.3g} is out of the range the solver can "
@@ -253,9 +276,10 @@ def crammer_singer_fit(
                 RuntimeWarning,
                 stacklevel=2,
             )
-    support = np.flatnonzero(np.abs(lam).max(1) > SUPPORT_RTOL * c_val).astype(np.int64)
+    support = np.flatnonzero(dual.row_max_abs() > SUPPORT_RTOL * c_val).astype(np.int64)
     return CSResult(
-        dual_coef=lam,
+        dual=dual,
+        peak_nnz=int(stats["peak_nnz"]),
         labels=lab,
         box=None if sw is None else c_val * sw,
         coef=coef,
