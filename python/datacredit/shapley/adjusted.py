@@ -47,6 +47,8 @@ class AdjustedEstimate:
     n_folds: int
     variance: float  # Σ_i stderr_i², the selection criterion
     interactions: np.ndarray | None = None  # (n, n) pairwise SII, when asked for
+    interaction_stderr: np.ndarray | None = None  # (n, n), when asked for
+    interaction_variance: float = float("nan")  # Σ_{i<j} SE_ij², selects the surrogate
 
 
 def kernel_regression_weights(plan: CoalitionPlan, rows: np.ndarray) -> np.ndarray:
@@ -106,25 +108,37 @@ def regression_adjusted(
     n = plan.n_players
     v = np.asarray(v, dtype=np.float64)
     c = shapley_coefficients(Z)
-    cv = c * v[:, None]
-    ci = None
+    surrogate_index = fit
     if interactions:
+        # the interaction index is one more linear functional of v: its n² coefficients are
+        # estimated by the same cross-fitted correction, as extra columns of c
         from datacredit.shapley.interactions import interaction_coefficients
 
-        ci = interaction_coefficients(Z)
+        c = np.concatenate([c, interaction_coefficients(Z).reshape(len(Z), n * n)], axis=1)
+
+        def surrogate_index(Zt, vt, wt):
+            pred, phi_f = fit(Zt, vt, wt)
+            return pred, np.concatenate([phi_f, fit.interactions().ravel()])
+
+    def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return x[:n], (x[n:].reshape(n, n) if interactions else None)
+
+    cv = c * v[:, None]
     units = plan.units
     n_units = len(plan.unit_stratum)
     if n_units == 0:
-        phi = cv.sum(0)
+        phi, inter = split(cv.sum(0))
         if plan.exact:
-            inter = None if ci is None else np.einsum("mij,m->ij", ci, v)
-            return AdjustedEstimate(phi, np.zeros(n), phi.copy(), 0, 0.0, inter)
+            zero = None if inter is None else np.zeros((n, n))
+            return AdjustedEstimate(phi, np.zeros(n), phi.copy(), 0, 0.0, inter, zero, 0.0)
         # no unit was sampled (tiny budget): one fit on what was evaluated, no correction
-        pred, phi_f = fit(Z, v, kernel_regression_weights(plan, np.arange(len(Z))))
+        pred, phi_f = surrogate_index(Z, v, kernel_regression_weights(plan, np.arange(len(Z))))
         r = v - pred(Z)
-        phi = phi_f + (c * r[:, None]).sum(0)
-        inter = None if ci is None else fit.interactions() + np.einsum("mij,m->ij", ci, r)
-        return AdjustedEstimate(phi, np.full(n, np.nan), phi_f, 1, float("nan"), inter)
+        phi, inter = split(phi_f + (c * r[:, None]).sum(0))
+        nan = None if inter is None else np.full((n, n), np.nan)
+        return AdjustedEstimate(
+            phi, np.full(n, np.nan), phi_f[:n], 1, float("nan"), inter, nan, float("nan")
+        )
     H = len(plan.strata_size)
     m_h = np.bincount(plan.unit_stratum, minlength=H)
     sampled_h = np.flatnonzero(m_h > 0)
@@ -135,16 +149,19 @@ def regression_adjusted(
         idx = np.flatnonzero(plan.unit_stratum == h)
         fold_of_unit[rng.permutation(idx)] = np.arange(len(idx)) % K
     row_fold = np.where(units >= 0, fold_of_unit[np.maximum(units, 0)], -1)
-    estimates, phis_f, inters = [], [], []
-    x_oof = np.zeros((n_units, n))  # each unit's residual contribution under the f that missed it
+    width = c.shape[1]
+    estimates, phis_f = [], []
+    x_oof = np.zeros(
+        (n_units, width)
+    )  # each unit's residual contribution under the f that missed it
     for k in range(K):
         train = np.flatnonzero(row_fold != k)
         held = np.flatnonzero(row_fold == k)
-        pred, phi_f = fit(Z[train], v[train], kernel_regression_weights(plan, train))
+        pred, phi_f = surrogate_index(Z[train], v[train], kernel_regression_weights(plan, train))
         r = v - pred(Z)
         cr = c * r[:, None]
         est = phi_f + cr[train].sum(0)
-        x = np.zeros((n_units, n))
+        x = np.zeros((n_units, width))
         np.add.at(x, units[held], cr[held])
         held_units = np.unique(units[held])
         x_oof[held_units] = x[held_units]
@@ -155,22 +172,12 @@ def regression_adjusted(
             est = est + (R / m_hk) * x[uh].sum(0)
         estimates.append(est)
         phis_f.append(phi_f)
-        if ci is not None:
-            # same estimator with the SII coefficients: exact on rows f_k saw, HT on the rest
-            scale = np.ones(len(Z))
-            for h in sampled_h:
-                uh = held_units[plan.unit_stratum[held_units] == h]
-                R = plan.strata_population[h] - (m_h[h] - len(uh))
-                scale[np.isin(units, uh) & (row_fold == k)] = R / len(uh)
-            scale[train] = 1.0
-            inters.append(fit.interactions() + np.einsum("mij,m->ij", ci, r * scale))
-    phi = np.mean(estimates, axis=0)
     # Variance: per fold, SRS without replacement of m_hk units from R_hk; the within-stratum
     # variance s²_h is pooled over all held-out units; folds treated as independent.
-    var = np.zeros(n)
+    var = np.zeros(width)
     for h in sampled_h:
         uh = np.flatnonzero(plan.unit_stratum == h)
-        s2 = x_oof[uh].var(0, ddof=1) if len(uh) > 1 else np.zeros(n)
+        s2 = x_oof[uh].var(0, ddof=1) if len(uh) > 1 else np.zeros(width)
         for k in range(K):
             m_hk = int(np.sum(fold_of_unit[uh] == k))
             R = plan.strata_population[h] - (m_h[h] - m_hk)
@@ -183,12 +190,17 @@ def regression_adjusted(
         # players, budgets 10-14: a quarter of the values erred by more than 3 of them):
         # say "unknown" rather than guess.
         # ``variance`` stays: as a selection criterion it only compares surrogates.
-        stderr = np.full(n, np.nan)
+        stderr = np.full(width, np.nan)
+    values, inter = split(np.mean(estimates, axis=0))
+    se, inter_se = split(stderr)
+    var_v, var_i = split(var)
     return AdjustedEstimate(
-        values=phi,
-        stderr=stderr,
-        surrogate_values=np.mean(phis_f, axis=0),
+        values=values,
+        stderr=se,
+        surrogate_values=np.mean(phis_f, axis=0)[:n],
         n_folds=K,
-        variance=float(var.sum()),
-        interactions=np.mean(inters, axis=0) if ci is not None else None,
+        variance=float(var_v.sum()),
+        interactions=inter,
+        interaction_stderr=inter_se,
+        interaction_variance=float("nan") if var_i is None else float(np.triu(var_i, 1).sum()),
     )
