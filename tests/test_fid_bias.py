@@ -78,7 +78,7 @@ def test_small_bank_warns_once_and_large_bank_is_silent():
             small, {f"p{i}": [i] for i in range(6)}, FID(None, ref), label_weights="uniform"
         )
     assert len([w for w in rec if "too small" in str(w.message)]) == 1
-    assert "128" in game.bank_warning  # 2·d samples for the smallest coalition
+    assert "96" in game.bank_warning  # 1.5·d samples for the smallest coalition
     br = game.bias_bracket(np.eye(6, dtype=bool)[:1])
     assert br[0, 0] < br[0, 1]
     mus, lam, ref, big = _setup(8, 100, n_labels=6)
