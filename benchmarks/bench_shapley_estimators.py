@@ -23,8 +23,13 @@ non-additive part (n = 8–14), the max error over pairs relative to the largest
 ours (pairwise SII) vs shapiq's ``RegressionFSII`` (against the exact FSII, the index it
 estimates), ``KernelSHAPIQ`` and ``SVARMIQ`` (index="SII"), exact indices by enumeration.
 
+Coverage of the default's standard errors (``--coverage``): share of |φ̂ − φ| beyond 2 and
+3 reported SEs over ``--trials`` seeds on the four games of
+``tests/test_shapley_adjusted.py::_coverage_games`` (n = 10; the test runs the linear
+surrogate, this the default with its surrogate selection).
+
 Run: python benchmarks/bench_shapley_estimators.py [--trials 5] [--budgets 128 256 512]
-     [--methods ours shapiq.KernelSHAP] [--interactions --n 8 12]
+     [--methods ours shapiq.KernelSHAP] [--interactions --n 8 12] [--coverage]
 """
 
 from __future__ import annotations
@@ -213,6 +218,54 @@ def interaction_table(ns, budgets, trials):
                 print(f"{kind:<8}{n:>3}{b:>7}{row}", flush=True)
 
 
+def coverage_games(n: int):
+    """The four non-additive games of the coverage test (same construction)."""
+    from datacredit import games
+    from datacredit.shapley import all_coalitions
+
+    rng = np.random.default_rng(5)
+    table = rng.normal(0, 0.3, 2**n) + all_coalitions(n) @ rng.normal(size=n)
+    w = np.abs(rng.normal(size=n))
+
+    def noisy(Z):
+        return table[(np.asarray(Z, bool) * (1 << np.arange(n))).sum(1)]
+
+    def concave(Z):
+        Zf = np.asarray(Z, np.float64)
+        return np.sqrt(Zf @ w) + 0.3 * Zf[:, 0] * Zf[:, 1]
+
+    return {
+        "nonlinear": games.synthetic("nonlinear", n=n, seed=0),
+        "interaction": games.synthetic("interaction", n=n, seed=0),
+        "noisy_table": noisy,
+        "concave": concave,
+    }
+
+
+def coverage_table(budgets, trials, n: int = 10):
+    """Prints the coverage of the default's standard errors (see the module docstring)."""
+    from datacredit import SurrogateSHAP
+    from datacredit.shapley import all_coalitions, shapley_from_table
+
+    print(f"share of errors beyond 2 / 3 SE, default estimator, n={n}, {trials} seeds")
+    for name, g in coverage_games(n).items():
+        exact = shapley_from_table(g(all_coalitions(n)), n)
+        for b in budgets:
+            z, nan = [], 0
+            for seed in range(trials):
+                r = SurrogateSHAP(b, seed=seed).explain(g, n_players=n)
+                if np.isnan(r.stderr).any():
+                    nan += 1
+                    continue
+                z.append(np.abs(r.values - exact) / r.stderr)
+            z = np.concatenate(z) if z else np.array([np.nan])
+            print(
+                f"{name:<12}{b:>6}  >2SE {np.mean(z > 2):.3f}  >3SE {np.mean(z > 3):.4f}"
+                f"  NaN-SE runs {nan}",
+                flush=True,
+            )
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=5)
@@ -223,8 +276,12 @@ def main():
     ap.add_argument("--methods", nargs="+", default=None)
     ap.add_argument("--interactions", action="store_true")
     ap.add_argument("--n", type=int, nargs="+", default=[8, 10, 12, 14])
+    ap.add_argument("--coverage", action="store_true")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
+    if args.coverage:
+        coverage_table(args.budgets, args.trials)
+        return
     if args.interactions:
         interaction_table(args.n, args.budgets, args.trials)
         return
