@@ -361,10 +361,14 @@ class SurrogateSHAP:
     ) -> ShapleyValues:
         """Estimate the Shapley values of ``game`` (callable bool (m × n) → (m,)).
 
-        ``interactions=True`` also returns the pairwise Shapley interaction index as
-        ``.interactions`` (n × n, symmetric): analytic from the surrogate's trees against
-        the all-zeros coalition, plus the same cross-fitted Monte-Carlo correction as the
-        values (``"adjusted"`` only; exact when every coalition is evaluated).
+        ``interactions=True`` also returns the pairwise Shapley interaction index (SII,
+        not the Faithful SII) as ``.interactions`` (n × n, symmetric): analytic from a
+        surrogate of its own — a linear or pairwise base (second-order KernelSHAP) plus
+        trees, chosen among the candidates by the estimated variance of the interactions —
+        plus the same cross-fitted Monte-Carlo correction as the values, with per-pair
+        standard errors in ``info["interaction_stderr"]`` (``"adjusted"`` only; exact when
+        every coalition is evaluated, and on games with pairwise terms).  Costs twice the
+        candidates' fits again.
         """
         players = game_players(game, n_players)
         n = len(players)
