@@ -367,8 +367,8 @@ class SurrogateSHAP:
         trees, chosen among the candidates by the estimated variance of the interactions —
         plus the same cross-fitted Monte-Carlo correction as the values, with per-pair
         standard errors in ``info["interaction_stderr"]`` (``"adjusted"`` only; exact when
-        every coalition is evaluated, and on games with pairwise terms).  Costs twice the
-        candidates' fits again.
+        every coalition is evaluated, and on games with pairwise terms).  Costs four more
+        cross-fitted surrogate fits.
         """
         players = game_players(game, n_players)
         n = len(players)
@@ -416,17 +416,18 @@ class SurrogateSHAP:
         inter = inter_se = None
         inter_info = None
         if interactions:
-            # the interaction index has its own surrogate: the candidates again, each also
-            # with a pairwise base (second-order KernelSHAP), chosen by the estimated
-            # variance of the interactions (same plan, same folds)
+            # the interaction index has its own surrogate, chosen by the estimated variance
+            # of the interactions (same plan, same folds): the values' surrogate, and a
+            # pairwise base (second-order KernelSHAP) alone or with the two shallow tree
+            # candidates (deeper ensembles on a pairwise base cost most of the time)
+            cands = [(1, params)] + [(2, p) for p in self._candidates()[:3]]
             found = []
-            for order in (1, 2):
-                for p in [None] if plan.exact else self._candidates():
-                    f2 = linear_tree_fit(p, n, seed=self.seed, order=order)
-                    e2 = regression_adjusted(
-                        plan, v, f2, n_folds=self.n_folds, seed=self.seed, interactions=True
-                    )
-                    found.append(((order, p), e2))
+            for order, p in [(1, None)] if plan.exact else cands:
+                f2 = linear_tree_fit(p, n, seed=self.seed, order=order)
+                e2 = regression_adjusted(
+                    plan, v, f2, n_folds=self.n_folds, seed=self.seed, interactions=True
+                )
+                found.append(((order, p), e2))
             crit = np.array([e.interaction_variance for _, e in found])
             pick = int(np.nanargmin(crit)) if np.isfinite(crit).any() else 0
             (order, p), e2 = found[pick]
