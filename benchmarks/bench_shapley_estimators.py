@@ -18,7 +18,18 @@ Methods (equal budget = game evaluations):
 - ``shapiq.KernelSHAP``, ``shapiq.SVARM``, ``shapiq.PermutationSamplingSV`` (shapiq's
   defaults; skipped when shapiq is missing).
 
+Interaction table (``--interactions``): games with pairwise terms, three-way terms and a
+non-additive part (n = 8–14), the max error over pairs relative to the largest exact index,
+ours (pairwise SII) vs shapiq's ``RegressionFSII`` (against the exact FSII, the index it
+estimates), ``KernelSHAPIQ`` and ``SVARMIQ`` (index="SII"), exact indices by enumeration.
+
+Coverage of the default's standard errors (``--coverage``): share of |φ̂ − φ| beyond 2 and
+3 reported SEs over ``--trials`` seeds on the four games of
+``tests/test_shapley_adjusted.py::_coverage_games`` (n = 10; the test runs the linear
+surrogate, this the default with its surrogate selection).
+
 Run: python benchmarks/bench_shapley_estimators.py [--trials 5] [--budgets 128 256 512]
+     [--methods ours shapiq.KernelSHAP] [--interactions --n 8 12] [--coverage]
 """
 
 from __future__ import annotations
@@ -131,6 +142,131 @@ def run(kind, budget, trial, methods, tables, paper_cv):
     return out
 
 
+def interaction_game(kind: str, n: int, seed: int):
+    """z·w + 4 pairwise terms (``pair``), + 3 three-way terms (``three``), + a sine of z·w
+    and a square root of |z| (``nonadd``): callable bool (m × n) → (m,)."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 1, n)
+    pairs = [tuple(rng.choice(n, 2, replace=False)) for _ in range(4)]
+    pc = rng.normal(0, 1.5, 4)
+    trip = [tuple(rng.choice(n, 3, replace=False)) for _ in range(3)]
+    tc = rng.normal(0, 1.5, 3)
+
+    def g(Z):
+        Z = np.atleast_2d(np.asarray(Z, bool)).astype(np.float64)
+        out = Z @ w
+        for (i, j), c in zip(pairs, pc):
+            out += c * Z[:, i] * Z[:, j]
+        if kind in ("three", "nonadd"):
+            for (i, j, k), c in zip(trip, tc):
+                out += c * Z[:, i] * Z[:, j] * Z[:, k]
+        if kind == "nonadd":
+            out += 2 * np.sin(Z @ w) + 0.5 * np.sqrt(Z.sum(1))
+        return out
+
+    return g
+
+
+def interaction_table(ns, budgets, trials):
+    """Prints the interaction table (see the module docstring)."""
+    import shapiq
+
+    from datacredit import SurrogateSHAP
+    from datacredit.shapley import all_coalitions
+    from datacredit.shapley.interactions import interactions_from_table, pairwise_regression_solve
+    from datacredit.shapley.kernel import kernel_weights
+
+    peers = (
+        ("RegFSII", shapiq.RegressionFSII, None),
+        ("KSHAPIQ", shapiq.KernelSHAPIQ, "SII"),
+        ("SVARMIQ", shapiq.SVARMIQ, "SII"),
+    )
+    print("max |error| over pairs / max |exact index|, mean over seeds; ours: pairwise SII")
+    print(f"{'game':<8}{'n':>3}{'budget':>7}{'ours':>9}{'RegFSII':>9}{'KSHAPIQ':>9}{'SVARMIQ':>9}")
+    for n in ns:
+        Z = all_coalitions(n)
+        s = Z.sum(1)
+        inner = (s > 0) & (s < n)
+        iu = np.triu_indices(n, 1)
+        for kind in ("pair", "three", "nonadd"):
+            for b in budgets:
+                if b >= 2**n:
+                    continue
+                errs = {k: [] for k in ("ours", "RegFSII", "KSHAPIQ", "SVARMIQ")}
+                for t in range(trials):
+                    g = interaction_game(kind, n, 100 + t)
+                    v = g(Z)
+                    sii = interactions_from_table(v, n)
+                    _, fsii = pairwise_regression_solve(
+                        Z[inner], v[inner], v[0], v[-1], kernel_weights(n, s[inner]), ridge=0.0
+                    )
+
+                    def err(E, ref, iu=iu):
+                        return float(np.abs(E[iu] - ref[iu]).max() / np.abs(ref[iu]).max())
+
+                    r = SurrogateSHAP(b, seed=t).explain(g, n_players=n, interactions=True)
+                    errs["ours"].append(err(r.interactions, sii))
+                    for name, cls, index in peers:
+                        kw = {"n": n, "max_order": 2, "random_state": t}
+                        if index:
+                            kw["index"] = index
+                        iv = cls(**kw).approximate(b, g)
+                        E = np.zeros((n, n))
+                        for i, j in zip(*iu):
+                            E[i, j] = E[j, i] = iv[(int(i), int(j))]
+                        errs[name].append(err(E, fsii if index is None else sii))
+                row = "".join(f"{np.mean(errs[k]):>9.4f}" for k in errs)
+                print(f"{kind:<8}{n:>3}{b:>7}{row}", flush=True)
+
+
+def coverage_games(n: int):
+    """The four non-additive games of the coverage test (same construction)."""
+    from datacredit import games
+    from datacredit.shapley import all_coalitions
+
+    rng = np.random.default_rng(5)
+    table = rng.normal(0, 0.3, 2**n) + all_coalitions(n) @ rng.normal(size=n)
+    w = np.abs(rng.normal(size=n))
+
+    def noisy(Z):
+        return table[(np.asarray(Z, bool) * (1 << np.arange(n))).sum(1)]
+
+    def concave(Z):
+        Zf = np.asarray(Z, np.float64)
+        return np.sqrt(Zf @ w) + 0.3 * Zf[:, 0] * Zf[:, 1]
+
+    return {
+        "nonlinear": games.synthetic("nonlinear", n=n, seed=0),
+        "interaction": games.synthetic("interaction", n=n, seed=0),
+        "noisy_table": noisy,
+        "concave": concave,
+    }
+
+
+def coverage_table(budgets, trials, n: int = 10):
+    """Prints the coverage of the default's standard errors (see the module docstring)."""
+    from datacredit import SurrogateSHAP
+    from datacredit.shapley import all_coalitions, shapley_from_table
+
+    print(f"share of errors beyond 2 / 3 SE, default estimator, n={n}, {trials} seeds")
+    for name, g in coverage_games(n).items():
+        exact = shapley_from_table(g(all_coalitions(n)), n)
+        for b in budgets:
+            z, nan = [], 0
+            for seed in range(trials):
+                r = SurrogateSHAP(b, seed=seed).explain(g, n_players=n)
+                if np.isnan(r.stderr).any():
+                    nan += 1
+                    continue
+                z.append(np.abs(r.values - exact) / r.stderr)
+            z = np.concatenate(z) if z else np.array([np.nan])
+            print(
+                f"{name:<12}{b:>6}  >2SE {np.mean(z > 2):.3f}  >3SE {np.mean(z > 3):.4f}"
+                f"  NaN-SE runs {nan}",
+                flush=True,
+            )
+
+
 def main():
     from _common import at_least
 
@@ -140,8 +276,18 @@ def main():
     ap.add_argument("--games", nargs="+", default=list(SYNTHETIC + TABLED))
     ap.add_argument("--paper-cv", action="store_true")
     ap.add_argument("--cache", type=Path, default=Path(".bench-cache"))
+    ap.add_argument("--methods", nargs="+", default=None)
+    ap.add_argument("--interactions", action="store_true")
+    ap.add_argument("--n", type=int, nargs="+", default=[8, 10, 12, 14])
+    ap.add_argument("--coverage", action="store_true")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
+    if args.coverage:
+        coverage_table(args.budgets, args.trials)
+        return
+    if args.interactions:
+        interaction_table(args.n, args.budgets, args.trials)
+        return
     methods = ["ours", "paper", "ours.KernelSHAP"]
     try:
         import shapiq  # noqa: F401
@@ -149,6 +295,8 @@ def main():
         methods += ["shapiq.KernelSHAP", "shapiq.SVARM", "shapiq.PermutationSamplingSV"]
     except ImportError:
         print("shapiq not installed: its estimators are skipped")
+    if args.methods:
+        methods = [m for m in args.methods if m in methods]
     tables = _tables(args.cache, args.games)
     short = {
         "ours": "ours",
@@ -170,6 +318,9 @@ def main():
             err = {m: np.mean([r[m][0] for r in res]) for m in methods}
             sec = np.mean([r["ours"][1] for r in res])
             ks = err.get("shapiq.KernelSHAP", np.nan)
+            if "ours" not in err:
+                print(f"{kind:<15}{b:>7} " + " ".join(f"{err[m]:>9.4f}" for m in methods))
+                continue
             if max(ks, err["ours"]) < 1e-6:
                 ratio = "exact"  # both exact up to rounding (additive games)
             else:

@@ -95,3 +95,56 @@ def tree_interactions(ens, n: int) -> np.ndarray:
                 elif prev == z:
                     stack.append((child, needs))
     return out
+
+
+def pairwise_features(Z: np.ndarray) -> np.ndarray:
+    """The products z_i z_j (i < j) of coalitions Z (m × n): float64 (m × n(n−1)/2), pairs in
+    ``np.triu_indices(n, 1)`` order."""
+    Z = np.asarray(Z, dtype=np.float64)
+    iu, ju = np.triu_indices(Z.shape[1], 1)
+    return Z[:, iu] * Z[:, ju]
+
+
+def pairwise_regression_solve(
+    Z: np.ndarray,
+    v: np.ndarray,
+    v_empty: float,
+    v_full: float,
+    weights: np.ndarray,
+    *,
+    ridge: float = 1e-8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Second-order KernelSHAP: the weighted least-squares fit
+    f(z) = v(∅) + zᵀβ + Σ_{i<j} Γ_ij z_i z_j subject to f(N) = v(N).
+
+    With every coalition and the Shapley kernel as ``weights`` this is the order-2 Faithful
+    Shapley interaction index (Tsai, Yeh & Ravikumar 2023): Γ is FSII of the pairs, β the
+    first-order FSII terms.  For the fitted f itself, the pairwise Shapley interaction index
+    is exactly Γ and its Shapley values are β_i + ½ Σ_j Γ_ij.
+
+    Z: interior coalitions (m × n bool); v: (m,); weights: (m,) ≥ 0.  A ridge of ``ridge``
+    times the mean diagonal keeps the system solvable when m < n + n(n−1)/2 (then the fit is
+    the minimum-norm-like interpolant, which the cross-fitted correction of the caller makes
+    unbiased).  Returns β (n,), Γ (n × n, symmetric, zero diagonal).  O(m p² + p³),
+    p = n(n+1)/2.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    n = Z.shape[1]
+    X = np.concatenate([Z, pairwise_features(Z)], axis=1)
+    p = X.shape[1]
+    y = np.asarray(v, dtype=np.float64) - v_empty
+    w = np.asarray(weights, dtype=np.float64)
+    A = X.T @ (X * w[:, None])
+    A[np.diag_indices(p)] += ridge * max(float(np.trace(A)) / p, 1e-300)
+    b = X.T @ (w * y)
+    K = np.zeros((p + 1, p + 1))
+    K[:p, :p] = A
+    K[:p, p] = 1.0
+    K[p, :p] = 1.0
+    sol = np.linalg.lstsq(K, np.concatenate([b, [v_full - v_empty]]), rcond=None)[0]
+    beta = sol[:n]
+    G = np.zeros((n, n))
+    iu, ju = np.triu_indices(n, 1)
+    G[iu, ju] = sol[n:p]
+    G[ju, iu] = sol[n:p]
+    return beta, G

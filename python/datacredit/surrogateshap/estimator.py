@@ -172,50 +172,74 @@ ADJUSTED_CANDIDATES: list[dict[str, Any] | None] = [
 ]
 
 
-def linear_tree_fit(params: dict[str, Any] | None, n: int, *, seed: int = 0, nthread: int = 1):
-    """A :data:`~datacredit.shapley.adjusted.SurrogateFit`: f = v(∅) + zᵀβ + trees(z).
+def linear_tree_fit(
+    params: dict[str, Any] | None, n: int, *, seed: int = 0, nthread: int = 1, order: int = 1
+):
+    """A :data:`~datacredit.shapley.adjusted.SurrogateFit`: f = v(∅) + zᵀβ [+ pairs] + trees(z).
 
-    β is the KernelSHAP solution on the training rows (efficiency-constrained weighted least
-    squares, weights from the sampling design), so f is exact on additive games; with
-    ``params`` an XGBoost model fitted to the residual adds the interactions.  φ(f) = β +
-    TreeSHAP(trees).  The fitted booster of the last call is kept in ``fit.booster``, and
-    ``fit.interactions()`` gives the last f's exact pairwise Shapley interaction index
-    (n × n; the linear part has none).
+    ``order=1``: β is the KernelSHAP solution on the training rows (efficiency-constrained
+    weighted least squares, weights from the sampling design), so f is exact on additive
+    games.  ``order=2``: the base also has every pairwise product z_i z_j
+    (:func:`~datacredit.shapley.interactions.pairwise_regression_solve`, a second-order
+    KernelSHAP), so f is exact on games with pairwise terms and its interaction index is
+    the fitted Γ.  With ``params`` an XGBoost model fitted to the residual adds the rest.
+    φ(f) = β [+ ½ Σ_j Γ_ij] + TreeSHAP(trees).  The fitted booster of the last call is kept
+    in ``fit.booster``, and ``fit.interactions()`` gives the last f's exact pairwise Shapley
+    interaction index (n × n): Γ + the trees' analytic index.
     """
-    from datacredit.shapley.interactions import tree_interactions
+    from datacredit.shapley.interactions import pairwise_regression_solve, tree_interactions
     from datacredit.shapley.kernel import kernel_shap_solve
 
-    def interactions() -> np.ndarray:
-        if fit.booster is None:
-            return np.zeros((n, n))
-        from datacredit.kernels.treeshap import from_xgboost
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2, got {order!r}")
 
-        return tree_interactions(from_xgboost(fit.booster), n)
+    def interactions() -> np.ndarray:
+        out = fit.gamma.copy()
+        if fit.booster is not None:
+            from datacredit.kernels.treeshap import from_xgboost
+
+            out += tree_interactions(from_xgboost(fit.booster), n)
+        return out
 
     def fit(Z: np.ndarray, v: np.ndarray, w: np.ndarray):
         empty = np.flatnonzero(~Z.any(1))
         full = np.flatnonzero(Z.all(1))
         v0, v1 = float(v[empty[0]]), float(v[full[0]])
         inner = w > 0
-        beta = kernel_shap_solve(Z[inner], v[inner], v0, v1, w[inner])
-        base = v0 + Z.astype(np.float64) @ beta
+        if order == 1:
+            beta = kernel_shap_solve(Z[inner], v[inner], v0, v1, w[inner])
+            gamma = np.zeros((n, n))
+        else:
+            beta, gamma = pairwise_regression_solve(Z[inner], v[inner], v0, v1, w[inner])
+        fit.gamma = gamma
+        upper = np.triu(gamma, 1)
+
+        def base(Zq):
+            Zf = np.asarray(Zq, np.float64)
+            out = v0 + Zf @ beta
+            if order == 2:
+                out += np.einsum("mi,ij,mj->m", Zf, upper, Zf)
+            return out
+
+        phi_base = beta + 0.5 * gamma.sum(1)
         if params is None:
             fit.booster = None
-            return (lambda Zq: v0 + np.asarray(Zq, np.float64) @ beta), beta
+            return base, phi_base
         import xgboost as xgb
 
-        booster = fit_surrogate(Z, v - base, params, seed=seed, nthread=nthread)
+        booster = fit_surrogate(Z, v - base(Z), params, seed=seed, nthread=nthread)
         fit.booster = booster
-        phi = beta + surrogate_shapley(booster, n)
+        phi = phi_base + surrogate_shapley(booster, n)
 
         def predict(Zq):
             Zq = np.asarray(Zq)
             tree = booster.predict(xgb.DMatrix(Zq.astype(np.float32), nthread=nthread))
-            return v0 + Zq.astype(np.float64) @ beta + tree.astype(np.float64)
+            return base(Zq) + tree.astype(np.float64)
 
         return predict, phi
 
     fit.booster = None
+    fit.gamma = np.zeros((n, n))
     fit.interactions = interactions
     return fit
 
@@ -337,10 +361,14 @@ class SurrogateSHAP:
     ) -> ShapleyValues:
         """Estimate the Shapley values of ``game`` (callable bool (m × n) → (m,)).
 
-        ``interactions=True`` also returns the pairwise Shapley interaction index as
-        ``.interactions`` (n × n, symmetric): analytic from the surrogate's trees against
-        the all-zeros coalition, plus the same cross-fitted Monte-Carlo correction as the
-        values (``"adjusted"`` only; exact when every coalition is evaluated).
+        ``interactions=True`` also returns the pairwise Shapley interaction index (SII,
+        not the Faithful SII) as ``.interactions`` (n × n, symmetric): analytic from a
+        surrogate of its own — a linear or pairwise base (second-order KernelSHAP) plus
+        trees, chosen among the candidates by the estimated variance of the interactions —
+        plus the same cross-fitted Monte-Carlo correction as the values, with per-pair
+        standard errors in ``info["interaction_stderr"]`` (``"adjusted"`` only; exact when
+        every coalition is evaluated, and on games with pairwise terms).  Costs four more
+        cross-fitted surrogate fits.
         """
         players = game_players(game, n_players)
         direction = game_direction(game)  # carried to the result: it ranks by it
@@ -388,12 +416,26 @@ class SurrogateSHAP:
         scores = [r[1].variance for r in results]
         best = int(np.nanargmin(scores)) if np.isfinite(scores).any() else 0
         params, est, fit = results[best]
+        inter = inter_se = None
+        inter_info = None
         if interactions:
-            # rerun the chosen surrogate with the interaction coefficients (same folds)
-            fit = linear_tree_fit(params, n, seed=self.seed)
-            est = regression_adjusted(
-                plan, v, fit, n_folds=self.n_folds, seed=self.seed, interactions=True
-            )
+            # the interaction index has its own surrogate, chosen by the estimated variance
+            # of the interactions (same plan, same folds): the values' surrogate, and a
+            # pairwise base (second-order KernelSHAP) alone or with the two shallow tree
+            # candidates (deeper ensembles on a pairwise base cost most of the time)
+            cands = [(1, params)] + [(2, p) for p in self._candidates()[:3]]
+            found = []
+            for order, p in [(1, None)] if plan.exact else cands:
+                f2 = linear_tree_fit(p, n, seed=self.seed, order=order)
+                e2 = regression_adjusted(
+                    plan, v, f2, n_folds=self.n_folds, seed=self.seed, interactions=True
+                )
+                found.append(((order, p), e2))
+            crit = np.array([e.interaction_variance for _, e in found])
+            pick = int(np.nanargmin(crit)) if np.isfinite(crit).any() else 0
+            (order, p), e2 = found[pick]
+            inter, inter_se = e2.interactions, e2.interaction_stderr
+            inter_info = {"order": order, "params": p, "variance": float(crit[pick])}
         self.booster_ = fit.booster
         self.cv_results_ = [(p, float(r.variance)) for p, r, _ in results]
         return ShapleyValues(
@@ -406,7 +448,7 @@ class SurrogateSHAP:
             cv_score=float(est.variance),
             method="surrogate_shap",
             stderr=est.stderr,
-            interactions=est.interactions,
+            interactions=inter,
             info={
                 "estimator": "adjusted",
                 "params": params,
@@ -417,6 +459,8 @@ class SurrogateSHAP:
                 "enumerated_sizes": np.flatnonzero(plan.enumerated).tolist(),
                 "surrogate_values": est.surrogate_values,
                 "selection": "estimated variance of the values (sum over players)",
+                "interactions": inter_info,
+                "interaction_stderr": inter_se,
             },
         )
 

@@ -143,6 +143,14 @@ class ProxyGame:
         self.bank = bank
         self.utility = utility
         utility.prepare(bank)
+        self.bank_warning: str | None = None
+        check = getattr(utility, "bank_warning", None)
+        if callable(check):
+            # the utility knows when its finite-bank estimate cannot be trusted (e.g. FID
+            # with fewer samples than feature dimensions): say so once, unasked
+            self.bank_warning = check(self.weights(np.eye(self.n_players, dtype=bool)))
+            if self.bank_warning:
+                warnings.warn(self.bank_warning, UserWarning, stacklevel=2)
 
     @property
     def n_players(self) -> int:
@@ -192,6 +200,17 @@ class ProxyGame:
                 stacklevel=2,
             )
         return SufficiencyReport(full, half_vals, movement, spread, ratio, ok)
+
+    def bias_bracket(self, Z: Any) -> np.ndarray:
+        """Per-coalition bounds (m, 2) on the expected utility, from the utility's
+        ``bracket`` (FID: lower, upper); NaN where the utility has none."""
+        Z = np.asarray(Z, dtype=bool)
+        out = np.full((Z.shape[0], 2), np.nan)
+        br = getattr(self.utility, "bracket", None)
+        nonempty = Z.any(1)
+        if callable(br) and nonempty.any():
+            out[nonempty] = br(self.weights(Z[nonempty]))
+        return out
 
     def weights(self, Z: Any) -> np.ndarray:
         """Mixture weights π_S (m × L) of coalitions Z (m × n_players); empty rows are zero."""
