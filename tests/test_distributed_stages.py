@@ -135,7 +135,9 @@ def test_sample_bank_sharded_equal_serial(pool, tmp_path):
     for lab in [0, 1, 2]:
         np.testing.assert_array_equal(mem.samples_for(lab), ref.samples_for(lab))
         np.testing.assert_array_equal(disk.samples_for(lab), ref.samples_for(lab))
-    np.testing.assert_array_equal(SampleBank.load(tmp_path / "b").samples_for(1), ref.samples_for(1))
+    np.testing.assert_array_equal(
+        SampleBank.load(tmp_path / "b").samples_for(1), ref.samples_for(1)
+    )
     with pytest.raises(ValueError, match="different bank"):
         SampleBank.generate(
             _gen, [0, 1], 10, seed=3, path=tmp_path / "b", batch_size=4, executor=pool

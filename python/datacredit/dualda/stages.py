@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from datacredit.distributed.executor import ShardRows, map_shards, run_stage
+from datacredit.models._data import is_hf_dataset
 from datacredit.store import ShardStore
 
 DEFAULT_SHARD_BATCHES = 64  # forward batches per shard
@@ -48,7 +49,7 @@ def _length(data: Any) -> int:
 
     if isinstance(data, DataLoader):
         return len(data.dataset)
-    if isinstance(data, Dataset):
+    if isinstance(data, Dataset) or is_hf_dataset(data):
         return len(data)
     if isinstance(data, (tuple, list)) and len(data) in (1, 2):
         return int(data[0].shape[0])
@@ -70,6 +71,8 @@ def subset(data: Any, begin: int, end: int) -> Any:
         return Subset(data.dataset, range(begin, end))
     if isinstance(data, Dataset):
         return Subset(data, range(begin, end))
+    if is_hf_dataset(data):
+        return data.select(range(begin, end))  # keeps the user's format / transform
     if isinstance(data, (tuple, list)):
         return type(data)(part[begin:end] for part in data)
     return data[begin:end]
