@@ -121,6 +121,8 @@ class Calibration:
     scanned_fraction: float | None = None  # IVF: rows scanned / N at the chosen nprobe
 
     def diagnostics(self) -> dict:
+        """What the calibration measured, for ``GMValuation.diagnostics``: the target, the
+        number of queries, the recall reached and the parameters chosen."""
         out = {
             "target_recall": self.target,
             "calibration_queries": self.n_queries,

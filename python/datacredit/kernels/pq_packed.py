@@ -24,6 +24,8 @@ def is_npz(path: str | os.PathLike) -> bool:
 
 
 def check_st_format(path: Any, meta: dict[str, str], fmt: str, what: str) -> None:
+    """Raise a ValueError naming ``path`` unless its safetensors metadata say ``fmt`` at the
+    version this release reads (``what`` names the artifact in the message)."""
     if meta.get("format") != fmt:
         raise ValueError(f"{path} is not a datacredit {what} file (format {meta.get('format')!r})")
     if meta.get("format_version") != ST_VERSION:
@@ -34,6 +36,8 @@ def check_st_format(path: Any, meta: dict[str, str], fmt: str, what: str) -> Non
 
 
 def meta_int(path: Any, meta: dict[str, str], key: str) -> int:
+    """Metadata ``key`` as a non-negative int; a ValueError naming ``path`` and ``key``
+    otherwise."""
     value = meta.get(key, "")
     if not value.isdigit():
         raise ValueError(f"{path}: metadata {key!r} must be a non-negative integer, got {value!r}")
