@@ -93,7 +93,12 @@ def train_classifier(x: np.ndarray, y: np.ndarray, seed: int = 0):
     torch.manual_seed(seed)
     nn = torch.nn
     net = nn.Sequential(
-        nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 32), nn.ReLU(), nn.Linear(32, 10)
+        nn.Flatten(),
+        nn.Linear(64, 128),
+        nn.ReLU(),
+        nn.Linear(128, 32),
+        nn.ReLU(),
+        nn.Linear(32, 10),
     )
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     X, Y = torch.from_numpy(x), torch.from_numpy(y)
@@ -146,7 +151,13 @@ def build(args):
     recipe = DiffusionRecipe(steps=args.steps, n_per_label=args.n_per_label)
     games = {
         mode: DiffusionRetrainingGame(
-            xc, owner, utilities, recipe, mode=mode, cache_dir=args.cache, tag="mlp-v1",
+            xc,
+            owner,
+            utilities,
+            recipe,
+            mode=mode,
+            cache_dir=args.cache,
+            tag="mlp-v1",
             players=names,
         )  # fmt: skip
         for mode in ("scratch", "finetune")
@@ -235,16 +246,24 @@ def shapiq_kernelshap(game, budget: int, seed: int) -> np.ndarray | None:
     raise RuntimeError("shapiq child ended without values")
 
 
-def exact_proxy_shapley(game, n: int) -> np.ndarray:
-    """Exact Shapley values of the proxy game: all 2^n coalitions, in chunks."""
-    from datacredit.shapley import shapley_from_table
+def exact_proxy_shapley(game, n: int, max_seconds: float = 120.0) -> tuple[np.ndarray, str]:
+    """Shapley values of the proxy game: exact (all 2^n coalitions, in chunks) when that costs
+    under ``max_seconds`` at the measured speed, else converged: the mean of two KernelSHAP
+    runs of 8,192 coalitions (their relative l2 difference is reported in the label)."""
+    from datacredit.shapley import kernel_shap, shapley_from_table
 
     N = 1 << n
-    v = np.empty(N)
-    bits = (np.arange(N, dtype=np.int64)[:, None] >> np.arange(n)) & 1
-    for s in range(0, N, 1 << 15):
-        v[s : s + (1 << 15)] = game(bits[s : s + (1 << 15)].astype(bool))
-    return shapley_from_table(v, n)
+    bits = lambda lo, hi: ((np.arange(lo, hi)[:, None] >> np.arange(n)) & 1).astype(bool)  # noqa: E731
+    t0 = time.perf_counter()
+    game(bits(0, 1024))
+    if (time.perf_counter() - t0) / 1024 * N <= max_seconds:
+        v = np.empty(N)
+        for s in range(0, N, 1 << 15):
+            v[s : s + (1 << 15)] = game(bits(s, min(N, s + (1 << 15))))
+        return shapley_from_table(v, n), "exact (2^n coalitions)"
+    a, b = (kernel_shap(game, 8192, seed=s).values for s in (0, 1))
+    rel = float(np.linalg.norm(a - b) / np.linalg.norm((a + b) / 2))
+    return (a + b) / 2, f"converged: mean of 2 KernelSHAP runs of 8192 (rel. l2 diff {rel:.3f})"
 
 
 def mc_values(perms, vmc, v_empty, n) -> np.ndarray:
@@ -283,7 +302,7 @@ def method_values(game, data, bank, v_full, v_loo, budget: int) -> dict:
         sur = SurrogateSHAP(budget, seed=0).explain(proxy).values
         out[u] = {
             "surrogateshap": sur,
-            "loo": v_full[u_i] - v_loo[:, u_i],
+            **({} if v_loo is None else {"loo": v_full[u_i] - v_loo[:, u_i]}),
             "gmvaluator": gmv,
             "_seconds": time.perf_counter() - tq,
         }
@@ -333,17 +352,18 @@ def main() -> None:
     ap.add_argument("--n-per-label", type=int, default=32)
     ap.add_argument("--budget", type=int, default=256, help="proxy queries of the estimators")
     ap.add_argument("--mc-permutations", type=int, default=2)
-    ap.add_argument("--cache", type=Path, default=ROOT / ".bench-cache" / "surrogateshap_retraining")
+    ap.add_argument(
+        "--cache", type=Path, default=ROOT / ".bench-cache" / "surrogateshap_retraining"
+    )
     ap.add_argument("--shard", default="0/1", help="k/K: retrain only every K-th coalition")
     ap.add_argument("--skip", default="", help=f"comma list of phases to skip, of {PHASES}")
     ap.add_argument("--phases", default=",".join(PHASES), help="retrain only these phases")
-    ap.add_argument(
-        "--partial", action="store_true", help="report on the cached retrainings only"
-    )
+    ap.add_argument("--partial", action="store_true", help="report on the cached retrainings only")
     ap.add_argument("--only-coalition", type=int, default=None)
     ap.add_argument("--utility", choices=UTILITIES, default="fid")
     ap.add_argument("--seed", type=int, default=0, help="training seed of --only-coalition")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--no-page", action="store_true", help="write no page / plot")
     args = ap.parse_args()
     if args.quick:
         args.steps, args.n_per_label = min(args.steps, 20), min(args.n_per_label, 8)
@@ -394,9 +414,12 @@ def main() -> None:
     v_full = game.run(P["full"])[0]
     base_values = None
     if not worker or "counterfactual" in phases:
-        v_loo = game.run(P["loo"])
+        loo_done = not args.partial or game.is_cached(P["loo"]).all()
+        v_loo = game.run(P["loo"]) if loo_done else None
         base_values = method_values(game, data, bank, v_full, v_loo, args.budget)
-    cf_rows = counterfactual_plan(base_values, n) if "counterfactual" in phases else {}
+    cf_rows = {}
+    if "counterfactual" in phases and v_loo is not None:
+        cf_rows = counterfactual_plan(base_values, n)
     if not args.partial:
         for u, rows in cf_rows.items():
             retrain(game, np.array([z for *_, z in rows]), shard, f"counterfactual {u}")
@@ -434,7 +457,7 @@ def main() -> None:
         if sq is not None:
             vals["kernelshap_proxy_shapiq"] = sq
         tq = time.perf_counter()
-        vals["exact_proxy"] = exact_proxy_shapley(proxy, n)
+        vals["exact_proxy"], exact_kind = exact_proxy_shapley(proxy, n)
         t_exact = time.perf_counter() - tq
         if mc_ok:
             rows = np.concatenate([np.arange(j * n, (j + 1) * n) for j in mc_ok])
@@ -444,10 +467,12 @@ def main() -> None:
         res["utilities"][u] = {
             "lds_coalitions": P["lds"][lds_rows].astype(int).tolist(),
             "lds_index": lds_rows.tolist(),
+            "lds_coalitions_all": P["lds"].astype(int).tolist(),
             "v_retrain": v_lds[:, u_i].tolist(),
             "values": {m: np.asarray(v, float).tolist() for m, v in vals.items()},
             "surrogateshap_seconds": base_values[u]["_seconds"],
             "exact_proxy_seconds": t_exact,
+            "exact_proxy_kind": exact_kind,
             "v_full": float(v_full[u_i]),
             "v_empty": float(empty[u]),
         }
@@ -501,8 +526,9 @@ def main() -> None:
             "sd_lds0": sd(seeds_rows[:, 1, u_i]),
             "sd_across_lds_coalitions": sd(v_lds[:, u_i]),
         }
-    v_loo = game.run(P["loo"])
-    sec = np.concatenate([v_lds[:, -2] + v_lds[:, -1], v_loo[:, -2] + v_loo[:, -1]])
+    sec = v_lds[:, -2] + v_lds[:, -1]
+    if v_loo is not None:
+        sec = np.concatenate([sec, v_loo[:, -2] + v_loo[:, -1]])
     res.update(
         n_contributors=n,
         contributors=data["names"],
@@ -523,41 +549,147 @@ def main() -> None:
         machine="2 shared cores (7 agents), torch 1 thread per process",
     )
     summarise(res)
-    out = args.out or (RESULTS.with_name("surrogateshap_retraining_quick.json") if args.quick else RESULTS)
+    out = args.out or (
+        RESULTS.with_name("surrogateshap_retraining_quick.json") if args.quick else RESULTS
+    )
     from datacredit._io import atomic_write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(res, indent=1))
     print(f"wrote {out}")
-    if not args.quick:
+    if not args.quick and not args.no_page:
         scatter(res, DOC_PNG)
+        write_page(res)
 
 
 def summarise(res: dict) -> None:
     """Add the derived figures (LDS with intervals, fidelity errors) and print them."""
+    nan = {"lds": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+
+    def lds_table(values, Z, v):
+        if len(v) < 3:
+            return {m: dict(nan) for m in values}
+        return {
+            m: dict(zip(("lds", "ci_low", "ci_high"), bootstrap_lds(np.array(phi), Z, v)))
+            for m, phi in values.items()
+        }
+
     for u, r in res["utilities"].items():
         Z, v = np.array(r["lds_coalitions"], bool), np.array(r["v_retrain"])
-        r["lds"] = {}
-        for m, phi in r["values"].items():
-            r["lds"][m] = dict(zip(("lds", "ci_low", "ci_high"), bootstrap_lds(np.array(phi), Z, v)))
+        r["lds"] = lds_table(r["values"], Z.reshape(len(v), -1), v)
         if "v_retrain_finetune" in r:
-            r["lds_vs_finetune"] = {
-                m: dict(zip(("lds", "ci_low", "ci_high"),
-                            bootstrap_lds(np.array(phi), Z, np.array(r["v_retrain_finetune"]))))
-                for m, phi in r["values"].items()
-            }  # fmt: skip
+            Zf = np.array(r["lds_coalitions_all"], bool)[r["finetune_lds_index"]]
+            r["lds_vs_finetune"] = lds_table(r["values"], Zf, np.array(r["v_retrain_finetune"]))
         vr, vp = np.array(r["fidelity_v_retrain"]), np.array(r["fidelity_v_proxy"])
-        rng_ = np.ptp(vr)
-        r["fidelity"] = dict(
-            nrmse=float(np.sqrt(np.mean((vr - vp) ** 2)) / rng_),
-            nmae=float(np.mean(np.abs(vr - vp)) / rng_),
-            pearson=float(np.corrcoef(vr, vp)[0, 1]),
-            sample_mae=float(np.mean(r["fidelity_sample_mae"])),
-            sample_ssim=float(np.mean(r["fidelity_sample_ssim"])),
-        )
+        if len(vr) >= 2 and np.ptp(vr) > 0:
+            rng_ = np.ptp(vr)
+            r["fidelity"] = dict(
+                n_coalitions=len(vr),
+                nrmse=float(np.sqrt(np.mean((vr - vp) ** 2)) / rng_),
+                nmae=float(np.mean(np.abs(vr - vp)) / rng_),
+                pearson=float(np.corrcoef(vr, vp)[0, 1]),
+                sample_mae=float(np.mean(r["fidelity_sample_mae"])),
+                sample_ssim=float(np.mean(r["fidelity_sample_ssim"])),
+            )
+        else:
+            r["fidelity"] = dict(n_coalitions=len(vr), nrmse=float("nan"), nmae=float("nan"),
+                                 pearson=float("nan"), sample_mae=float("nan"),
+                                 sample_ssim=float("nan"))  # fmt: skip
         print(f"\n== {u} ==  fidelity {r['fidelity']}")
         for m, d in r["lds"].items():
-            print(f"  LDS {m:26s} {100 * d['lds']:6.1f}  [{100 * d['ci_low']:.1f}, {100 * d['ci_high']:.1f}]")
+            print(f"  LDS {m:26s} {100 * d['lds']:6.1f}  [{100 * d['ci_low']:.1f}, "
+                  f"{100 * d['ci_high']:.1f}]")  # fmt: skip
+
+
+DOC = ROOT / "docs" / "surrogateshap_retraining.md"
+BEGIN, END = (
+    "<!-- tables: generated by bench_surrogateshap_retraining.py -->",
+    "<!-- end tables -->",
+)
+LABELS = {
+    "surrogateshap": "SurrogateSHAP (256 proxy queries)",
+    "kernelshap_proxy": "KernelSHAP on the proxy, ours (256)",
+    "kernelshap_proxy_shapiq": "KernelSHAP on the proxy, shapiq (256)",
+    "exact_proxy": "proxy Shapley, exact / converged",
+    "loo": "LOO on retraining (n retrainings)",
+    "gmvaluator": "GMValuator (sum per contributor)",
+    "retraining_mc": "Monte-Carlo Shapley on retraining",
+}
+
+
+def render_tables(res: dict) -> str:
+    """The page's tables (markdown) from a result dict."""
+    U = list(res["utilities"])
+    fid_ = res["utilities"][U[0]]
+    out = [
+        f"n = {res['n_contributors']} contributors; {res['training_steps']} training steps "
+        f"(batch {res['batch_size']}) from scratch, {res['finetune_steps']} for fine-tuning; "
+        f"median {res['seconds_per_retraining']:.1f} s per retraining (training + sampling + "
+        f"scoring) on {res['machine']}; proxy query {1e3 * fid_['proxy_seconds_per_coalition']:.2f} ms "
+        f"(−FID).  Retrainings done: {len(fid_['v_retrain'])} LDS coalitions, "
+        f"{len(fid_['fidelity_v_retrain'])} fidelity coalitions, {res['n_contributors']} LOO, "
+        f"{res['mc_permutations']} Monte-Carlo permutations.",
+        "",
+        "**Run-to-run noise** (same coalition, training seeds "
+        + str(res["noise"][U[0]]["seeds"])
+        + "):",
+        "",
+        "| utility | v(full) by seed | sd | v(LDS coalition 0) by seed | sd | sd across LDS coalitions |",
+        "|---|---|---|---|---|---|",
+    ]
+    for u in U:
+        z = res["noise"][u]
+        f = lambda a: ", ".join(f"{x:.3f}" for x in a)  # noqa: E731
+        out.append(f"| {u} | {f(z['v_full_by_seed'])} | {z['sd_full']:.3f} | "
+                   f"{f(z['v_lds0_by_seed'])} | {z['sd_lds0']:.3f} | {z['sd_across_lds_coalitions']:.3f} |")  # fmt: skip
+    out += ["", "**Proxy fidelity** (coalitions from the Shapley distribution; utility errors "
+            "normalised by the range of the retrained utilities):", "",
+            "| utility | NRMSE | NMAE | Pearson | paired sample MAE | paired SSIM |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
+    for u in U:
+        q = res["utilities"][u]["fidelity"]
+        out.append(f"| {u} | {q['nrmse']:.3f} | {q['nmae']:.3f} | {q['pearson']:.3f} | "
+                   f"{q['sample_mae']:.3f} | {q['sample_ssim']:.3f} |")  # fmt: skip
+    ft = "lds_vs_finetune" in res["utilities"][U[0]]
+    head = "| method | " + " | ".join(f"LDS {u} (retrained from scratch)" for u in U)
+    head += (" | " + " | ".join(f"LDS {u} (fine-tuned)" for u in U)) if ft else ""
+    out += ["", "**LDS** (eq. 12, α = 0.5, ×100, 95 % bootstrap interval over coalitions):", "",
+            head + " |", "|---" * (1 + len(U) * (2 if ft else 1)) + "|"]  # fmt: skip
+    for m in res["utilities"][U[0]]["lds"]:
+        cells = [LABELS.get(m, m)]
+        for key in ("lds", "lds_vs_finetune") if ft else ("lds",):
+            for u in U:
+                d = res["utilities"][u][key].get(m)
+                cells.append("—" if d is None else
+                             f"{100 * d['lds']:.1f} [{100 * d['ci_low']:.1f}, {100 * d['ci_high']:.1f}]")  # fmt: skip
+        out.append("| " + " | ".join(cells) + " |")
+    if res.get("counterfactual"):
+        out += ["", "**Counterfactual** (retrained without the removed contributors; relative "
+                "change of the utility vs the full model, negative = worse):", "",
+                "| utility | method | removed | k | relative change | removed contributors |",
+                "|---|---|---|---|---|---|"]  # fmt: skip
+        for u, rows in res["counterfactual"].items():
+            for r in rows:
+                out.append(f"| {u} | {r['method']} | {r['removed']} | {int(100 * r['k_frac'])} % | "
+                           f"{100 * r['relative_change']:+.1f} % | {', '.join(r['players'])} |")  # fmt: skip
+    out += ["", "**Values** (−FID):", "",
+            "| contributor | " + " | ".join(res["utilities"][U[0]]["values"]) + " |",
+            "|---" * (1 + len(res["utilities"][U[0]]["values"])) + "|"]  # fmt: skip
+    vals = res["utilities"][U[0]]["values"]
+    for i, name in enumerate(res["contributors"]):
+        out.append(f"| {name} | " + " | ".join(f"{vals[m][i]:.3g}" for m in vals) + " |")
+    return "\n".join(out) + "\n"
+
+
+def write_page(res: dict, path: Path = DOC) -> None:
+    """Replace the generated region of the page (the prose around it is kept)."""
+    from datacredit._io import atomic_write_text
+
+    text = (
+        path.read_text() if path.exists() else f"# SurrogateSHAP vs retraining\n\n{BEGIN}\n{END}\n"
+    )
+    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
+    atomic_write_text(path, text[:a] + "\n" + render_tables(res) + text[b:])
 
 
 def scatter(res: dict, path: Path) -> None:

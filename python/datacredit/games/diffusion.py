@@ -83,7 +83,9 @@ class DiffusionRecipe:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.n_per_label < 4:
-            raise ValueError(f"n_per_label must be >= 4 (FID's split estimator), got {self.n_per_label}")
+            raise ValueError(
+                f"n_per_label must be >= 4 (FID's split estimator), got {self.n_per_label}"
+            )
         for name in ("lr", "finetune_lr"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -253,7 +255,9 @@ class DiffusionRetrainingGame:
         if not isinstance(utilities, Mapping) or not utilities:
             raise ValueError("utilities must be a non-empty mapping name -> utility")
         for name, u in utilities.items():
-            if not (callable(getattr(u, "prepare", None)) and callable(getattr(u, "evaluate", None))):
+            if not (
+                callable(getattr(u, "prepare", None)) and callable(getattr(u, "evaluate", None))
+            ):
                 raise TypeError(f"utility {name!r} has no prepare(bank) / evaluate(weights)")
         self.recipe = DiffusionRecipe() if recipe is None else recipe
         if not isinstance(self.recipe, DiffusionRecipe):
@@ -440,7 +444,9 @@ class DiffusionRetrainingGame:
             import torch
 
             torch.manual_seed(self.train_seed)
-            unet = make_conditional_unet(self.images.shape[-1], self.n_players, self.recipe.channels)
+            unet = make_conditional_unet(
+                self.images.shape[-1], self.n_players, self.recipe.channels
+            )
             members = np.arange(self.n_players)
             self._empty = self._score(self.sample(unet.eval(), members), members)
         return dict(zip(self.utility_names, self._empty.tolist()))
@@ -457,6 +463,8 @@ class DiffusionRetrainingGame:
             raise ValueError(f"Z must have shape (m, {self.n_players}), got {Z.shape}")
         if not Z.any(1).all():
             raise ValueError("Z has an empty coalition: use empty_values() for v(∅)")
+        if Z.shape[0] == 0:
+            return np.empty((0, len(self.utility_names) + len(SAMPLE_METRICS)))
         seed = self.train_seed if seed is None else int(seed)
         if self.mode == "finetune":
             self.full_state()
