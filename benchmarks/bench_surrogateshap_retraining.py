@@ -325,6 +325,9 @@ def counterfactual_plan(values: dict, n: int) -> dict:
                     if method == "random" and side == "bottom":
                         continue
                     rows.append((method, r["k_frac"], side, r[f"keep_without_{side}"]))
+        # most telling first (a partial run has these): 20 % before 10 %, top before bottom
+        order = {"surrogateshap": 0, "random": 1, "loo": 2, "gmvaluator": 3}
+        rows.sort(key=lambda r: (-r[1], r[2] != "top", order[r[0]]))
         out[u] = rows
     return out
 
@@ -408,9 +411,10 @@ def main() -> None:
             if name in phases:
                 retrain(game, P[name], shard, name)
         if "noise" in phases:
-            for s in (1, 2):
-                if K == 1 or (s - 1) % K == k:
-                    game.run(noise_Z, seed=s, desc=f"noise seed {s}")
+            jobs = [(j, s) for j in range(len(noise_Z)) for s in (1, 2)]  # full first
+            for r, (j, s) in enumerate(jobs):
+                if r % K == k:
+                    game.run(noise_Z[j : j + 1], seed=s, desc=f"noise seed {s}")
     v_full = game.run(P["full"])[0]
     base_values = None
     if not worker or "counterfactual" in phases:
@@ -469,6 +473,9 @@ def main() -> None:
             "lds_index": lds_rows.tolist(),
             "lds_coalitions_all": P["lds"].astype(int).tolist(),
             "v_retrain": v_lds[:, u_i].tolist(),
+            # the proxy's own utilities of the held-out coalitions: how well v̂ ranks them
+            # bounds what any value computed on the proxy can reach (proxy drift vs estimator)
+            "v_proxy": proxy(P["lds"][lds_rows]).tolist() if len(lds_rows) else [],
             "values": {m: np.asarray(v, float).tolist() for m, v in vals.items()},
             "surrogateshap_seconds": base_values[u]["_seconds"],
             "exact_proxy_seconds": t_exact,
@@ -512,18 +519,22 @@ def main() -> None:
                  relative_change=float((vc[r, u_i] - v_full[u_i]) / abs(v_full[u_i])))
             for r, j in enumerate(keep)
         ]  # fmt: skip
-    # noise
+    # noise: the same coalition retrained with other training seeds
     noise = {}
-    seeds = [s for s in (0, 1, 2) if len(done(game, noise_Z, s)) == 2]
-    seeds_rows = np.stack([game.run(noise_Z, seed=s) for s in seeds])  # (seeds, 2, cols)
+    by_seed = {}
+    for j, key in enumerate(("full", "lds0")):
+        seeds = [s for s in (0, 1, 2) if len(done(game, noise_Z[j : j + 1], s)) == 1]
+        by_seed[key] = (seeds, np.array([game.run(noise_Z[j : j + 1], seed=s)[0] for s in seeds]))
     for u_i, u in enumerate(game.utility_names):
         sd = lambda a: float(np.std(a, ddof=1)) if len(a) > 1 else float("nan")  # noqa: E731
+        col = {k: (v[:, u_i] if len(v) else np.array([])) for k, (_, v) in by_seed.items()}
         noise[u] = {
-            "seeds": seeds,
-            "v_full_by_seed": seeds_rows[:, 0, u_i].tolist(),
-            "v_lds0_by_seed": seeds_rows[:, 1, u_i].tolist(),
-            "sd_full": sd(seeds_rows[:, 0, u_i]),
-            "sd_lds0": sd(seeds_rows[:, 1, u_i]),
+            "seeds": by_seed["full"][0],
+            "seeds_lds0": by_seed["lds0"][0],
+            "v_full_by_seed": col["full"].tolist(),
+            "v_lds0_by_seed": col["lds0"].tolist(),
+            "sd_full": sd(col["full"]),
+            "sd_lds0": sd(col["lds0"]),
             "sd_across_lds_coalitions": sd(v_lds[:, u_i]),
         }
     sec = v_lds[:, -2] + v_lds[:, -1]
@@ -541,6 +552,7 @@ def main() -> None:
         seconds_per_retraining_mean=float(np.mean(sec)),
         budget=args.budget,
         mc_permutations=len(P["perms"]),
+        mc_permutations_done=len(mc_ok),
         mc_retrainings=int(len(np.unique(P["mc"], axis=0))) if len(P["mc"]) else 0,
         counterfactual=cf,
         noise=noise,
@@ -576,7 +588,11 @@ def summarise(res: dict) -> None:
 
     for u, r in res["utilities"].items():
         Z, v = np.array(r["lds_coalitions"], bool), np.array(r["v_retrain"])
-        r["lds"] = lds_table(r["values"], Z.reshape(len(v), -1), v)
+        r["lds"] = lds_table(r["values"], Z, v)
+        if len(v) >= 3:
+            from datacredit.metrics.correlation import spearman
+
+            r["spearman_proxy_vs_retrain_lds"] = float(spearman(np.array(r["v_proxy"]), v))
         if "v_retrain_finetune" in r:
             Zf = np.array(r["lds_coalitions_all"], bool)[r["finetune_lds_index"]]
             r["lds_vs_finetune"] = lds_table(r["values"], Zf, np.array(r["v_retrain_finetune"]))
@@ -628,7 +644,15 @@ def render_tables(res: dict) -> str:
         f"scoring) on {res['machine']}; proxy query {1e3 * fid_['proxy_seconds_per_coalition']:.2f} ms "
         f"(−FID).  Retrainings done: {len(fid_['v_retrain'])} LDS coalitions, "
         f"{len(fid_['fidelity_v_retrain'])} fidelity coalitions, {res['n_contributors']} LOO, "
-        f"{res['mc_permutations']} Monte-Carlo permutations.",
+        f"{res['mc_permutations_done']} complete Monte-Carlo permutations (of "
+        f"{res['mc_permutations']} planned); fine-tuned retrainings of "
+        f"{len(fid_.get('v_retrain_finetune', []))} LDS coalitions"
+        + (
+            " (too few for an LDS column)"
+            if 0 < len(fid_.get("v_retrain_finetune", [])) < 8
+            else ""
+        )
+        + ".",
         "",
         "**Run-to-run noise** (same coalition, training seeds "
         + str(res["noise"][U[0]]["seeds"])
@@ -648,13 +672,16 @@ def render_tables(res: dict) -> str:
             "|---|---|---|---|---|---|"]  # fmt: skip
     for u in U:
         q = res["utilities"][u]["fidelity"]
-        out.append(f"| {u} | {q['nrmse']:.3f} | {q['nmae']:.3f} | {q['pearson']:.3f} | "
+        out.append(f"| {u} ({q['n_coalitions']}) | {q['nrmse']:.3f} | {q['nmae']:.3f} | {q['pearson']:.3f} | "
                    f"{q['sample_mae']:.3f} | {q['sample_ssim']:.3f} |")  # fmt: skip
-    ft = "lds_vs_finetune" in res["utilities"][U[0]]
+    ft = len(res["utilities"][U[0]].get("v_retrain_finetune", [])) >= 8
     head = "| method | " + " | ".join(f"LDS {u} (retrained from scratch)" for u in U)
     head += (" | " + " | ".join(f"LDS {u} (fine-tuned)" for u in U)) if ft else ""
     out += ["", "**LDS** (eq. 12, α = 0.5, ×100, 95 % bootstrap interval over coalitions):", "",
             head + " |", "|---" * (1 + len(U) * (2 if ft else 1)) + "|"]  # fmt: skip
+    out.append("| Spearman of the proxy's own v̂(S) with the retrained v(S) (ceiling of proxy values) | "
+               + " | ".join(f"{100 * res['utilities'][u].get('spearman_proxy_vs_retrain_lds', float('nan')):.1f}" for u in U)
+               + (" | —" * len(U) if ft else "") + " |")  # fmt: skip
     for m in res["utilities"][U[0]]["lds"]:
         cells = [LABELS.get(m, m)]
         for key in ("lds", "lds_vs_finetune") if ft else ("lds",):

@@ -54,7 +54,10 @@ def _game(tmp_path=None, **kw):
 def test_cache_hit_resume_and_atomic_files(tmp_path):
     g = _game(tmp_path)
     Z = np.array([[1, 0, 1], [0, 1, 0]], bool)
+    assert not g.is_cached(Z).any()
     first = g.run(Z)
+    assert g.is_cached(Z).all() and not g.is_cached(Z, seed=1).any()
+    assert g.run(Z[:0]).shape == (0, first.shape[1])
     assert first.shape == (2, 2 + len(SAMPLE_METRICS))
     assert g.harness.n_trained == 2
     again = g.run(Z)
