@@ -111,6 +111,14 @@ class RetrainingHarness:
         h.update(np.ascontiguousarray(indices, dtype=np.int64).tobytes())
         return self.cache_dir / f"retrain-{h.hexdigest()[:40]}.npy"
 
+    def is_cached(self, indices: Any, seed: int = 0) -> bool:
+        """Whether the result of (``indices``, ``seed``) is in the cache (False without one);
+        lets a caller report on finished runs without training the others.  O(1) file check."""
+        if self.cache_dir is None:
+            return False
+        idx = np.unique(np.asarray(indices, dtype=np.int64).reshape(-1))
+        return self._path(idx, seed).exists()
+
     def run_one(self, indices: Any, seed: int = 0) -> np.ndarray:
         """Train on ``indices`` (integers, or a boolean mask) with ``seed`` (or read the
         cached result) and evaluate."""
