@@ -360,3 +360,26 @@ def recall_diagnostics(
                 stacklevel=3,
             )
     return out
+
+
+def search_diagnostics(
+    cal: Calibration | None,
+    index: str,
+    exact: np.ndarray,
+    n_cal: int,
+    rows: np.ndarray,
+    cand: np.ndarray,
+    top: np.ndarray,
+    rerank: Any,
+    k: int,
+) -> dict:
+    """The recall part of ``GMValuation.diagnostics``, in core and out of core alike: the
+    calibration's figures (when it ran), then recall@k of an exact search (1 by
+    construction) or the measured recall of the diagnostics ``rows`` (whose exact top-k are
+    ``exact[n_cal:]``) of the candidates ``cand`` and kept ``top``; ``{}`` without rows."""
+    out = {} if cal is None else dict(cal.diagnostics())
+    if index == "exact":
+        out.update(exact_recall_diagnostics())
+    elif len(rows):
+        out.update(recall_diagnostics(exact[n_cal:], cand[rows], top[rows], rerank, cal, k, index))
+    return out

@@ -39,8 +39,7 @@ from datacredit.gmvaluator.calibration import (
     calibrate_pq,
     calibration_rows,
     diagnostic_rows,
-    exact_recall_diagnostics,
-    recall_diagnostics,
+    search_diagnostics,
 )
 from datacredit.gmvaluator.contributions import softmax_weights
 from datacredit.gmvaluator.result import GMValuation
@@ -710,15 +709,9 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
         diag["pq_nlist"], diag["pq_nprobe"] = gmv._pq.nlist, nprobe or gmv._pq.nprobe
     if gmv._ivf is not None:
         diag["pq_nlist"], diag["pq_nprobe"] = len(gmv._ivf["coarse"]), nprobe or gmv._ivf["nprobe"]
-    if cal is not None:
-        diag.update(cal.diagnostics())
-    if index == "exact":
-        diag.update(exact_recall_diagnostics())
-    elif len(diag_rows):
-        rows = diag_rows
-        diag.update(
-            recall_diagnostics(
-                exact[n_cal:], raw_cand[rows], top_idx[rows], gmv.rerank, cal, gmv.k, index
-            )
+    diag.update(
+        search_diagnostics(
+            cal, index, exact, n_cal, diag_rows, raw_cand, top_idx, gmv.rerank, gmv.k
         )
+    )
     return GMValuation(values, top_idx, weights, top_dist, q, diag)

@@ -32,8 +32,7 @@ from datacredit.gmvaluator.calibration import (
     calibration_rows,
     check_target_recall,
     diagnostic_rows,
-    exact_recall_diagnostics,
-    recall_diagnostics,
+    search_diagnostics,
 )
 from datacredit.gmvaluator.contributions import softmax_weights
 from datacredit.gmvaluator.embedding_cache import cached, read_cache, write_cache
@@ -709,17 +708,11 @@ class GMValuator:
             diag["pq_m"], diag["pq_nbits"] = self._pq.m, self._pq.nbits
             diag["pq_nlist"] = self._pq.nlist
             diag["pq_nprobe"] = nprobe or self._pq.nprobe
-        if cal is not None:
-            diag.update(cal.diagnostics())
-        if index == "exact":
-            diag.update(exact_recall_diagnostics())
-        elif len(diag_rows):
-            rows = diag_rows
-            diag.update(
-                recall_diagnostics(
-                    exact[n_cal:], raw_cand[rows], top_idx[rows], self.rerank, cal, self.k, index
-                )
+        diag.update(
+            search_diagnostics(
+                cal, index, exact, n_cal, diag_rows, raw_cand, top_idx, self.rerank, self.k
             )
+        )
         return GMValuation(values, top_idx, weights, top_dist, q, diag)
 
     # ------------------------------------------------------------ calibration

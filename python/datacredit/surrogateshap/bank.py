@@ -19,7 +19,7 @@ from datacredit.surrogateshap.bank_files import (
     check_label,
     claim_path,
     counts_from,
-    label_seed,
+    make_chunk,
     write_manifest,
 )
 
@@ -173,16 +173,7 @@ class SampleBank:
         bank.meta = bank_meta(n_per_label, seed, bs, generator, transform, fingerprint)
 
         def make(i: int, k: int, size: int) -> np.ndarray:
-            out = generator(labels[i], size, label_seed(seed, i, k))
-            if transform is not None:
-                out = transform(out)
-            arr = np.array(to_numpy(out, "generator output"), copy=True)
-            if arr.ndim < 1 or arr.shape[0] != size:
-                raise ValueError(
-                    f"generator({labels[i]!r}, {size}, seed) returned shape {arr.shape}; "
-                    f"expected {size} samples along the first axis"
-                )
-            return arr
+            return make_chunk(generator, transform, labels, seed, i, k, size)
 
         chunks = [(s, min(bs, n_per_label - s)) for s in range(0, n_per_label, bs)]
         first: np.ndarray | None = None

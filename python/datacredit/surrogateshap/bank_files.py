@@ -164,3 +164,21 @@ def check_label(label: Any) -> Hashable:
     if not isinstance(label, (int, str)) or isinstance(label, bool):
         raise TypeError(f"labels must be int or str, got {type(label).__name__} ({label!r})")
     return label
+
+
+def make_chunk(
+    generator: Callable, transform: Any, labels: list, seed: int, i: int, k: int, size: int
+) -> np.ndarray:
+    """Chunk ``k`` (``size`` samples) of label ``labels[i]``: ``generator(label, size,
+    label_seed(seed, i, k))``, then ``transform``, as an owned array checked for ``size``
+    rows.  The serial bank and its sharded stage both call this, so they make the same bank."""
+    out = generator(labels[i], size, label_seed(seed, i, k))
+    if transform is not None:
+        out = transform(out)
+    arr = np.array(to_numpy(out, "generator output"), copy=True)
+    if arr.ndim < 1 or arr.shape[0] != size:
+        raise ValueError(
+            f"generator({labels[i]!r}, {size}, seed) returned shape {arr.shape}; "
+            f"expected {size} samples along the first axis"
+        )
+    return arr

@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from datacredit._arrays import to_numpy
 from datacredit.distributed.executor import map_shards
 from datacredit.surrogateshap.bank_files import (
     atomic_save_npy,
@@ -24,7 +23,7 @@ from datacredit.surrogateshap.bank_files import (
     check_label,
     claim_path,
     counts_from,
-    label_seed,
+    make_chunk,
 )
 
 DEFAULT_COALITION_BATCH = 1024
@@ -38,16 +37,7 @@ def _generate_chunk(
     With ``path`` the worker writes the chunk's part file (its shard only) and returns None.
     """
     i, k = divmod(shard, len(chunks))
-    size = chunks[k][1]
-    out = generator(labels[i], size, label_seed(seed, i, k))
-    if transform is not None:
-        out = transform(out)
-    arr = np.array(to_numpy(out, "generator output"), copy=True)
-    if arr.ndim < 1 or arr.shape[0] != size:
-        raise ValueError(
-            f"generator({labels[i]!r}, {size}, seed) returned shape {arr.shape}; "
-            f"expected {size} samples along the first axis"
-        )
+    arr = make_chunk(generator, transform, labels, seed, i, k, chunks[k][1])
     if path is None:
         return arr
     atomic_save_npy(Path(path) / f"label{i}.part{k}.npy", arr)
