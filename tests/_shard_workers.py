@@ -85,3 +85,24 @@ def fail_fast_others_slow(config: dict, shard: int, rows: tuple[int, int]) -> di
         raise RuntimeError("interrupted at shard 0")
     time.sleep(0.6)
     return square(config, shard, rows)
+
+
+def dualda_model():
+    """A small seeded torch classifier (the same weights in every process)."""
+    import torch
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 4)
+    ).eval()
+    return model
+
+
+def dualda_train():
+    """600 labelled rows of four Gaussian blobs: an (X, y) pair."""
+    import torch
+
+    g = torch.Generator().manual_seed(11)
+    y = torch.randint(0, 4, (600,), generator=g)
+    centers = torch.randn(4, 6, generator=g) * 2.0
+    return centers[y] + torch.randn(600, 6, generator=g), y

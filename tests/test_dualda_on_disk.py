@@ -86,3 +86,43 @@ def test_on_disk_features_of_wrong_dtype_are_extracted_again(model, tmp_path):
     again = np.load(fdir / "features.npy", mmap_mode="r")
     assert again.dtype == np.float32
     np.testing.assert_array_equal(again, good)
+
+
+def test_cache_of_another_model_is_never_read(model, tmp_path):
+    """A cache (fit or on-disk features) of another model is never used: a different model
+    keys different files, and another model's files copied under this model's names are
+    refitted / re-extracted with a warning (the result is this model's fresh fit)."""
+    n = 300
+    kw = dict(layer="fc", C=0.1, batch_size=16, progress=False)
+    torch.manual_seed(5)
+    other = MLP().eval()
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    DualDA(model, LazyBlobs(n), cache_dir=a_dir, **kw).fit()
+    fresh = DualDA(other, LazyBlobs(n), **kw).fit()
+    # the same cache directory: the other model's key names other files
+    b = DualDA(other, LazyBlobs(n), cache_dir=a_dir, **kw).fit()
+    assert not b.loaded_from_cache
+    np.testing.assert_array_equal(b.coef, fresh.coef)
+    # model A's files renamed to model B's names (a copied cache directory)
+    b_dir.mkdir()
+    dd_b = DualDA(other, LazyBlobs(n), cache_dir=b_dir, **kw)
+    key = dd_b._cache_key()
+    a_key = DualDA(model, LazyBlobs(n), cache_dir=a_dir, **kw)._cache_key()
+    (b_dir / f"dualda-{key[:40]}.npz").write_bytes(
+        (a_dir / f"dualda-{a_key[:40]}.npz").read_bytes()
+    )
+    import shutil
+
+    shutil.copytree(a_dir / f"features-{a_key[:40]}", b_dir / f"features-{key[:40]}")
+    with pytest.warns(RuntimeWarning) as record:
+        dd_b.fit()
+    messages = " | ".join(str(w.message) for w in record)
+    assert "another model" in messages and "extracted for another model" in messages, messages
+    assert not dd_b.loaded_from_cache
+    np.testing.assert_array_equal(dd_b.coef, fresh.coef)
+    np.testing.assert_array_equal(dd_b.support, fresh.support)
+    feats = np.load(b_dir / f"features-{key[:40]}" / "features.npy")
+    np.testing.assert_array_equal(feats, fresh.extract(LazyBlobs(n))[0])
+    # and the rewritten cache is now B's own: read back without a warning
+    again = DualDA(other, LazyBlobs(n), cache_dir=b_dir, **kw).fit()
+    assert again.loaded_from_cache

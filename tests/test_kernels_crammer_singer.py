@@ -398,3 +398,63 @@ def test_sparse_dual_classes_without_samples():
     assert kkt_violation(x, y, res) < 1e-6
     with pytest.raises(ValueError, match="outside"):
         crammer_singer_fit(x, y, 0.1, n_classes=4)
+
+
+def _identical_rows(n=600, k=40, d=8, seed=0):
+    """Features that cannot separate the classes (every row the same): every class stays
+    active, lambda is nearly dense (the regime the nonzero limit exists for)."""
+    rng = np.random.default_rng(seed)
+    x = np.tile(np.abs(rng.standard_normal((1, d))).astype(np.float32), (n, 1))
+    return x, rng.integers(0, k, n)
+
+
+def test_nonzero_limit_raises_memory_error_not_oom():
+    x, y = _identical_rows()
+    free = crammer_singer_fit(x, y, 1e-2, max_nnz=0, max_iter=200)
+    per_sample = free.dual.nnz / x.shape[0]
+    assert per_sample > 8  # the degenerate case: far above the 2-6 of a separable fit
+    limit = free.peak_nnz // 2
+    with pytest.raises(MemoryError, match=r"max_nnz.*GiB.*barely separate the classes"):
+        crammer_singer_fit(x, y, 1e-2, max_nnz=limit, max_iter=200)
+    # a limit above the peak changes nothing (same solution, bit for bit)
+    same = crammer_singer_fit(x, y, 1e-2, max_nnz=free.peak_nnz, max_iter=200)
+    np.testing.assert_array_equal(same.coef, free.coef)
+    with pytest.raises(ValueError, match="max_nnz"):
+        crammer_singer_fit(x, y, 1e-2, max_nnz=-1)
+    with pytest.raises(TypeError, match="max_nnz"):
+        crammer_singer_fit(x, y, 1e-2, max_nnz=1.5)
+
+
+def test_nearly_dense_dual_warns_and_a_sparse_one_does_not(monkeypatch):
+    import warnings
+
+    from datacredit.kernels import crammer_singer as cs
+
+    monkeypatch.setattr(cs, "DENSE_SILENT_BYTES", 0)  # the 256 MiB floor, scaled to the test
+    x, y = _identical_rows()
+    with pytest.warns(RuntimeWarning, match="nearly dense"):
+        crammer_singer_fit(x, y, 1e-2, max_iter=200)
+    rng = np.random.default_rng(1)
+    k = 40
+    centers = rng.standard_normal((k, 8)) * 4.0
+    y2 = rng.integers(0, k, 600)
+    x2 = (centers[y2] + rng.standard_normal((600, 8))).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        res = crammer_singer_fit(x2, y2, 1e-2)
+    assert res.peak_nnz < cs.NEARLY_DENSE_PER_SAMPLE * 600
+
+
+def test_default_nonzero_limit_follows_available_memory(monkeypatch):
+    from datacredit.kernels import crammer_singer as cs
+
+    monkeypatch.setattr(cs, "available_memory", lambda: 40 * 10_000 / cs.NONZERO_MEMORY_SHARE)
+    assert cs.default_max_nnz(1000, 50) == 10_000
+    assert cs.default_max_nnz(100, 5) == 500  # never above N x K
+    assert cs.default_max_nnz(10_000, 5) == 20_010  # never below 2 N + 2 K
+    monkeypatch.setattr(cs, "available_memory", lambda: None)
+    assert cs.default_max_nnz(1000, 50) == 0
+    x, y = _identical_rows()
+    monkeypatch.setattr(cs, "available_memory", lambda: 40 * 3_000 / cs.NONZERO_MEMORY_SHARE)
+    with pytest.raises(MemoryError, match="nonzeros"):
+        crammer_singer_fit(x, y, 1e-2, max_iter=200)

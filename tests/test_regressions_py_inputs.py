@@ -498,3 +498,34 @@ def test_yaml_exponent_without_dot_gets_a_hint(tmp_path):
         ConfigError, match=r"temperature: must be a number, got str '1e-3'.*1\.0e-3"
     ):
         validate(read_config(path), GMVALUATOR_SCHEMA, str(path))
+
+
+def test_cache_with_forged_array_header_refits_before_allocating(tiny, tmp_path, monkeypatch):
+    """A cache member whose .npy header claims far more than the member holds (a forged or
+    corrupted shape) is refused from the headers alone: np.load never allocates it."""
+    model, x, y = tiny
+    ref = _dualda(model, x, y, tmp_path)
+    p = _cache_file(tmp_path)
+    b = bytearray(p.read_bytes())
+    with np.load(p) as z:
+        shape = z["features"].shape
+    old = f"'shape': ({shape[0]}, {shape[1]}), }}".encode()
+    at = bytes(b).find(old)
+    assert at > 0
+    new = f"'shape': ({shape[0] * 100}, {shape[1]})}}".encode()  # 100x the rows it holds
+    assert len(new) == len(old)  # the same header length, so the zip stays valid
+    b[at : at + len(old)] = new
+    p.write_bytes(bytes(b))
+    allocated = []
+    real = np.lib.format.read_array
+
+    def spy(*a, **k):
+        allocated.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(np.lib.format, "read_array", spy)
+    with pytest.warns(RuntimeWarning, match=r"damaged.*claims float32"):
+        dd = _dualda(model, x, y, tmp_path)
+    assert not dd.loaded_from_cache and not allocated
+    monkeypatch.undo()
+    np.testing.assert_array_equal(dd.attribute(x[:7]), ref.attribute(x[:7]))

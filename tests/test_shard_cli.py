@@ -210,3 +210,53 @@ def test_gmvaluator_fit_killed_mid_stage_resumes(tmp_path):
     res = got.value(gen)
     np.testing.assert_array_equal(res.values, ref.values)
     np.testing.assert_array_equal(res.topk_indices, ref.topk_indices)
+
+
+def test_dualda_features_from_the_command_line(tmp_path):
+    """DualDA's training features computed by `datacredit shard run` workers (one per shard,
+    as SLURM array tasks) are found done by fit(store=...): nothing re-extracted, the same
+    fit as a serial in-memory one, and the features read from one memory-mapped file."""
+    from datacredit.dualda import DualDA
+    from datacredit.dualda.feature_store import FEATURES_STAGE, create_feature_store
+
+    st = create_feature_store(
+        tmp_path / "f",
+        model="_shard_workers:dualda_model",
+        train_data="_shard_workers:dualda_train",
+        layer="2",
+        batch_size=32,
+        shard_rows=256,
+    )
+    assert st.n_shards == 3 and st.manifest["worker"].endswith(":features_worker")
+    r = _cli("status", str(tmp_path / "f"))
+    assert r.returncode == 0 and "0/3 shards done" in r.stdout, r.stdout + r.stderr
+    for i in range(3):
+        r = _cli(
+            "run", "--store", str(tmp_path / "f"), "--stage", FEATURES_STAGE, "--shard", str(i)
+        )
+        assert r.returncode == 0, r.stderr
+    shards = sorted((tmp_path / "f").glob("shard-*"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in shards}
+    model, data = _shard_workers.dualda_model(), _shard_workers.dualda_train()
+    kw = dict(layer="2", C=0.1, batch_size=32, progress=False)
+    got = DualDA(model, data, **kw).fit(store=tmp_path / "f")
+    assert {p.name: p.stat().st_mtime_ns for p in shards} == stamps  # nothing re-extracted
+    feats = np.load(tmp_path / "f" / "features.npy", mmap_mode="r")
+    ref = DualDA(model, data, **kw).fit()
+    np.testing.assert_array_equal(feats, ref.extract(data)[0])
+    np.testing.assert_array_equal(got.support, ref.support)
+    np.testing.assert_array_equal(got.coef, ref.coef)
+    q = data[0][:7]
+    np.testing.assert_array_equal(got.attribute(q, top_k=5)[1], ref.attribute(q, top_k=5)[1])
+    # Another model's fit on the same store is refused by name, never mixed in.
+    other = _shard_workers.dualda_model()
+    with torch_no_grad():
+        other[2].weight.mul_(2.0)
+    with pytest.raises(ValueError, match="another configuration"):
+        DualDA(other, data, **kw).fit(store=tmp_path / "f")
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()

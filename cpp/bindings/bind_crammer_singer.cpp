@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <limits>
 #include <optional>
+#include <string>
 
 #include "bindings.hpp"
 #include "datacredit/crammer_singer.hpp"
@@ -14,7 +15,7 @@ void bind_crammer_singer(py::module_& m) {
       "crammer_singer_fit",
       [](const FloatArray& X, const Int64Array& y, int64_t n_classes, double C, double tol,
          int64_t max_iter, int64_t seed, bool fit_bias, int64_t n_threads,
-         const std::optional<DoubleArray>& sample_weight, double shrink_factor) {
+         const std::optional<DoubleArray>& sample_weight, double shrink_factor, int64_t max_nnz) {
         if (X.ndim() != 2) throw py::value_error("crammer_singer_fit: X must be 2-D");
         if (y.ndim() != 1 || y.shape(0) != X.shape(0))
           throw py::value_error("crammer_singer_fit: y must have one label per row of X");
@@ -29,6 +30,7 @@ void bind_crammer_singer(py::module_& m) {
         int_arg(n_classes, 2, std::numeric_limits<int32_t>::max(), "crammer_singer_fit",
                 "n_classes");
         opt.shrink_factor = shrink_factor;
+        opt.max_nnz = max_nnz;
         if (sample_weight) {
           if (sample_weight->ndim() != 1 || sample_weight->shape(0) != X.shape(0))
             throw py::value_error("crammer_singer_fit: sample_weight must have one value per row");
@@ -40,9 +42,18 @@ void bind_crammer_singer(py::module_& m) {
         double* pb = bias.mutable_data();
         CrammerSingerStats st;
         CrammerSingerDual dual;
+        std::string limit;  // NonzeroLimitExceeded's message, raised as MemoryError below
         {
           py::gil_scoped_release release;
-          st = crammer_singer_fit_sparse(X.data(), n, d, y.data(), n_classes, opt, dual, pc, pb);
+          try {
+            st = crammer_singer_fit_sparse(X.data(), n, d, y.data(), n_classes, opt, dual, pc, pb);
+          } catch (const NonzeroLimitExceeded& e) {
+            limit = e.what();
+          }
+        }
+        if (!limit.empty()) {
+          PyErr_SetString(PyExc_MemoryError, limit.c_str());
+          throw py::error_already_set();
         }
         // lambda as CSR (O(nnz), never dense N x K).
         const auto nnz = static_cast<py::ssize_t>(dual.values.size());
@@ -63,7 +74,8 @@ void bind_crammer_singer(py::module_& m) {
       },
       py::arg("X"), py::arg("y"), py::arg("n_classes"), py::arg("C"), py::arg("tol"),
       py::arg("max_iter"), py::arg("seed"), py::arg("fit_bias"), py::arg("n_threads"),
-      py::arg("sample_weight") = py::none(), py::arg("shrink_factor") = 0.1);
+      py::arg("sample_weight") = py::none(), py::arg("shrink_factor") = 0.1,
+      py::arg("max_nnz") = 0);
 
   m.def(
       "crammer_singer_primal",

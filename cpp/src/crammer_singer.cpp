@@ -434,6 +434,14 @@ CrammerSingerStats crammer_singer_fit_sparse(const float* X, int64_t n, int64_t 
           row.end());
       nnz += static_cast<int64_t>(row.size()) - old_nnz;
       peak_nnz = std::max(peak_nnz, nnz);
+      if (o.max_nnz > 0 && nnz > o.max_nnz) {
+        throw NonzeroLimitExceeded(
+            std::string(kWhere) + ": lambda grew to " + std::to_string(nnz) + " nonzeros (" +
+            std::to_string(static_cast<double>(nnz) / static_cast<double>(n)).substr(0, 6) +
+            " per sample of " + std::to_string(K) + " classes) in epoch " +
+            std::to_string(stats.n_iter + 1) + ", above the limit of " + std::to_string(o.max_nnz) +
+            " (max_nnz)");
+      }
     }
     ++stats.n_iter;
     stats.max_violation = max_violation;

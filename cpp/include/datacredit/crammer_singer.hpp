@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
 namespace datacredit {
@@ -31,6 +32,17 @@ struct CrammerSingerOptions {
   // Optional per-sample weights w_i >= 0 (n values): sample i's loss is weighted by w_i,
   // i.e. its dual box uses C_i = C * w_i.  Null means all ones.
   const double* sample_weight = nullptr;
+  // Upper bound on the nonzeros of lambda during the solve (<= 0: none).  lambda is sparse
+  // because a sample has a handful of active classes; on features that do not separate the
+  // classes (identical rows, say) nearly every class stays active and nnz approaches N*K/4,
+  // a dense array in disguise.  Passing the count that available memory holds turns that
+  // into a clear NonzeroLimitExceeded instead of an out-of-memory kill.
+  int64_t max_nnz = 0;
+};
+
+// Thrown by crammer_singer_fit_sparse when lambda outgrows CrammerSingerOptions::max_nnz.
+struct NonzeroLimitExceeded : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 struct CrammerSingerStats {

@@ -29,6 +29,42 @@ CACHE_ARRAYS = (
 )
 
 
+def check_npz_sizes(fh: Any) -> None:
+    """Check, before anything is read into memory, that every member of the uncompressed
+    ``.npz`` open in ``fh`` holds the bytes its ``.npy`` header promises: a truncated or
+    forged header (``shape=(10**12,)``) must not allocate what its shape claims.
+
+    O(number of members): only the zip directory and the ``.npy`` headers are read.
+
+    Raises:
+        ValueError: a compressed member, an object dtype, or a header whose shape and dtype
+            need more bytes than the member holds.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(fh) as zf:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"member {info.filename!r} is compressed (the cache never is)")
+            with zf.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read(member)
+                if dtype.hasobject:
+                    raise ValueError(f"member {info.filename!r} has an object dtype")
+                need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                if member.tell() + need > info.file_size:
+                    raise ValueError(
+                        f"member {info.filename!r} claims {dtype} {tuple(shape)} ({need} bytes) "
+                        f"but holds {info.file_size - member.tell()} bytes"
+                    )
+    fh.seek(0)
+
+
 def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
     """sha256 over name, dtype, shape and bytes of each array (catches any bit flip)."""
     h = hashlib.sha256()

@@ -28,7 +28,13 @@ import numpy as np
 from datacredit._arrays import as_integer_array, check_float, check_int, positive_float
 from datacredit._io import atomic_save_npz
 from datacredit.dualda import stages
-from datacredit.dualda.cache import CACHE_ARRAYS, CACHE_VERSION, arrays_digest, check_cache
+from datacredit.dualda.cache import (
+    CACHE_ARRAYS,
+    CACHE_VERSION,
+    arrays_digest,
+    check_cache,
+    check_npz_sizes,
+)
 from datacredit.dualda.sparse_attribution import column_dense, column_topk
 from datacredit.kernels import crammer_singer_fit
 from datacredit.kernels.sparse_dual import (
@@ -264,22 +270,37 @@ class DualDA:
         """
         try:
             # our own handle: np.load leaks its file when the zip is unreadable
-            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"][()]))
-                if not isinstance(meta, dict) or meta.get("key") != key:
-                    return False  # another fit's file (a 40-hex prefix collision)
-                if meta.get("version") != CACHE_VERSION:
-                    import warnings
+            with open(path, "rb") as fh:
+                check_npz_sizes(fh)  # before np.load allocates what a header claims
+                with np.load(fh, allow_pickle=False) as z:
+                    meta = json.loads(str(z["meta"][()]))
+                    if not isinstance(meta, dict) or meta.get("key") != key:
+                        # the file name is this fit's key, the contents another's: a copied or
+                        # renamed cache of another model, layer, data or settings
+                        import warnings
 
-                    warnings.warn(
-                        f"DualDA cache {str(path)!r} has format {meta.get('version')!r}, this "
-                        f"version reads {CACHE_VERSION!r} (lambda in CSR): refitting, and the "
-                        "file is overwritten with the new format",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
-                    return False
-                arrays = {name: z[name] for name in CACHE_ARRAYS}
+                        other = meta.get("key") if isinstance(meta, dict) else None
+                        warnings.warn(
+                            f"DualDA cache {str(path)!r} holds the fit of another model, layer, "
+                            f"data or settings (key {str(other)[:12]}..., this DualDA has "
+                            f"{key[:12]}...): it is ignored, refitting (and the file is "
+                            "overwritten)",
+                            RuntimeWarning,
+                            stacklevel=3,
+                        )
+                        return False
+                    if meta.get("version") != CACHE_VERSION:
+                        import warnings
+
+                        warnings.warn(
+                            f"DualDA cache {str(path)!r} has format {meta.get('version')!r}, this "
+                            f"version reads {CACHE_VERSION!r} (lambda in CSR): refitting, and the "
+                            "file is overwritten with the new format",
+                            RuntimeWarning,
+                            stacklevel=3,
+                        )
+                        return False
+                    arrays = {name: z[name] for name in CACHE_ARRAYS}
             stats = check_cache(arrays, meta, self)
         except Exception as exc:  # any unreadable cache is recomputed, never trusted
             import warnings
@@ -333,7 +354,11 @@ class DualDA:
             # features on disk: streamed into memory-mapped files named by the cache key,
             # resumable; the solver reads them in place
             feats, labels, preds = stages.extract_features_to_disk(
-                self, self.train_data, self.cache_dir / f"features-{key[:40]}", desc="train"
+                self,
+                self.train_data,
+                self.cache_dir / f"features-{key[:40]}",
+                desc="train",
+                key=key,
             )
         elif executor is not None or store is not None:
             feats, labels, preds = stages.extract_features(

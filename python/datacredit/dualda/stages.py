@@ -13,13 +13,14 @@ import hashlib
 import os
 import threading
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from datacredit.distributed.executor import ShardRows, map_shards, run_stage
 from datacredit.models._data import is_hf_dataset
-from datacredit.store import ShardStore
+from datacredit.store import MANIFEST, ShardStore
 
 DEFAULT_SHARD_BATCHES = 64  # forward batches per shard
 # The feature hook of a DualDA lives on its model, so two threads must not run forward
@@ -78,8 +79,9 @@ def subset(data: Any, begin: int, end: int) -> Any:
     return data[begin:end]
 
 
-def _extract_shard(dualda: Any, data: Any, desc: str, shard: int, rows: tuple[int, int]) -> dict:
-    """Stage ``features``: features, labels and predictions of rows ``[begin, end)``."""
+def extract_shard(dualda: Any, data: Any, desc: str, shard: int, rows: tuple[int, int]) -> dict:
+    """Stage ``features``: features ``(rows, d)`` float32, labels and predictions ``(rows,)``
+    int64 of rows ``[begin, end)`` of ``data`` (one forward pass over them)."""
     with _FORWARD:
         feats, labels, preds = dualda.extract(subset(data, *rows), desc=f"{desc} shard {shard}")
     return {
@@ -109,6 +111,16 @@ def _fingerprint(dualda: Any, data: Any) -> str:
     return h.hexdigest()
 
 
+def _shard_rows(batch_size: int, shard_rows: int | None) -> int:
+    rows = batch_size * DEFAULT_SHARD_BATCHES if shard_rows is None else int(shard_rows)
+    if rows < 1 or rows % batch_size:
+        raise ValueError(
+            f"shard_rows = {rows} must be a positive multiple of batch_size = {batch_size} "
+            "(so each shard's forward batches are the serial ones)"
+        )
+    return rows
+
+
 def extract_features(
     dualda: Any,
     data: Any,
@@ -122,20 +134,19 @@ def extract_features(
     int64 (-1 when absent), predictions ``(N,)`` int64 — identical to the serial extraction.
 
     With ``store`` the shards are written to a :class:`ShardStore` there (resumable; a
-    complete store of the same model, layer and data is read back, nothing recomputed).
-    ``shard_rows`` must be a multiple of ``dualda.batch_size`` (default 64 batches).
+    complete store of the same model, layer and data is read back, nothing recomputed;
+    shards computed by ``datacredit shard run`` on a store of
+    :func:`datacredit.dualda.feature_store.create_feature_store` count as done) and the
+    features come back memory-mapped from one file next to them (:func:`assemble_features`),
+    so the memory is one shard, not ``N x d``.  ``shard_rows`` must be a multiple of
+    ``dualda.batch_size`` (default: an existing store's, else 64 batches).
     """
     n = _length(data)
     if n == 0:
         raise ValueError("the data is empty")
-    bs = dualda.batch_size
-    shard_rows = bs * DEFAULT_SHARD_BATCHES if shard_rows is None else int(shard_rows)
-    if shard_rows < 1 or shard_rows % bs:
-        raise ValueError(
-            f"shard_rows = {shard_rows} must be a positive multiple of batch_size = {bs} "
-            "(so each shard's forward batches are the serial ones)"
-        )
-    fn = partial(_extract_shard, dualda, data, desc)
+    requested_rows = shard_rows
+    shard_rows = _shard_rows(dualda.batch_size, shard_rows)
+    fn = partial(extract_shard, dualda, data, desc)
     if store is None:
         stage = ShardRows(fn, n, shard_rows)
         parts = map_shards(
@@ -146,19 +157,115 @@ def extract_features(
             desc=f"DualDA {desc} (shards)",
         )
         return tuple(np.concatenate([p[name] for p in parts]) for name in _NAMES)  # type: ignore[return-value]
-    st = ShardStore.create(
-        store,
-        method="dualda",
-        stage=f"features-{desc}",
-        config={"n": n, "fingerprint": _fingerprint(dualda, data)},
-        n_rows=n,
-        shard_rows=shard_rows,
+    factories = worker = None
+    if (Path(store) / MANIFEST).is_file():
+        # A store made by feature_store.create_feature_store (shards from the command line):
+        # the same configuration plus the factories its workers import, and its shard size
+        # unless the caller names one.
+        old = ShardStore(store)
+        if "factories" in old.config:
+            factories, worker = old.config["factories"], old.manifest.get("worker")
+        if requested_rows is None:
+            shard_rows = int(old.manifest["shard_rows"])
+    st = create_features_store(
+        dualda, data, store, desc=desc, shard_rows=shard_rows, factories=factories, worker=worker
     )
     run_stage(st, fn, executor=executor, progress=dualda.progress, desc=f"DualDA {desc}")
-    return tuple(st.concat(name) for name in _NAMES)  # type: ignore[return-value]
+    return assemble_features(st)
 
 
 _NAMES = ("features", "labels", "predictions")
+
+
+def create_features_store(
+    dualda: Any,
+    data: Any,
+    path: str | os.PathLike,
+    *,
+    desc: str = "train",
+    shard_rows: int | None = None,
+    factories: dict[str, Any] | None = None,
+    worker: str | None = None,
+) -> ShardStore:
+    """The :class:`ShardStore` of ``dualda``'s features of ``data`` at ``path`` (stage
+    ``features-<desc>``; created, or reopened when it holds the same configuration).
+
+    Its configuration is the row count and the fingerprint of the model weights, layer,
+    batch size and data, plus ``factories`` when a command-line ``worker`` must rebuild them
+    (see :mod:`datacredit.dualda.feature_store`).  O(data) once, for the fingerprint.
+
+    Raises:
+        ValueError: empty data, ``shard_rows`` not a positive multiple of the batch size, or
+            a store of another configuration at ``path``.
+    """
+    n = _length(data)
+    if n == 0:
+        raise ValueError("the data is empty")
+    shard_rows = _shard_rows(dualda.batch_size, shard_rows)
+    config: dict[str, Any] = {"n": n, "fingerprint": _fingerprint(dualda, data)}
+    if factories is not None:
+        config["factories"] = factories
+    return ShardStore.create(
+        path,
+        method="dualda",
+        stage=f"features-{desc}",
+        config=config,
+        n_rows=n,
+        shard_rows=shard_rows,
+        worker=worker,
+    )
+
+
+ASSEMBLED_FEATURES = "features.npy"  # the shards' features in one file, next to the shards
+_ASSEMBLED_META = "features.json"
+
+
+def assemble_features(st: ShardStore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A complete features store as the solver reads it: ``features`` ``(N, d)`` float32 in
+    one memory-mapped ``.npy`` file next to the shards (copied shard by shard, written to a
+    temporary file and renamed into place, reused while the store's configuration hash is
+    the same), ``labels`` and ``predictions`` ``(N,)`` int64 in memory.
+
+    Memory: one shard (the copy reads the shards' memory maps); disk: ``4 N d`` bytes.
+    """
+    import json
+    import warnings
+
+    from datacredit._io import atomic_write_text
+
+    final = st.path / ASSEMBLED_FEATURES
+    meta_file = st.path / _ASSEMBLED_META
+    chash = st.manifest["config_hash"]
+    labels = np.concatenate([np.asarray(st.shard(i)["labels"]) for i in range(st.n_shards)])
+    preds = np.concatenate([np.asarray(st.shard(i)["predictions"]) for i in range(st.n_shards)])
+    n = int(labels.shape[0])
+    first = st.shard(0)["features"]
+    shape = (n, int(first.shape[1]))
+    if final.is_file() and meta_file.is_file():
+        try:
+            meta = json.loads(meta_file.read_text())
+            f = np.load(final, mmap_mode="r")
+            if meta.get("config_hash") == chash and f.dtype == np.float32 and f.shape == shape:
+                return f, labels, preds
+        except (OSError, ValueError) as exc:
+            warnings.warn(
+                f"{final} is unusable and is written again: {type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    meta_file.unlink(missing_ok=True)  # the file is being replaced: never trust it half done
+    tmp = final.with_name(final.name + ".partial")
+    out = _open_npy(tmp, "w+", np.float32, shape)
+    row = 0
+    for i in range(st.n_shards):
+        block = st.shard(i)["features"]
+        out[row : row + block.shape[0]] = block
+        row += block.shape[0]
+    out.flush()
+    del out
+    os.replace(tmp, final)
+    atomic_write_text(meta_file, json.dumps({"config_hash": chash, "n": n, "dim": shape[1]}))
+    return np.load(final, mmap_mode="r"), labels, preds
 
 
 def _attribute_shard(
@@ -218,9 +325,10 @@ def _open_npy(path: Any, mode: str, dtype: Any, shape: tuple[int, ...]) -> np.nd
     return np.lib.format.open_memmap(path, mode=mode, dtype=dtype, shape=shape)
 
 
-def _finished_features(directory: Any, n: int) -> tuple[np.ndarray, ...] | None:
+def _finished_features(directory: Any, n: int, key: str | None) -> tuple[np.ndarray, ...] | None:
     """The features of a completed extraction in ``directory``, memory-mapped read-only, or
-    None (with a warning) when the files are missing, of the wrong dtype or shape."""
+    None (with a warning) when the files are missing, of the wrong dtype or shape, or were
+    extracted for another ``key`` (another model, layer or data: copied or renamed files)."""
     import json
     import warnings
     from pathlib import Path
@@ -228,6 +336,11 @@ def _finished_features(directory: Any, n: int) -> tuple[np.ndarray, ...] | None:
     d = Path(directory)
     try:
         meta = json.loads((d / "meta.json").read_text())
+        if key is not None and meta.get("key") != key:
+            raise ValueError(
+                f"they were extracted for another model, layer or data (key "
+                f"{str(meta.get('key'))[:12]}..., this DualDA has {key[:12]}...)"
+            )
         f = np.load(d / "features.npy", mmap_mode="r")
         lab = np.load(d / "labels.npy", mmap_mode="r")
         pred = np.load(d / "predictions.npy", mmap_mode="r")
@@ -259,7 +372,12 @@ def _finished_features(directory: Any, n: int) -> tuple[np.ndarray, ...] | None:
 
 
 def extract_features_to_disk(
-    dualda: Any, data: Any, directory: str | os.PathLike, *, desc: str = "train"
+    dualda: Any,
+    data: Any,
+    directory: str | os.PathLike,
+    *,
+    desc: str = "train",
+    key: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``DualDA.extract(data)`` streamed batch by batch into memory-mapped ``.npy`` files.
 
@@ -270,7 +388,9 @@ def extract_features_to_disk(
     batches: an interrupted extraction resumes from its last record; the directory is
     renamed into place only when complete, so a complete ``directory`` is never half
     written.  A complete one is reused (files of the wrong dtype or shape: warning,
-    re-extraction).
+    re-extraction).  ``key`` (the DualDA cache key: model weights, layer, settings, data) is
+    recorded with the files and checked on reuse and on resume, so features of another model
+    are never read back, even from a copied or renamed directory.
 
     Returns the features memory-mapped read-only (page cache, not anonymous memory) and the
     labels and predictions.  Memory: one batch plus ``O(N)`` for labels; the data is only
@@ -288,7 +408,7 @@ def extract_features_to_disk(
         raise ValueError("the data is empty")
     final = Path(directory)
     if final.exists():
-        got = _finished_features(final, n)
+        got = _finished_features(final, n, key)
         if got is not None:
             return got
         shutil.rmtree(final)
@@ -297,7 +417,9 @@ def extract_features_to_disk(
     progress_file = part / "progress.json"
     done = 0
     if progress_file.exists() and (part / "features.npy").exists():
-        done = int(json.loads(progress_file.read_text()).get("rows", 0))
+        record = json.loads(progress_file.read_text())
+        if record.get("key") == key:  # a partial extraction of another model starts over
+            done = int(record.get("rows", 0))
     bs = dualda.batch_size
     feats = labels = preds = None
     if done:
@@ -333,17 +455,19 @@ def extract_features_to_disk(
         if (b + 1) % _SHARD_ROWS_ON_DISK == 0 or row == n:
             for a in (feats, labels, preds):
                 a.flush()
-            atomic_write_text(progress_file, json.dumps({"rows": row}))
+            atomic_write_text(progress_file, json.dumps({"rows": row, "key": key}))
     if row != n:
         raise ValueError(f"the {desc} data yielded {row} rows, expected {n}")
     atomic_write_text(
         part / "meta.json",
-        json.dumps({"version": FEATURES_ON_DISK_VERSION, "n": n, "dim": int(feats.shape[1])}),
+        json.dumps(
+            {"version": FEATURES_ON_DISK_VERSION, "n": n, "dim": int(feats.shape[1]), "key": key}
+        ),
     )
     del feats, labels, preds
     progress_file.unlink()
     os.replace(part, final)
-    got = _finished_features(final, n)
+    got = _finished_features(final, n, key)
     assert got is not None
     return got
 

@@ -18,7 +18,7 @@ from datacredit._arrays import (
     resolve_threads,
     to_numpy,
 )
-from datacredit.kernels.sparse_dual import SparseDual
+from datacredit.kernels.sparse_dual import DENSE_SILENT_BYTES, SparseDual, available_memory
 
 # Above this C * max ||x||^2 a solve that did not converge is called ill-conditioned.
 _ILL_CONDITIONED = 1e10
@@ -28,6 +28,30 @@ _ILL_CONDITIONED = 1e10
 #: zero; counting those made 24% of the "support vectors" at C=0.1 pure noise.  A sample
 #: below the threshold contributes less than 1e-9 of a bound support vector's weight.
 SUPPORT_RTOL = 1e-9
+
+#: Bytes one nonzero of lambda costs the solver at its peak: a 16-byte (class, value) entry in
+#: its sample's row, whose vector may hold up to twice its size, plus the 12-byte CSR copy
+#: handed back (measured: 38 B per nonzero at 190M nonzeros).
+BYTES_PER_NONZERO = 40
+#: Share of the available memory the solver's lambda may use when ``max_nnz`` is not given.
+NONZERO_MEMORY_SHARE = 0.7
+#: A fit whose lambda peaked above this share of ``N x K``, above
+#: :data:`NEARLY_DENSE_PER_SAMPLE` nonzeros per sample (normal fits keep 2-6, so a small K
+#: never trips it) and above 256 MiB was a dense array in disguise: it warns.
+NEARLY_DENSE_SHARE = 0.1
+NEARLY_DENSE_PER_SAMPLE = 8
+
+
+def default_max_nnz(n: int, k: int) -> int:
+    """Nonzeros of lambda the solver may hold: what :data:`NONZERO_MEMORY_SHARE` of the
+    available memory holds at :data:`BYTES_PER_NONZERO` each, never below ``2 N + 2 K``
+    (a fit at the hard-margin limit) and at most ``N x K``; ``0`` (no limit) when the available
+    memory is unknown."""
+    free = available_memory()
+    if free is None:
+        return 0
+    cap = int(NONZERO_MEMORY_SHARE * free / BYTES_PER_NONZERO)
+    return int(min(max(cap, 2 * n + 2 * k), n * k))
 
 
 @dataclass(frozen=True)
@@ -161,6 +185,7 @@ def crammer_singer_fit(
     n_classes: int | None = None,
     sample_weight: Any = None,
     shrink_factor: float = 0.1,
+    max_nnz: int | None = None,
 ) -> CSResult:
     """Fit a Crammer–Singer multiclass linear SVM by dual coordinate descent.
 
@@ -195,6 +220,12 @@ def crammer_singer_fit(
             LIBLINEAR halves it (0.5); the default 0.1 needs fewer full passes and was
             1.2-2x faster than 0.5 at N=60,000 in ``benchmarks/bench_crammer_singer.py``.
             The stopping rule, hence the accuracy guarantee, is the same for any value.
+        max_nnz: the most nonzeros ``lambda`` may hold during the solve; ``None``: what 70%
+            of the available memory holds at 40 bytes each (:func:`default_max_nnz`), ``0``:
+            no limit.  A normal fit has 2-6 nonzeros per sample; features that do not
+            separate the classes keep nearly every class active, and ``lambda`` grows
+            towards ``N x K / 4`` (7 GB at 40k x 20k): the limit turns that into a
+            ``MemoryError`` instead of the machine running out of memory.
 
     Returns:
         :class:`CSResult`.
@@ -209,7 +240,14 @@ def crammer_singer_fit(
         RuntimeWarning: not converged and ``C * max ||x||^2 > 1e10``: the dual is
             ill-conditioned; scale the features or lower C (``extras["advice"]``).
 
+    Warns:
+        RuntimeWarning: ``lambda`` peaked above 10% of ``N x K``, 8 nonzeros per sample and
+            256 MiB: the sparse dual was nearly dense (the features barely separate the
+            classes).
+
     Raises:
+        MemoryError: ``lambda`` outgrew ``max_nnz`` (the message gives the count, the
+            memory it needs and the likely cause).
         ValueError: no progress at all (every lambda 0 without convergence: features or
             C far out of range), empty ``X``, NaN/inf, ``C <= 0``, ``tol <= 0``, ``max_iter`` outside
             ``[1, 2**31 - 1]``, labels out of range, fewer than 2 classes, mismatched lengths.
@@ -234,20 +272,53 @@ def crammer_singer_fit(
     seed = check_int(seed, "seed", 0, 2**63 - 1)
     fit_bias = check_flag(fit_bias, "fit_bias")
     sw = _weights(sample_weight, x.shape[0])
-    indptr, indices, values, coef, bias, stats = _core.crammer_singer_fit(
-        x,
-        lab,
-        k,
-        c_val,
-        tol,
-        max_iter,
-        seed,
-        fit_bias,
-        resolve_threads(n_threads),
-        sw,
-        shrink_factor,
-    )
+    n = x.shape[0]
+    limit = default_max_nnz(n, k) if max_nnz is None else check_int(max_nnz, "max_nnz", 0)
+    try:
+        indptr, indices, values, coef, bias, stats = _core.crammer_singer_fit(
+            x,
+            lab,
+            k,
+            c_val,
+            tol,
+            max_iter,
+            seed,
+            fit_bias,
+            resolve_threads(n_threads),
+            sw,
+            shrink_factor,
+            limit,
+        )
+    except MemoryError as exc:
+        if "max_nnz" not in str(exc):
+            raise
+        free = available_memory()
+        raise MemoryError(
+            f"{exc}: {limit * BYTES_PER_NONZERO / 2**30:.2f} GiB at {BYTES_PER_NONZERO} B per "
+            "nonzero"
+            + ("" if free is None else f", of {free / 2**30:.2f} GiB available")
+            + ". A Crammer-Singer fit normally keeps 2-6 nonzeros per sample; this many "
+            "means the features barely separate the classes (identical or constant rows, "
+            "features of the wrong layer?). Check the features, or pass a larger max_nnz "
+            "(0: no limit) if the memory is there."
+        ) from None
     dual = SparseDual(indptr, indices, values, k)
+    peak = int(stats["peak_nnz"])
+    if (
+        peak * BYTES_PER_NONZERO > DENSE_SILENT_BYTES
+        and peak > NEARLY_DENSE_SHARE * n * k
+        and peak > NEARLY_DENSE_PER_SAMPLE * n
+    ):
+        import warnings
+
+        warnings.warn(
+            f"crammer_singer_fit: lambda peaked at {peak} nonzeros, {peak / (n * k):.0%} of "
+            f"N x K = {n} x {k} (about {peak * BYTES_PER_NONZERO / 2**30:.2f} GiB): the sparse "
+            "dual was nearly dense because the features barely separate the classes "
+            "(identical or near-identical rows?)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     extras: dict = {}
     if not stats["converged"]:
         # The dual is invariant under X -> s X, C -> C s^2: what limits coordinate descent is
