@@ -103,6 +103,76 @@ def run_child(
     return {"error": proc.stderr.strip().splitlines()[-1:] or ["no output"]}
 
 
+STREAM_CHILD = r"""
+import json, sys, tempfile, threading, time
+import numpy as np
+import torch
+
+def rss_anon():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+n, cache = int(sys.argv[1]), sys.argv[2]
+
+class Lazy(torch.utils.data.Dataset):
+    # item i made from i on access: nothing of the data is held in memory
+    def __init__(self, n):
+        self.n = n
+        self.centers = torch.randn(10, 16, generator=torch.Generator().manual_seed(0)) * 2
+    def __len__(self):
+        return self.n
+    def __getitem__(self, i):
+        y = i % 10
+        noise = torch.from_numpy(np.random.default_rng(i).standard_normal(16).astype(np.float32))
+        return self.centers[y] + noise, y
+
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)).eval()
+from datacredit import DualDA
+base = rss_anon()
+peak = [base]
+stop = threading.Event()
+def sample():
+    while not stop.is_set():
+        peak[0] = max(peak[0], rss_anon())
+        time.sleep(0.02)
+t = threading.Thread(target=sample, daemon=True); t.start()
+start = time.perf_counter()
+dd = DualDA(model, Lazy(n), layer="2", C=1e-3, batch_size=4096, cache_dir=cache, progress=False,
+            tol=1e-3, n_threads=1).fit()
+seconds = time.perf_counter() - start
+stop.set(); t.join()
+print("RESULT " + json.dumps(dict(n=n, seconds=seconds, base_anon=base, peak_anon=peak[0],
+      n_support=int(dd.n_support), gap=dd.stats["relative_duality_gap"],
+      features_bytes=n * 32 * 4)))
+"""
+
+
+def stream_dataset(n: int, root: Path, threads: int) -> dict:
+    """``DualDA(model, Dataset of n lazy items, cache_dir=...).fit()`` in a child process:
+    wall time and peak anonymous memory while the items stream to disk and the fit runs
+    (features d = 32, K = 10; the items are made from their index on access)."""
+    import shutil
+
+    cache = root / f"stream-{n}"
+    shutil.rmtree(cache, ignore_errors=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    proc = subprocess.run(
+        [sys.executable, "-c", STREAM_CHILD, str(n), str(cache)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    shutil.rmtree(cache, ignore_errors=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    return {"error": proc.stderr.strip().splitlines()[-3:] or ["no output"]}
+
+
 def explain_timing(n: int, d: int, k: int, n_test: int, c: float, top: int, seed: int = 0):
     """ms per test sample at N = n, K = k: the sparse dual's class column
     (:func:`datacredit.dualda.sparse_attribution.column_topk`) beside the dense path
@@ -166,6 +236,9 @@ def main() -> None:
     ap.add_argument("--explain-queries", type=int, default=2000)
     ap.add_argument("--max-iter", type=int, default=100000, help="epochs (a partial run: 1-2)")
     ap.add_argument("--skip-fit", action="store_true")
+    ap.add_argument(
+        "--stream-n", type=int, default=0, help="stream a lazy torch Dataset of this many items"
+    )
     args = ap.parse_args()
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -194,6 +267,9 @@ def main() -> None:
                 args.max_iter,
             )
             print(f"dense  n={n}: {json.dumps(r)}", flush=True)
+    if args.stream_n:
+        r = stream_dataset(args.stream_n, root, args.threads)
+        print(f"stream n={args.stream_n}: {json.dumps(r)}", flush=True)
     if args.explain_n:
         r = explain_timing(args.explain_n, args.d, args.k, args.explain_queries, args.C, 10)
         print(f"explain n={args.explain_n} K={args.k}: {json.dumps(r)}", flush=True)
