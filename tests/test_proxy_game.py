@@ -70,6 +70,32 @@ def test_bank_memory_disk_resume(tmp_path):
         mem.samples_for(7)
 
 
+def test_resumed_bank_part_of_the_wrong_shape_is_generated_again(tmp_path):
+    """A part file an interrupted run left behind is used only if it is the chunk the bank
+    expects (rows, trailing shape, dtype); a damaged or foreign one is regenerated with a
+    warning, never concatenated into the bank."""
+    mem = SampleBank.generate(_gen, [0, 1], 10, seed=3, batch_size=4, progress=False)
+    calls = []
+
+    def flaky(label, n, seed):
+        calls.append(label)
+        if len(calls) == 6:  # label 1's last chunk: its first two are on disk as parts
+            raise _Interrupted
+        return _gen(label, n, seed)
+
+    with pytest.raises(_Interrupted):
+        SampleBank.generate(flaky, [0, 1], 10, seed=3, path=tmp_path / "b", batch_size=4)
+    parts = sorted(p.name for p in (tmp_path / "b").glob("label*.part*.npy"))
+    assert parts == ["label1.part0.npy", "label1.part1.npy"]
+    np.save(tmp_path / "b" / parts[1], np.zeros((4, 5), np.float64))  # another shape, dtype
+    (tmp_path / "b" / parts[0]).write_bytes(b"\x93NUMPY garbage")
+    with pytest.warns(RuntimeWarning, match="generated again") as record:
+        disk = SampleBank.generate(flaky, [0, 1], 10, seed=3, path=tmp_path / "b", batch_size=4)
+    assert sum("generated again" in str(w.message) for w in record) == 2
+    for lab in [0, 1]:
+        np.testing.assert_array_equal(disk.samples_for(lab), mem.samples_for(lab))
+
+
 @pytest.mark.parametrize("d,n", [(3, 40), (12, 2)])  # covariance path and Gram path (N < d)
 def test_fid_matches_direct(rng, d, n):
     data = {lab: rng.normal(loc=lab, scale=1 + lab, size=(n, d)) for lab in range(4)}

@@ -24,6 +24,29 @@ from datacredit.surrogateshap.bank_files import (
 )
 
 
+def _resumed_part(part: Path, size: int, first: np.ndarray | None) -> np.ndarray | None:
+    """The chunk an interrupted run left in ``part``, or None (with a warning) when it is not
+    the chunk this bank expects: ``size`` rows shaped and typed like the first chunk.  Read
+    memory-mapped first, so a damaged header is caught before anything is allocated."""
+    try:
+        arr = np.load(part, mmap_mode="r", allow_pickle=False)
+        ok = arr.ndim >= 1 and arr.shape[0] == size
+        if first is not None:
+            ok = ok and arr.shape[1:] == first.shape[1:] and arr.dtype == first.dtype
+        if not ok:
+            want = "?" if first is None else f"{first.dtype} {(size, *first.shape[1:])}"
+            raise ValueError(f"it holds {arr.dtype} {arr.shape}, expected {want}")
+        return np.array(arr)
+    except Exception as exc:  # never trusted: the chunk is generated again
+        warnings.warn(
+            f"sample bank part {str(part)!r} is unusable and is generated again: "
+            f"{type(exc).__name__}: {exc}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
 class SampleBank:
     """Generated samples (or their utility features) per label.
 
@@ -203,9 +226,10 @@ class SampleBank:
                 parts = []
                 for k, (_, size) in enumerate(chunks):
                     part = None if bank.path is None else bank.path / f"label{i}.part{k}.npy"
+                    arr = None
                     if part is not None and part.exists():
-                        arr = np.load(part, allow_pickle=False)
-                    else:
+                        arr = _resumed_part(part, size, first)
+                    if arr is None:
                         arr = first if (i, k) == (0, 0) and first is not None else make(i, k, size)
                         if part is not None:
                             atomic_save_npy(part, arr)
