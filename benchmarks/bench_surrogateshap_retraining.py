@@ -288,9 +288,9 @@ def gmvaluator_values(data, bank_samples) -> np.ndarray:
     gen = bank_samples.reshape(-1, *bank_samples.shape[2:])
     val = GMValuator(encoder=data["feats"], k=20, recall=100, index="exact", rerank="l2")
     val.fit(data["x"])
-    keys, by = val.value(gen).by_group(data["owner"], agg="sum")
     out = np.zeros(len(data["names"]))
-    out[np.asarray(keys, int)] = by
+    for i, v in val.value(gen).group_values(data["owner"], agg="sum").items():
+        out[int(i)] = v
     return out
 
 
@@ -512,6 +512,11 @@ def main() -> None:
         "from the cached retrainings (implies --partial; about two minutes)",
     )
     ap.add_argument(
+        "--render-only",
+        action="store_true",
+        help="recompute no value: re-derive the figures of the JSON, rewrite it, the page and plot",
+    )
+    ap.add_argument(
         "--estimator-study",
         action="store_true",
         help="also measure SurrogateSHAP's LDS over estimator seeds and budgets (proxy only; "
@@ -538,6 +543,9 @@ def main() -> None:
     cf_seeds = sorted({0, *map(int, filter(None, args.cf_seeds.split(",")))})
     if phases - set(PHASES):
         raise SystemExit(f"unknown phases {sorted(phases - set(PHASES))}; known: {PHASES}")
+    if args.render_only:
+        render_only(args.out or RESULTS)
+        return
     games, data = build(args)
     game = games["scratch"]
     n = game.n_players
@@ -588,11 +596,12 @@ def main() -> None:
     if "counterfactual" in phases and v_loo is not None:
         cf_rows = counterfactual_plan(base_values, n)
     if not args.partial:
-        for s in cf_seeds:  # seed 0 first: a partial run has the seed-0 rows complete
-            if s != game.train_seed and k == 0:  # the full model of that seed: shard 0's
+        for s in cf_seeds:  # the full model of each seed (shard 0's)
+            if s != game.train_seed and k == 0:
                 game.run(P["full"], s, desc=f"full seed {s}")
-            for u, rows in cf_rows.items():
-                Zc = np.array([z for *_, z in rows])
+        for u, rows in cf_rows.items():  # a utility's every seed before the next utility
+            Zc = np.array([z for *_, z in rows])
+            for s in cf_seeds:  # seed 0 first
                 retrain(game, Zc, shard, f"counterfactual {u} seed {s}", s)
         if "finetune" in phases:
             retrain(games["finetune"], P["lds"], shard, "finetune lds")
@@ -820,6 +829,22 @@ def steps_sweep(res: dict, out: Path) -> list[dict]:
     return rows
 
 
+def render_only(path: Path) -> None:
+    """Re-derive the summary figures of the result JSON at ``path`` (bootstrap intervals,
+    fidelity errors, the steps sweep), and rewrite it, the page and the plot: seconds."""
+    from datacredit._io import atomic_write_text
+
+    res = json.loads(path.read_text())
+    if path == RESULTS:
+        res["steps_sweep"] = steps_sweep(res, path)
+    summarise(res)
+    atomic_write_text(path, json.dumps(res, indent=1))
+    print(f"wrote {path}")
+    if not res.get("quick"):
+        scatter(res, DOC_PNG)
+        write_page(res)
+
+
 def keep_study(res: dict, previous: Path) -> None:
     """Carry the estimator study over from the previous JSON at ``previous`` when its inputs
     are unchanged: the same recipe, held-out coalitions, retrained utilities and converged
@@ -880,7 +905,24 @@ def summarise(res: dict) -> None:
                 d["seeds_above_loo"] = int(np.sum(np.array(d["lds_by_seed"]) > st["lds_loo"]))
         if "v_retrain_finetune" in r:
             Zf = np.array(r["lds_coalitions_all"], bool)[r["finetune_lds_index"]]
-            r["lds_vs_finetune"] = lds_table(r["values"], Zf, np.array(r["v_retrain_finetune"]))
+            vf = np.array(r["v_retrain_finetune"])
+            r["lds_vs_finetune"] = lds_table(r["values"], Zf, vf)
+            pos = {j: p for p, j in enumerate(r["lds_index"])}
+            at = [pos[j] for j in r["finetune_lds_index"] if j in pos]
+            if len(at) == len(vf) >= 3:
+                from datacredit.metrics.correlation import spearman
+
+                vp_ = np.array(r["v_proxy"])[at]
+                r["spearman_proxy_vs_finetune_lds"] = float(spearman(vp_, vf))
+                r["spearman_retrain_vs_finetune_lds"] = float(spearman(np.array(v)[at], vf))
+            if st is not None and len(vf) >= 3:  # the seed spread against fine-tuned utilities
+                from datacredit.metrics import lds_groups
+
+                d = st["spread_256"]["surrogateshap"]
+                d["lds_vs_finetune_by_seed"] = [
+                    float(lds_groups(np.array(phi), Zf, vf)) for phi in d["values_by_seed"]
+                ]
+                d["lds_vs_finetune_loo"] = float(lds_groups(np.array(r["values"]["loo"]), Zf, vf))
         vr, vp = np.array(r["fidelity_v_retrain"]), np.array(r["fidelity_v_proxy"])
         if len(vr) >= 2 and np.ptp(vr) > 0:
             rng_ = np.ptp(vr)
@@ -966,7 +1008,13 @@ def render_tables(res: dict) -> str:
             head + " |", "|---" * (1 + len(U) * (2 if ft else 1)) + "|"]  # fmt: skip
     out.append("| Spearman of the proxy's own v̂(S) with the retrained v(S) (ceiling of proxy values) | "
                + " | ".join(f"{100 * res['utilities'][u].get('spearman_proxy_vs_retrain_lds', float('nan')):.1f}" for u in U)
-               + (" | —" * len(U) if ft else "") + " |")  # fmt: skip
+               + ("".join(f" | {100 * res['utilities'][u].get('spearman_proxy_vs_finetune_lds', float('nan')):.1f}" for u in U) if ft else "")
+               + " |")  # fmt: skip
+    if ft:
+        out.append("| Spearman of the retrained-from-scratch v(S) with the fine-tuned v(S) "
+                   + "| — " * len(U)
+                   + "".join(f"| {100 * res['utilities'][u].get('spearman_retrain_vs_finetune_lds', float('nan')):.1f} " for u in U)
+                   + "|")  # fmt: skip
     for m in res["utilities"][U[0]]["lds"]:
         cells = [LABELS.get(m, m)]
         for key in ("lds", "lds_vs_finetune") if ft else ("lds",):
@@ -1059,6 +1107,16 @@ def render_study(res: dict, U: list) -> list[str]:
             cells.append(f"{100 * d['lds_mean']:.1f} ± {100 * d['lds_sd']:.1f} "
                          f"[{100 * d['lds_min']:.1f}, {100 * d['lds_max']:.1f}] "
                          f"({d.get('seeds_above_loo', '?')} / {len(d['seeds'])})")  # fmt: skip
+        out.append("| " + " | ".join(cells) + " |")
+    if all("lds_vs_finetune_by_seed" in res["utilities"][u]["estimator_study"]["spread_256"]
+           ["surrogateshap"] for u in U):  # fmt: skip
+        cells = ["SurrogateSHAP, default, against the fine-tuned utilities (LOO's LDS there)"]
+        for u in U:
+            d = res["utilities"][u]["estimator_study"]["spread_256"]["surrogateshap"]
+            a = np.array(d["lds_vs_finetune_by_seed"])
+            cells.append(f"{100 * a.mean():.1f} ± {100 * a.std(ddof=1):.1f} [{100 * a.min():.1f}, "
+                         f"{100 * a.max():.1f}] ({int(np.sum(a > d['lds_vs_finetune_loo']))} / "
+                         f"{len(a)}; LOO {100 * d['lds_vs_finetune_loo']:.1f})")  # fmt: skip
         out.append("| " + " | ".join(cells) + " |")
     for key, label in (
         ("lds_loo", "LOO on retraining"),
