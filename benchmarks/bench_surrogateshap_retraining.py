@@ -509,7 +509,7 @@ def main() -> None:
         "--values-only",
         action="store_true",
         help="retrain nothing: recompute every method's values on the proxy game and the LDS "
-        "from the cached retrainings (implies --partial; about two minutes)",
+        "from the cached retrainings (implies --partial; ~4 minutes on the shared machine)",
     )
     ap.add_argument(
         "--render-only",
@@ -1056,10 +1056,11 @@ def render_tables(res: dict) -> str:
                              f"{100 * d['lds_this'][m]:.1f} → {100 * d['lds'][m]:.1f}")  # fmt: skip
             out.append("| " + " | ".join(cells) + " |")
     if res.get("counterfactual"):
-        seeds = res["counterfactual"][next(iter(res["counterfactual"]))][0].get("seeds", [0])
+        seeds = "; ".join(f"{u} {rows[0].get('seeds', [0])}"
+                          for u, rows in res["counterfactual"].items() if rows)  # fmt: skip
         out += ["", "**Counterfactual** (retrained without the removed contributors; relative "
                 "change of the utility vs the full model of the same training seed, negative = "
-                f"worse; training seeds {seeds}):", "",
+                f"worse; training seeds: {seeds}):", "",
                 "| utility | method | removed | k | relative change, seed 0 | mean over seeds "
                 "(sd) | per seed | removed contributors |",
                 "|---|---|---|---|---|---|---|---|"]  # fmt: skip
