@@ -114,6 +114,8 @@ def train_classifier(x: np.ndarray, y: np.ndarray, seed: int = 0):
 class NegatedFID:
     """−FID as a utility (higher = better); wraps :class:`FID` without changing it."""
 
+    higher_is_better = True  # the proxy game ranks contributors by it (FID itself: False)
+
     def __init__(self, fid) -> None:
         self.fid = fid
 
@@ -196,15 +198,18 @@ def plan(args, n: int) -> dict:
     )
 
 
-def retrain(game, Z: np.ndarray, shard: tuple[int, int], desc: str) -> np.ndarray | None:
-    """Retrain the coalitions of this shard (all when unsharded); the full table when unsharded."""
+def retrain(
+    game, Z: np.ndarray, shard: tuple[int, int], desc: str, seed: int | None = None
+) -> np.ndarray | None:
+    """Retrain the coalitions of this shard (all when unsharded) with training ``seed`` (None:
+    the game's); the full table when unsharded."""
     k, K = shard
     if K > 1:
         rows = [j for j in range(len(Z)) if j % K == k]
         if rows:
-            game.run(Z[rows], desc=desc)
+            game.run(Z[rows], seed, desc=desc)
         return None
-    return game.run(Z, desc=desc)
+    return game.run(Z, seed, desc=desc)
 
 
 # --------------------------------------------------------------------------- estimators
@@ -283,9 +288,9 @@ def gmvaluator_values(data, bank_samples) -> np.ndarray:
     gen = bank_samples.reshape(-1, *bank_samples.shape[2:])
     val = GMValuator(encoder=data["feats"], k=20, recall=100, index="exact", rerank="l2")
     val.fit(data["x"])
-    keys, by = val.value(gen).by_group(data["owner"], agg="sum")
     out = np.zeros(len(data["names"]))
-    out[np.asarray(keys, int)] = by
+    for i, v in val.value(gen).group_values(data["owner"], agg="sum").items():
+        out[int(i)] = v
     return out
 
 
@@ -347,6 +352,144 @@ def bootstrap_lds(phi, Z, v, B: int = 1000, seed: int = 0) -> tuple[float, float
     return float(point), float(lo), float(hi)
 
 
+def bootstrap_lds_difference(
+    phi_a, phi_b, Z, v, B: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """LDS(a) − LDS(b) and its 95 % interval, both on the same resampled coalitions (paired)."""
+    from datacredit.metrics import lds_groups
+
+    rng = np.random.default_rng(seed)
+    point = lds_groups(phi_a, Z, v) - lds_groups(phi_b, Z, v)
+    bs = []
+    for _ in range(B):
+        r = rng.integers(0, len(v), len(v))
+        if np.ptp(v[r]) > 0:
+            bs.append(lds_groups(phi_a, Z[r], v[r]) - lds_groups(phi_b, Z[r], v[r]))
+    lo, hi = np.percentile(bs, [2.5, 97.5])
+    return float(point), float(lo), float(hi)
+
+
+STUDY_BUDGETS = (128, 256, 512, 1024, 2048)
+
+
+def study_estimators(proxy) -> dict:
+    """The estimators of the budget study: name -> (budget, seed) -> ShapleyValues.
+
+    SurrogateSHAP's default (``"adjusted"``) and our stratified KernelSHAP always draw
+    coalitions in complement pairs; the classic kernel-sampled KernelSHAP and the paper's
+    SurrogateSHAP estimator take ``paired`` as an option, so both settings are measured."""
+    from datacredit import SurrogateSHAP, shapley
+
+    return {
+        "surrogateshap": lambda b, s: SurrogateSHAP(b, seed=s).explain(proxy),
+        "surrogateshap_paper": lambda b, s: SurrogateSHAP(b, seed=s, estimator="paper").explain(
+            proxy
+        ),
+        "surrogateshap_paper_paired": lambda b, s: SurrogateSHAP(
+            b, seed=s, estimator="paper", paired=True
+        ).explain(proxy),
+        "kernelshap_proxy": lambda b, s: shapley.kernel_shap(proxy, b, seed=s),
+        "kernelshap_proxy_kernel": lambda b, s: shapley.kernel_shap(
+            proxy, b, seed=s, sampling="kernel"
+        ),
+        "kernelshap_proxy_kernel_paired": lambda b, s: shapley.kernel_shap(
+            proxy, b, seed=s, sampling="kernel", paired=True
+        ),
+    }
+
+
+def estimator_study(
+    proxy, Z, v, converged, loo, names, n_seeds: int = 10, curve_seeds: int = 5
+) -> dict:
+    """How much of SurrogateSHAP's LDS is estimator noise: LDS over ``n_seeds`` estimator seeds
+    at budget 256, LDS against the budget (``curve_seeds`` seeds each; the paper estimator,
+    at ~25 s a run, at 256 only with 3 seeds), and the seed-0 256-query values' error against
+    the converged proxy values.  Everything runs on the proxy (no retraining): a few minutes.
+
+    Z, v: the held-out coalitions (m × n bool) and their retrained utilities (m,);
+    converged, loo: (n,) reference values."""
+    from datacredit.metrics import lds_groups
+    from datacredit.metrics.correlation import spearman
+
+    est = study_estimators(proxy)
+    runs = {}  # (name, budget) -> list of (seed, lds, rel_err, seconds)
+    seed0 = None
+    for name, f in est.items():
+        paper = name.startswith("surrogateshap_paper")
+        for b in (256,) if paper else STUDY_BUDGETS:
+            seeds = range(3 if paper else n_seeds if b == 256 else curve_seeds)
+            for sd in seeds:
+                t = time.perf_counter()
+                sv = f(b, sd)
+                dt = time.perf_counter() - t
+                phi = np.asarray(sv.values, float)
+                rel = float(np.linalg.norm(phi - converged) / np.linalg.norm(converged))
+                runs.setdefault((name, b), []).append(
+                    (sd, float(lds_groups(phi, Z, v)), rel, dt, phi.tolist())
+                )
+                if name == "surrogateshap" and b == 256 and sd == 0:
+                    seed0 = sv
+            print(f"  study {name:32s} budget {b:5d}: LDS "
+                  + " ".join(f"{100 * r[1]:.1f}" for r in runs[(name, b)]), flush=True)  # fmt: skip
+
+    def summary(rows):
+        lds = np.array([r[1] for r in rows])
+        return dict(
+            seeds=[r[0] for r in rows],
+            lds_by_seed=lds.tolist(),
+            lds_mean=float(lds.mean()),
+            lds_sd=float(lds.std(ddof=1)) if len(lds) > 1 else float("nan"),
+            lds_min=float(lds.min()),
+            lds_max=float(lds.max()),
+            rel_l2_error_mean=float(np.mean([r[2] for r in rows])),
+            seconds_mean=float(np.mean([r[3] for r in rows])),
+        )
+
+    spread = {name: summary(runs[(name, 256)]) for name in est}
+    spread["surrogateshap"]["values_by_seed"] = [r[4] for r in runs[("surrogateshap", 256)]]
+    curve = {
+        name: {str(b): summary(runs[(name, b)]) for b in STUDY_BUDGETS if (name, b) in runs}
+        for name in est
+    }
+    phi0 = np.asarray(seed0.values, float)
+    err = phi0 - converged
+    se = None if seed0.stderr is None else np.asarray(seed0.stderr, float)
+    order = np.argsort(-np.abs(err))
+    error_seed0 = dict(
+        values=phi0.tolist(),
+        converged=np.asarray(converged, float).tolist(),
+        error=err.tolist(),
+        stderr=None if se is None else se.tolist(),
+        z=None if se is None else (err / np.where(se > 0, se, np.nan)).tolist(),
+        rel_l2_error=float(np.linalg.norm(err) / np.linalg.norm(converged)),
+        rmse=float(np.sqrt(np.mean(err**2))),
+        spearman_with_converged=float(spearman(phi0, np.asarray(converged, float))),
+        largest_errors=[
+            dict(
+                contributor=names[i],
+                error=float(err[i]),
+                value=float(phi0[i]),
+                converged=float(converged[i]),
+                stderr=None if se is None else float(se[i]),
+            )
+            for i in order[:5]
+        ],  # fmt: skip
+        lds=float(lds_groups(phi0, Z, v)),
+        lds_converged=float(lds_groups(converged, Z, v)),
+        lds_loo=float(lds_groups(loo, Z, v)),
+    )
+    return dict(
+        budgets=list(STUDY_BUDGETS),
+        n_seeds=n_seeds,
+        curve_seeds=curve_seeds,
+        lds_loo=float(lds_groups(loo, Z, v)),
+        lds_converged=float(lds_groups(converged, Z, v)),
+        spread_256=spread,
+        lds_vs_budget=curve,
+        error_seed0=error_seed0,
+    )
+
+
 # --------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -362,6 +505,26 @@ def main() -> None:
     ap.add_argument("--skip", default="", help=f"comma list of phases to skip, of {PHASES}")
     ap.add_argument("--phases", default=",".join(PHASES), help="retrain only these phases")
     ap.add_argument("--partial", action="store_true", help="report on the cached retrainings only")
+    ap.add_argument(
+        "--values-only",
+        action="store_true",
+        help="retrain nothing: recompute every method's values on the proxy game and the LDS "
+        "from the cached retrainings (implies --partial; ~4 minutes on the shared machine)",
+    )
+    ap.add_argument(
+        "--render-only",
+        action="store_true",
+        help="recompute no value: re-derive the figures of the JSON, rewrite it, the page and plot",
+    )
+    ap.add_argument(
+        "--estimator-study",
+        action="store_true",
+        help="also measure SurrogateSHAP's LDS over estimator seeds and budgets (proxy only; "
+        "minutes); without it a study in the previous JSON is kept if its inputs match",
+    )
+    ap.add_argument(
+        "--cf-seeds", default="0,1,2", help="training seeds of the counterfactual retrainings"
+    )
     ap.add_argument("--only-coalition", type=int, default=None)
     ap.add_argument("--utility", choices=UTILITIES, default="fid")
     ap.add_argument("--seed", type=int, default=0, help="training seed of --only-coalition")
@@ -371,10 +534,18 @@ def main() -> None:
     if args.quick:
         args.steps, args.n_per_label = min(args.steps, 20), min(args.n_per_label, 8)
         args.cache = args.cache.with_name(args.cache.name + "-quick")
+    if args.values_only:
+        if args.only_coalition is not None:
+            raise SystemExit("--values-only retrains nothing; it cannot take --only-coalition")
+        args.partial = True
     k, K = map(int, args.shard.split("/"))
     phases = set(filter(None, args.phases.split(","))) - set(args.skip.split(","))
+    cf_seeds = sorted({0, *map(int, filter(None, args.cf_seeds.split(",")))})
     if phases - set(PHASES):
         raise SystemExit(f"unknown phases {sorted(phases - set(PHASES))}; known: {PHASES}")
+    if args.render_only:
+        render_only(args.out or RESULTS)
+        return
     games, data = build(args)
     game = games["scratch"]
     n = game.n_players
@@ -425,8 +596,13 @@ def main() -> None:
     if "counterfactual" in phases and v_loo is not None:
         cf_rows = counterfactual_plan(base_values, n)
     if not args.partial:
-        for u, rows in cf_rows.items():
-            retrain(game, np.array([z for *_, z in rows]), shard, f"counterfactual {u}")
+        for s in cf_seeds:  # the full model of each seed (shard 0's)
+            if s != game.train_seed and k == 0:
+                game.run(P["full"], s, desc=f"full seed {s}")
+        for u, rows in cf_rows.items():  # a utility's every seed before the next utility
+            Zc = np.array([z for *_, z in rows])
+            for s in cf_seeds:  # seed 0 first
+                retrain(game, Zc, shard, f"counterfactual {u} seed {s}", s)
         if "finetune" in phases:
             retrain(games["finetune"], P["lds"], shard, "finetune lds")
         if "mc" in phases and len(P["mc"]):
@@ -483,6 +659,12 @@ def main() -> None:
             "v_full": float(v_full[u_i]),
             "v_empty": float(empty[u]),
         }
+        if args.estimator_study and "loo" in vals and len(lds_rows) >= 3:
+            print(f"estimator study ({u}):", flush=True)
+            res["utilities"][u]["estimator_study"] = estimator_study(
+                proxy, P["lds"][lds_rows], v_lds[:, u_i], np.asarray(vals["exact_proxy"]),
+                np.asarray(vals["loo"]), data["names"],
+            )  # fmt: skip
         if len(ft_rows) >= 3:
             ft = games["finetune"].run(P["lds"][ft_rows])[:, u_i]
             res["utilities"][u]["finetune_lds_index"] = ft_rows.tolist()
@@ -519,6 +701,26 @@ def main() -> None:
                  relative_change=float((vc[r, u_i] - v_full[u_i]) / abs(v_full[u_i])))
             for r, j in enumerate(keep)
         ]  # fmt: skip
+        # the other training seeds: each set against the full model of the same seed (the
+        # seed-0 columns above are kept as they were); seeds with every set cached only
+        by_seed = {0: (vc[:, u_i], float(v_full[u_i]))}
+        for s in cf_seeds:
+            full_s = P["full"] if s != game.train_seed else None
+            if full_s is None or not game.is_cached(full_s, s).all():
+                continue
+            if game.is_cached(Zc[keep], s).all():
+                vfs = float(game.run(full_s, s)[0, u_i])
+                by_seed[s] = (game.run(Zc[keep], s)[:, u_i], vfs)
+        for r, row in enumerate(cf[u]):
+            rel = [float((vs[r] - vf) / abs(vf)) for vs, vf in by_seed.values()]
+            row.update(
+                seeds=list(by_seed),
+                utility_by_seed=[float(vs[r]) for vs, _ in by_seed.values()],
+                v_full_by_seed=[vf for _, vf in by_seed.values()],
+                relative_change_by_seed=rel,
+                relative_change_mean=float(np.mean(rel)),
+                relative_change_sd=float(np.std(rel, ddof=1)) if len(rel) > 1 else float("nan"),
+            )
     # noise: the same coalition retrained with other training seeds
     noise = {}
     by_seed = {}
@@ -560,10 +762,14 @@ def main() -> None:
         utility_direction={"fid": "negated FID (higher is better)", "is": "Inception Score"},
         machine="2 shared cores (7 agents), torch 1 thread per process",
     )
-    summarise(res)
     out = args.out or (
         RESULTS.with_name("surrogateshap_retraining_quick.json") if args.quick else RESULTS
     )
+    if not args.estimator_study:
+        keep_study(res, out)
+    if out == RESULTS:
+        res["steps_sweep"] = steps_sweep(res, out)
+    summarise(res)
     from datacredit._io import atomic_write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -572,6 +778,99 @@ def main() -> None:
     if not args.quick and not args.no_page:
         scatter(res, DOC_PNG)
         write_page(res)
+
+
+SWEEP_METHODS = ("surrogateshap", "kernelshap_proxy", "exact_proxy", "loo", "gmvaluator")
+
+
+def steps_sweep(res: dict, out: Path) -> list[dict]:
+    """The runs at other training steps, beside this one on the same held-out coalitions.
+
+    Each is a JSON next to ``out`` named ``<stem>_steps<S>.json``, written by
+    ``--steps S --values-only --no-page --out …`` after retraining a subset (``--steps S
+    --phases loo`` and ``--steps S --phases lds --shard 0/4``): every method's values come
+    from that recipe's own full model, proxy and LOO."""
+    from datacredit.metrics import lds_groups
+    from datacredit.metrics.correlation import spearman
+
+    rows = []
+    for path in sorted(out.parent.glob(out.stem + "_steps*.json")):
+        o = json.loads(path.read_text())
+        if o.get("training_steps") == res["training_steps"] or o.get("quick"):
+            continue
+        entry = dict(file=path.name, steps=o["training_steps"], utilities={},
+                     seconds_per_retraining=o["seconds_per_retraining"])  # fmt: skip
+        for u, r in res["utilities"].items():
+            ou = o["utilities"][u]
+            pos = {j: p for p, j in enumerate(r["lds_index"])}
+            common = [j for j in ou["lds_index"] if j in pos]
+            if len(common) < 3:
+                continue
+            Z = np.array(r["lds_coalitions_all"], bool)[common]
+            v_this = np.array(r["v_retrain"])[[pos[j] for j in common]]
+            at = [ou["lds_index"].index(j) for j in common]
+            v_other = np.array(ou["v_retrain"])[at]
+            ms = [m for m in SWEEP_METHODS if m in ou["values"] and m in r["values"]]
+            entry["utilities"][u] = dict(
+                lds_index=common,
+                v_full=ou["v_full"],
+                v_full_this=r["v_full"],
+                lds={m: float(lds_groups(np.array(ou["values"][m]), Z, v_other)) for m in ms},
+                lds_this={m: float(lds_groups(np.array(r["values"][m]), Z, v_this)) for m in ms},
+                spearman_proxy=float(spearman(np.array(ou["v_proxy"])[at], v_other)),
+                spearman_proxy_this=float(
+                    spearman(np.array(r["v_proxy"])[[pos[j] for j in common]], v_this)
+                ),
+                spearman_between_steps=float(spearman(v_this, v_other)),
+                sd_across_coalitions=float(np.std(v_other, ddof=1)),
+                sd_across_coalitions_this=float(np.std(v_this, ddof=1)),
+            )
+        rows.append(entry)
+    return rows
+
+
+def render_only(path: Path) -> None:
+    """Re-derive the summary figures of the result JSON at ``path`` (bootstrap intervals,
+    fidelity errors, the steps sweep), and rewrite it, the page and the plot: seconds."""
+    from datacredit._io import atomic_write_text
+
+    res = json.loads(path.read_text())
+    if path == RESULTS:
+        res["steps_sweep"] = steps_sweep(res, path)
+    summarise(res)
+    atomic_write_text(path, json.dumps(res, indent=1))
+    print(f"wrote {path}")
+    if not res.get("quick"):
+        scatter(res, DOC_PNG)
+        write_page(res)
+
+
+def keep_study(res: dict, previous: Path) -> None:
+    """Carry the estimator study over from the previous JSON at ``previous`` when its inputs
+    are unchanged: the same recipe, held-out coalitions, retrained utilities and converged
+    proxy values (the study is deterministic in them)."""
+    if not previous.exists():
+        return
+    old = json.loads(previous.read_text())
+    if old.get("recipe") != res["recipe"]:
+        return
+    for u, r in res["utilities"].items():
+        o = old.get("utilities", {}).get(u, {})
+
+        def close(a, b, rtol):
+            return len(a) == len(b) and np.allclose(a, b, rtol=rtol, atol=1e-12)
+
+        same = (
+            "estimator_study" in o
+            and o.get("lds_coalitions") == r["lds_coalitions"]
+            and close(o.get("v_retrain", []), r["v_retrain"], 0)
+            and close(o["values"].get("exact_proxy", []), r["values"]["exact_proxy"], 1e-6)
+        )
+        if same:
+            r["estimator_study"] = o["estimator_study"]
+            print(f"estimator study ({u}) kept from {previous.name} (inputs unchanged)")
+        elif "estimator_study" in o:
+            print(f"estimator study ({u}) of {previous.name} dropped: its inputs changed")
 
 
 def summarise(res: dict) -> None:
@@ -593,9 +892,37 @@ def summarise(res: dict) -> None:
             from datacredit.metrics.correlation import spearman
 
             r["spearman_proxy_vs_retrain_lds"] = float(spearman(np.array(r["v_proxy"]), v))
+        if len(v) >= 3 and "loo" in r["values"]:
+            loo = np.array(r["values"]["loo"])
+            r["lds_difference_vs_loo"] = {
+                m: dict(zip(("diff", "ci_low", "ci_high"),
+                            bootstrap_lds_difference(np.array(phi), loo, Z, v)))
+                for m, phi in r["values"].items() if m != "loo"
+            }  # fmt: skip
+        st = r.get("estimator_study")
+        if st is not None:  # how often one estimator seed beats LOO's LDS at 256 queries
+            for d in st["spread_256"].values():
+                d["seeds_above_loo"] = int(np.sum(np.array(d["lds_by_seed"]) > st["lds_loo"]))
         if "v_retrain_finetune" in r:
             Zf = np.array(r["lds_coalitions_all"], bool)[r["finetune_lds_index"]]
-            r["lds_vs_finetune"] = lds_table(r["values"], Zf, np.array(r["v_retrain_finetune"]))
+            vf = np.array(r["v_retrain_finetune"])
+            r["lds_vs_finetune"] = lds_table(r["values"], Zf, vf)
+            pos = {j: p for p, j in enumerate(r["lds_index"])}
+            at = [pos[j] for j in r["finetune_lds_index"] if j in pos]
+            if len(at) == len(vf) >= 3:
+                from datacredit.metrics.correlation import spearman
+
+                vp_ = np.array(r["v_proxy"])[at]
+                r["spearman_proxy_vs_finetune_lds"] = float(spearman(vp_, vf))
+                r["spearman_retrain_vs_finetune_lds"] = float(spearman(np.array(v)[at], vf))
+            if st is not None and len(vf) >= 3:  # the seed spread against fine-tuned utilities
+                from datacredit.metrics import lds_groups
+
+                d = st["spread_256"]["surrogateshap"]
+                d["lds_vs_finetune_by_seed"] = [
+                    float(lds_groups(np.array(phi), Zf, vf)) for phi in d["values_by_seed"]
+                ]
+                d["lds_vs_finetune_loo"] = float(lds_groups(np.array(r["values"]["loo"]), Zf, vf))
         vr, vp = np.array(r["fidelity_v_retrain"]), np.array(r["fidelity_v_proxy"])
         if len(vr) >= 2 and np.ptp(vr) > 0:
             rng_ = np.ptp(vr)
@@ -681,7 +1008,13 @@ def render_tables(res: dict) -> str:
             head + " |", "|---" * (1 + len(U) * (2 if ft else 1)) + "|"]  # fmt: skip
     out.append("| Spearman of the proxy's own v̂(S) with the retrained v(S) (ceiling of proxy values) | "
                + " | ".join(f"{100 * res['utilities'][u].get('spearman_proxy_vs_retrain_lds', float('nan')):.1f}" for u in U)
-               + (" | —" * len(U) if ft else "") + " |")  # fmt: skip
+               + ("".join(f" | {100 * res['utilities'][u].get('spearman_proxy_vs_finetune_lds', float('nan')):.1f}" for u in U) if ft else "")
+               + " |")  # fmt: skip
+    if ft:
+        out.append("| Spearman of the retrained-from-scratch v(S) with the fine-tuned v(S) "
+                   + "| — " * len(U)
+                   + "".join(f"| {100 * res['utilities'][u].get('spearman_retrain_vs_finetune_lds', float('nan')):.1f} " for u in U)
+                   + "|")  # fmt: skip
     for m in res["utilities"][U[0]]["lds"]:
         cells = [LABELS.get(m, m)]
         for key in ("lds", "lds_vs_finetune") if ft else ("lds",):
@@ -690,15 +1023,56 @@ def render_tables(res: dict) -> str:
                 cells.append("—" if d is None else
                              f"{100 * d['lds']:.1f} [{100 * d['ci_low']:.1f}, {100 * d['ci_high']:.1f}]")  # fmt: skip
         out.append("| " + " | ".join(cells) + " |")
+    if all("lds_difference_vs_loo" in res["utilities"][u] for u in U):
+        out += ["", "**LDS minus LOO's LDS** (×100, paired: both on the same bootstrap "
+                "resamples of the held-out coalitions, 95 % interval):", "",
+                "| method | " + " | ".join(u for u in U) + " |", "|---" * (1 + len(U)) + "|"]  # fmt: skip
+        for m in res["utilities"][U[0]]["lds_difference_vs_loo"]:
+            cells = [LABELS.get(m, m)]
+            for u in U:
+                d = res["utilities"][u]["lds_difference_vs_loo"][m]
+                cells.append(
+                    f"{100 * d['diff']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+                )
+            out.append("| " + " | ".join(cells) + " |")
+    if all("estimator_study" in res["utilities"][u] for u in U):
+        out += render_study(res, U)
+    for e in res.get("steps_sweep", []):
+        out += ["", f"**Training steps: {res['training_steps']} against {e['steps']}** (the "
+                f"{e['steps']}-step run retrained LOO and a quarter of the held-out coalitions, "
+                f"{e['seconds_per_retraining']:.1f} s per retraining; every method's values "
+                "from its own recipe's full model and proxy; LDS ×100 on the same coalitions):",
+                "", f"| utility | coalitions | v(full) {res['training_steps']} → {e['steps']} | "
+                "sd across coalitions | proxy ceiling | Spearman of v(S) between the two | "
+                + " | ".join(LABELS.get(m, m).split(" (")[0] for m in SWEEP_METHODS) + " |",
+                "|---" * (6 + len(SWEEP_METHODS)) + "|"]  # fmt: skip
+        for u, d in e["utilities"].items():
+            cells = [u, str(len(d["lds_index"])), f"{d['v_full_this']:.3g} → {d['v_full']:.3g}",
+                     f"{d['sd_across_coalitions_this']:.3g} → {d['sd_across_coalitions']:.3g}",
+                     f"{100 * d['spearman_proxy_this']:.1f} → {100 * d['spearman_proxy']:.1f}",
+                     f"{100 * d['spearman_between_steps']:.1f}"]  # fmt: skip
+            for m in SWEEP_METHODS:
+                cells.append("—" if m not in d["lds"] else
+                             f"{100 * d['lds_this'][m]:.1f} → {100 * d['lds'][m]:.1f}")  # fmt: skip
+            out.append("| " + " | ".join(cells) + " |")
     if res.get("counterfactual"):
+        seeds = "; ".join(f"{u} {rows[0].get('seeds', [0])}"
+                          for u, rows in res["counterfactual"].items() if rows)  # fmt: skip
         out += ["", "**Counterfactual** (retrained without the removed contributors; relative "
-                "change of the utility vs the full model, negative = worse):", "",
-                "| utility | method | removed | k | relative change | removed contributors |",
-                "|---|---|---|---|---|---|"]  # fmt: skip
+                "change of the utility vs the full model of the same training seed, negative = "
+                f"worse; training seeds: {seeds}):", "",
+                "| utility | method | removed | k | relative change, seed 0 | mean over seeds "
+                "(sd) | per seed | removed contributors |",
+                "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for u, rows in res["counterfactual"].items():
             for r in rows:
+                per = r.get("relative_change_by_seed", [r["relative_change"]])
+                mean = r.get("relative_change_mean", r["relative_change"])
+                sd = r.get("relative_change_sd", float("nan"))
                 out.append(f"| {u} | {r['method']} | {r['removed']} | {int(100 * r['k_frac'])} % | "
-                           f"{100 * r['relative_change']:+.1f} % | {', '.join(r['players'])} |")  # fmt: skip
+                           f"{100 * r['relative_change']:+.1f} % | {100 * mean:+.1f} % ({100 * sd:.1f}) | "
+                           + ", ".join(f"{100 * x:+.1f}" for x in per)
+                           + f" | {', '.join(r['players'])} |")  # fmt: skip
     out += ["", "**Values** (−FID):", "",
             "| contributor | " + " | ".join(res["utilities"][U[0]]["values"]) + " |",
             "|---" * (1 + len(res["utilities"][U[0]]["values"])) + "|"]  # fmt: skip
@@ -706,6 +1080,82 @@ def render_tables(res: dict) -> str:
     for i, name in enumerate(res["contributors"]):
         out.append(f"| {name} | " + " | ".join(f"{vals[m][i]:.3g}" for m in vals) + " |")
     return "\n".join(out) + "\n"
+
+
+STUDY_LABELS = {
+    "surrogateshap": "SurrogateSHAP, default (adjusted; pairs by construction)",
+    "surrogateshap_paper": "SurrogateSHAP, paper estimator (unpaired)",
+    "surrogateshap_paper_paired": "SurrogateSHAP, paper estimator, paired=True",
+    "kernelshap_proxy": "KernelSHAP ours, stratified (pairs by construction)",
+    "kernelshap_proxy_kernel": "KernelSHAP ours, kernel sampling (unpaired)",
+    "kernelshap_proxy_kernel_paired": "KernelSHAP ours, kernel sampling, paired=True",
+}
+
+
+def render_study(res: dict, U: list) -> list[str]:
+    """The estimator study's tables: LDS over estimator seeds at 256, LDS against the budget,
+    and the seed-0 256-query values' error against the converged values."""
+    st0 = res["utilities"][U[0]]["estimator_study"]
+    out = ["", "**Estimator noise at 256 proxy queries** (LDS ×100 over estimator seeds, the "
+           "retrained utilities fixed; LOO and the converged proxy values for reference):", "",
+           "| method | " + " | ".join(f"{u}: mean ± sd [min, max] (seeds above LOO / seeds)"
+                                     for u in U) + " |",
+           "|---" * (1 + len(U)) + "|"]  # fmt: skip
+    for m in st0["spread_256"]:
+        cells = [STUDY_LABELS.get(m, m)]
+        for u in U:
+            d = res["utilities"][u]["estimator_study"]["spread_256"][m]
+            cells.append(f"{100 * d['lds_mean']:.1f} ± {100 * d['lds_sd']:.1f} "
+                         f"[{100 * d['lds_min']:.1f}, {100 * d['lds_max']:.1f}] "
+                         f"({d.get('seeds_above_loo', '?')} / {len(d['seeds'])})")  # fmt: skip
+        out.append("| " + " | ".join(cells) + " |")
+    if all("lds_vs_finetune_by_seed" in res["utilities"][u]["estimator_study"]["spread_256"]
+           ["surrogateshap"] for u in U):  # fmt: skip
+        cells = ["SurrogateSHAP, default, against the fine-tuned utilities (LOO's LDS there)"]
+        for u in U:
+            d = res["utilities"][u]["estimator_study"]["spread_256"]["surrogateshap"]
+            a = np.array(d["lds_vs_finetune_by_seed"])
+            cells.append(f"{100 * a.mean():.1f} ± {100 * a.std(ddof=1):.1f} [{100 * a.min():.1f}, "
+                         f"{100 * a.max():.1f}] ({int(np.sum(a > d['lds_vs_finetune_loo']))} / "
+                         f"{len(a)}; LOO {100 * d['lds_vs_finetune_loo']:.1f})")  # fmt: skip
+        out.append("| " + " | ".join(cells) + " |")
+    for key, label in (
+        ("lds_loo", "LOO on retraining"),
+        ("lds_converged", "converged proxy Shapley"),
+    ):
+        out.append(f"| {label} | " + " | ".join(
+            f"{100 * res['utilities'][u]['estimator_study'][key]:.1f}" for u in U) + " |")  # fmt: skip
+    B = st0["budgets"]
+    for u in U:
+        st = res["utilities"][u]["estimator_study"]
+        out += ["", f"**LDS against the budget ({u})** (×100, mean [min, max] over "
+                f"{st['curve_seeds']} estimator seeds, {st['n_seeds']} at 256; after the slash: "
+                "the mean relative l2 error of the values against the converged ones):", "",
+                "| method | " + " | ".join(str(b) for b in B) + " |", "|---" * (1 + len(B)) + "|"]  # fmt: skip
+        for m, by_b in st["lds_vs_budget"].items():
+            if len(by_b) < 2:
+                continue
+            cells = [STUDY_LABELS.get(m, m)]
+            for b in B:
+                d = by_b.get(str(b))
+                cells.append("—" if d is None else
+                             f"{100 * d['lds_mean']:.1f} [{100 * d['lds_min']:.1f}, "
+                             f"{100 * d['lds_max']:.1f}] / {d['rel_l2_error_mean']:.2f}")  # fmt: skip
+            out.append("| " + " | ".join(cells) + " |")
+    out += ["", "**SurrogateSHAP's seed-0 values at 256 queries against the converged proxy "
+            "values** (the five largest errors; z = error / the estimator's own standard error):",
+            "", "| utility | rel. l2 error | Spearman with converged | LDS 256 / converged / LOO | "
+            "contributor: value − converged (z) |", "|---|---|---|---|---|"]  # fmt: skip
+    for u in U:
+        e = res["utilities"][u]["estimator_study"]["error_seed0"]
+        worst = "; ".join(
+            f"{w['contributor']}: {w['value']:.3g} − {w['converged']:.3g} = {w['error']:+.3g}"
+            + ("" if not w["stderr"] else f" ({w['error'] / w['stderr']:+.1f})")
+            for w in e["largest_errors"]
+        )
+        out.append(f"| {u} | {e['rel_l2_error']:.3f} | {e['spearman_with_converged']:.3f} | "
+                   f"{100 * e['lds']:.1f} / {100 * e['lds_converged']:.1f} / {100 * e['lds_loo']:.1f} | {worst} |")  # fmt: skip
+    return out
 
 
 def write_page(res: dict, path: Path = DOC) -> None:
