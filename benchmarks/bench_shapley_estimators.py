@@ -28,8 +28,15 @@ Coverage of the default's standard errors (``--coverage``): share of |φ̂ − �
 ``tests/test_shapley_adjusted.py::_coverage_games`` (n = 10; the test runs the linear
 surrogate, this the default with its surrogate selection).
 
+Many players (``--large``, the regime of issue 22: 16-24 contributors, budget 256): games
+of ``large_games`` at n = 16 and 20 (near-additive, an FID-like mixture, Appendix E's
+nonlinear and interaction games), exact values by enumeration (2^20 rows, vectorised),
+ours against shapiq's KernelSHAP and, where the installed shapiq has it (≥ 1.5),
+RegressionMSR.
+
 Run: python benchmarks/bench_shapley_estimators.py [--trials 5] [--budgets 128 256 512]
      [--methods ours shapiq.KernelSHAP] [--interactions --n 8 12] [--coverage]
+     [--large --n 16 20]
 """
 
 from __future__ import annotations
@@ -267,6 +274,81 @@ def coverage_table(budgets, trials, n: int = 10):
             )
 
 
+def large_game_table(kind: str, n: int, seed: int) -> np.ndarray:
+    """The full table (2^n,) of a many-player game (row k = bit mask k):
+
+    - ``nearadd``: z·w + 8 pairwise and 3 three-way terms (coefficients 0.3·N(0, 1)) + ½√|z|;
+    - ``mixture``: FID-like, −(‖μ_S − r‖² + 0.2·spread_S) of the count-weighted mixture of
+      the contributors' means a_i ∈ R⁸ (r: the mean of all), v(∅) = −20;
+    - ``nonlinear``, ``interaction``: Appendix E at n players.
+    """
+    from datacredit import games
+    from datacredit.shapley import all_coalitions
+
+    Z = all_coalitions(n)
+    Zf = Z.astype(np.float64)
+    rng = np.random.default_rng(seed)
+    if kind in ("nonlinear", "interaction"):
+        g = games.synthetic(kind, n=n, seed=seed)
+        return np.concatenate([g(Z[i : i + 65536]) for i in range(0, len(Z), 65536)])
+    w = rng.normal(0, 1, n)
+    if kind == "nearadd":
+        v = Zf @ w
+        for _ in range(8):
+            i, j = rng.choice(n, 2, replace=False)
+            v += 0.3 * rng.normal() * Zf[:, i] * Zf[:, j]
+        for _ in range(3):
+            i, j, k = rng.choice(n, 3, replace=False)
+            v += 0.3 * rng.normal() * Zf[:, i] * Zf[:, j] * Zf[:, k]
+        return v + 0.5 * np.sqrt(Zf.sum(1))
+    if kind == "mixture":
+        a = rng.normal(0, 1, (n, 8)) + 0.3 * rng.normal(0, 1, 8)
+        W = Zf * rng.integers(50, 150, n).astype(np.float64)
+        tot = W.sum(1)
+        mu = (W @ a) / np.maximum(tot, 1)[:, None]
+        second = (W @ (a * a).sum(1)) / np.maximum(tot, 1)
+        v = -(((mu - a.mean(0)) ** 2).sum(1) + 0.2 * (second - (mu * mu).sum(1)))
+        v[tot == 0] = -20.0
+        return v
+    raise ValueError(f"unknown large game {kind!r}")
+
+
+def large_table(ns, budgets, trials):
+    """Prints ours vs shapiq on the many-player games (see the module docstring)."""
+    from datacredit import SurrogateSHAP
+    from datacredit.shapley import shapley_from_table
+
+    try:
+        import shapiq
+
+        peers = [m for m in ("KernelSHAP", "RegressionMSR") if hasattr(shapiq, m)]
+    except ImportError:
+        shapiq, peers = None, []
+    print(f"mean relative l2 error vs exact over {trials} seeds")
+    print(f"{'game':<12}{'n':>3}{'budget':>7}{'ours':>9}" + "".join(f"{p:>14}" for p in peers))
+    for n in ns:
+        for kind in ("nearadd", "mixture", "nonlinear", "interaction"):
+            tabs = [large_game_table(kind, n, 1000 + t) for t in range(trials)]
+            exact = [shapley_from_table(v, n) for v in tabs]
+            for b in budgets:
+                errs = {k: [] for k in ["ours", *peers]}
+                for t, (v, phi) in enumerate(zip(tabs, exact)):
+                    g = TableGame(v, [str(i) for i in range(n)])
+                    est = {"ours": SurrogateSHAP(b, seed=t).explain(g).values}
+                    for p in peers:
+                        kw = {"index": "SV"} if p == "RegressionMSR" else {}
+                        iv = getattr(shapiq, p)(n=n, random_state=t, **kw).approximate(
+                            b, lambda Z, g=g: g(np.atleast_2d(np.asarray(Z, bool)))
+                        )
+                        est[p] = np.array([iv[(i,)] for i in range(n)])
+                    for k, e in est.items():
+                        errs[k].append(float(np.linalg.norm(e - phi) / np.linalg.norm(phi)))
+                row = f"{np.mean(errs['ours']):>9.4f}" + "".join(
+                    f"{np.mean(errs[p]):>14.4f}" for p in peers
+                )
+                print(f"{kind:<12}{n:>3}{b:>7}{row}", flush=True)
+
+
 def main():
     from _common import at_least
 
@@ -280,6 +362,7 @@ def main():
     ap.add_argument("--interactions", action="store_true")
     ap.add_argument("--n", type=int, nargs="+", default=[8, 10, 12, 14])
     ap.add_argument("--coverage", action="store_true")
+    ap.add_argument("--large", action="store_true")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     if args.coverage:
@@ -287,6 +370,9 @@ def main():
         return
     if args.interactions:
         interaction_table(args.n, args.budgets, args.trials)
+        return
+    if args.large:
+        large_table(args.n, args.budgets, args.trials)
         return
     methods = ["ours", "paper", "ours.KernelSHAP"]
     try:

@@ -82,14 +82,20 @@ def _sizes_of_all(n: int, s: int) -> np.ndarray:
 
 
 def plan_coalitions(
-    n: int, budget: int, seed: int | np.random.Generator | None = 0, *, paired: bool = True
+    n: int,
+    budget: int,
+    seed: int | np.random.Generator | None = 0,
+    *,
+    paired: bool = True,
+    min_units: int = 2,
 ) -> CoalitionPlan:
     """Choose at most ``budget`` distinct coalitions of n players (see the module docstring).
 
     Sizes are enumerated while ``remaining budget · p̃(s) ≥ C(n, s)`` (p̃ renormalised over
     the sizes not yet enumerated), checked for s and n − s together.  The remaining budget
     goes to the other sizes by largest remainders, each sampled stratum getting at least
-    two units when the budget allows (so its variance can be estimated); with ``paired`` a
+    ``min_units`` units when the budget allows that for every stratum, else at least two
+    (so its variance can be estimated); with ``paired`` a
     unit costs two evaluations and an odd leftover evaluation stays unused.  With
     ``budget ≥ 2^n`` all coalitions are enumerated.
 
@@ -98,6 +104,10 @@ def plan_coalitions(
         budget: evaluations (≥ 2).
         seed: int seed or numpy Generator.
         paired: draw each coalition with its complement.
+        min_units: the floor of units per sampled stratum where the budget allows it
+            for all of them (an integer ≥ 2).  Cross-fitting over K folds needs K units
+            in every stratum (:func:`~datacredit.shapley.adjusted.regression_adjusted`
+            caps its folds at the smallest stratum), so SurrogateSHAP asks for K.
 
     Complexity: O(budget · n) plus enumerating the border sizes (≤ budget coalitions).
     """
@@ -105,6 +115,10 @@ def plan_coalitions(
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool) or budget < 2:
         raise ValueError(f"budget must be an integer >= 2, got {budget!r}")
+    if isinstance(min_units, bool) or not isinstance(min_units, (int, np.integer)):
+        raise TypeError(f"min_units must be an integer, got {type(min_units).__name__}")
+    if min_units < 2:
+        raise ValueError(f"min_units must be >= 2, got {min_units}")
     n, budget = int(n), int(budget)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     p = _kernel_size_weights(n)
@@ -159,8 +173,9 @@ def plan_coalitions(
         units_total = int(min(units_total, pop_a.sum()))
         ideal = units_total * w_a / w_a.sum()
         alloc = np.minimum(np.floor(ideal).astype(np.int64), pop_a.astype(np.int64))
-        if units_total >= 2 * len(strata):
-            alloc = np.maximum(alloc, np.minimum(2, pop_a.astype(np.int64)))
+        floor = int(min_units) if units_total >= int(min_units) * len(strata) else 2
+        if units_total >= floor * len(strata):
+            alloc = np.maximum(alloc, np.minimum(floor, pop_a.astype(np.int64)))
         # largest remainders (respecting populations) until the units are used
         while alloc.sum() < units_total:
             room = alloc < pop_a
@@ -169,7 +184,7 @@ def plan_coalitions(
             gain = np.where(room, ideal - alloc, -np.inf)
             alloc[int(np.argmax(gain))] += 1
         while alloc.sum() > units_total:
-            over = np.where(alloc > 2, alloc - ideal, -np.inf)
+            over = np.where(alloc > floor, alloc - ideal, -np.inf)
             alloc[int(np.argmax(over))] -= 1
     sampled_rows, unit_of_row, unit_stratum = [], [], []
     u = 0
