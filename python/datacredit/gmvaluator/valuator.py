@@ -45,7 +45,13 @@ from datacredit.gmvaluator.search import (
     default_pq_m,
     pq_settings,
 )
-from datacredit.kernels import ProductQuantizer, gram_topk, ivf_flat_search, kmeans
+from datacredit.kernels import (
+    ProductQuantizer,
+    build_inverted_lists,
+    gram_topk,
+    ivf_flat_search,
+    kmeans,
+)
 from datacredit.models._data import data_len, take
 from datacredit.models.encoders import make_encoder
 from datacredit.models.fingerprint import fingerprint_data, fingerprint_model
@@ -377,12 +383,11 @@ class GMValuator:
             lists = gram_topk(emb, coarse, 1, metric="l2", largest=False, n_threads=self.n_threads)[
                 1
             ][:, 0]
-            order = np.argsort(lists, kind="stable")
-            starts = np.searchsorted(lists[order], np.arange(nlist + 1))
+            # The search space grouped by list (a copy in list order, N * (d + 3) floats):
+            # the kernel scans each list's rows contiguously with precomputed norms.
             self._ivf = {
                 "coarse": coarse,
-                "order": order.astype(np.int64),
-                "starts": starts.astype(np.int64),
+                "inverted": build_inverted_lists(emb, lists, nlist),
                 "nprobe": nprobe,
                 "lists": lists.astype(np.int32),
             }
@@ -463,20 +468,11 @@ class GMValuator:
             n_threads=self.n_threads,
         )
         # With a re-rank in the index's own metric (l2, none, or cosine on the unit-norm
-        # search space) only the global top-k matters, and it is the best of the per-list
-        # top-k: each list contributes k, and k candidates (not `recall`) are returned.
+        # search space) only the top k over the probed lists matters: k candidates (not
+        # `recall`) are returned.
         exact_metric = self.rerank in ("l2", None, "cosine")
-        per_list = r = self.k if exact_metric else r
-        out_d, out_i = ivf_flat_search(
-            gen,
-            emb,
-            ivf["order"],
-            ivf["starts"],
-            probes,
-            r,
-            per_list=per_list,
-            n_threads=self.n_threads,
-        )
+        r = self.k if exact_metric else r
+        out_d, out_i = ivf_flat_search(gen, ivf["inverted"], probes, r, n_threads=self.n_threads)
         need = self.k if exact_metric else r
         missing = np.flatnonzero((out_i >= 0).sum(1) < need)
         if missing.size:  # probed lists held too few samples: exact fallback for those rows
@@ -702,7 +698,7 @@ class GMValuator:
             **getattr(self, "_fit_times", {}),
         }
         if self._ivf is not None:
-            diag["pq_nlist"] = len(self._ivf["starts"]) - 1
+            diag["pq_nlist"] = self._ivf["inverted"].nlist
             diag["pq_nprobe"] = nprobe or self._ivf["nprobe"]
         if self._pq is not None:
             diag["pq_m"], diag["pq_nbits"] = self._pq.m, self._pq.nbits
@@ -728,7 +724,7 @@ class GMValuator:
                 exact,
                 ivf["coarse"],
                 lambda idx: ivf["lists"][idx],
-                np.diff(ivf["starts"]),
+                ivf["inverted"].sizes,
                 n,
                 self.target_recall,
                 self.pq_nprobe,
