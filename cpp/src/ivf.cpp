@@ -43,18 +43,20 @@ void validate(const float* queries, int64_t n, const float* list_keys, const flo
         "starts must begin at 0 and end at the number of keys");
   for (int64_t l = 0; l < nlist; ++l)
     check(starts[l] <= starts[l + 1], where, "starts must be non-decreasing");
+  // (messages are built only on failure: these loops run over every key and probe)
   for (int64_t p = 0; p < n_keys; ++p)
-    check(ids[p] >= 0, where, "ids[" + std::to_string(p) + "] is negative");
+    if (ids[p] < 0) check(false, where, "ids[" + std::to_string(p) + "] is negative");
   // A list probed twice by one query would enter its heap twice.
   std::vector<int64_t> seen(static_cast<size_t>(nlist), -1);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t s = 0; s < nprobe; ++s) {
       const int64_t l = probes[i * nprobe + s];
-      check(l >= -1 && l < nlist, where,
-            "probes holds " + std::to_string(l) + ", outside [-1, nlist)");
+      if (l < -1 || l >= nlist)
+        check(false, where, "probes holds " + std::to_string(l) + ", outside [-1, nlist)");
       if (l < 0) continue;
-      check(seen[static_cast<size_t>(l)] != i, where,
-            "probes row " + std::to_string(i) + " lists list " + std::to_string(l) + " twice");
+      if (seen[static_cast<size_t>(l)] == i)
+        check(false, where,
+              "probes row " + std::to_string(i) + " lists list " + std::to_string(l) + " twice");
       seen[static_cast<size_t>(l)] = i;
     }
 }

@@ -49,6 +49,7 @@ from datacredit.kernels import (
     ProductQuantizer,
     build_inverted_lists,
     gram_topk,
+    ivf_exact_topk,
     ivf_flat_search,
     kmeans,
 )
@@ -453,6 +454,25 @@ class GMValuator:
             dist, idx = self._faiss.search(gen, r)
         return dist, idx
 
+    def _recall_except(
+        self,
+        gen: np.ndarray,
+        rows: np.ndarray,
+        known_dist: np.ndarray,
+        known: np.ndarray,
+        nprobe: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``"ivf"`` candidates ``(n_gen, k)`` of ``gen``, except that ``rows`` take the
+        exact top k already known for them (``known_dist`` / ``known``, ``(len(rows), k)``)."""
+        n_gen, k = gen.shape[0], self.k
+        dist = np.empty((n_gen, k), np.float32)
+        idx = np.empty((n_gen, k), np.int64)
+        dist[rows], idx[rows] = known_dist[: len(rows)], known[: len(rows)]
+        rest = np.setdiff1d(np.arange(n_gen), rows)
+        if rest.size:
+            dist[rest], idx[rest] = self._ivf_search(gen[rest], k, nprobe)
+        return dist, idx
+
     def _ivf_search(
         self, gen: np.ndarray, r: int, nprobe: int | None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -641,21 +661,35 @@ class GMValuator:
         # One exact search serves the calibration and the held-out diagnostics.
         n_cal = 0 if cal_rows is None else len(cal_rows)
         exact_rows = np.concatenate([cal_rows if n_cal else diag_rows[:0], diag_rows])
-        exact = None
+        exact = exact_dist = None
         if len(exact_rows):
-            exact = gram_topk(
-                search[exact_rows],
-                self._search_emb,
-                self.k,
-                metric="l2",
-                largest=False,
-                n_threads=self.n_threads,
-            )[1]
+            if self.index_ == "ivf":  # through the lists: no per-call pass over the keys
+                exact_dist, exact = ivf_exact_topk(
+                    search[exact_rows],
+                    self._search_emb,
+                    self._ivf["inverted"],
+                    self.k,
+                    n_threads=self.n_threads,
+                )
+            else:
+                exact_dist, exact = gram_topk(
+                    search[exact_rows],
+                    self._search_emb,
+                    self.k,
+                    metric="l2",
+                    largest=False,
+                    n_threads=self.n_threads,
+                )
         if cal_rows is not None:
             cal = self._calibrate(search[cal_rows], exact[:n_cal])
             index, r, nprobe = self._apply_calibration(cal)
         t_cal = time.perf_counter()
-        rec_dist, raw_cand = self._recall(search, r, nprobe, index)
+        if n_cal and index == "ivf" and self.rerank in ("l2", None, "cosine"):
+            # The calibration rows' exact top k are their answers (the inverted file
+            # returns k candidates here): only the other rows are searched.
+            rec_dist, raw_cand = self._recall_except(search, cal_rows, exact_dist, exact, nprobe)
+        else:
+            rec_dist, raw_cand = self._recall(search, r, nprobe, index)
         invalid = raw_cand < 0  # unused slots (index="ivf" with few candidates); never kept
         cand = np.where(invalid, 0, raw_cand) if invalid.any() else raw_cand
         t2 = time.perf_counter()
