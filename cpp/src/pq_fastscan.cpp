@@ -541,10 +541,10 @@ void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const ui
   // The whole of list_blocks first (non-decreasing, so every entry <= list_blocks[nlist],
   // the number of blocks that packed and ids hold): only then are ids read.
   for (int64_t l = 0; l < nlist; ++l)
-    check(list_blocks[l + 1] >= list_blocks[l], where,
-          "list_blocks must be non-decreasing (list_blocks[" + std::to_string(l + 1) +
-              "] = " + std::to_string(list_blocks[l + 1]) + " < list_blocks[" + std::to_string(l) +
-              "] = " + std::to_string(list_blocks[l]) + ")");
+    if (list_blocks[l + 1] < list_blocks[l])
+      fail(where, "list_blocks must be non-decreasing (list_blocks[" + std::to_string(l + 1) +
+                      "] = " + std::to_string(list_blocks[l + 1]) + " < list_blocks[" +
+                      std::to_string(l) + "] = " + std::to_string(list_blocks[l]) + ")");
   check(list_blocks[nlist] <= (std::numeric_limits<int64_t>::max() / kBlock), where,
         "list_blocks[nlist] is too large");
   // End (exclusive position) of the real codes of each list; checks the layout: ids in
@@ -554,8 +554,8 @@ void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const ui
     const int64_t p0 = list_blocks[l] * kBlock, p1 = list_blocks[l + 1] * kBlock;
     int64_t end = p1;
     while (end > p0 && ids[end - 1] == -1) --end;
-    check(p1 - end < kBlock, where,
-          "list " + std::to_string(l) + " has a block of padding only (ids of -1)");
+    if (p1 - end >= kBlock)
+      fail(where, "list " + std::to_string(l) + " has a block of padding only (ids of -1)");
     for (int64_t p = p0; p < end; ++p)
       if (ids[p] < 0 || ids[p] >= n)
         fail(where, "ids[" + std::to_string(p) + "] = " + std::to_string(ids[p]) +
@@ -569,8 +569,8 @@ void pq_fastscan_search_ivf(const float* tables, int64_t nq, int64_t m, const ui
         const int64_t l = probes[q * nprobe + pr];
         if (l < 0 || l >= nlist)
           fail(where, "probes holds " + std::to_string(l) + ", outside [0, nlist)");
-        check(seen[static_cast<size_t>(l)] != q, where,
-              "probes of query " + std::to_string(q) + " repeat list " + std::to_string(l));
+        if (seen[static_cast<size_t>(l)] == q)  // (message built only on failure)
+          fail(where, "probes of query " + std::to_string(q) + " repeat list " + std::to_string(l));
         seen[static_cast<size_t>(l)] = q;
       }
   }

@@ -44,7 +44,7 @@ from datacredit.gmvaluator.calibration import (
 from datacredit.gmvaluator.contributions import softmax_weights
 from datacredit.gmvaluator.result import GMValuation
 from datacredit.gmvaluator.search import AUTO_IVF_MIN_TRAIN, candidate_distances, pq_settings
-from datacredit.kernels import gram_topk, ivf_flat_search, kmeans
+from datacredit.kernels import build_inverted_lists, gram_topk, ivf_flat_search, kmeans
 from datacredit.models._data import data_len, take
 from datacredit.store import ShardStore
 
@@ -507,10 +507,10 @@ def _search_exact_shard(emb, gen, r, n_threads, shard: int):
     return d, i + begin
 
 
-def _search_ivf_shard(emb, ivf, gen, probes, per_list, r, n_threads, shard: int):
-    """Exact top-``per_list`` per probed list in one shard, reduced to the shard's best ``r``
-    (the batched IVF kernel, :func:`datacredit.kernels.ivf_flat_search`, on the shard's
-    memory-mapped rows).
+def _search_ivf_shard(emb, ivf, gen, probes, r, n_threads, shard: int):
+    """Exact top-``r`` over the probed lists in one shard (the batched IVF kernel,
+    :func:`datacredit.kernels.ivf_flat_search`, on the shard's memory-mapped rows grouped
+    by list: one shard-sized copy while the shard is searched).
 
     Global training indices, ties to the lower index; -1 / inf where the shard's probed
     lists hold fewer than ``r`` rows.
@@ -518,12 +518,9 @@ def _search_ivf_shard(emb, ivf, gen, probes, per_list, r, n_threads, shard: int)
     begin = shard * int(emb.store.manifest["shard_rows"])
     keys = emb.shard(shard)
     lt = ivf["lists"].shard(shard)
-    order = np.asarray(lt["order"], dtype=np.int64)
-    starts = np.searchsorted(np.asarray(lt["lists"])[order], np.arange(len(ivf["coarse"]) + 1))
+    inverted = build_inverted_lists(keys, np.asarray(lt["lists"]), len(ivf["coarse"]))
     kk = min(r, keys.shape[0])
-    d, i = ivf_flat_search(
-        gen, keys, order, starts, probes, kk, per_list=min(per_list, kk), n_threads=n_threads
-    )
+    d, i = ivf_flat_search(gen, inverted, probes, kk, n_threads=n_threads)
     if kk < r:
         d = np.pad(d, ((0, 0), (0, r - kk)), constant_values=np.inf)
         i = np.pad(i, ((0, 0), (0, r - kk)), constant_values=-1)
@@ -591,12 +588,12 @@ def recall_candidates(
         largest=False,
         n_threads=gmv.n_threads,
     )
-    # As in-core: with an l2 (or no) re-rank only the top k matters (the best k of the
-    # per-list top k), so each list gives k and k candidates are returned.
+    # As in-core: with an l2 (or no) re-rank only the top k over the probed lists
+    # matters, so k candidates are returned.
     exact_metric = gmv.rerank in ("l2", None)
-    per_list = r = gmv.k if exact_metric else r
+    r = gmv.k if exact_metric else r
     parts = map_shards(
-        partial(_search_ivf_shard, emb, ivf, gen, probes, per_list, r, gmv.n_threads),
+        partial(_search_ivf_shard, emb, ivf, gen, probes, r, gmv.n_threads),
         emb.store.n_shards,
         executor=executor,
         progress=gmv.progress,

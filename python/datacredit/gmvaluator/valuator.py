@@ -45,7 +45,14 @@ from datacredit.gmvaluator.search import (
     default_pq_m,
     pq_settings,
 )
-from datacredit.kernels import ProductQuantizer, gram_topk, ivf_flat_search, kmeans
+from datacredit.kernels import (
+    ProductQuantizer,
+    build_inverted_lists,
+    gram_topk,
+    ivf_exact_topk,
+    ivf_flat_search,
+    kmeans,
+)
 from datacredit.models._data import data_len, take
 from datacredit.models.encoders import make_encoder
 from datacredit.models.fingerprint import fingerprint_data, fingerprint_model
@@ -377,12 +384,11 @@ class GMValuator:
             lists = gram_topk(emb, coarse, 1, metric="l2", largest=False, n_threads=self.n_threads)[
                 1
             ][:, 0]
-            order = np.argsort(lists, kind="stable")
-            starts = np.searchsorted(lists[order], np.arange(nlist + 1))
+            # The search space grouped by list (a copy in list order, N * (d + 3) floats):
+            # the kernel scans each list's rows contiguously with precomputed norms.
             self._ivf = {
                 "coarse": coarse,
-                "order": order.astype(np.int64),
-                "starts": starts.astype(np.int64),
+                "inverted": build_inverted_lists(emb, lists, nlist),
                 "nprobe": nprobe,
                 "lists": lists.astype(np.int32),
             }
@@ -448,6 +454,25 @@ class GMValuator:
             dist, idx = self._faiss.search(gen, r)
         return dist, idx
 
+    def _recall_except(
+        self,
+        gen: np.ndarray,
+        rows: np.ndarray,
+        known_dist: np.ndarray,
+        known: np.ndarray,
+        nprobe: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``"ivf"`` candidates ``(n_gen, k)`` of ``gen``, except that ``rows`` take the
+        exact top k already known for them (``known_dist`` / ``known``, ``(len(rows), k)``)."""
+        n_gen, k = gen.shape[0], self.k
+        dist = np.empty((n_gen, k), np.float32)
+        idx = np.empty((n_gen, k), np.int64)
+        dist[rows], idx[rows] = known_dist[: len(rows)], known[: len(rows)]
+        rest = np.setdiff1d(np.arange(n_gen), rows)
+        if rest.size:
+            dist[rest], idx[rest] = self._ivf_search(gen[rest], k, nprobe)
+        return dist, idx
+
     def _ivf_search(
         self, gen: np.ndarray, r: int, nprobe: int | None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -463,20 +488,11 @@ class GMValuator:
             n_threads=self.n_threads,
         )
         # With a re-rank in the index's own metric (l2, none, or cosine on the unit-norm
-        # search space) only the global top-k matters, and it is the best of the per-list
-        # top-k: each list contributes k, and k candidates (not `recall`) are returned.
+        # search space) only the top k over the probed lists matters: k candidates (not
+        # `recall`) are returned.
         exact_metric = self.rerank in ("l2", None, "cosine")
-        per_list = r = self.k if exact_metric else r
-        out_d, out_i = ivf_flat_search(
-            gen,
-            emb,
-            ivf["order"],
-            ivf["starts"],
-            probes,
-            r,
-            per_list=per_list,
-            n_threads=self.n_threads,
-        )
+        r = self.k if exact_metric else r
+        out_d, out_i = ivf_flat_search(gen, ivf["inverted"], probes, r, n_threads=self.n_threads)
         need = self.k if exact_metric else r
         missing = np.flatnonzero((out_i >= 0).sum(1) < need)
         if missing.size:  # probed lists held too few samples: exact fallback for those rows
@@ -645,21 +661,35 @@ class GMValuator:
         # One exact search serves the calibration and the held-out diagnostics.
         n_cal = 0 if cal_rows is None else len(cal_rows)
         exact_rows = np.concatenate([cal_rows if n_cal else diag_rows[:0], diag_rows])
-        exact = None
+        exact = exact_dist = None
         if len(exact_rows):
-            exact = gram_topk(
-                search[exact_rows],
-                self._search_emb,
-                self.k,
-                metric="l2",
-                largest=False,
-                n_threads=self.n_threads,
-            )[1]
+            if self.index_ == "ivf":  # through the lists: no per-call pass over the keys
+                exact_dist, exact = ivf_exact_topk(
+                    search[exact_rows],
+                    self._search_emb,
+                    self._ivf["inverted"],
+                    self.k,
+                    n_threads=self.n_threads,
+                )
+            else:
+                exact_dist, exact = gram_topk(
+                    search[exact_rows],
+                    self._search_emb,
+                    self.k,
+                    metric="l2",
+                    largest=False,
+                    n_threads=self.n_threads,
+                )
         if cal_rows is not None:
             cal = self._calibrate(search[cal_rows], exact[:n_cal])
             index, r, nprobe = self._apply_calibration(cal)
         t_cal = time.perf_counter()
-        rec_dist, raw_cand = self._recall(search, r, nprobe, index)
+        if n_cal and index == "ivf" and self.rerank in ("l2", None, "cosine"):
+            # The calibration rows' exact top k are their answers (the inverted file
+            # returns k candidates here): only the other rows are searched.
+            rec_dist, raw_cand = self._recall_except(search, cal_rows, exact_dist, exact, nprobe)
+        else:
+            rec_dist, raw_cand = self._recall(search, r, nprobe, index)
         invalid = raw_cand < 0  # unused slots (index="ivf" with few candidates); never kept
         cand = np.where(invalid, 0, raw_cand) if invalid.any() else raw_cand
         t2 = time.perf_counter()
@@ -702,7 +732,7 @@ class GMValuator:
             **getattr(self, "_fit_times", {}),
         }
         if self._ivf is not None:
-            diag["pq_nlist"] = len(self._ivf["starts"]) - 1
+            diag["pq_nlist"] = self._ivf["inverted"].nlist
             diag["pq_nprobe"] = nprobe or self._ivf["nprobe"]
         if self._pq is not None:
             diag["pq_m"], diag["pq_nbits"] = self._pq.m, self._pq.nbits
@@ -728,7 +758,7 @@ class GMValuator:
                 exact,
                 ivf["coarse"],
                 lambda idx: ivf["lists"][idx],
-                np.diff(ivf["starts"]),
+                ivf["inverted"].sizes,
                 n,
                 self.target_recall,
                 self.pq_nprobe,

@@ -7,7 +7,12 @@ used as is, other real dtypes are converted once.
 
 from datacredit.kernels.crammer_singer import CSResult, crammer_singer_fit, crammer_singer_objective
 from datacredit.kernels.gram import gram, gram_topk
-from datacredit.kernels.ivf import ivf_flat_search
+from datacredit.kernels.ivf import (
+    InvertedLists,
+    build_inverted_lists,
+    ivf_exact_topk,
+    ivf_flat_search,
+)
 from datacredit.kernels.kmeans import kmeans
 from datacredit.kernels.pq import ProductQuantizer
 from datacredit.kernels.pq_packed import PackedCodes
@@ -15,14 +20,17 @@ from datacredit.kernels.treeshap import TreeEnsemble, from_xgboost, tree_shap_in
 
 __all__ = [
     "CSResult",
+    "InvertedLists",
     "PackedCodes",
     "ProductQuantizer",
     "TreeEnsemble",
+    "build_inverted_lists",
     "crammer_singer_fit",
     "crammer_singer_objective",
     "from_xgboost",
     "gram",
     "gram_topk",
+    "ivf_exact_topk",
     "ivf_flat_search",
     "kmeans",
     "tree_shap_interventional",
