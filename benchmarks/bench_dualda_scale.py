@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-CHILD = r"""
+# Anonymous memory of the child process (RssAnon: everything but file-backed pages, so the
+# page cache of a memory-mapped feature file does not count); both child scripts start here.
+RSS_ANON = r"""
 import json, sys, threading, time
 import numpy as np
 
@@ -37,6 +39,11 @@ def rss_anon():
                 return int(line.split()[1]) * 1024
     return 0
 
+"""
+
+CHILD = (
+    RSS_ANON
+    + r"""
 peak = [rss_anon()]
 stop = threading.Event()
 def sample():
@@ -68,6 +75,7 @@ out = dict(seconds=seconds, cpu_s=cpu_s, peak_anon=peak[0], base_anon=base, n_it
            peak_nnz=getattr(res, "peak_nnz", None))
 print("RESULT " + json.dumps(out))
 """
+)
 
 
 def write_features(path: Path, n: int, d: int, k: int, seed: int = 0, chunk: int = 20000) -> None:
@@ -103,17 +111,10 @@ def run_child(
     return {"error": proc.stderr.strip().splitlines()[-1:] or ["no output"]}
 
 
-STREAM_CHILD = r"""
-import json, sys, tempfile, threading, time
-import numpy as np
+STREAM_CHILD = (
+    RSS_ANON
+    + r"""
 import torch
-
-def rss_anon():
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 n, cache = int(sys.argv[1]), sys.argv[2]
 
@@ -149,6 +150,7 @@ print("RESULT " + json.dumps(dict(n=n, seconds=seconds, base_anon=base, peak_ano
       n_support=int(dd.n_support), gap=dd.stats["relative_duality_gap"],
       features_bytes=n * 32 * 4)))
 """
+)
 
 
 def stream_dataset(n: int, root: Path, threads: int) -> dict:

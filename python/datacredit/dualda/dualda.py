@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -277,8 +278,6 @@ class DualDA:
                     if not isinstance(meta, dict) or meta.get("key") != key:
                         # the file name is this fit's key, the contents another's: a copied or
                         # renamed cache of another model, layer, data or settings
-                        import warnings
-
                         other = meta.get("key") if isinstance(meta, dict) else None
                         warnings.warn(
                             f"DualDA cache {str(path)!r} holds the fit of another model, layer, "
@@ -290,8 +289,6 @@ class DualDA:
                         )
                         return False
                     if meta.get("version") != CACHE_VERSION:
-                        import warnings
-
                         warnings.warn(
                             f"DualDA cache {str(path)!r} has format {meta.get('version')!r}, this "
                             f"version reads {CACHE_VERSION!r} (lambda in CSR): refitting, and the "
@@ -303,8 +300,6 @@ class DualDA:
                     arrays = {name: z[name] for name in CACHE_ARRAYS}
             stats = check_cache(arrays, meta, self)
         except Exception as exc:  # any unreadable cache is recomputed, never trusted
-            import warnings
-
             warnings.warn(
                 f"DualDA cache {str(path)!r} is damaged and is ignored (refitting): "
                 f"{type(exc).__name__}: {exc}",
@@ -396,8 +391,6 @@ class DualDA:
             n_classes=k,
         )
         if not res.converged:
-            import warnings
-
             warnings.warn(
                 f"the SVM solver stopped after max_iter={self.max_iter} passes with max KKT "
                 f"violation {res.max_violation:.3g} > tol={self.tol:g} (relative duality gap "
