@@ -384,10 +384,13 @@ class SurrogateSHAP:
             v = evaluate(game, plan.Z, batch_size=self.batch_size)
             sv = self._explain_plan(plan, v, players, interactions)
             sv.higher_is_better = direction
+            sv.info["utility_report"] = _utility_report(game, plan.Z)
             return sv
         Z = sample_coalitions(n, self.budget, self.seed, unique=self.unique, paired=self.paired)
         v = evaluate(game, Z, batch_size=self.batch_size)
-        return self.explain_coalitions(Z, v, players, higher_is_better=direction)
+        sv = self.explain_coalitions(Z, v, players, higher_is_better=direction)
+        sv.info["utility_report"] = _utility_report(game, Z)
+        return sv
 
     def _plan(self, n: int) -> Any:
         """The coalition plan of the adjusted estimator.
@@ -552,3 +555,13 @@ class SurrogateSHAP:
             },
             higher_is_better=higher_is_better,
         )
+
+
+def _utility_report(game: Any, Z: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The game's per-coalition report of its utility estimate (rows of ``Z``, the
+    evaluated coalitions), e.g. a :class:`ProxyGame` with FID: samples, reliable, the
+    removed finite-bank bias and its standard error, as plain lists (the result's info
+    is saved as JSON); None for games without one."""
+    rep = getattr(game, "report", None)
+    got = rep(Z) if callable(rep) else None
+    return None if got is None else {k: np.asarray(v).tolist() for k, v in got.items()}

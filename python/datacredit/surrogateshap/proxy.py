@@ -212,6 +212,33 @@ class ProxyGame:
             out[nonempty] = br(self.weights(Z[nonempty]))
         return out
 
+    def report(self, Z: Any) -> dict[str, np.ndarray] | None:
+        """Per-coalition diagnostics of the utility's finite-bank estimate for coalitions Z
+        (m × n_players), from the utility's ``report`` (FID: ``n_samples``, ``reliable``,
+        ``plugin_bias``, ``stderr``; see :meth:`FID.report`); None when the utility has
+        none.  The empty coalition (not estimated from the bank) gets 0 samples, False and
+        NaN.  Coalitions already evaluated cost nothing more."""
+        rep = getattr(self.utility, "report", None)
+        if not callable(rep):
+            return None
+        Z = np.asarray(Z, dtype=bool)
+        nonempty = Z.any(1)
+        out: dict[str, np.ndarray] | None = None
+        if nonempty.any():
+            got = rep(self.weights(Z[nonempty]))
+            out = {}
+            for key, col in got.items():
+                col = np.asarray(col)
+                fill = (
+                    False
+                    if col.dtype == bool
+                    else (0 if np.issubdtype(col.dtype, np.integer) else np.nan)
+                )
+                full = np.full(Z.shape[0], fill, dtype=col.dtype)
+                full[nonempty] = col
+                out[key] = full
+        return out
+
     def weights(self, Z: Any) -> np.ndarray:
         """Mixture weights π_S (m × L) of coalitions Z (m × n_players); empty rows are zero."""
         Z = as_mask(Z, "Z")  # a 3 or 0.5 is no membership

@@ -31,15 +31,31 @@ def _sqrtm_psd(C: np.ndarray) -> np.ndarray:
     return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
 
 
-#: The jackknife-corrected FID is trusted for a coalition holding at least this many
-#: samples per feature dimension (N_S ≥ SAMPLES_PER_DIM · d).  Below about d the 1/N
+#: Samples per feature dimension (N_S ≥ SAMPLES_PER_DIM[K] · d) from which the
+#: jackknife-corrected FID with K groups is trusted for a coalition.  Below about d the 1/N
 #: expansion that the correction removes does not hold (the sample covariance misses whole
-#: directions and T̂ grows like √N_S, so the jackknife's halves are off the curve it
-#: assumes).  Measured on Gaussian mixtures with a 1/k spectrum (d = 32, 256, 2048;
-#: benchmarks/bench_fid_estimators.py, docs/surrogateshap.md): every single-contributor
-#: coalition with N_S ≥ 1.5·d had a relative error ≤ 0.10; at d = 2048 coalitions of
-#: 0.3·d, 0.6·d and 1.2·d samples erred by 0.47, 0.16 and 0.19.
-SAMPLES_PER_DIM = 1.5
+#: directions and T̂ grows like √N_S), and between d and ~3d the delete-a-group subsamples
+#: still sit near the Marchenko–Pastur hard edge, so the correction over-shoots (the
+#: corrected FID is too low).  Measured on Gaussian mixtures (a single contributor of two
+#: labels against the full mixture's exact moments; d = 64, 128, 256; spectra 1/k^α with
+#: α = 0, 0.5, 1; 3 seeds; build notes in docs/surrogateshap.md "regime map"): the median
+#: relative error reaches 0.10 at N_S ≈ 2.0·d with K = 2 (0.106; 0.059 at 2.5·d) and at
+#: N_S ≈ 1.75·d with K = 4 (0.087; 0.060 at 2.0·d).  K = 3 behaves like K = 4.
+SAMPLES_PER_DIM = {2: 2.5, 3: 1.75, 4: 1.75}
+
+#: Below this width ``n_splits="auto"`` uses K = 4 groups (K + 1 eigen-decompositions of
+#: d × d per coalition cost little there); from it on K = 2, which keeps a coalition at
+#: d = 2048 under a second on two cores (three float32 decompositions, 0.83–0.92 s).
+AUTO_FOUR_SPLITS_BELOW_D = 1024
+
+#: Coalitions whose (estimate, plug-in, standard error) :meth:`FID.report` keeps.
+REPORT_CACHE_SIZE = 1 << 16
+
+
+def samples_per_dim(n_splits: int) -> float:
+    """Samples per feature dimension a coalition needs for the K-group corrected FID
+    (:data:`SAMPLES_PER_DIM`; K > 4 as K = 4)."""
+    return SAMPLES_PER_DIM[min(int(n_splits), 4)]
 
 
 class FID(Utility):
@@ -60,8 +76,12 @@ class FID(Utility):
       biased one, is corrected by a delete-a-group jackknife over K = ``n_splits`` fixed
       groups of every label's samples, T̂ = K·T(all) − (K−1)·mean_j T(all but group j),
       which removes its 1/N term (FID∞-style); K = 2 is the half-split extrapolation
-      2·T(all) − mean T(half).  Cost per coalition: K + 1 eigen-decompositions instead of
-      one.  Measured (8 Gaussian labels, d = 32, 60 samples per label, 5 seeds, exact
+      2·T(all) − mean T(half).  ``n_splits="auto"`` (default) takes K = 4 below
+      d = 1024 and K = 2 from there (:data:`AUTO_FOUR_SPLITS_BELOW_D`): with N_S between
+      d and 3d the K = 2 halves fall near the sample covariance's rank edge and the
+      correction over-shoots; K = 4 halves that error (median relative error 0.22 → 0.13
+      at N_S = 1.5·d).  Cost per coalition: K + 1 eigen-decompositions instead of one.
+      :meth:`report` gives each coalition's removed bias and jackknife standard error.  Measured (8 Gaussian labels, d = 32, 60 samples per label, 5 seeds, exact
       Shapley values of −FID vs the analytic ones): mean relative error 0.027 (plug-in) →
       0.0115 (K = 2), 0.0112 (K = 3); per-coalition time 2.8× / 3.4× the plug-in's.
     - ``"plugin"``: the plain estimator on the bank; with ``ddof=1`` the mixture covariance
@@ -77,7 +97,8 @@ class FID(Utility):
         ddof: covariance convention of the reference features (and of the plug-in mixture);
             1 as in pytorch-fid (``np.cov``'s default).
         seed: seeds the fixed groups of ``"split"``.
-        n_splits: groups K of ``"split"`` (≥ 2; each label needs ≥ 2K samples).
+        n_splits: groups K of ``"split"`` (≥ 2; each label needs ≥ 2K samples), or
+            ``"auto"``: 4 below d = 1024, else 2 (fewer when a label has < 8 samples).
         eig_dtype: precision of the per-coalition matrices and eigen-decomposition; "auto"
             is float64 below d = 1024 and float32 from d ≥ 1024 (about twice as fast at
             d = 2048; on a rank-64 covariance at d = 2048 it moved FID by 0.05 %; pass
@@ -106,7 +127,7 @@ class FID(Utility):
         estimator: str = "split",
         ddof: int = 1,
         seed: int = 0,
-        n_splits: int = 2,
+        n_splits: int | str = "auto",
         gram_limit: int = 6000,
         max_matrix_bytes: int = 8 << 30,
         eig_dtype: str = "auto",
@@ -124,13 +145,13 @@ class FID(Utility):
         self.estimator = estimator
         self.ddof = int(ddof)
         self.seed = int(seed)
-        if (
+        if n_splits != "auto" and (
             isinstance(n_splits, bool)
             or not isinstance(n_splits, (int, np.integer))
             or n_splits < 2
         ):
-            raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
-        self.n_splits = int(n_splits)
+            raise ValueError(f"n_splits must be 'auto' or an integer >= 2, got {n_splits!r}")
+        self.n_splits = n_splits if n_splits == "auto" else int(n_splits)
         self.eig_dtype = eig_dtype
         self.blas_threads = blas_threads
         self.features = features
@@ -168,6 +189,14 @@ class FID(Utility):
     def _prepare(self, bank: Any) -> FID:
         feats = features_per_label(bank, self.features, self.batch_size, "features")
         d = self.mu_r.size
+        fewest = min(f.shape[0] for f in feats) if feats else 0
+        if self.n_splits == "auto":
+            # K = 4 below AUTO_FOUR_SPLITS_BELOW_D (fewer groups when a label is too small
+            # for 4 groups of 2); K = 2 from there on, for the cost per coalition
+            K = 4 if d < AUTO_FOUR_SPLITS_BELOW_D else 2
+            self._K = max(2, min(K, fewest // 2))
+        else:
+            self._K = self.n_splits
         for lab, f in zip(bank.labels, feats):
             if f.shape[1] != d:
                 raise ValueError(f"features have dimension {f.shape[1]}, the reference {d}")
@@ -176,10 +205,10 @@ class FID(Utility):
                     f"label {lab!r} has {f.shape[0]} sample; FID needs >= 2 per label "
                     "(a covariance from one sample is undefined)"
                 )
-            if self.estimator == "split" and f.shape[0] < 2 * self.n_splits:
+            if self.estimator == "split" and f.shape[0] < 2 * self._K:
                 raise ValueError(
                     f"label {lab!r} has {f.shape[0]} samples; estimator='split' needs >= "
-                    f"2·n_splits = {2 * self.n_splits} per label (or use estimator='plugin')"
+                    f"2·n_splits = {2 * self._K} per label (or use estimator='plugin')"
                 )
         S = _sqrtm_psd(self.cov_r)
         self.n_labels = len(feats)
@@ -190,16 +219,25 @@ class FID(Utility):
             self._dt = np.float32
         else:
             self._dt = np.float64
-        # parts: the whole of each label ("plugin") or two fixed halves ("split")
+        # parts: the whole of each label ("plugin") or K fixed groups ("split")
         rng = np.random.default_rng(self.seed)
         Y, part_rows = [], []  # whitened features, in label order then part order
-        n_parts = self.n_splits if self.estimator == "split" else 1
-        for f in feats:
-            order = rng.permutation(len(f)) if n_parts == 2 else np.arange(len(f))
+        n_parts = self._K if self.estimator == "split" else 1
+        # per-part raw means and E‖f‖², for the delete-a-group variance in report()
+        self._mu_part = np.zeros((len(feats), n_parts, d))
+        self._sq_part = np.zeros((len(feats), n_parts))
+        for lab, f in enumerate(feats):
+            # random groups for every K (fixed by ``seed``): samples stored in some order
+            # (by generation seed, by source) must not line up with the groups
+            order = rng.permutation(len(f)) if n_parts > 1 else np.arange(len(f))
             halves = np.array_split(order, n_parts)
             y = f @ S
             Y.append(np.concatenate([y[h] for h in halves]))
             part_rows.append([len(h) for h in halves])
+            for p, h in enumerate(halves):
+                self._mu_part[lab, p] = f[h].mean(0)
+                self._sq_part[lab, p] = np.einsum("ij,ij->", f[h], f[h]) / len(h)
+        self._reports: dict[bytes, tuple[float, float, float]] = {}
         self._part_counts = np.array(part_rows, dtype=np.int64)  # L × P
         starts = np.concatenate([[0], np.cumsum(self._part_counts.ravel())])[:-1]
         self._part_start = starts.reshape(self._part_counts.shape)
@@ -310,33 +348,87 @@ class FID(Utility):
             tr = float(pi @ self._sq - mu @ mu)
             diff = mu - self.mu_r
             T = self._trace_sqrt(pi[:, None] * share)
+            # the plug-in (ddof as configured): reliability weights, Σ_ddof1 = Σ_pop /
+            # (1 − Σ_j w_j²), w_j = π_l / n_l
+            f = 1.0
+            if self.ddof == 1:
+                f = 1.0 / (1.0 - float(np.sum(pi**2 / self._counts)))
+                if not np.isfinite(f) or f <= 0:
+                    raise ValueError("ddof=1 needs at least 2 samples in every coalition's mixture")
+            plugin = float(diff @ diff) + tr * f + self._tr_r - 2.0 * T * np.sqrt(f)
             if self.estimator == "split":
-                K = self.n_splits
-                loo = []
+                K = self._K
+                loo, F_loo = [], []
                 for j in range(K):
                     keep = np.arange(K)[None, :] != j
                     a = np.where(keep, self._part_counts, 0.0)
                     a = pi[:, None] * a / a.sum(1, keepdims=True)
-                    loo.append(self._trace_sqrt(a))
+                    T_j = self._trace_sqrt(a)
+                    loo.append(T_j)
+                    mu_j = np.einsum("lp,lpd->d", a, self._mu_part)
+                    tr_j = float(np.sum(a * self._sq_part) - mu_j @ mu_j)
+                    d_j = mu_j - self.mu_r
+                    F_loo.append(float(d_j @ d_j) + tr_j + self._tr_r - 2.0 * T_j)
                 T = K * T - (K - 1) * float(np.mean(loo))
-            elif self.ddof == 1:
-                # reliability weights: Σ_ddof1 = Σ_pop / (1 − Σ_j w_j²), w_j = π_l / n_l
-                f = 1.0 / (1.0 - float(np.sum(pi**2 / self._counts)))
-                if not np.isfinite(f) or f <= 0:
-                    raise ValueError("ddof=1 needs at least 2 samples in every coalition's mixture")
-                tr *= f
-                T *= np.sqrt(f)
-            out[k] = float(diff @ diff) + tr + self._tr_r - 2.0 * T
+                out[k] = float(diff @ diff) + tr + self._tr_r - 2.0 * T
+                # delete-a-group jackknife variance of the estimate (Shao & Tu 1995, §2.3)
+                F_loo = np.array(F_loo)
+                se = float(np.sqrt((K - 1) / K * np.sum((F_loo - F_loo.mean()) ** 2)))
+            else:
+                out[k] = plugin
+                se = float("nan")
+            if len(self._reports) < REPORT_CACHE_SIZE:
+                self._reports[pi.tobytes()] = (float(out[k]), plugin, se)
         if self.estimator == "split":
             self._note_negative(out)
         return out
+
+    def report(self, weights: Any) -> dict[str, np.ndarray]:
+        """Per-coalition diagnostics of the finite-bank estimate, float64 / bool arrays (m,).
+
+        - ``n_samples``: the samples N_S that the coalition's mixture is estimated from;
+        - ``reliable``: N_S ≥ :func:`samples_per_dim` (K) · d, the regime where the corrected
+          estimate's relative bias was measured ≤ 0.10 (always False for the plug-in);
+        - ``plugin_bias``: plug-in FID − this estimate, the finite-bank bias the correction
+          removed (≥ 0 up to noise; a large share of the FID means a small bank);
+        - ``stderr``: the delete-a-group jackknife standard error of the estimate over the K
+          groups (the bank's sampling noise, not the bias; NaN for the plug-in).
+
+        Coalitions already evaluated are read from a cache (up to
+        :data:`REPORT_CACHE_SIZE`); others cost one evaluation each.
+        """
+        self._require()
+        W = check_weights(weights, self.n_labels)
+        missing = [pi for pi in W if pi.tobytes() not in self._reports]
+        if missing:
+            self.evaluate(np.array(missing))
+        rows = [self._reports.get(pi.tobytes()) for pi in W]
+        if any(r is None for r in rows):  # the cache was full: compute them here
+            vals = []
+            for pi, r in zip(W, rows):
+                if r is None:
+                    self._reports.pop(next(iter(self._reports)))
+                    self.evaluate(pi[None])
+                    r = self._reports[pi.tobytes()]
+                vals.append(r)
+            rows = vals
+        est, plugin, se = (np.array(c, dtype=np.float64) for c in zip(*rows))
+        n_S = (W > 0).astype(np.int64) @ self._counts
+        need = samples_per_dim(self._K) * self.mu_r.size
+        reliable = (n_S >= need) & (self.estimator == "split")
+        return {
+            "n_samples": n_S.astype(np.int64),
+            "reliable": reliable,
+            "plugin_bias": plugin - est,
+            "stderr": se,
+        }
 
     def bank_warning(self, weights: Any) -> str | None:
         """A warning when the bank is too small for the feature width, else None.
 
         ``weights``: (m, L) mixture weights of the smallest coalitions a game will query
         (ProxyGame passes the single contributors).  The coalition with the fewest samples
-        N_S decides: below ``SAMPLES_PER_DIM · d`` the bias correction is not reliable;
+        N_S decides: below ``samples_per_dim(K) · d`` the bias correction is not reliable;
         the message gives the samples per label that would reach it (the bank scaled
         uniformly) and the bracket of that coalition (:meth:`bracket`).
         """
@@ -347,7 +439,8 @@ class FID(Utility):
         d = self.mu_r.size
         n_S = (W > 0).astype(np.int64) @ self._counts
         worst = int(np.argmin(n_S))
-        need = SAMPLES_PER_DIM * d
+        ratio = samples_per_dim(self._K)
+        need = ratio * d
         if n_S[worst] >= need:
             return None
         per_label = int(np.ceil(self._counts.max() * need / n_S[worst]))
@@ -355,7 +448,7 @@ class FID(Utility):
         est = float(self.evaluate(W[worst : worst + 1])[0])
         return (
             f"sample bank too small for FID at d = {d}: the smallest coalition holds "
-            f"{int(n_S[worst])} samples (< {SAMPLES_PER_DIM:g}·d = {int(need)}), where the "
+            f"{int(n_S[worst])} samples (< {ratio:g}·d = {int(need)}), where the "
             f"bias-corrected FID is unreliable (its estimate {est:.4g}; the expected FID is "
             f"within [{lo:.4g}, {hi:.4g}]).  For a median relative error <= 0.10 generate "
             f"about {per_label} samples per label (now {int(self._counts.max())}), or use "
