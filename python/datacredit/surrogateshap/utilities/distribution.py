@@ -5,6 +5,7 @@ Direction: FID is a loss (lower is better); the Inception Score is higher-is-bet
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from typing import Any, Callable
 
@@ -24,6 +25,12 @@ def _eigvalsh(M: np.ndarray) -> np.ndarray:
     return eigh(
         M, eigvals_only=True, driver="evd", check_finite=False, overwrite_a=True, lower=True
     )
+
+
+def _weights_key(pi: np.ndarray) -> bytes:
+    """A 16-byte digest of a coalition's mixture weights (the report cache's key: with
+    thousands of labels the weights themselves would make the cache gigabytes)."""
+    return hashlib.blake2b(np.ascontiguousarray(pi).tobytes(), digest_size=16).digest()
 
 
 def _sqrtm_psd(C: np.ndarray) -> np.ndarray:
@@ -378,7 +385,7 @@ class FID(Utility):
                 out[k] = plugin
                 se = float("nan")
             if len(self._reports) < REPORT_CACHE_SIZE:
-                self._reports[pi.tobytes()] = (float(out[k]), plugin, se)
+                self._reports[_weights_key(pi)] = (float(out[k]), plugin, se)
         if self.estimator == "split":
             self._note_negative(out)
         return out
@@ -399,17 +406,17 @@ class FID(Utility):
         """
         self._require()
         W = check_weights(weights, self.n_labels)
-        missing = [pi for pi in W if pi.tobytes() not in self._reports]
+        missing = [pi for pi in W if _weights_key(pi) not in self._reports]
         if missing:
             self.evaluate(np.array(missing))
-        rows = [self._reports.get(pi.tobytes()) for pi in W]
+        rows = [self._reports.get(_weights_key(pi)) for pi in W]
         if any(r is None for r in rows):  # the cache was full: compute them here
             vals = []
             for pi, r in zip(W, rows):
                 if r is None:
                     self._reports.pop(next(iter(self._reports)))
                     self.evaluate(pi[None])
-                    r = self._reports[pi.tobytes()]
+                    r = self._reports[_weights_key(pi)]
                 vals.append(r)
             rows = vals
         est, plugin, se = (np.array(c, dtype=np.float64) for c in zip(*rows))
