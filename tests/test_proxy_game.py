@@ -139,7 +139,7 @@ def test_inception_score_mean_score_diversity(rng):
     K = 5
     data = {f"l{i}": rng.dirichlet(np.ones(K) * (0.3 + i), size=30) for i in range(4)}
     bank = SampleBank(data)
-    isu = U.InceptionScore().prepare(bank)
+    isu = U.InceptionScore(estimator="plugin").prepare(bank)
     pi = np.array([0.1, 0.2, 0.3, 0.4])
     # direct IS on the weighted union of samples
     X, W = _stack(bank, pi)

@@ -522,25 +522,78 @@ class FID(Utility):
         return base - 2.0 * float(np.mean(upper_T)), base - 2.0 * T_plugin
 
 
+#: The Inception Score's bank is trusted while the corrected estimate removes at most this
+#: much from the plug-in's log IS for the smallest coalition.  On mixtures with a measured
+#: population IS (K = 10 and 1,000 classes, 20–500 samples per label; the study in
+#: docs/surrogateshap.md) the corrected estimate's residual error was at most ~20 % of the
+#: bias it removed, so 0.25 keeps the residual near 5 % and below.
+IS_LOG_BIAS_TRUSTED = 0.25
+
+
+def _neg_entropy(p: np.ndarray) -> np.ndarray:
+    """Σ_y p_y log p_y over the last axis (0 log 0 = 0)."""
+    return np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), -1)
+
+
 class InceptionScore(Utility):
     """Inception Score exp(E_x KL(p(y|x) ‖ p̄(y))) of the mixture (one split).
 
     Direction: higher is better (a helpful contributor gets a positive value).
 
-    Computed exactly from per-label statistics m_l = E[p(y|x)] and
-    h_l = E[Σ_y p log p]: IS = exp(Σ_l π_l h_l − Σ_y p̄_y log p̄_y), p̄ = Σ_l π_l m_l.
+    From per-label statistics m_l = E[p(y|x)] and h_l = E[Σ_y p log p]:
+    log IS = Σ_l π_l h_l − Σ_y p̄_y log p̄_y, p̄ = Σ_l π_l m_l.  The first term is a mean,
+    unbiased on a finite bank; the entropy of p̄ is not: with N_S samples its plug-in is
+    biased low by about Σ_y Var(p̂_y) / (2 p̄_y) = O(C_eff / N_S) (C_eff: the classes the
+    samples spread over), so the plug-in IS is too *low* for small coalitions — 16 % at
+    100 samples of confident 1,000-class predictions, 46 % at 20.
+
+    Estimators:
+
+    - ``"split"`` (default): the entropy term with its second-order (delta-method) bias
+      Σ_y Σ_l π_l² v_ly / (2 n_l p̄_y) added (v_ly the per-class sample variance), then
+      a delete-a-group jackknife over K = ``n_splits`` fixed random groups of each label's
+      samples removes the next order: L̂ = K·L(all) − (K−1)·mean_j L(all but group j).
+      Measured (10 labels, 1,000 classes, 20 seeds): relative error of IS −46 % → −5 %
+      to +3 % at 20 samples per label, −17 % → −1 % to +3 % at 100, −5 % → ≤ 1 % at 500.
+    - ``"plugin"``: the plain formula on the bank.
 
     Args:
         class_probs: callable from bank samples to class probabilities (n × K); None when
             the bank already stores probabilities.
-    Per coalition: O(L·K).
+        batch_size: samples per ``class_probs`` call.
+        estimator: ``"split"`` or ``"plugin"``.
+        n_splits: groups K of ``"split"`` (≥ 2; fewer when a label has < 2K samples; each
+            label needs ≥ 4 samples).
+        seed: seeds the fixed groups.
+
+    Per coalition: O(L·K_classes) — (K + 1) times that with ``"split"``.  Memory: with
+    ``"split"`` 2(K + 1)·L·K_classes float64 values for the group statistics.
     """
 
     higher_is_better = True
 
-    def __init__(self, class_probs: Callable | None = None, *, batch_size: int | None = None):
+    def __init__(
+        self,
+        class_probs: Callable | None = None,
+        *,
+        batch_size: int | None = None,
+        estimator: str = "split",
+        n_splits: int = 4,
+        seed: int = 0,
+    ):
+        if estimator not in ("split", "plugin"):
+            raise ValueError(f"unknown estimator {estimator!r}; expected 'split' or 'plugin'")
+        if (
+            isinstance(n_splits, bool)
+            or not isinstance(n_splits, (int, np.integer))
+            or n_splits < 2
+        ):
+            raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
         self.class_probs = class_probs
         self.batch_size = batch_size
+        self.estimator = estimator
+        self.n_splits = int(n_splits)
+        self.seed = int(seed)
         self._ready = False
 
     def prepare(self, bank: Any) -> InceptionScore:
@@ -548,20 +601,116 @@ class InceptionScore(Utility):
         for p in probs:
             if (p < 0).any() or not np.allclose(p.sum(1), 1.0, atol=1e-4):
                 raise ValueError("class_probs must return probabilities (rows ≥ 0 summing to 1)")
+        if self.estimator == "split":
+            for lab, p in zip(bank.labels, probs):
+                if len(p) < 4:
+                    raise ValueError(
+                        f"label {lab!r} has {len(p)} samples; estimator='split' needs >= 4 per "
+                        "label (or use estimator='plugin')"
+                    )
         self.n_labels = len(probs)
+        self._counts = np.array([len(p) for p in probs], dtype=np.float64)
         self._m = np.stack([p.mean(0) for p in probs])
-        self._h = np.array(
-            [
-                np.mean(np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), 1))
-                for p in probs
-            ]
-        )
+        self._h = np.array([np.mean(_neg_entropy(p)) for p in probs])
+        self._reports: dict[bytes, tuple[float, float, float]] = {}
+        if self.estimator == "plugin":
+            self._K = 1
+            self._ready = True
+            return self
+        # the subsets "all but group j" of every label: their means, per-class variances,
+        # mean Σ p log p and sizes (L × C each); the full bank's variances too
+        self._K = max(2, min(self.n_splits, int(self._counts.min()) // 2))
+        rng = np.random.default_rng(self.seed)
+        C = self._m.shape[1]
+        K = self._K
+        self._v = np.stack([p.var(0, ddof=1) for p in probs])
+        self._m_j = np.empty((K, self.n_labels, C))
+        self._v_j = np.empty((K, self.n_labels, C))
+        self._h_j = np.empty((K, self.n_labels))
+        self._n_j = np.empty((K, self.n_labels))
+        for lab, p in enumerate(probs):
+            groups = np.array_split(rng.permutation(len(p)), K)
+            for j, g in enumerate(groups):
+                keep = np.ones(len(p), dtype=bool)
+                keep[g] = False
+                q = p[keep]
+                self._m_j[j, lab] = q.mean(0)
+                self._v_j[j, lab] = q.var(0, ddof=1)
+                self._h_j[j, lab] = np.mean(_neg_entropy(q))
+                self._n_j[j, lab] = len(q)
         self._ready = True
         return self
+
+    @staticmethod
+    def _log_is(W, m, h, v=None, n=None) -> np.ndarray:
+        """log IS of mixtures W (k × L) from label statistics; with v, n the entropy term
+        gets its delta-method bias Σ_y (W² / n) v / (2 p̄)."""
+        pbar = W @ m
+        out = W @ h - _neg_entropy(pbar)
+        if v is not None:
+            num = (W**2 / n[None, :]) @ v
+            out = out + 0.5 * np.sum(np.where(pbar > 0, num / np.where(pbar > 0, pbar, 1), 0), 1)
+        return out
+
+    def _estimates(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(estimate, plug-in, jackknife standard error) of IS for mixtures W."""
+        plugin = np.exp(self._log_is(W, self._m, self._h))
+        if self.estimator == "plugin":
+            return plugin, plugin, np.full(len(W), np.nan)
+        K = self._K
+        full = self._log_is(W, self._m, self._h, self._v, self._counts)
+        loo = np.stack(
+            [self._log_is(W, self._m_j[j], self._h, self._v_j[j], self._n_j[j]) for j in range(K)]
+        )
+        est = np.exp(K * full - (K - 1) * loo.mean(0))
+        # delete-a-group jackknife of the plug-in IS over the groups (its sampling noise)
+        is_j = np.exp(np.stack([self._log_is(W, self._m_j[j], self._h_j[j]) for j in range(K)]))
+        se = np.sqrt((K - 1) / K * np.sum((is_j - is_j.mean(0)) ** 2, 0))
+        return est, plugin, se
 
     def evaluate(self, weights: Any) -> np.ndarray:
         self._require()
         W = check_weights(weights, self.n_labels)
-        pbar = W @ self._m
-        ent = np.sum(np.where(pbar > 0, pbar * np.log(np.where(pbar > 0, pbar, 1)), 0), 1)
-        return np.exp(W @ self._h - ent)
+        est, plugin, se = self._estimates(W)
+        if len(self._reports) < REPORT_CACHE_SIZE:
+            for pi, e, p_, s_ in zip(W, est, plugin, se):
+                self._reports[_weights_key(pi)] = (float(e), float(p_), float(s_))
+        return est
+
+    def report(self, weights: Any) -> dict[str, np.ndarray]:
+        """Per-coalition diagnostics (m,): ``n_samples``; ``reliable`` (the correction
+        removed at most :data:`IS_LOG_BIAS_TRUSTED` from log IS; False for the plug-in);
+        ``plugin_bias`` (plug-in IS − this estimate, ≤ 0: the plug-in is low);
+        ``stderr`` (delete-a-group jackknife; NaN for the plug-in)."""
+        self._require()
+        W = check_weights(weights, self.n_labels)
+        est, plugin, se = self._estimates(W)
+        n_S = ((W > 0).astype(np.int64) @ self._counts.astype(np.int64)).astype(np.int64)
+        removed = np.log(est) - np.log(plugin)
+        reliable = (np.abs(removed) <= IS_LOG_BIAS_TRUSTED) & (self.estimator == "split")
+        return {"n_samples": n_S, "reliable": reliable, "plugin_bias": plugin - est, "stderr": se}
+
+    def bank_warning(self, weights: Any) -> str | None:
+        """A warning when the bank is too small for the Inception Score of the smallest
+        coalitions ``weights`` (ProxyGame passes the single contributors), else None: the
+        correction removed more than :data:`IS_LOG_BIAS_TRUSTED` from log IS."""
+        self._require()
+        if self.estimator != "split":
+            return None
+        W = check_weights(weights, self.n_labels)
+        est, plugin, _ = self._estimates(W)
+        removed = np.log(est) - np.log(plugin)
+        worst = int(np.argmax(np.abs(removed)))
+        b = float(abs(removed[worst]))
+        if b <= IS_LOG_BIAS_TRUSTED:
+            return None
+        # the bias falls like 1/N: ≤ 0.05 in log IS (residual ≈ 1 %) at N·b/0.05 samples
+        per_label = int(np.ceil(self._counts.max() * b / 0.05))
+        return (
+            f"sample bank too small for the Inception Score: for the smallest coalitions "
+            f"the plug-in IS is {100 * (1 - np.exp(-b)):.0f} % below the bias-corrected "
+            f"estimate ({float(plugin[worst]):.4g} against {float(est[worst]):.4g}); the "
+            f"correction's residual error was up to ~20 % of what it removes.  For an error "
+            f"of about 1 % generate about {per_label} samples per label (now "
+            f"{int(self._counts.max())})"
+        )
