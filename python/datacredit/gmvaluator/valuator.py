@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from datacredit._arrays import as_float_matrix, check_choice, check_int
+from datacredit._scratch import scratch_array
 from datacredit.gmvaluator import stages
 from datacredit.gmvaluator.calibration import (
     CALIBRATION_QUERIES,
@@ -388,7 +389,10 @@ class GMValuator:
             # the kernel scans each list's rows contiguously with precomputed norms.
             self._ivf = {
                 "coarse": coarse,
-                "inverted": build_inverted_lists(emb, lists, nlist),
+                # file-backed for a memory-mapped training set (datacredit._scratch)
+                "inverted": build_inverted_lists(
+                    emb, lists, nlist, out=scratch_array(emb.shape, np.float32, like=emb)
+                ),
                 "nprobe": nprobe,
                 "lists": lists.astype(np.int32),
             }
@@ -542,8 +546,16 @@ class GMValuator:
         re-rank always measures the raw embeddings in float64.  Copies only when needed.
         """
         self._search_shift = None
+        # row chunks of 16M values: no N x d temporary; derived copies of a memory-mapped
+        # training set are file-backed (datacredit._scratch), not anonymous memory
+        step = max(1, (1 << 24) // max(1, emb.shape[1]))
         if self.rerank == "cosine":
-            norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+            norms = np.concatenate(
+                [
+                    np.linalg.norm(emb[s : s + step].astype(np.float64), axis=1)
+                    for s in range(0, emb.shape[0], step)
+                ]
+            )
             if (norms == 0).any():
                 raise ValueError(
                     f"rerank='cosine': training embedding {int(np.flatnonzero(norms == 0)[0])} "
@@ -551,9 +563,11 @@ class GMValuator:
                 )
             if np.abs(norms - 1).max() <= 1e-6:
                 return emb
-            return (emb / norms[:, None]).astype(np.float32)
-        # Mean and mean squared deviation in float64, in row chunks (no N x d temporary).
-        step = max(1, (1 << 24) // max(1, emb.shape[1]))
+            out = scratch_array(emb.shape, np.float32, like=emb)
+            for s in range(0, emb.shape[0], step):
+                out[s : s + step] = emb[s : s + step] / norms[s : s + step, None]
+            return out
+        # Mean and mean squared deviation in float64, in row chunks.
         mean = emb.mean(axis=0, dtype=np.float64)
         spread = 0.0
         for s in range(0, emb.shape[0], step):
@@ -563,7 +577,7 @@ class GMValuator:
         if float(mean @ mean) <= CENTRE_MIN_OFFSET_RATIO * spread:
             return emb
         self._search_shift = mean
-        out = np.empty_like(emb)
+        out = scratch_array(emb.shape, emb.dtype, like=emb)
         for s in range(0, emb.shape[0], step):
             out[s : s + step] = emb[s : s + step].astype(np.float64) - mean
         return out

@@ -43,20 +43,32 @@ class InvertedLists:
         return np.diff(self.starts)
 
 
-def build_inverted_lists(keys: Any, list_of: Any, nlist: int, ids: Any = None) -> InvertedLists:
+def build_inverted_lists(
+    keys: Any, list_of: Any, nlist: int, ids: Any = None, *, out: np.ndarray | None = None
+) -> InvertedLists:
     """Groups ``keys`` by their list into contiguous storage.
 
     Args:
-        keys: ``(N, d)`` float32 keys (any array-like, e.g. a memory map; read once).
+        keys: ``(N, d)`` float32 keys (any array-like, e.g. a memory map; read once, in
+            blocks of rows).
         list_of: ``(N,)`` integer list of each key, in ``[0, nlist)``.
         nlist: number of lists (lists without keys stay empty).
         ids: ``(N,)`` int64 number of each key (default ``0 .. N-1``).
+        out: optional writable C-contiguous ``(N, d)`` float32 array that receives the
+            grouped keys (e.g. a file-backed scratch array for a memory-mapped ``keys``:
+            then no N × d copy is made in anonymous memory); default a new array.
 
     Returns:
         The :class:`InvertedLists`; keys keep their relative order inside a list.
-        ``O(N * d)`` time, one copy of the keys.
+        ``O(N * d)`` time, one copy of the keys (into ``out``), O(N) other memory.
     """
-    k = as_float_matrix(keys, "keys")
+    if isinstance(keys, np.ndarray) and keys.ndim == 2 and keys.dtype == np.float32:
+        # read block by block below (and checked there): no copy of a whole memory map
+        k = keys
+        if k.size == 0:
+            raise ValueError(f"keys is empty (shape {k.shape})")
+    else:
+        k = as_float_matrix(keys, "keys")
     lists = np.asarray(list_of)
     if lists.shape != (k.shape[0],) or not np.issubdtype(lists.dtype, np.integer):
         raise ValueError(f"list_of must be ({k.shape[0]},) integers, got {lists.shape}")
@@ -64,12 +76,34 @@ def build_inverted_lists(keys: Any, list_of: Any, nlist: int, ids: Any = None) -
         raise ValueError(f"nlist must be a positive integer, got {nlist!r}")
     if lists.size and (lists.min() < 0 or lists.max() >= nlist):
         raise ValueError(f"list_of must lie in [0, {nlist})")
+    if out is None:
+        out = np.empty(k.shape, np.float32)
+    elif (
+        not isinstance(out, np.ndarray)
+        or out.shape != k.shape
+        or out.dtype != np.float32
+        or not out.flags.c_contiguous
+        or not out.flags.writeable
+    ):
+        raise ValueError(
+            f"out must be a writable C-contiguous float32 array of shape {k.shape}, got "
+            f"{getattr(out, 'shape', None)} {getattr(out, 'dtype', None)}"
+        )
     order = np.argsort(lists, kind="stable")
     starts = np.searchsorted(lists[order], np.arange(nlist + 1)).astype(np.int64)
     num = order.astype(np.int64) if ids is None else np.asarray(ids, np.int64)[order]
-    grouped = np.ascontiguousarray(k[order])
-    sq = np.einsum("ij,ij->i", grouped, grouped, dtype=np.float64).astype(np.float32)
-    return InvertedLists(grouped, sq, np.ascontiguousarray(num), starts)
+    sq = np.empty(k.shape[0], np.float32)
+    step = max(1, (1 << 24) // max(1, 4 * k.shape[1]))  # 16 MB of gathered rows at a time
+    for s in range(0, k.shape[0], step):
+        rows = np.sort(order[s : s + step])  # ascending reads of a memory map
+        block = np.asarray(k[rows], dtype=np.float32)
+        pos = np.argsort(np.argsort(order[s : s + step], kind="stable"), kind="stable")
+        block = block[pos]  # back to list order
+        if not np.isfinite(block).all():
+            raise ValueError("keys contains NaN or inf")
+        out[s : s + len(block)] = block
+        sq[s : s + len(block)] = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+    return InvertedLists(out, sq, np.ascontiguousarray(num), starts)
 
 
 def ivf_flat_search(
