@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from datacredit._arrays import as_float_matrix
+from datacredit._scratch import scratch_array
 from datacredit.distributed.executor import map_shards, run_stage
 from datacredit.gmvaluator.calibration import (
     Calibration,
@@ -510,7 +511,9 @@ def _search_exact_shard(emb, gen, r, n_threads, shard: int):
 def _search_ivf_shard(emb, ivf, gen, probes, r, n_threads, shard: int):
     """Exact top-``r`` over the probed lists in one shard (the batched IVF kernel,
     :func:`datacredit.kernels.ivf_flat_search`, on the shard's memory-mapped rows grouped
-    by list: one shard-sized copy while the shard is searched).
+    by list: one shard-sized copy while the shard is searched, file-backed like the shard
+    itself (:func:`datacredit._scratch.scratch_array`), so that concurrent shard searches
+    do not hold shard_rows × d × 4 bytes of anonymous memory each).
 
     Global training indices, ties to the lower index; -1 / inf where the shard's probed
     lists hold fewer than ``r`` rows.
@@ -518,7 +521,12 @@ def _search_ivf_shard(emb, ivf, gen, probes, r, n_threads, shard: int):
     begin = shard * int(emb.store.manifest["shard_rows"])
     keys = emb.shard(shard)
     lt = ivf["lists"].shard(shard)
-    inverted = build_inverted_lists(keys, np.asarray(lt["lists"]), len(ivf["coarse"]))
+    inverted = build_inverted_lists(
+        keys,
+        np.asarray(lt["lists"]),
+        len(ivf["coarse"]),
+        out=scratch_array(keys.shape, np.float32, like=keys),
+    )
     kk = min(r, keys.shape[0])
     d, i = ivf_flat_search(gen, inverted, probes, kk, n_threads=n_threads)
     if kk < r:
