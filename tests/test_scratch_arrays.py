@@ -28,6 +28,9 @@ def test_scratch_follows_its_input(tmp_path):
     assert is_memory_mapped(a) and a.flags.c_contiguous and a.flags.writeable
     a[:] = 2.0
     assert float(a.sum()) == 24.0
+    from datacredit._scratch import scratch_dir
+
+    assert scratch_dir(m) == str(tmp_path)  # next to the input's file, not in /tmp
     b = scratch_array((4, 3), np.float32, like=np.ones(3))
     assert not is_memory_mapped(b) and b.shape == (4, 3)
 
