@@ -186,3 +186,14 @@ def test_paired_ssim_against_the_definition():
     ref = (2 * 0.2 * 0.6 + c1) / (0.2**2 + 0.6**2 + c1)
     np.testing.assert_allclose(paired_ssim(a, b), ref, rtol=1e-5)
     np.testing.assert_allclose(paired_ssim(a, a), 1.0, rtol=1e-6)
+
+
+def test_cache_key_covers_the_utilities_settings(tmp_path):
+    """Results cached with the plug-in IS are not read back for the bias-corrected one."""
+    x, y = _data()
+    flat = lambda a: np.asarray(a, np.float64).reshape(len(a), -1)[:, ::8]  # noqa: E731
+    keys = set()
+    for est in ("plugin", "split"):
+        u = {"fid": FID(flat, flat(x)), "is": InceptionScore(_probs, estimator=est)}
+        keys.add(DiffusionRetrainingGame(x, y, u, RECIPE, cache_dir=tmp_path)._data_key)
+    assert len(keys) == 2

@@ -475,3 +475,23 @@ def test_fid_sample_path_for_many_labels_equals_matrix_path(rng):
         b = U.FID(None, R, estimator=est, gram_limit=0, max_matrix_bytes=0).prepare(bank)
         assert a._A is not None and b._A is None and b._Y is not None
         np.testing.assert_allclose(b.evaluate(W), a.evaluate(W), rtol=1e-9)
+
+
+def test_utility_settings_key_follows_what_the_utility_computes(rng):
+    """settings_key: equal for equal settings, different for another estimator, K,
+    reference or features function (the retraining game's cache keys on it)."""
+    R = rng.normal(size=(30, 4))
+    f = lambda x: x  # noqa: E731
+    base = U.FID(f, R).settings_key()
+    assert base == U.FID(f, R.copy()).settings_key()
+    assert base != U.FID(f, R, estimator="plugin").settings_key()
+    assert base != U.FID(f, R, n_splits=2).settings_key()
+    assert base != U.FID(f, R + 1e-3).settings_key()
+    assert base != U.FID(lambda x: x * 2, R).settings_key()  # another callable's name
+    isu = U.InceptionScore()
+    assert isu.settings_key() != U.InceptionScore(estimator="plugin").settings_key()
+    assert isu.settings_key() == U.InceptionScore().settings_key()
+    bank = SampleBank({0: rng.dirichlet(np.ones(3), size=12)})
+    before = isu.settings_key()
+    isu.prepare(bank)
+    assert isu.settings_key() == before  # preparing does not change what it computes

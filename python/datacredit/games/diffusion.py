@@ -278,9 +278,15 @@ class DiffusionRetrainingGame:
         self.bank_seed = int(bank_seed)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         h = hashlib.sha256()
-        h.update(b"diffusion-retraining-v1\0" + self.recipe.key().encode() + b"\0")
+        h.update(b"diffusion-retraining-v2\0" + self.recipe.key().encode() + b"\0")
         h.update(self.images.tobytes() + self.owner.tobytes())
-        h.update(json.dumps([self.utility_names, tag, self.bank_seed]).encode())
+        # each utility's settings too (estimator, reference, ...): results cached with
+        # another FID / IS estimator are never read back as this one's (v1 keyed names only)
+        settings = [
+            u.settings_key() if callable(getattr(u, "settings_key", None)) else type(u).__qualname__
+            for u in self._utilities.values()
+        ]
+        h.update(json.dumps([self.utility_names, settings, tag, self.bank_seed]).encode())
         self._data_key = h.hexdigest()[:16]
         self.tag = f"{self.mode}-{self._data_key}"
         self._full_state: dict | None = None

@@ -4,6 +4,8 @@ weights (m × L) to m utilities."""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from typing import Any, Callable
 
 import numpy as np
@@ -59,6 +61,36 @@ class Utility:
         sum to 1 over the bank's labels). The direction is the utility's own (FID is a
         loss: lower is better; the scores are higher-is-better)."""
         raise NotImplementedError
+
+    def settings_key(self) -> str:
+        """A digest of what this utility computes: its class and the attributes named like
+        its constructor's arguments (scalars by value, arrays by content, callables by
+        qualified name and code), plus :meth:`_extra_settings`.  Caches of utilities (a retraining
+        game's results on disk) key on it, so a changed estimator or reference is never
+        read back from another's cache.  O(size of the array settings)."""
+        h = hashlib.sha256(f"{type(self).__module__}.{type(self).__qualname__}".encode())
+        params = inspect.signature(type(self).__init__).parameters
+        items = [(n, getattr(self, n)) for n in params if n != "self" and hasattr(self, n)]
+        for name, value in items + sorted(self._extra_settings().items()):
+            h.update(b"\0" + name.encode() + b"=")
+            if isinstance(value, np.ndarray):
+                h.update(str((value.dtype.str, value.shape)).encode())
+                h.update(np.ascontiguousarray(value).tobytes())
+            elif callable(value):
+                # by name and, for Python functions, their code (not the weights a bound
+                # model method reads: give such models a fingerprinting tag of their own)
+                h.update(getattr(value, "__qualname__", type(value).__qualname__).encode())
+                code = getattr(getattr(value, "__func__", value), "__code__", None)
+                if code is not None:
+                    h.update(code.co_code + repr(code.co_consts).encode())
+            else:
+                h.update(repr(value).encode())
+        return h.hexdigest()[:16]
+
+    def _extra_settings(self) -> dict[str, Any]:
+        """Settings stored under other names than the constructor's arguments (e.g. FID's
+        reference moments); part of :meth:`settings_key`."""
+        return {}
 
     def _require(self) -> None:
         if not getattr(self, "_ready", False):

@@ -189,6 +189,9 @@ class FID(Utility):
         self.mu_r, self.cov_r = mu_r, cov_r
         self._ready = False
 
+    def _extra_settings(self) -> dict[str, Any]:
+        return {"reference_mean": self.mu_r, "reference_covariance": self.cov_r}
+
     def prepare(self, bank: Any) -> FID:
         with blas_limit(self.mu_r.size, self.blas_threads):
             return self._prepare(bank)
