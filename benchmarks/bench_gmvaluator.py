@@ -31,6 +31,15 @@ calibrated nprobe (target_recall=0.95), GMValuator ``index="exact"``, faiss
 alone, each with its recall@k against exact search on all generated samples.
 
     python benchmarks/bench_gmvaluator.py --ivf [--n 600000 --n-gen 2000 --d 64 --k 20]
+
+``--row-cost``: the cost of a row scanned by the inverted-file kernel relative to a row of
+exact search (the ``IVF_ROW_COST`` of ``index="auto"``'s fallback rule), on isotropic
+Gaussian and clustered embeddings (200,000 x 64, 2,000 generated, k=20, nlist = sqrt(N)):
+per nprobe, the coarse ranking plus ``ivf_flat_search`` (top k) against ``gram_topk``
+top-k and top-200 (what the exact fallback runs at the default ``recall``), timed
+alternately (best of 3) so that a change of the machine's load hits both alike.
+
+    python benchmarks/bench_gmvaluator.py --row-cost [--n 200000 --n-gen 2000 --d 64]
 """
 
 from __future__ import annotations
@@ -175,6 +184,51 @@ def ivf_versus_faiss(args: argparse.Namespace) -> None:
         _ivf_case(name, args, faiss, GMValuator, gram_topk)
 
 
+def ivf_row_cost(args: argparse.Namespace) -> None:
+    """Cost per scanned row of the IVF kernel / cost per row of exact search, per nprobe."""
+    for name in ("unstructured", "clustered"):
+        _row_cost_case(name, args)
+
+
+def _row_cost_case(name: str, args: argparse.Namespace) -> None:
+    from datacredit.kernels import build_inverted_lists, gram_topk, ivf_flat_search, kmeans
+
+    t, k = args.threads, args.k
+    if name == "clustered":
+        data = clustered(args.n + args.n_gen, args.d, args.clusters, 1.0, seed=1)
+    else:
+        rng = np.random.default_rng(1)
+        data = rng.standard_normal((args.n + args.n_gen, args.d), dtype=np.float32)
+    emb, gen = data[: args.n], data[args.n :]
+    nlist = args.nlist or int(round(np.sqrt(args.n)))
+    coarse = kmeans(emb, nlist, seed=0)
+    lists = gram_topk(emb, coarse, 1, metric="l2", largest=False, n_threads=t)[1][:, 0]
+    inverted = build_inverted_lists(emb, lists, nlist)
+    sizes = np.bincount(lists, minlength=nlist).astype(np.float64)
+    _, ranking = gram_topk(gen, coarse, nlist, metric="l2", largest=False, n_threads=t)
+    truth = gram_topk(gen, emb, k, metric="l2", largest=False, n_threads=t)[1]
+    print(f"\n{name}: {args.n} x {args.d}, {args.n_gen} queries, k={k}, nlist={nlist}")
+    print("nprobe  scanned  recall   ivf s  exact top-k s  exact top-200 s  cost/row (k)  (200)")
+
+    def exact(r: int):
+        return gram_topk(gen, emb, r, metric="l2", largest=False, n_threads=t)
+
+    def ivf(nprobe: int):
+        _, probes = gram_topk(gen, coarse, nprobe, metric="l2", largest=False, n_threads=t)
+        return ivf_flat_search(gen, inverted, probes, k, n_threads=t)
+
+    for nprobe in (nlist // 16, nlist // 4, nlist // 2, 3 * nlist // 4):
+        runs = (lambda: ivf(nprobe), lambda: exact(k), lambda: exact(200))  # noqa: B023
+        times = np.array([[best_time(f, 1)[0] for f in runs] for _ in range(3)]).min(0)
+        frac = (nlist + sizes[ranking[:, :nprobe]].sum(1).mean()) / args.n
+        rec = _recall(ivf(nprobe)[1], truth)
+        cost = times[0] / (frac * times[1:])
+        print(
+            f"{nprobe:6d}  {frac:7.3f}  {rec:6.3f}  {times[0]:6.3f}  {times[1]:13.3f}  "
+            f"{times[2]:15.3f}  {cost[0]:12.2f}  {cost[1]:5.2f}"
+        )
+
+
 def _ivf_case(name: str, args: argparse.Namespace, faiss, GMValuator, gram_topk) -> None:
     """One data set: ours IVF / ours exact / faiss IVFFlat / faiss Flat."""
     rng = np.random.default_rng(3)
@@ -268,7 +322,15 @@ def main() -> None:
     ap.add_argument("--clusters", type=at_least(1), default=1000)
     ap.add_argument("--spread", type=positive, default=1.5, help="--baselines: noise std per dim")
     ap.add_argument("--ivf", action="store_true", help="our IVF vs faiss IVFFlat (issue 24)")
+    ap.add_argument("--row-cost", action="store_true", help="IVF cost per scanned row / exact")
     args = ap.parse_args()
+    if args.row_cost:
+        defaults = {"--n": 200_000, "--n-gen": 2_000, "--d": 64, "--k": 20}
+        for flag, v in defaults.items():
+            if flag not in sys.argv:
+                setattr(args, flag[2:].replace("-", "_"), v)
+        ivf_row_cost(args)
+        return
     if args.ivf:
         defaults = {"--n": 600_000, "--n-gen": 2_000, "--d": 64, "--k": 20, "--clusters": 3000}
         for flag, v in defaults.items():

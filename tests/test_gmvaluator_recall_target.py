@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from datacredit.gmvaluator import GMValuator, valuator
+from datacredit.gmvaluator import GMValuator, calibration, valuator
 from datacredit.gmvaluator.calibration import calibration_rows
 
 
@@ -63,17 +63,36 @@ def test_unstructured_data_reaches_the_target_where_the_old_default_did_not():
     assert diag["final_recall_at_k"] >= 0.9
 
 
-def test_auto_falls_back_to_exact_on_unstructured_data_and_keeps_ivf_on_clusters(monkeypatch):
+def test_auto_falls_back_to_exact_where_the_inverted_file_cannot_win(monkeypatch):
+    """ "auto" searches exactly where reaching the target needs most of the rows scanned,
+    says so in diagnostics, and keeps the inverted file wherever it is cheaper."""
     monkeypatch.setattr(valuator, "AUTO_IVF_MIN_TRAIN", 1000)
     k = 10
-    train, gen = _gaussian()
-    gmv = GMValuator(k=k, pq_nlist=100).fit(train)
+    # Ten lists of an isotropic Gaussian: a query's neighbours spread over the lists, so
+    # recall@10 >= 0.95 needs 8 of the 10 lists (about 92 % of the rows): exact search is
+    # cheaper at any cost per scanned row above about 1.09 (IVF_ROW_COST is 1.25).
+    train, gen = _gaussian(d=64)
+    gmv = GMValuator(k=k, pq_nlist=10).fit(train)
     assert gmv.index_ == "ivf"
     res = gmv.value(gen)
-    assert res.diagnostics["index"] == "exact"
-    assert "no cheaper than exact search" in res.diagnostics["auto_fallback"]
+    diag = res.diagnostics
+    assert diag["index"] == "exact"
+    assert "no cheaper than exact search" in diag["auto_fallback"]
+    assert f"nprobe = {diag['calibrated_nprobe']} of 10 lists" in diag["auto_fallback"]
+    assert diag["calibration_queries"] == 64 and diag["calibration_recall_at_k"] >= 0.95
+    scanned = diag["calibration_scanned_fraction"] + 10 / len(train)
+    assert calibration.IVF_ROW_COST * scanned >= 1.0 and scanned > 0.85
     assert _brute_force_recall(train, gen, res.topk_indices, k) == 1.0
-    assert res.diagnostics["final_recall_at_k"] == 1.0
+    assert diag["final_recall_at_k"] == 1.0 and diag["diagnostics_rows"] == 0
+
+    # The same Gaussian at d = 32 with 100 lists needs about 64 % of the rows: the
+    # inverted file is kept (it was not with the former IVF_ROW_COST = 2.0).
+    train, gen = _gaussian()
+    res = GMValuator(k=k, pq_nlist=100).fit(train).value(gen)
+    diag = res.diagnostics
+    assert diag["index"] == "ivf" and "auto_fallback" not in diag
+    assert calibration.IVF_ROW_COST * diag["calibration_scanned_fraction"] < 1.0
+    assert _brute_force_recall(train, gen, res.topk_indices, k) >= 0.95
 
     train, gen = _clustered()
     res = GMValuator(k=k, pq_nlist=100).fit(train).value(gen)

@@ -43,10 +43,14 @@ CALIBRATION_QUERIES = 64
 CALIBRATION_Z = 1.645
 # index="auto" keeps the inverted file only when its scanned rows (coarse centroids
 # included), weighted by this cost per row relative to a row of exact search, stay below
-# the N rows of exact search; above it falls back to exact. The inverted file searches a
-# list per (list, query block) GEMM tile, which costs more per row than exact search's
-# large tiles (benchmarks/bench_gmvaluator.py).
-IVF_ROW_COST = 2.0
+# the N rows of exact search; above it falls back to exact.  Measured with the batched
+# list kernel (benchmarks/bench_gmvaluator.py --row-cost: 200k x 64, 2,000 queries, k = 20,
+# 2 threads, shared machine, IVF and exact timed alternately): where 30-88 % of the rows
+# are scanned (the fallback's neighbourhood) a scanned row costs 0.90-1.45x (median 1.27)
+# a row of exact top-k search, and 0.70-1.04x a row of the exact top-`recall` (200) search
+# the fallback actually runs; at 7-10 % scanned 2.5x (coarse ranking and per-list
+# overheads), where the inverted file wins anyway.  Was 2.0, from the per-list kernel.
+IVF_ROW_COST = 1.25
 # Candidates recalled per generated sample for index="pq" are searched up to this multiple
 # of the starting ``recall`` while calibrating.
 PQ_MAX_RECALL_FACTOR = 8
