@@ -23,10 +23,14 @@ def _gaussian(n=12000, n_gen=300, d=32, seed=0):
     )
 
 
-def _clustered(n=12000, n_gen=300, d=32, centres=150, seed=0):
+def _clustered(n=12000, n_gen=300, d=32, centres=150, seed=0, gen_seed=None):
+    """Clustered training and generated samples; ``gen_seed`` draws another generated
+    batch around the same centres."""
     rng = np.random.default_rng(seed)
     c = rng.standard_normal((centres, d)) * 6
     train = (c[rng.integers(0, centres, n)] + rng.standard_normal((n, d))).astype(np.float32)
+    if gen_seed is not None:
+        rng = np.random.default_rng(gen_seed)
     gen = (c[rng.integers(0, centres, n_gen)] + rng.standard_normal((n_gen, d))).astype(np.float32)
     return train, gen
 
@@ -172,3 +176,46 @@ def test_bad_calibration_input_raises():
     with pytest.raises(ValueError, match="generated embeddings"):
         gmv.value(gen)
     assert np.isnan(gen[0, 0])  # nothing the user passes is modified
+
+
+def test_calibration_once_per_fit_reused_then_redone_when_a_batch_differs():
+    """The first value call of a fit calibrates on 64 of its samples; later batches of the
+    same distribution reuse the setting (and still reach the target against brute force);
+    a batch from another distribution fails its held-out check, warns with the measured
+    recall, and the next call calibrates again; a changed setting recalibrates too."""
+    train, gen = _clustered()
+    gmv = GMValuator(k=10, index="ivf", pq_nlist=100).fit(train)
+    first = gmv.value(gen).diagnostics
+    assert first["calibration_reused"] is False and first["calibration_queries"] == 64
+    nprobe = first["calibrated_nprobe"]
+
+    _, gen2 = _clustered(gen_seed=1)  # another batch of the same generator
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = gmv.value(gen2)
+    diag = res.diagnostics
+    assert diag["calibration_reused"] is True and diag["pq_nprobe"] == nprobe
+    assert diag["calibration_queries"] == 64  # what the reused calibration measured
+    assert diag["diagnostics_rows"] == 100 and diag["held_out_below_target"] is False
+    assert _brute_force_recall(train, gen2, res.topk_indices, 10) >= 0.95
+
+    # Unstructured queries between the clusters need many more lists.
+    other = (np.random.default_rng(7).standard_normal((300, 32)) * 6).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"recall@10 = 0\.\d+ on 100 held-out") as w:
+        res = gmv.value(other)
+    measured = float(str(w[0].message).split("recall@10 = ")[1].split()[0])
+    assert res.diagnostics["held_out_below_target"] is True
+    assert abs(measured - _brute_force_recall(train, other, res.topk_indices, 10)) < 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = gmv.value(other)  # calibrates again, on this batch
+    assert res.diagnostics["calibration_reused"] is False
+    assert res.diagnostics["calibrated_nprobe"] > nprobe
+    assert _brute_force_recall(train, other, res.topk_indices, 10) >= 0.95
+
+    gmv.target_recall = 0.99  # a changed setting is never served a stale calibration
+    assert gmv.value(other).diagnostics["calibration_reused"] is False
+    # a batch smaller than calibration_queries is calibrated on all its rows, not kept
+    small = GMValuator(k=10, index="ivf", pq_nlist=100).fit(train)
+    assert small.value(gen[:40]).diagnostics["calibration_queries"] == 40
+    assert small.value(gen).diagnostics["calibration_reused"] is False

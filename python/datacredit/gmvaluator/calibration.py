@@ -354,12 +354,14 @@ def recall_diagnostics(
     if cal is not None and cal.reaches_target and len(exact) > 1:
         hits = np.array([len(np.intersect1d(e, f[f >= 0])) for e, f in zip(exact, cand)])
         mean, se = recall_with_error(hits[:, None], k)
-        if mean[0] + 2 * se[0] < cal.target:
+        out["held_out_below_target"] = bool(mean[0] + 2 * se[0] < cal.target)
+        if out["held_out_below_target"]:
             warnings.warn(
                 f"index={index!r}: recall@{k} = {mean[0]:.3f} on {len(exact)} held-out "
                 f"generated samples, below target_recall = {cal.target} that "
                 f"{cal.n_queries} calibration queries reached ({cal.measured:.3f}): the "
-                "calibration sample did not represent this batch; raise calibration_queries",
+                "calibration sample did not represent this batch (a calibration reused from "
+                "an earlier batch is redone on the next call); raise calibration_queries",
                 UserWarning,
                 stacklevel=3,
             )
