@@ -24,6 +24,7 @@
 #include <limits>
 #include <vector>
 
+#include "datacredit/common.hpp"
 #include "pq_scan.hpp"
 
 #if defined(__GNUC__) && defined(__x86_64__)
