@@ -1,10 +1,13 @@
-"""Recall calibration of GMValuator's approximate indexes: search parameters chosen per
-``value`` call so that recall@k against exact search meets ``target_recall``.
+"""Recall calibration of GMValuator's approximate indexes: search parameters chosen so that
+recall@k against exact search meets ``target_recall``.
 
 Which queries, and why it transfers: the calibration queries are a seeded sample of the
 generated batch being valued (``CALIBRATION_QUERIES`` of them), so they come from the very
 distribution the index is about to answer; training samples plus noise would need a noise
-scale matching the (unknown) generated-to-training distances.  Their exact top-k is
+scale matching the (unknown) generated-to-training distances.  In core the first batch of a
+fit calibrates and later batches reuse the setting (batches of one generator share its
+distribution), each checked on its held-out diagnostics rows; out of core every ``value``
+call calibrates.  Their exact top-k is
 computed by exact search; the recall of every candidate setting follows from it without
 searching again:
 
@@ -22,11 +25,10 @@ standard errors (of the mean of the per-query recalls) reaches the target: a one
 diagnostics sample) lands at the target or above with about 95 % probability.
 
 Cost: one exact search of ``C`` queries (``C * N * d``) plus ``C * nlist * d`` for the
-coarse ranking (IVF) or a few ADC searches of ``C`` queries (PQ).  The Gram kernel runs a
-batch of 64 queries at about a third of its large-batch throughput per query (300k x 64:
-about 1.9 ms against 0.6 ms per query, one thread), so 64 calibration queries cost about 10 %
-of an exact ``value`` of 2,000 generated samples; shared with the 100 diagnostics rows
-(one exact pass) the calibration adds about 4 %.
+coarse ranking (IVF) or a few ADC searches of ``C`` queries (PQ).  At 600,000 x 64 and 2,000
+generated samples that is about 0.12 s, a quarter of the first IVF ``value`` call (an exact
+row costs about 1 / scanned-fraction IVF rows) and 7 % at 10,000; reusing calls pay nothing
+(docs/gmvaluator.md).
 """
 
 from __future__ import annotations
