@@ -88,6 +88,9 @@ def test_auto_falls_back_to_exact_where_the_inverted_file_cannot_win(monkeypatch
     assert calibration.IVF_ROW_COST * scanned >= 1.0 and scanned > 0.85
     assert _brute_force_recall(train, gen, res.topk_indices, k) == 1.0
     assert diag["final_recall_at_k"] == 1.0 and diag["diagnostics_rows"] == 0
+    again = gmv.value(gen).diagnostics  # the next call reuses the fallback decision
+    assert again["calibration_reused"] and again["index"] == "exact"
+    assert again["auto_fallback"] == diag["auto_fallback"]
 
     # The same Gaussian at d = 32 with 100 lists needs about 64 % of the rows: the
     # inverted file is kept (it was not with the former IVF_ROW_COST = 2.0).

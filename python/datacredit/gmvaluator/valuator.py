@@ -661,7 +661,9 @@ class GMValuator:
         if self.index_ != "exact":
             if self.target_recall is not None and reused is None:
                 cal_rows = calibration_rows(n_gen, self.calibration_queries)
-            if self.diagnostics_sample > 0:
+            # A reused fallback to exact search needs no held-out check (recall 1).
+            fallback = reused is not None and reused.fallback_exact is not None
+            if self.diagnostics_sample > 0 and not fallback:
                 diag_rows = diagnostic_rows(n_gen, self.diagnostics_sample, cal_rows)
         # One exact search serves the calibration and the held-out diagnostics.
         n_cal = 0 if cal_rows is None else len(cal_rows)
