@@ -103,6 +103,7 @@ ByteTable make_byte_table(const float* table, int64_t m) {
   return bt;
 }
 
+#ifdef DATACREDIT_PQ_BYTES_X86
 namespace {
 
 // The largest S whose bound base + scale * S may not exceed `bound` (one step generous),
@@ -121,7 +122,6 @@ inline float exact_sum(const float* table, const uint8_t* code, int64_t m) {
 
 }  // namespace
 
-#ifdef DATACREDIT_PQ_BYTES_X86
 __attribute__((target("avx512f,avx512bw,avx512vbmi"))) void scan_groups64(
     const float* table, const ByteTable& bt, int64_t m, const uint8_t* groups, const uint8_t* codes,
     int64_t b0, int64_t b1, TopKHeap& heap) {
