@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from datacredit.gmvaluator import GMValuator, valuator
+from datacredit.gmvaluator import GMValuator, calibration, valuator
 from datacredit.gmvaluator.calibration import calibration_rows
 
 
@@ -23,10 +23,14 @@ def _gaussian(n=12000, n_gen=300, d=32, seed=0):
     )
 
 
-def _clustered(n=12000, n_gen=300, d=32, centres=150, seed=0):
+def _clustered(n=12000, n_gen=300, d=32, centres=150, seed=0, gen_seed=None):
+    """Clustered training and generated samples; ``gen_seed`` draws another generated
+    batch around the same centres."""
     rng = np.random.default_rng(seed)
     c = rng.standard_normal((centres, d)) * 6
     train = (c[rng.integers(0, centres, n)] + rng.standard_normal((n, d))).astype(np.float32)
+    if gen_seed is not None:
+        rng = np.random.default_rng(gen_seed)
     gen = (c[rng.integers(0, centres, n_gen)] + rng.standard_normal((n_gen, d))).astype(np.float32)
     return train, gen
 
@@ -63,17 +67,39 @@ def test_unstructured_data_reaches_the_target_where_the_old_default_did_not():
     assert diag["final_recall_at_k"] >= 0.9
 
 
-def test_auto_falls_back_to_exact_on_unstructured_data_and_keeps_ivf_on_clusters(monkeypatch):
+def test_auto_falls_back_to_exact_where_the_inverted_file_cannot_win(monkeypatch):
+    """ "auto" searches exactly where reaching the target needs most of the rows scanned,
+    says so in diagnostics, and keeps the inverted file wherever it is cheaper."""
     monkeypatch.setattr(valuator, "AUTO_IVF_MIN_TRAIN", 1000)
     k = 10
-    train, gen = _gaussian()
-    gmv = GMValuator(k=k, pq_nlist=100).fit(train)
+    # Ten lists of an isotropic Gaussian: a query's neighbours spread over the lists, so
+    # recall@10 >= 0.95 needs 8 of the 10 lists (about 92 % of the rows): exact search is
+    # cheaper at any cost per scanned row above about 1.09 (IVF_ROW_COST is 1.25).
+    train, gen = _gaussian(d=64)
+    gmv = GMValuator(k=k, pq_nlist=10).fit(train)
     assert gmv.index_ == "ivf"
     res = gmv.value(gen)
-    assert res.diagnostics["index"] == "exact"
-    assert "no cheaper than exact search" in res.diagnostics["auto_fallback"]
+    diag = res.diagnostics
+    assert diag["index"] == "exact"
+    assert "no cheaper than exact search" in diag["auto_fallback"]
+    assert f"nprobe = {diag['calibrated_nprobe']} of 10 lists" in diag["auto_fallback"]
+    assert diag["calibration_queries"] == 64 and diag["calibration_recall_at_k"] >= 0.95
+    scanned = diag["calibration_scanned_fraction"] + 10 / len(train)
+    assert calibration.IVF_ROW_COST * scanned >= 1.0 and scanned > 0.85
     assert _brute_force_recall(train, gen, res.topk_indices, k) == 1.0
-    assert res.diagnostics["final_recall_at_k"] == 1.0
+    assert diag["final_recall_at_k"] == 1.0 and diag["diagnostics_rows"] == 0
+    again = gmv.value(gen).diagnostics  # the next call reuses the fallback decision
+    assert again["calibration_reused"] and again["index"] == "exact"
+    assert again["auto_fallback"] == diag["auto_fallback"]
+
+    # The same Gaussian at d = 32 with 100 lists needs about 64 % of the rows: the
+    # inverted file is kept (it was not with the former IVF_ROW_COST = 2.0).
+    train, gen = _gaussian()
+    res = GMValuator(k=k, pq_nlist=100).fit(train).value(gen)
+    diag = res.diagnostics
+    assert diag["index"] == "ivf" and "auto_fallback" not in diag
+    assert calibration.IVF_ROW_COST * diag["calibration_scanned_fraction"] < 1.0
+    assert _brute_force_recall(train, gen, res.topk_indices, k) >= 0.95
 
     train, gen = _clustered()
     res = GMValuator(k=k, pq_nlist=100).fit(train).value(gen)
@@ -153,3 +179,46 @@ def test_bad_calibration_input_raises():
     with pytest.raises(ValueError, match="generated embeddings"):
         gmv.value(gen)
     assert np.isnan(gen[0, 0])  # nothing the user passes is modified
+
+
+def test_calibration_once_per_fit_reused_then_redone_when_a_batch_differs():
+    """The first value call of a fit calibrates on 64 of its samples; later batches of the
+    same distribution reuse the setting (and still reach the target against brute force);
+    a batch from another distribution fails its held-out check, warns with the measured
+    recall, and the next call calibrates again; a changed setting recalibrates too."""
+    train, gen = _clustered()
+    gmv = GMValuator(k=10, index="ivf", pq_nlist=100).fit(train)
+    first = gmv.value(gen).diagnostics
+    assert first["calibration_reused"] is False and first["calibration_queries"] == 64
+    nprobe = first["calibrated_nprobe"]
+
+    _, gen2 = _clustered(gen_seed=1)  # another batch of the same generator
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = gmv.value(gen2)
+    diag = res.diagnostics
+    assert diag["calibration_reused"] is True and diag["pq_nprobe"] == nprobe
+    assert diag["calibration_queries"] == 64  # what the reused calibration measured
+    assert diag["diagnostics_rows"] == 100 and diag["held_out_below_target"] is False
+    assert _brute_force_recall(train, gen2, res.topk_indices, 10) >= 0.95
+
+    # Unstructured queries between the clusters need many more lists.
+    other = (np.random.default_rng(7).standard_normal((300, 32)) * 6).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"recall@10 = 0\.\d+ on 100 held-out") as w:
+        res = gmv.value(other)
+    measured = float(str(w[0].message).split("recall@10 = ")[1].split()[0])
+    assert res.diagnostics["held_out_below_target"] is True
+    assert abs(measured - _brute_force_recall(train, other, res.topk_indices, 10)) < 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = gmv.value(other)  # calibrates again, on this batch
+    assert res.diagnostics["calibration_reused"] is False
+    assert res.diagnostics["calibrated_nprobe"] > nprobe
+    assert _brute_force_recall(train, other, res.topk_indices, 10) >= 0.95
+
+    gmv.target_recall = 0.99  # a changed setting is never served a stale calibration
+    assert gmv.value(other).diagnostics["calibration_reused"] is False
+    # a batch smaller than calibration_queries is calibrated on all its rows, not kept
+    small = GMValuator(k=10, index="ivf", pq_nlist=100).fit(train)
+    assert small.value(gen[:40]).diagnostics["calibration_queries"] == 40
+    assert small.value(gen).diagnostics["calibration_reused"] is False

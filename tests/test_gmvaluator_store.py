@@ -179,3 +179,33 @@ def test_store_pq_equals_in_core_pq(tmp_path, ivf):
     # A second fit reuses the quantizer and the codes.
     again = GMValuator(**kw).fit(train, store=tmp_path / "s", shard_rows=256).value(gen)
     np.testing.assert_array_equal(again.values, res.values)
+
+
+def test_lists_stage_writes_no_order_and_resumes_an_old_store(tmp_path, monkeypatch):
+    """New stores hold only each shard's ``lists``; a partial store written with the unused
+    ``order`` tensor (before it was dropped) resumes with it (shards stay alike) and gives
+    the same values as a fresh store."""
+    from datacredit.gmvaluator import stages
+
+    train, gen = _data()
+    kw = dict(encoder=project, k=10, recall=40, index="ivf", pq_nlist=12, pq_nprobe=12)
+    fresh = GMValuator(**kw).fit(train, store=tmp_path / "new", shard_rows=256)
+    (lists_dir,) = (tmp_path / "new").glob("ivf-*/lists")
+    assert set(ShardStore(lists_dir).shard(0)) == {"lists"}
+    ref = fresh.value(gen)
+
+    real = stages._lists_shard
+    monkeypatch.setattr(
+        stages, "_lists_shard", lambda emb, c, t, _with, *a: real(emb, c, t, True, *a)
+    )
+    GMValuator(**kw).fit(train, store=tmp_path / "old", shard_rows=256)
+    monkeypatch.setattr(stages, "_lists_shard", real)
+    (old_dir,) = (tmp_path / "old").glob("ivf-*/lists")
+    for suffix in (".done", ".safetensors"):  # shard 2 lost: the next fit recomputes it
+        (old_dir / f"shard-00002{suffix}").unlink()
+    old = GMValuator(**kw).fit(train, store=tmp_path / "old", shard_rows=256)
+    store = ShardStore(old_dir)
+    assert all(set(store.shard(i)) == {"lists", "order"} for i in range(store.n_shards))
+    res = old.value(gen)
+    np.testing.assert_array_equal(res.topk_indices, ref.topk_indices)
+    np.testing.assert_array_equal(res.values, ref.values)

@@ -8,6 +8,17 @@ import pytest
 from datacredit.kernels import ProductQuantizer
 
 
+@pytest.fixture(params=["default", "scalar"])
+def scan(request, monkeypatch):
+    """Both 8-bit scans: the byte-table one (where the processor has AVX-512 VBMI) and the
+    portable scalar one (DATACREDIT_PQ_SCAN=scalar)."""
+    if request.param == "scalar":
+        monkeypatch.setenv("DATACREDIT_PQ_SCAN", "scalar")
+    else:
+        monkeypatch.delenv("DATACREDIT_PQ_SCAN", raising=False)
+    return request.param
+
+
 def _clustered(rng, n, d, centres=20):
     c = rng.standard_normal((centres, d)).astype(np.float32) * 3
     return (c[rng.integers(0, centres, n)] + rng.standard_normal((n, d))).astype(np.float32)
@@ -26,7 +37,7 @@ def _brute_adc(tables: np.ndarray, codes: np.ndarray, k: int, largest: bool):
 
 @pytest.mark.parametrize("metric", ["l2", "ip"])
 @pytest.mark.parametrize("nbits,m", [(8, 8), (4, 16), (6, 5), (8, 40), (8, 64)])
-def test_search_equals_brute_force_adc(rng, metric, nbits, m):
+def test_search_equals_brute_force_adc(rng, metric, nbits, m, scan):
     d = m * 4
     x = _clustered(rng, 3000, d)
     pq = ProductQuantizer(d, m, nbits, metric=metric, seed=3).train(x, n_iter=6)
@@ -40,7 +51,7 @@ def test_search_equals_brute_force_adc(rng, metric, nbits, m):
         np.testing.assert_array_equal(dist, ref_d)
 
 
-def test_search_with_ties_and_few_queries(rng):
+def test_search_with_ties_and_few_queries(rng, scan):
     # Duplicated codes force exact ties: the lower index must win; one query forces the
     # split of the code range across threads and the merge of the partial heaps.
     d, m = 16, 4
@@ -52,6 +63,27 @@ def test_search_with_ties_and_few_queries(rng):
     ref_d, ref_i = _brute_adc(pq.compute_tables(q), codes, 120, largest=False)
     np.testing.assert_array_equal(idx, ref_i)
     np.testing.assert_array_equal(dist, ref_d)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_byte_scan_bounds_on_hard_tables(rng, metric, scan):
+    """The byte-table scan's lower bound (tables rounded down to bytes, one scale for all
+    sub-spaces, uint16 sums saturating) never drops a true neighbour: sizes that leave a
+    partial group of 64, one sub-space with a huge range (the others quantize to a few
+    levels), a large common offset, and m = 288 (a byte sum above 65,535 saturates)."""
+    for n, m, offset in ((1000, 8, 0.0), (4099, 16, 500.0), (700, 288, 0.0)):
+        d = m
+        x = _clustered(rng, n, d) + np.float32(offset)
+        x[:, 0] *= 300.0  # sub-space 0 dominates the tables' range
+        pq = ProductQuantizer(d, m, 8, metric=metric, seed=2, n_threads=2).train(x, n_iter=2)
+        codes = pq.encode(x)
+        q = x[rng.integers(0, n, 11)] + rng.standard_normal((11, d)).astype(np.float32)
+        tables = pq.compute_tables(q)
+        for k in (1, 64, n):
+            dist, idx = pq.search(q, codes, k)
+            ref_d, ref_i = _brute_adc(tables, codes, k, largest=(metric == "ip"))
+            np.testing.assert_array_equal(idx, ref_i)
+            np.testing.assert_array_equal(dist, ref_d)
 
 
 def test_tables_match_definition(rng):
@@ -229,7 +261,7 @@ def test_ivf_save_load_and_errors(rng, tmp_path):
         flat.assign(x)
 
 
-def test_adc_search_equals_faiss_index_pq_on_the_same_codebooks():
+def test_adc_search_equals_faiss_index_pq_on_the_same_codebooks(scan):
     """Issue 24: with faiss's trained codebooks, our codes and our 8-bit ADC top-k are
     faiss IndexPQ's (same ids, distances to float rounding), so any recall gap between the
     two comes from k-means training, not from the search (ties, tables, candidates)."""

@@ -607,7 +607,11 @@ void pq_search_tables(const PQShape& shape, const float* tables, int64_t nq, con
   validate_codes(shape, codes, n_codes, where);
   const int64_t ksub = shape.ksub(), m = shape.m;
   const int threads = resolve_threads(n_threads);
-  const Planes pl = make_planes(codes, n_codes, m, threads);
+  // One layout of the codes per search: groups of 64 for the byte-table scan, else planes.
+  const bool bytes = byte_scan_enabled(ksub);
+  const Planes pl = bytes ? Planes{} : make_planes(codes, n_codes, m, threads);
+  const std::vector<uint8_t> groups =
+      bytes ? make_groups64(codes, n_codes, m, threads) : std::vector<uint8_t>{};
 
   // Internally every table is minimised: inner products are negated (exact in floats).
   const bool negate = metric == PQMetric::kInnerProduct;
@@ -617,7 +621,8 @@ void pq_search_tables(const PQShape& shape, const float* tables, int64_t nq, con
   // With fewer query groups than threads, split the code range too and merge the heaps.
   const int64_t parts = std::max<int64_t>(
       1, std::min<int64_t>((threads + n_groups - 1) / n_groups, (n_codes + kBlock - 1) / kBlock));
-  const int64_t part_len = (n_codes + parts - 1) / parts;
+  // A multiple of 64, so every part starts on a group of the byte-table scan.
+  const int64_t part_len = ((n_codes + parts - 1) / parts + 63) / 64 * 64;
   std::vector<float> heap_keys(static_cast<size_t>(nq * parts * k));
   std::vector<int64_t> heap_ids(static_cast<size_t>(nq * parts * k));
   std::vector<int64_t> heap_size(static_cast<size_t>(nq * parts), 0);
@@ -631,9 +636,11 @@ void pq_search_tables(const PQShape& shape, const float* tables, int64_t nq, con
       errors.run([&] {
         const int64_t g = task / parts, part = task % parts;
         const int64_t q0 = g * kGroup, q1 = std::min(nq, q0 + kGroup);
-        const int64_t c0 = part * part_len, c1 = std::min(n_codes, c0 + part_len);
+        const int64_t c0 = std::min(n_codes, part * part_len);
+        const int64_t c1 = std::min(n_codes, c0 + part_len);
         if (negate) neg.resize(static_cast<size_t>((q1 - q0) * m * ksub));
         std::vector<QueryState> states;
+        std::vector<ByteTable> byte_tables;
         states.reserve(static_cast<size_t>(q1 - q0));
         for (int64_t q = q0; q < q1; ++q) {
           const float* t = tables + q * m * ksub;
@@ -644,11 +651,20 @@ void pq_search_tables(const PQShape& shape, const float* tables, int64_t nq, con
           }
           const size_t slot = static_cast<size_t>((q * parts + part) * k);
           states.emplace_back(t, heap_keys.data() + slot, heap_ids.data() + slot, k);
-          prepare_bounds(states.back(), pl, m, ksub);
+          if (bytes)
+            byte_tables.push_back(make_byte_table(t, m));
+          else
+            prepare_bounds(states.back(), pl, m, ksub);
         }
         for (int64_t b0 = c0; b0 < c1; b0 += kBlock) {
           const int64_t b1 = std::min(c1, b0 + kBlock);
-          for (auto& st : states) scan_block_any(st, pl, ksub, b0, b1);
+          for (size_t j = 0; j < states.size(); ++j) {
+            QueryState& st = states[j];
+            if (bytes)
+              scan_groups64(st.table, byte_tables[j], m, groups.data(), codes, b0, b1, st.heap);
+            else
+              scan_block_any(st, pl, ksub, b0, b1);
+          }
         }
         for (int64_t q = q0; q < q1; ++q)
           heap_size[static_cast<size_t>(q * parts + part)] =

@@ -1,10 +1,13 @@
-"""Recall calibration of GMValuator's approximate indexes: search parameters chosen per
-``value`` call so that recall@k against exact search meets ``target_recall``.
+"""Recall calibration of GMValuator's approximate indexes: search parameters chosen so that
+recall@k against exact search meets ``target_recall``.
 
 Which queries, and why it transfers: the calibration queries are a seeded sample of the
 generated batch being valued (``CALIBRATION_QUERIES`` of them), so they come from the very
 distribution the index is about to answer; training samples plus noise would need a noise
-scale matching the (unknown) generated-to-training distances.  Their exact top-k is
+scale matching the (unknown) generated-to-training distances.  In core the first batch of a
+fit calibrates and later batches reuse the setting (batches of one generator share its
+distribution), each checked on its held-out diagnostics rows; out of core every ``value``
+call calibrates.  Their exact top-k is
 computed by exact search; the recall of every candidate setting follows from it without
 searching again:
 
@@ -22,11 +25,10 @@ standard errors (of the mean of the per-query recalls) reaches the target: a one
 diagnostics sample) lands at the target or above with about 95 % probability.
 
 Cost: one exact search of ``C`` queries (``C * N * d``) plus ``C * nlist * d`` for the
-coarse ranking (IVF) or a few ADC searches of ``C`` queries (PQ).  The Gram kernel runs a
-batch of 64 queries at about a third of its large-batch throughput per query (300k x 64:
-about 1.9 ms against 0.6 ms per query, one thread), so 64 calibration queries cost about 10 %
-of an exact ``value`` of 2,000 generated samples; shared with the 100 diagnostics rows
-(one exact pass) the calibration adds about 4 %.
+coarse ranking (IVF) or a few ADC searches of ``C`` queries (PQ).  At 600,000 x 64 and 2,000
+generated samples that is about 0.12 s, a quarter of the first IVF ``value`` call (an exact
+row costs about 1 / scanned-fraction IVF rows) and 7 % at 10,000; reusing calls pay nothing
+(docs/gmvaluator.md).
 """
 
 from __future__ import annotations
@@ -43,10 +45,14 @@ CALIBRATION_QUERIES = 64
 CALIBRATION_Z = 1.645
 # index="auto" keeps the inverted file only when its scanned rows (coarse centroids
 # included), weighted by this cost per row relative to a row of exact search, stay below
-# the N rows of exact search; above it falls back to exact. The inverted file searches a
-# list per (list, query block) GEMM tile, which costs more per row than exact search's
-# large tiles (benchmarks/bench_gmvaluator.py).
-IVF_ROW_COST = 2.0
+# the N rows of exact search; above it falls back to exact.  Measured with the batched
+# list kernel (benchmarks/bench_gmvaluator.py --row-cost: 200k x 64, 2,000 queries, k = 20,
+# 2 threads, shared machine, IVF and exact timed alternately): where 30-88 % of the rows
+# are scanned (the fallback's neighbourhood) a scanned row costs 0.90-1.45x (median 1.27)
+# a row of exact top-k search, and 0.70-1.04x a row of the exact top-`recall` (200) search
+# the fallback actually runs; at 7-10 % scanned 2.5x (coarse ranking and per-list
+# overheads), where the inverted file wins anyway.  Was 2.0, from the per-list kernel.
+IVF_ROW_COST = 1.25
 # Candidates recalled per generated sample for index="pq" are searched up to this multiple
 # of the starting ``recall`` while calibrating.
 PQ_MAX_RECALL_FACTOR = 8
@@ -350,12 +356,14 @@ def recall_diagnostics(
     if cal is not None and cal.reaches_target and len(exact) > 1:
         hits = np.array([len(np.intersect1d(e, f[f >= 0])) for e, f in zip(exact, cand)])
         mean, se = recall_with_error(hits[:, None], k)
-        if mean[0] + 2 * se[0] < cal.target:
+        out["held_out_below_target"] = bool(mean[0] + 2 * se[0] < cal.target)
+        if out["held_out_below_target"]:
             warnings.warn(
                 f"index={index!r}: recall@{k} = {mean[0]:.3f} on {len(exact)} held-out "
                 f"generated samples, below target_recall = {cal.target} that "
                 f"{cal.n_queries} calibration queries reached ({cal.measured:.3f}): the "
-                "calibration sample did not represent this batch; raise calibration_queries",
+                "calibration sample did not represent this batch (a calibration reused from "
+                "an earlier batch is redone on the next call); raise calibration_queries",
                 UserWarning,
                 stacklevel=3,
             )

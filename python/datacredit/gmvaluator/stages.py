@@ -7,7 +7,8 @@
 * ``ivf-nlist{nlist}-seed{seed}/coarse/``: the IVF coarse quantizer (``index="ivf"``),
   k-means on a seeded sample of the shards;
 * ``ivf-nlist{nlist}-seed{seed}/lists/``: per training shard, each row's inverted list
-  (``lists`` int32) and the shard's rows ordered by list (``order`` int32, shard-local);
+  (``lists`` int32; stores written before issue 24's last change also hold an unused
+  ``order``);
 * ``pq-m{m}-nbits{b}-nlist{nlist}-seed{seed}/`` (``index="pq"``): ``quantizer.npz``
   (trained on a seeded sample) and ``codes/`` (per shard: ``codes`` uint8, ``lists``).
 
@@ -232,12 +233,18 @@ class ShardedEmbeddings:
         return f"ShardedEmbeddings({self.shape}, {self.store.n_shards} shards)"
 
 
-def _lists_shard(emb: ShardedEmbeddings, coarse: np.ndarray, n_threads: Any, shard: int, rows):
-    """Stage ``lists``: nearest coarse centroid of each row; rows ordered by list."""
+def _lists_shard(
+    emb: ShardedEmbeddings, coarse: np.ndarray, n_threads: Any, with_order: bool, shard: int, rows
+):
+    """Stage ``lists``: nearest coarse centroid of each row.  ``with_order``: also the rows
+    ordered by list (``order``), which stores written before it was dropped hold (nothing
+    reads it; a resumed old store keeps every shard's tensors alike)."""
     lists = gram_topk(emb.shard(shard), coarse, 1, metric="l2", largest=False, n_threads=n_threads)[
         1
     ][:, 0].astype(np.int32)
-    return {"lists": lists, "order": np.argsort(lists, kind="stable").astype(np.int32)}
+    if with_order:
+        return {"lists": lists, "order": np.argsort(lists, kind="stable").astype(np.int32)}
+    return {"lists": lists}
 
 
 def fit_out_of_core(
@@ -344,9 +351,10 @@ def _build_ivf(gmv: Any, emb: ShardedEmbeddings, root: Path, config: dict, execu
         n_rows=n,
         shard_rows=int(emb.store.manifest["shard_rows"]),
     )
+    with_order = "order" in lists_store.manifest.get("tensors", {})
     run_stage(
         lists_store,
-        partial(_lists_shard, emb, coarse, gmv.n_threads),
+        partial(_lists_shard, emb, coarse, gmv.n_threads, with_order),
         executor=executor,
         progress=gmv.progress,
         desc="inverted lists (shards)",

@@ -119,17 +119,20 @@ class GMValuator:
             against exact search (recall@k in ``GMValuation.diagnostics``, on samples held
             out from the calibration when the batch is large enough); 0 disables.
         target_recall: recall@k against exact search that the approximate indexes must
-            reach, in (0, 1] (default 0.95); ``None`` turns the calibration off.  Each
-            ``value`` call first calibrates on ``calibration_queries`` of its generated
-            samples (:mod:`datacredit.gmvaluator.calibration`): ``"ivf"`` picks the smallest
+            reach, in (0, 1] (default 0.95); ``None`` turns the calibration off.  The first
+            ``value`` call after ``fit`` calibrates on ``calibration_queries`` of its
+            generated samples (:mod:`datacredit.gmvaluator.calibration`), later calls reuse
+            that setting (``diagnostics["calibration_reused"]``) until a held-out check of
+            theirs falls short or a setting changes: ``"ivf"`` picks the smallest
             nprobe reaching the target, ``"pq"`` the smallest nprobe and ``recall``;
             ``"auto"`` searches exactly when the inverted file would scan more than exact
             search costs (``diagnostics["auto_fallback"]`` says so); a pinned ``pq_nprobe``
             (or ``recall`` for ``"pq"``) that misses the target raises a ``UserWarning``
-            naming the measured recall and the setting that reaches it.  Cost: an exact
-            search of the calibration queries, done in one pass with the diagnostics rows
-            (64 of 2,000 generated: about 10 % of an exact ``value`` call on its own).
-        calibration_queries: generated samples per ``value`` call used to calibrate.
+            naming the measured recall and the setting that reaches it (on every call).
+            Cost: an exact search of the calibration queries, done in one pass with the
+            diagnostics rows, once per fit (docs/gmvaluator.md has the figures).
+        calibration_queries: generated samples of the first ``value`` call used to
+            calibrate (a batch with fewer is calibrated on all its rows, and not reused).
         seed: PQ training seed.
         n_threads: threads of the kernels (``None``: all cores).
         progress: show progress bars (tqdm) while embedding.
@@ -369,6 +372,7 @@ class GMValuator:
             train_data if self._distance is not None and self._rerank_train_emb is None else None
         )
         self._pq = self._codes = self._lists = self._faiss = self._ivf = None
+        self._calibration_memo = None  # (settings key, Calibration) of this fit
         emb = self._search_emb = self._search_space(emb)
         d = emb.shape[1]
         self.index_ = self.index
@@ -667,10 +671,13 @@ class GMValuator:
         cal, cal_rows = None, None
         index, r, nprobe = self.index_, self.recall, None
         diag_rows = np.zeros(0, np.int64)
+        reused = self._reusable_calibration() if self.index_ != "exact" else None
         if self.index_ != "exact":
-            if self.target_recall is not None:
+            if self.target_recall is not None and reused is None:
                 cal_rows = calibration_rows(n_gen, self.calibration_queries)
-            if self.diagnostics_sample > 0:
+            # A reused fallback to exact search needs no held-out check (recall 1).
+            fallback = reused is not None and reused.fallback_exact is not None
+            if self.diagnostics_sample > 0 and not fallback:
                 diag_rows = diagnostic_rows(n_gen, self.diagnostics_sample, cal_rows)
         # One exact search serves the calibration and the held-out diagnostics.
         n_cal = 0 if cal_rows is None else len(cal_rows)
@@ -696,6 +703,11 @@ class GMValuator:
                 )
         if cal_rows is not None:
             cal = self._calibrate(search[cal_rows], exact[:n_cal])
+            if n_cal == self.calibration_queries:  # a full sample: kept for later calls
+                self._calibration_memo = (self._calibration_key(), cal)
+        elif reused is not None:
+            cal = reused
+        if cal is not None:
             index, r, nprobe = self._apply_calibration(cal)
         t_cal = time.perf_counter()
         if n_cal and index == "ivf" and self.rerank in ("l2", None, "cosine"):
@@ -752,14 +764,40 @@ class GMValuator:
             diag["pq_m"], diag["pq_nbits"] = self._pq.m, self._pq.nbits
             diag["pq_nlist"] = self._pq.nlist
             diag["pq_nprobe"] = nprobe or self._pq.nprobe
+        if cal is not None:
+            diag["calibration_reused"] = reused is not None
         diag.update(
             search_diagnostics(
                 cal, index, exact, n_cal, diag_rows, raw_cand, top_idx, self.rerank, self.k
             )
         )
+        if diag.get("held_out_below_target"):
+            self._calibration_memo = None  # this batch differs: the next call recalibrates
         return GMValuation(values, top_idx, weights, top_dist, q, diag)
 
     # ------------------------------------------------------------ calibration
+    def _calibration_key(self) -> tuple:
+        """The settings a calibration depends on besides the fitted index."""
+        return (
+            self.target_recall,
+            self.pq_nprobe,
+            self.recall,
+            self._recall_pinned,
+            self.calibration_queries,
+            self.k,
+            self.index,
+            self.rerank,
+        )
+
+    def _reusable_calibration(self) -> Calibration | None:
+        """The calibration of an earlier ``value`` call of this fit, if its settings are
+        unchanged (generated batches of one generator share their distribution, so the
+        setting transfers; each call's held-out diagnostics rows check it)."""
+        memo = getattr(self, "_calibration_memo", None)
+        if memo is None or self.target_recall is None or memo[0] != self._calibration_key():
+            return None
+        return memo[1]
+
     def _calibrate(self, queries: np.ndarray, exact: np.ndarray) -> Calibration:
         """Search parameters meeting ``target_recall`` on ``queries`` (calibration rows of
         the generated batch, in the search space) whose exact top-k is ``exact``; see
