@@ -181,13 +181,22 @@ def test_bad_calibration_input_raises():
     assert np.isnan(gen[0, 0])  # nothing the user passes is modified
 
 
-def test_calibration_once_per_fit_reused_then_redone_when_a_batch_differs():
+@pytest.mark.parametrize("out_of_core", [False, True])
+def test_calibration_once_per_fit_reused_then_redone_when_a_batch_differs(tmp_path, out_of_core):
     """The first value call of a fit calibrates on 64 of its samples; later batches of the
     same distribution reuse the setting (and still reach the target against brute force);
     a batch from another distribution fails its held-out check, warns with the measured
-    recall, and the next call calibrates again; a changed setting recalibrates too."""
+    recall, and the next call calibrates again; a changed setting recalibrates too.  The
+    same in core and out of core (fit(store=...))."""
     train, gen = _clustered()
-    gmv = GMValuator(k=10, index="ivf", pq_nlist=100).fit(train)
+
+    def fitted(name):
+        g = GMValuator(k=10, index="ivf", pq_nlist=100)
+        if out_of_core:
+            return g.fit(train, store=tmp_path / name, shard_rows=2000)
+        return g.fit(train)
+
+    gmv = fitted("a")
     first = gmv.value(gen).diagnostics
     assert first["calibration_reused"] is False and first["calibration_queries"] == 64
     nprobe = first["calibrated_nprobe"]
@@ -219,6 +228,6 @@ def test_calibration_once_per_fit_reused_then_redone_when_a_batch_differs():
     gmv.target_recall = 0.99  # a changed setting is never served a stale calibration
     assert gmv.value(other).diagnostics["calibration_reused"] is False
     # a batch smaller than calibration_queries is calibrated on all its rows, not kept
-    small = GMValuator(k=10, index="ivf", pq_nlist=100).fit(train)
+    small = fitted("b")
     assert small.value(gen[:40]).diagnostics["calibration_queries"] == 40
     assert small.value(gen).diagnostics["calibration_reused"] is False

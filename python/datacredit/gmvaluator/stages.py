@@ -303,6 +303,7 @@ def fit_out_of_core(
     gmv._executor = executor
     gmv._train_data = train_data if gmv._distance is not None else None
     gmv._pq = gmv._codes = gmv._lists = gmv._faiss = gmv._ivf = None
+    gmv._calibration_memo = None  # (settings key, Calibration) of this fit
     gmv._pq_store = None
     gmv.index_ = gmv.index
     if gmv.index == "auto":
@@ -662,10 +663,14 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
     cal, cal_rows = None, None
     index, r, nprobe = gmv.index_, gmv.recall, None
     diag_rows = np.zeros(0, np.int64)
+    # calibrated once per fit, as in core (GMValuator._reusable_calibration): later calls
+    # reuse the setting, checked on each call's held-out diagnostics rows
+    reused = gmv._reusable_calibration() if gmv.index_ != "exact" else None
     if gmv.index_ != "exact":
-        if gmv.target_recall is not None:
+        if gmv.target_recall is not None and reused is None:
             cal_rows = calibration_rows(n_gen, gmv.calibration_queries)
-        if gmv.diagnostics_sample > 0:
+        fallback = reused is not None and reused.fallback_exact is not None
+        if gmv.diagnostics_sample > 0 and not fallback:
             diag_rows = diagnostic_rows(n_gen, gmv.diagnostics_sample, cal_rows)
     # One exact pass over the shards serves the calibration and the held-out diagnostics.
     n_cal = 0 if cal_rows is None else len(cal_rows)
@@ -673,6 +678,11 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
     exact = exact_topk(gmv, gen[exact_rows], gmv.k, executor)[1] if len(exact_rows) else None
     if cal_rows is not None:
         cal = calibrate(gmv, gen[cal_rows], exact[:n_cal], executor)
+        if n_cal == gmv.calibration_queries:  # a full sample: kept for later calls
+            gmv._calibration_memo = (gmv._calibration_key(), cal)
+    elif reused is not None:
+        cal = reused
+    if cal is not None:
         index, r, nprobe = apply_calibration(gmv, cal)
     t_cal = time.perf_counter()
     rec_dist, raw_cand = recall_candidates(gmv, gen, executor, r, nprobe, index)
@@ -722,9 +732,13 @@ def value_out_of_core(gmv: Any, generated: Any, quality_scores: Any, executor: A
         diag["pq_nlist"], diag["pq_nprobe"] = gmv._pq.nlist, nprobe or gmv._pq.nprobe
     if gmv._ivf is not None:
         diag["pq_nlist"], diag["pq_nprobe"] = len(gmv._ivf["coarse"]), nprobe or gmv._ivf["nprobe"]
+    if cal is not None:
+        diag["calibration_reused"] = reused is not None
     diag.update(
         search_diagnostics(
             cal, index, exact, n_cal, diag_rows, raw_cand, top_idx, gmv.rerank, gmv.k
         )
     )
+    if diag.get("held_out_below_target"):
+        gmv._calibration_memo = None  # this batch differs: the next call recalibrates
     return GMValuation(values, top_idx, weights, top_dist, q, diag)
