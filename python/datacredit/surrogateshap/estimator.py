@@ -244,6 +244,14 @@ def linear_tree_fit(
     return fit
 
 
+def symmetric_equations(plan: Any) -> int:
+    """Equations that a paired coalition plan gives about the symmetric part v(S) + v(Sᶜ)
+    of the game besides v(∅) + v(N): one per complement pair (enumerated sizes come with
+    their complement sizes; a sampled unit is one pair).  O(m)."""
+    n_enum = int((plan.units < 0).sum()) - 2
+    return n_enum // 2 + len(plan.unit_stratum)
+
+
 def _check_int(x: Any, name: str, low: int) -> int:
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(x).__name__}")
@@ -380,7 +388,7 @@ class SurrogateSHAP:
         if interactions and self.estimator != "adjusted" and not small:
             raise ValueError("interactions=True needs estimator='adjusted'")
         if self.estimator == "adjusted" or small:
-            plan = self._plan(n)
+            plan = self._plan(n, interactions=interactions)
             v = evaluate(game, plan.Z, batch_size=self.batch_size)
             sv = self._explain_plan(plan, v, players, interactions)
             sv.higher_is_better = direction
@@ -389,7 +397,7 @@ class SurrogateSHAP:
         v = evaluate(game, Z, batch_size=self.batch_size)
         return self.explain_coalitions(Z, v, players, higher_is_better=direction)
 
-    def _plan(self, n: int) -> Any:
+    def _plan(self, n: int, interactions: bool = False) -> Any:
         """The coalition plan of the adjusted estimator.
 
         The kernel's proportional allocation, unless it leaves a partly sampled stratum with
@@ -404,12 +412,20 @@ class SurrogateSHAP:
         """
         from datacredit.shapley.adjusted import MIN_UNITS_FOR_STDERR
 
+        paired = True
         plan = plan_coalitions(n, self.budget, self.seed, paired=True)
+        if interactions and not plan.exact and symmetric_equations(plan) <= n * (n - 1) // 2:
+            # the SII depends on v only through v(S) + v(Sᶜ) (c_ij(Sᶜ) = c_ij(S)), so a
+            # complement pair is one equation about the n(n−1)/2 pair terms: with fewer
+            # pairs than terms (n = 14, budget 128: 63 for 91) no estimator can determine
+            # them, while the same budget unpaired can (shapiq's RegressionFSII: exact)
+            paired = False
+            plan = plan_coalitions(n, self.budget, self.seed, paired=False)
         m_h = plan.strata_sampled
         partly = (m_h > 0) & (plan.strata_population > m_h)
         if partly.any() and m_h[partly].min() < MIN_UNITS_FOR_STDERR:
             floor = max(self.n_folds, MIN_UNITS_FOR_STDERR)
-            plan = plan_coalitions(n, self.budget, self.seed, paired=True, min_units=floor)
+            plan = plan_coalitions(n, self.budget, self.seed, paired=paired, min_units=floor)
         return plan
 
     def _candidates(self) -> list[dict[str, Any] | None]:
@@ -426,6 +442,7 @@ class SurrogateSHAP:
         self, plan: Any, v: np.ndarray, players: list, interactions: bool = False
     ) -> ShapleyValues:
         from datacredit.shapley.adjusted import regression_adjusted
+        from datacredit.shapley.greg import greg_pairwise
 
         v = np.asarray(v, dtype=np.float64)
         if not np.isfinite(v).all():
@@ -453,12 +470,22 @@ class SurrogateSHAP:
                 e2 = regression_adjusted(
                     plan, v, f2, n_folds=self.n_folds, seed=self.seed, interactions=True
                 )
-                found.append(((order, p), e2))
+                found.append(((order, p, "cross-fitted"), e2))
+            if not plan.exact:
+                # the pairwise base fitted on all rows (GREG): where the folds keep fewer
+                # rows than its n(n+1)/2 parameters, only the full fit determines it
+                found.append(((2, None, "greg"), greg_pairwise(plan, v)))
             crit = np.array([e.interaction_variance for _, e in found])
             pick = int(np.nanargmin(crit)) if np.isfinite(crit).any() else 0
-            (order, p), e2 = found[pick]
+            (order, p, kind), e2 = found[pick]
             inter, inter_se = e2.interactions, e2.interaction_stderr
-            inter_info = {"order": order, "params": p, "variance": float(crit[pick])}
+            inter_info = {
+                "order": order,
+                "params": p,
+                "kind": kind,
+                "variance": float(crit[pick]),
+                "paired": bool(plan.paired),
+            }
         self.booster_ = fit.booster
         self.cv_results_ = [(p, float(r.variance)) for p, r, _ in results]
         return ShapleyValues(
