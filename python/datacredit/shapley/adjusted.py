@@ -94,7 +94,6 @@ def kernel_regression_weights(plan: CoalitionPlan, rows: np.ndarray) -> np.ndarr
     return mu
 
 
-
 def stratified_variance(plan: CoalitionPlan, x_units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Variance and standard error of a stratified Horvitz–Thompson total of per-unit
     contributions ``x_units`` (u × w, float64; each unit's residual contribution under a

@@ -108,8 +108,12 @@ def greg_pairwise(
         stderr = np.full(c.shape[1], np.nan)
     elif n_units:
         var, stderr = stratified_variance(plan, x_loo)
-    else:
+    elif plan.exact:
         var = stderr = np.zeros(c.shape[1])
+    else:
+        # coalitions left unevaluated and no sampled unit to extrapolate from: unknown
+        var = np.full(c.shape[1], np.inf)
+        stderr = np.full(c.shape[1], np.nan)
     values, se, var_v = est[:n], stderr[:n], var[:n]
     inter = inter_se = None
     inter_var = float("nan")

@@ -448,46 +448,53 @@ class SurrogateSHAP:
         if not np.isfinite(v).all():
             raise ValueError("the game returned non-finite utilities")
         n = plan.n_players
+        # (order, params, kind) -> estimate; order 1: linear base, 2: pairwise base
         results = []
         for params in [None] if plan.exact else self._candidates():
             fit = linear_tree_fit(params, n, seed=self.seed)
-            est = regression_adjusted(plan, v, fit, n_folds=self.n_folds, seed=self.seed)
-            results.append((params, est, fit))
-        scores = [r[1].variance for r in results]
-        best = int(np.nanargmin(scores)) if np.isfinite(scores).any() else 0
-        params, est, fit = results[best]
-        inter = inter_se = None
-        inter_info = None
-        if interactions:
-            # the interaction index has its own surrogate, chosen by the estimated variance
-            # of the interactions (same plan, same folds): the values' surrogate, and a
-            # pairwise base (second-order KernelSHAP) alone or with the two shallow tree
-            # candidates (deeper ensembles on a pairwise base cost most of the time)
-            cands = [(1, params)] + [(2, p) for p in self._candidates()[:3]]
-            found = []
-            for order, p in [(1, None)] if plan.exact else cands:
-                f2 = linear_tree_fit(p, n, seed=self.seed, order=order)
+            est = regression_adjusted(
+                plan, v, fit, n_folds=self.n_folds, seed=self.seed, interactions=interactions
+            )
+            results.append(((1, params, "cross-fitted"), est, fit))
+        n_first = len(results)
+        if interactions and not plan.exact:
+            # interactions have surrogates of their own too: a pairwise base (second-order
+            # KernelSHAP) alone or with the two shallow tree candidates (deeper ensembles on
+            # a pairwise base cost most of the time), cross-fitted, and the pairwise base
+            # fitted on all rows (GREG): where the folds keep fewer rows than its n(n+1)/2
+            # parameters, only the full fit determines it
+            for p in self._candidates()[:3]:
+                f2 = linear_tree_fit(p, n, seed=self.seed, order=2)
                 e2 = regression_adjusted(
                     plan, v, f2, n_folds=self.n_folds, seed=self.seed, interactions=True
                 )
-                found.append(((order, p, "cross-fitted"), e2))
-            if not plan.exact:
-                # the pairwise base fitted on all rows (GREG): where the folds keep fewer
-                # rows than its n(n+1)/2 parameters, only the full fit determines it
-                found.append(((2, None, "greg"), greg_pairwise(plan, v)))
-            crit = np.array([e.interaction_variance for _, e in found])
-            pick = int(np.nanargmin(crit)) if np.isfinite(crit).any() else 0
-            (order, p, kind), e2 = found[pick]
+                results.append(((2, p, "cross-fitted"), e2, f2))
+            results.append(((2, None, "greg"), greg_pairwise(plan, v), None))
+
+        def pick(crit: list[float]) -> int:
+            crit = np.asarray(crit, dtype=np.float64)
+            return int(np.nanargmin(crit)) if np.isfinite(crit).any() else 0
+
+        # the values are chosen among all candidates by the estimated variance of the
+        # values, the interactions among all by that of the interactions
+        best = pick([r[1].variance for r in results])
+        (_, params, _), est, fit = results[best]
+        inter = inter_se = None
+        inter_info = None
+        if interactions:
+            k = pick([r[1].interaction_variance for r in results])
+            (order, p, kind), e2, _ = results[k]
             inter, inter_se = e2.interactions, e2.interaction_stderr
             inter_info = {
                 "order": order,
                 "params": p,
                 "kind": kind,
-                "variance": float(crit[pick]),
+                "variance": float(e2.interaction_variance),
                 "paired": bool(plan.paired),
             }
-        self.booster_ = fit.booster
-        self.cv_results_ = [(p, float(r.variance)) for p, r, _ in results]
+        values_info = {"order": results[best][0][0], "kind": results[best][0][2]}
+        self.booster_ = None if fit is None else fit.booster
+        self.cv_results_ = [(key[1], float(r.variance)) for key, r, _ in results[:n_first]]
         return ShapleyValues(
             values=est.values,
             players=players,
@@ -509,6 +516,7 @@ class SurrogateSHAP:
                 "enumerated_sizes": np.flatnonzero(plan.enumerated).tolist(),
                 "surrogate_values": est.surrogate_values,
                 "selection": "estimated variance of the values (sum over players)",
+                "surrogate": values_info,
                 "interactions": inter_info,
                 "interaction_stderr": inter_se,
             },
