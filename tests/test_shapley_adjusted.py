@@ -220,12 +220,14 @@ def test_default_estimator_standard_error_coverage_over_100_seeds():
 
 def test_standard_errors_are_nan_where_they_cannot_be_estimated():
     """Never a small number where the variance is unknown: 4 players at budget 12 (the
-    size-2 stratum has 2 sampled units) give NaN standard errors for the values and the
-    interactions of the default estimator; the pairwise base fitted on all rows (GREG)
-    gives NaN where a unit has leverage 1 (n = 14, paired budget 128: fewer pairs than pair
-    terms) and where no unit was sampled but coalitions are missing."""
+    paired plan's size-2 stratum has 2 sampled units) give NaN standard errors for the
+    values of the default estimator, and for the values and interactions of the cross-fitted
+    and the GREG estimators on that plan; GREG gives NaN where a unit has leverage 1 (n = 14,
+    paired budget 128: fewer pairs than pair terms) and where no unit was sampled but
+    coalitions are missing."""
     from datacredit import SurrogateSHAP
     from datacredit.shapley.greg import greg_pairwise
+    from datacredit.surrogateshap.estimator import linear_tree_fit
 
     rng = np.random.default_rng(1)
     table = rng.normal(0, 1, 16)
@@ -233,16 +235,35 @@ def test_standard_errors_are_nan_where_they_cannot_be_estimated():
     def game(Z):
         return table[(np.asarray(Z, bool) * (1 << np.arange(4))).sum(1)]
 
-    r = SurrogateSHAP(12, seed=0).explain(game, n_players=4, interactions=True)
-    assert np.isnan(r.stderr).all()
+    assert np.isnan(SurrogateSHAP(12, seed=0).explain(game, n_players=4).stderr).all()
+    plan4 = plan_coalitions(4, 12, seed=0)
     iu = np.triu_indices(4, 1)
-    assert np.isnan(r.info["interaction_stderr"][iu]).all()
+    for est in (
+        regression_adjusted(
+            plan4, game(plan4.Z), linear_tree_fit(None, 4, order=2), n_folds=2, interactions=True
+        ),
+        greg_pairwise(plan4, game(plan4.Z)),
+    ):
+        assert np.isnan(est.stderr).all() and np.isnan(est.interaction_stderr[iu]).all()
     g14 = games.synthetic("nonlinear", n=14, seed=0)
     plan = plan_coalitions(14, 128, seed=0)
     e = greg_pairwise(plan, g14(plan.Z))
     assert np.isnan(e.stderr).all() and np.isinf(e.interaction_variance)
-    thin = plan_coalitions(6, 14, seed=0)  # sizes 1 and 5 enumerated, nothing sampled
-    assert len(thin.unit_stratum) == 0 and not thin.exact
+    # a plan of the enumerated sizes 0, 1, 5, 6 alone (nothing sampled, sizes 2-4 missing)
+    eye = np.eye(6, dtype=bool)
+    Z = np.concatenate([np.zeros((1, 6), bool), np.ones((1, 6), bool), eye, ~eye])
+    enumerated = np.zeros(7, bool)
+    enumerated[[0, 1, 5, 6]] = True
+    thin = shapley.CoalitionPlan(
+        Z=Z,
+        units=np.full(len(Z), -1, np.int64),
+        unit_stratum=np.zeros(0, np.int64),
+        strata_population=np.array([15.0, 10.0]),
+        strata_size=np.array([2, 3]),
+        enumerated=enumerated,
+        paired=True,
+    )
+    assert np.array_equal(np.unique(thin.Z.sum(1)), [0, 1, 5, 6]) and not thin.exact
     g6 = games.synthetic("nonlinear", n=6, seed=0)
     e = greg_pairwise(thin, g6(thin.Z))
     assert np.isnan(e.stderr).all() and np.isnan(e.interaction_stderr[np.triu_indices(6, 1)]).all()
