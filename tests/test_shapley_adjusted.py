@@ -267,3 +267,15 @@ def test_standard_errors_are_nan_where_they_cannot_be_estimated():
     g6 = games.synthetic("nonlinear", n=6, seed=0)
     e = greg_pairwise(thin, g6(thin.Z))
     assert np.isnan(e.stderr).all() and np.isnan(e.interaction_stderr[np.triu_indices(6, 1)]).all()
+
+
+def test_selected_stderr_takes_the_largest_of_the_tied_candidates():
+    from datacredit.surrogateshap.estimator import SELECTION_TIE_RATIO, selected_stderr
+
+    se = [np.array([1.0, 5.0]), np.array([2.0, 1.0]), np.array([9.0, 9.0])]
+    var = [2.0, 2.0 * SELECTION_TIE_RATIO, 2.0 * SELECTION_TIE_RATIO * 1.01]
+    np.testing.assert_array_equal(selected_stderr(var, se), [2.0, 5.0])  # the third is not tied
+    np.testing.assert_array_equal(selected_stderr([1.0], [np.array([3.0])]), [3.0])
+    nan = [np.full(2, np.nan), np.array([1.0, 1.0])]
+    assert np.isnan(selected_stderr([1.0, 1.2], nan)).all()  # unknown stays unknown
+    assert np.isnan(selected_stderr([np.inf, np.nan], nan)).all()
