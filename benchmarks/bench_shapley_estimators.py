@@ -20,13 +20,16 @@ Methods (equal budget = game evaluations):
 
 Interaction table (``--interactions``): games with pairwise terms, three-way terms and a
 non-additive part (n = 8–14), the max error over pairs relative to the largest exact index,
-ours (pairwise SII) vs shapiq's ``RegressionFSII`` (against the exact FSII, the index it
-estimates), ``KernelSHAPIQ`` and ``SVARMIQ`` (index="SII"), exact indices by enumeration.
+ours (pairwise SII: cross-fitted and GREG candidates, the plan unpaired where its pairs
+cannot determine the pair terms) vs shapiq's ``RegressionFSII`` (against the exact FSII, the
+index it estimates), ``KernelSHAPIQ`` and ``SVARMIQ`` (index="SII"), exact indices by
+enumeration.
 
 Coverage of the default's standard errors (``--coverage``): share of |φ̂ − φ| beyond 2 and
 3 reported SEs over ``--trials`` seeds on the four games of
-``tests/test_shapley_adjusted.py::_coverage_games`` (n = 10; the test runs the linear
-surrogate, this the default with its surrogate selection).
+``tests/test_shapley_adjusted.py::_coverage_games`` (n = 10; the tests run the linear
+surrogate and the default with a one-tree candidate grid, this the default with its full
+candidate list).
 
 Many players (``--large``, the regime of issue 22: 16-24 contributors, budget 256): games
 of ``large_games`` at n = 16 and 20 (near-additive, an FID-like mixture, Appendix E's

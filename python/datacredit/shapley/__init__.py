@@ -14,6 +14,7 @@ from datacredit.shapley._game import (
 )
 from datacredit.shapley.adjusted import AdjustedEstimate, regression_adjusted
 from datacredit.shapley.exact import exact, shapley_from_table
+from datacredit.shapley.greg import greg_pairwise
 from datacredit.shapley.interactions import interactions_from_table, tree_interactions
 from datacredit.shapley.kernel import (
     kernel_shap,
@@ -36,6 +37,7 @@ __all__ = [
     "exact",
     "game_direction",
     "game_players",
+    "greg_pairwise",
     "interactions_from_table",
     "kernel_shap",
     "kernel_shap_plan",

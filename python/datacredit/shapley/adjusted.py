@@ -94,6 +94,61 @@ def kernel_regression_weights(plan: CoalitionPlan, rows: np.ndarray) -> np.ndarr
     return mu
 
 
+def stratified_variance(plan: CoalitionPlan, x_units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Variance and standard error of a stratified Horvitz–Thompson total of per-unit
+    contributions ``x_units`` (u × w, float64; each unit's residual contribution under a
+    surrogate that did not see it).
+
+    Per stratum the SRS-without-replacement variance of a total, P_h²(1 − m_h/P_h)s²_h/m_h;
+    the standard error is widened by :func:`t_widening` with Satterthwaite's (kurtosis-aware)
+    degrees of freedom, and is NaN everywhere when a partly evaluated stratum has fewer than
+    :data:`MIN_UNITS_FOR_STDERR` units.  Returns (var (w,), stderr (w,)).  O(u·w).
+    """
+    width = x_units.shape[1]
+    H = len(plan.strata_size)
+    m_h = np.bincount(plan.unit_stratum, minlength=H)
+    sampled_h = np.flatnonzero(m_h > 0)
+    # Variance: SRS without replacement of m_h units from P_h per stratum; the within-stratum
+    # variance s²_h is pooled over all held-out units (each under the f that missed it).
+    var = np.zeros(width)
+    dof_terms = np.zeros(width)  # Σ_h term_h² var(s²_h)/(2σ⁴_h): Satterthwaite's dof
+    for h in sampled_h:
+        uh = np.flatnonzero(plan.unit_stratum == h)
+        s2 = x_units[uh].var(0, ddof=1) if len(uh) > 1 else np.zeros(width)
+        # For a common f the fold average is exactly the total over the sampled units plus
+        # (P_h − m_h) × their mean, the SRS estimator of a total: var = P²(1 − m/P) s²/m.
+        # (Treating the K folds as independent, as before, ignored that they extrapolate
+        # over the same unsampled units: at m_h = P_h/2 it gave 0.6 of this variance, and
+        # 8-14 % of values beyond 2 SE at budget 512 of 1,024 coalitions.)
+        P = float(plan.strata_population[h])
+        term = P * P * max(0.0, 1.0 - m_h[h] / P) * s2 / m_h[h]
+        var += term
+        if len(uh) > 1:
+            # var(s²) = σ⁴ (2/(m−1) + κ/m) with κ the excess kurtosis of the units'
+            # contributions: skewed residuals (a few large ones) have fewer effective
+            # degrees of freedom than m − 1
+            m = len(uh)
+            dev = x_units[uh] - x_units[uh].mean(0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                kurt = np.where(s2 > 0, np.mean(dev**4, 0) / s2**2 - 3.0, 0.0)
+            dof_terms += term**2 * (1.0 / (m - 1) + np.maximum(kurt, 0.0) / (2 * m))
+    # var estimates the variance from a few units per stratum (often < 10), so the error
+    # over its root is Student-t-like, not normal: with Satterthwaite's degrees of freedom
+    # ν = var² / Σ_h term_h² (1/(m_h − 1) + κ_h/(2 m_h)), the standard error is widened by t_ν(q) / z(q) at
+    # the 3-sigma quantile, so that "beyond 3 SE" keeps its normal meaning.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nu = np.where(dof_terms > 0, var**2 / dof_terms, np.inf)
+    stderr = np.sqrt(var) * t_widening(nu)
+    unseen = plan.strata_population[sampled_h] > m_h[sampled_h]
+    if unseen.any() and m_h[sampled_h][unseen].min() < MIN_UNITS_FOR_STDERR:
+        # s²_h from 2 units (1 degree of freedom) is too noisy to be a standard error (4
+        # players, budgets 10-14: a quarter of the values erred by more than 3 of them):
+        # say "unknown" rather than guess.
+        # ``variance`` stays: as a selection criterion it only compares surrogates.
+        stderr = np.full(width, np.nan)
+    return var, stderr
+
+
 def regression_adjusted(
     plan: CoalitionPlan,
     v: np.ndarray,
@@ -188,44 +243,7 @@ def regression_adjusted(
             est = est + (R / m_hk) * x[uh].sum(0)
         estimates.append(est)
         phis_f.append(phi_f)
-    # Variance: SRS without replacement of m_h units from P_h per stratum; the within-stratum
-    # variance s²_h is pooled over all held-out units (each under the f that missed it).
-    var = np.zeros(width)
-    dof_terms = np.zeros(width)  # Σ_h term_h² var(s²_h)/(2σ⁴_h): Satterthwaite's dof
-    for h in sampled_h:
-        uh = np.flatnonzero(plan.unit_stratum == h)
-        s2 = x_oof[uh].var(0, ddof=1) if len(uh) > 1 else np.zeros(width)
-        # For a common f the fold average is exactly the total over the sampled units plus
-        # (P_h − m_h) × their mean, the SRS estimator of a total: var = P²(1 − m/P) s²/m.
-        # (Treating the K folds as independent, as before, ignored that they extrapolate
-        # over the same unsampled units: at m_h = P_h/2 it gave 0.6 of this variance, and
-        # 8-14 % of values beyond 2 SE at budget 512 of 1,024 coalitions.)
-        P = float(plan.strata_population[h])
-        term = P * P * max(0.0, 1.0 - m_h[h] / P) * s2 / m_h[h]
-        var += term
-        if len(uh) > 1:
-            # var(s²) = σ⁴ (2/(m−1) + κ/m) with κ the excess kurtosis of the units'
-            # contributions: skewed residuals (a few large ones) have fewer effective
-            # degrees of freedom than m − 1
-            m = len(uh)
-            dev = x_oof[uh] - x_oof[uh].mean(0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                kurt = np.where(s2 > 0, np.mean(dev**4, 0) / s2**2 - 3.0, 0.0)
-            dof_terms += term**2 * (1.0 / (m - 1) + np.maximum(kurt, 0.0) / (2 * m))
-    # var estimates the variance from a few units per stratum (often < 10), so the error
-    # over its root is Student-t-like, not normal: with Satterthwaite's degrees of freedom
-    # ν = var² / Σ_h term_h² (1/(m_h − 1) + κ_h/(2 m_h)), the standard error is widened by t_ν(q) / z(q) at
-    # the 3-sigma quantile, so that "beyond 3 SE" keeps its normal meaning.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        nu = np.where(dof_terms > 0, var**2 / dof_terms, np.inf)
-    stderr = np.sqrt(var) * t_widening(nu)
-    unseen = plan.strata_population[sampled_h] > m_h[sampled_h]
-    if unseen.any() and m_h[sampled_h][unseen].min() < MIN_UNITS_FOR_STDERR:
-        # s²_h from 2 units (1 degree of freedom) is too noisy to be a standard error (4
-        # players, budgets 10-14: a quarter of the values erred by more than 3 of them):
-        # say "unknown" rather than guess.
-        # ``variance`` stays: as a selection criterion it only compares surrogates.
-        stderr = np.full(width, np.nan)
+    var, stderr = stratified_variance(plan, x_oof)
     values, inter = split(np.mean(estimates, axis=0))
     se, inter_se = split(stderr)
     var_v, var_i = split(var)

@@ -244,6 +244,47 @@ def linear_tree_fit(
     return fit
 
 
+#: Candidates whose estimated variance is within this factor of the least one count as tied
+#: with the selected one: its standard error is the largest of theirs (see
+#: :func:`selected_stderr`).
+SELECTION_TIE_RATIO = 1.5
+
+
+def selected_stderr(variances: Sequence[float], stderrs: Sequence[np.ndarray]) -> np.ndarray:
+    """Standard errors of the candidate selected by least estimated variance, corrected for
+    the selection: the element-wise largest standard error among the candidates whose
+    estimated variance is within :data:`SELECTION_TIE_RATIO` of the least.
+
+    Why: the variance estimates of few units per stratum are noisy, and the least of several
+    is biased low (the winner's curse).  The default's 5 candidates on Appendix E's
+    nonlinear game at n = 10, budget 64 (100 seeds): each candidate alone had ≤ 1.3 % of
+    its errors beyond 3 SE, the selected one 2.0 %; with this rule 1.2 %.  NaN where the
+    selected candidate's standard errors are NaN.  ``variances``: (k,); ``stderrs``: k
+    arrays of one shape.  O(k · size).
+    """
+    var = np.asarray(variances, dtype=np.float64)
+    if not np.isfinite(var).any():
+        return np.asarray(stderrs[0], dtype=np.float64)
+    best = int(np.nanargmin(var))
+    tied = [
+        k
+        for k in range(len(var))
+        if np.isfinite(var[k]) and var[k] <= SELECTION_TIE_RATIO * var[best]
+    ]
+    out = np.asarray(stderrs[best], dtype=np.float64).copy()
+    for k in tied:
+        out = np.maximum(out, np.asarray(stderrs[k], dtype=np.float64))  # NaN propagates
+    return out
+
+
+def symmetric_equations(plan: Any) -> int:
+    """Equations that a paired coalition plan gives about the symmetric part v(S) + v(Sᶜ)
+    of the game besides v(∅) + v(N): one per complement pair (enumerated sizes come with
+    their complement sizes; a sampled unit is one pair).  O(m)."""
+    n_enum = int((plan.units < 0).sum()) - 2
+    return n_enum // 2 + len(plan.unit_stratum)
+
+
 def _check_int(x: Any, name: str, low: int) -> int:
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(x).__name__}")
@@ -362,13 +403,21 @@ class SurrogateSHAP:
         """Estimate the Shapley values of ``game`` (callable bool (m × n) → (m,)).
 
         ``interactions=True`` also returns the pairwise Shapley interaction index (SII,
-        not the Faithful SII) as ``.interactions`` (n × n, symmetric): analytic from a
-        surrogate of its own — a linear or pairwise base (second-order KernelSHAP) plus
-        trees, chosen among the candidates by the estimated variance of the interactions —
-        plus the same cross-fitted Monte-Carlo correction as the values, with per-pair
-        standard errors in ``info["interaction_stderr"]`` (``"adjusted"`` only; exact when
-        every coalition is evaluated, and on games with pairwise terms).  Costs four more
-        cross-fitted surrogate fits.
+        Grabisch & Roubens; not the Faithful SII) as ``.interactions`` (n × n, symmetric),
+        with per-pair standard errors in ``info["interaction_stderr"]`` (``"adjusted"``
+        only).  Candidates: every value candidate (linear base + trees; the trees' SII is
+        analytic per leaf), a pairwise base (second-order KernelSHAP) alone or with the two
+        shallow tree candidates, each with the cross-fitted Monte-Carlo correction of the
+        values, and the pairwise base fitted on all rows with the GREG correction
+        (:func:`~datacredit.shapley.greg.greg_pairwise`); the interactions come from the
+        candidate with the least estimated variance of the interactions, the values from
+        the one with the least estimated variance of the values.  The plan stays paired
+        unless its complement pairs are too few to determine the n(n−1)/2 pair terms (the
+        SII depends on v only through v(S) + v(Sᶜ)); then it is unpaired (n = 14 at budget
+        128).  Exact when every coalition is evaluated, and on games of degree ≤ 3 whenever
+        the pairs determine the pairwise base (its symmetric part is pairwise).  Costs
+        three more cross-fitted fits and the trees' interaction index (O(leaves · depth²)
+        per ensemble): about 3-7 s at n = 10-14 on one core.
         """
         players = game_players(game, n_players)
         direction = game_direction(game)  # carried to the result: it ranks by it
@@ -380,7 +429,7 @@ class SurrogateSHAP:
         if interactions and self.estimator != "adjusted" and not small:
             raise ValueError("interactions=True needs estimator='adjusted'")
         if self.estimator == "adjusted" or small:
-            plan = self._plan(n)
+            plan = self._plan(n, interactions=interactions)
             v = evaluate(game, plan.Z, batch_size=self.batch_size)
             sv = self._explain_plan(plan, v, players, interactions)
             sv.higher_is_better = direction
@@ -392,7 +441,7 @@ class SurrogateSHAP:
         sv.info["utility_report"] = _utility_report(game, Z)
         return sv
 
-    def _plan(self, n: int) -> Any:
+    def _plan(self, n: int, interactions: bool = False) -> Any:
         """The coalition plan of the adjusted estimator.
 
         The kernel's proportional allocation, unless it leaves a partly sampled stratum with
@@ -407,12 +456,20 @@ class SurrogateSHAP:
         """
         from datacredit.shapley.adjusted import MIN_UNITS_FOR_STDERR
 
+        paired = True
         plan = plan_coalitions(n, self.budget, self.seed, paired=True)
+        if interactions and not plan.exact and symmetric_equations(plan) <= n * (n - 1) // 2:
+            # the SII depends on v only through v(S) + v(Sᶜ) (c_ij(Sᶜ) = c_ij(S)), so a
+            # complement pair is one equation about the n(n−1)/2 pair terms: with fewer
+            # pairs than terms (n = 14, budget 128: 63 for 91) no estimator can determine
+            # them, while the same budget unpaired can (shapiq's RegressionFSII: exact)
+            paired = False
+            plan = plan_coalitions(n, self.budget, self.seed, paired=False)
         m_h = plan.strata_sampled
         partly = (m_h > 0) & (plan.strata_population > m_h)
         if partly.any() and m_h[partly].min() < MIN_UNITS_FOR_STDERR:
             floor = max(self.n_folds, MIN_UNITS_FOR_STDERR)
-            plan = plan_coalitions(n, self.budget, self.seed, paired=True, min_units=floor)
+            plan = plan_coalitions(n, self.budget, self.seed, paired=paired, min_units=floor)
         return plan
 
     def _candidates(self) -> list[dict[str, Any] | None]:
@@ -429,41 +486,64 @@ class SurrogateSHAP:
         self, plan: Any, v: np.ndarray, players: list, interactions: bool = False
     ) -> ShapleyValues:
         from datacredit.shapley.adjusted import regression_adjusted
+        from datacredit.shapley.greg import greg_pairwise
 
         v = np.asarray(v, dtype=np.float64)
         if not np.isfinite(v).all():
             raise ValueError("the game returned non-finite utilities")
         n = plan.n_players
+        # (order, params, kind) -> estimate; order 1: linear base, 2: pairwise base
         results = []
         for params in [None] if plan.exact else self._candidates():
             fit = linear_tree_fit(params, n, seed=self.seed)
-            est = regression_adjusted(plan, v, fit, n_folds=self.n_folds, seed=self.seed)
-            results.append((params, est, fit))
-        scores = [r[1].variance for r in results]
-        best = int(np.nanargmin(scores)) if np.isfinite(scores).any() else 0
-        params, est, fit = results[best]
-        inter = inter_se = None
-        inter_info = None
-        if interactions:
-            # the interaction index has its own surrogate, chosen by the estimated variance
-            # of the interactions (same plan, same folds): the values' surrogate, and a
-            # pairwise base (second-order KernelSHAP) alone or with the two shallow tree
-            # candidates (deeper ensembles on a pairwise base cost most of the time)
-            cands = [(1, params)] + [(2, p) for p in self._candidates()[:3]]
-            found = []
-            for order, p in [(1, None)] if plan.exact else cands:
-                f2 = linear_tree_fit(p, n, seed=self.seed, order=order)
+            est = regression_adjusted(
+                plan, v, fit, n_folds=self.n_folds, seed=self.seed, interactions=interactions
+            )
+            results.append(((1, params, "cross-fitted"), est, fit))
+        n_first = len(results)
+        if interactions and not plan.exact:
+            # interactions have surrogates of their own too: a pairwise base (second-order
+            # KernelSHAP) alone or with the two shallow tree candidates (deeper ensembles on
+            # a pairwise base cost most of the time), cross-fitted, and the pairwise base
+            # fitted on all rows (GREG): where the folds keep fewer rows than its n(n+1)/2
+            # parameters, only the full fit determines it
+            for p in self._candidates()[:3]:
+                f2 = linear_tree_fit(p, n, seed=self.seed, order=2)
                 e2 = regression_adjusted(
                     plan, v, f2, n_folds=self.n_folds, seed=self.seed, interactions=True
                 )
-                found.append(((order, p), e2))
-            crit = np.array([e.interaction_variance for _, e in found])
-            pick = int(np.nanargmin(crit)) if np.isfinite(crit).any() else 0
-            (order, p), e2 = found[pick]
-            inter, inter_se = e2.interactions, e2.interaction_stderr
-            inter_info = {"order": order, "params": p, "variance": float(crit[pick])}
-        self.booster_ = fit.booster
-        self.cv_results_ = [(p, float(r.variance)) for p, r, _ in results]
+                results.append(((2, p, "cross-fitted"), e2, f2))
+            results.append(((2, None, "greg"), greg_pairwise(plan, v), None))
+
+        def pick(crit: list[float]) -> int:
+            crit = np.asarray(crit, dtype=np.float64)
+            return int(np.nanargmin(crit)) if np.isfinite(crit).any() else 0
+
+        # the values are chosen among all candidates by the estimated variance of the
+        # values, the interactions among all by that of the interactions
+        best = pick([r[1].variance for r in results])
+        (_, params, _), est, fit = results[best]
+        stderr = selected_stderr([r[1].variance for r in results], [r[1].stderr for r in results])
+        inter = inter_se = None
+        inter_info = None
+        if interactions:
+            k = pick([r[1].interaction_variance for r in results])
+            (order, p, kind), e2, _ = results[k]
+            inter = e2.interactions
+            inter_se = selected_stderr(
+                [r[1].interaction_variance for r in results],
+                [r[1].interaction_stderr for r in results],
+            )
+            inter_info = {
+                "order": order,
+                "params": p,
+                "kind": kind,
+                "variance": float(e2.interaction_variance),
+                "paired": bool(plan.paired),
+            }
+        values_info = {"order": results[best][0][0], "kind": results[best][0][2]}
+        self.booster_ = None if fit is None else fit.booster
+        self.cv_results_ = [(key[1], float(r.variance)) for key, r, _ in results[:n_first]]
         return ShapleyValues(
             values=est.values,
             players=players,
@@ -473,7 +553,7 @@ class SurrogateSHAP:
             utilities=v,
             cv_score=float(est.variance),
             method="surrogate_shap",
-            stderr=est.stderr,
+            stderr=stderr,
             interactions=inter,
             info={
                 "estimator": "adjusted",
@@ -485,6 +565,7 @@ class SurrogateSHAP:
                 "enumerated_sizes": np.flatnonzero(plan.enumerated).tolist(),
                 "surrogate_values": est.surrogate_values,
                 "selection": "estimated variance of the values (sum over players)",
+                "surrogate": values_info,
                 "interactions": inter_info,
                 "interaction_stderr": inter_se,
             },
