@@ -69,6 +69,17 @@ class TableGame:
         return self.table[(Z * self._bits).sum(1)]
 
 
+def _utility_defaults_tag() -> str:
+    """8 hex digits of the FID and Inception Score constructors' defaults."""
+    import hashlib
+    import inspect
+
+    from datacredit.surrogateshap.utilities import FID, InceptionScore
+
+    sig = repr([inspect.signature(FID), inspect.signature(InceptionScore)])
+    return hashlib.sha256(sig.encode()).hexdigest()[:8]
+
+
 def _tables(cache: Path, kinds, seed: int = 0) -> dict[str, np.ndarray]:
     """Full utility tables (1,024,) of the demo games and the digits retraining game, cached
     in ``cache`` (the demo's sample bank takes minutes on a CPU)."""
@@ -79,7 +90,9 @@ def _tables(cache: Path, kinds, seed: int = 0) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     Z = all_coalitions(N)
     if {"demo_fid", "demo_is"} & set(kinds):
-        path = cache / f"demo_tables_seed{seed}.npz"
+        # the file name carries the FID / IS defaults: a table of another estimator (e.g.
+        # the plug-in IS before issue 23) is never read back as this one's
+        path = cache / f"demo_tables_seed{seed}_{_utility_defaults_tag()}.npz"
         if not path.exists():
             from datacredit.demo.data import load_split
             from datacredit.demo.pipeline import DemoSettings, surrogateshap_games
