@@ -33,16 +33,21 @@ def _analytic_fid(mu, C, mu_r, C_r):
     return float(((mu - mu_r) ** 2).sum() + np.trace(C) + np.trace(C_r) - 2 * np.trace(s).real)
 
 
+def _bank(mus, lam, per_label, seed):
+    """per_label samples of each label N(mus[l], diag(lam[l]))."""
+    rng = np.random.default_rng(seed)
+    return SampleBank(
+        {
+            lab: mus[lab] + rng.standard_normal((per_label, mus.shape[1])) * np.sqrt(lam[lab])
+            for lab in range(len(mus))
+        }
+    )
+
+
 def _setup(d, n_per_label, n_labels=10, seed=0):
     mus, lam = _mixture(d, n_labels, seed)
     ref = _moments(mus, lam, np.full(n_labels, 1 / n_labels))
-    rng = np.random.default_rng(seed + 1)
-    bank = SampleBank(
-        {
-            lab: mus[lab] + rng.standard_normal((n_per_label, d)) * np.sqrt(lam[lab])
-            for lab in range(n_labels)
-        }
-    )
+    bank = _bank(mus, lam, n_per_label, seed + 1)
     return mus, lam, ref, bank
 
 
@@ -60,13 +65,7 @@ def _pair_contributors_game(d, per_label, n_labels=10, seed=0):
     recorded warnings."""
     mus, lam = _flat_mixture(d, n_labels, seed)
     ref = _moments(mus, lam, np.full(n_labels, 1 / n_labels))
-    rng = np.random.default_rng(seed + 1)
-    bank = SampleBank(
-        {
-            lab: mus[lab] + rng.standard_normal((per_label, d)) * np.sqrt(lam[lab])
-            for lab in range(n_labels)
-        }
-    )
+    bank = _bank(mus, lam, per_label, seed + 1)
     players = {f"c{i}": [2 * i, 2 * i + 1] for i in range(n_labels // 2)}
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
